@@ -1,0 +1,23 @@
+/* JSON helpers over cJSON: allocation through hr_alloc, bounded parsing. */
+#ifndef HERALD_HR_JSON_H
+#define HERALD_HR_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+/** Routes cJSON's allocations through hr_malloc; call once in main. */
+void hr_json_init(void);
+/**
+ * Parses exactly len bytes as one JSON value that must be an object.
+ * Returns 0 and *out (owned by the caller), or HR_DECLINED with err filled.
+ */
+int hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t errlen);
+/** The string member key, or NULL if absent or not a string (borrowed). */
+const char *hr_json_get_str(const cJSON *obj, const char *key);
+/** Compact serialization, owned by the caller (hr_free). */
+char *hr_json_print(const cJSON *item);
+/** Whether buf[0..len) is well-formed UTF-8 with no NUL byte. */
+int hr_utf8_valid(const char *buf, size_t len);
+/** Whether a JSON text contains the escape \u0000, which PostgreSQL text and jsonb refuse. */
+int hr_json_has_nul_escape(const char *buf, size_t len);
+#endif

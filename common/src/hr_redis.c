@@ -1,0 +1,457 @@
+#include "herald/hr_redis.h"
+#include "herald/hr_alloc.h"
+#include "herald/hr_core.h"
+#include "herald/hr_log.h"
+#include "herald/hr_time.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+int
+hr_redis_addr_parse(const char *url, hr_redis_addr_t *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    const char *p = url;
+    if (url == NULL || strncmp(p, "redis://", 8) != 0) {
+        snprintf(err, errlen, "redis url must start with redis://, got \"%s\"",
+                 url ? url : "(null)");
+        return HR_DECLINED;
+    }
+    p += 8;
+    const char *at = strchr(p, '@');
+    if (at != NULL) {
+        /* [user]:password@ — Redis 6 ACL users are not used: password only. */
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        if (at > pw)
+            out->password = hr_strndup(pw, (size_t)(at - pw));
+        p = at + 1;
+    }
+    size_t hl = strcspn(p, ":/");
+    if (hl == 0) {
+        snprintf(err, errlen, "redis url has no host");
+        hr_redis_addr_clear(out);
+        return HR_DECLINED;
+    }
+    out->host = hr_strndup(p, hl);
+    p += hl;
+    if (*p == ':') {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || v <= 0 || v > 65535 || (*end != '\0' && *end != '/')) {
+            snprintf(err, errlen, "redis url has a bad port");
+            hr_redis_addr_clear(out);
+            return HR_DECLINED;
+        }
+        out->port = (int)v;
+        p = end;
+    }
+    if (*p == '/' && p[1] != '\0') {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || *end != '\0' || v < 0 || v > 1000) {
+            snprintf(err, errlen, "redis url has a bad database number");
+            hr_redis_addr_clear(out);
+            return HR_DECLINED;
+        }
+        out->db = (int)v;
+    }
+    return 0;
+}
+
+void
+hr_redis_addr_clear(hr_redis_addr_t *a)
+{
+    hr_free(a->host);
+    hr_free(a->password);
+    a->host = a->password = NULL;
+}
+
+redisContext *
+hr_redis_connect_sync(const hr_redis_addr_t *a, int timeout_ms, char *err, size_t errlen)
+{
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(a->host, a->port, tv);
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "connect %s:%d: %s", a->host, a->port,
+                 c ? c->errstr : "cannot allocate context");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisEnableKeepAlive(c);
+    redisReply *r;
+    if (a->password != NULL) {
+        r = redisCommand(c, "AUTH %s", a->password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "AUTH: %s", r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (a->db != 0) {
+        r = redisCommand(c, "SELECT %d", a->db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "SELECT: %s", r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
+void
+hr_backoff_init(hr_backoff_t *b, uint32_t min_ms, uint32_t max_ms)
+{
+    b->min_ms = min_ms;
+    b->max_ms = max_ms;
+    b->cur_ms = 0;
+}
+
+uint32_t
+hr_backoff_next(hr_backoff_t *b)
+{
+    b->cur_ms = b->cur_ms == 0 ? b->min_ms : b->cur_ms * 2;
+    if (b->cur_ms > b->max_ms)
+        b->cur_ms = b->max_ms;
+    /* ±25% jitter so a fleet does not reconnect in lockstep after an outage. */
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+        r = (uint32_t)hr_mono_us();
+    uint32_t span = b->cur_ms / 2 + 1;
+    return b->cur_ms - b->cur_ms / 4 + r % span;
+}
+
+void
+hr_backoff_reset(hr_backoff_t *b)
+{
+    b->cur_ms = 0;
+}
+
+/* ---- libevent loop ops ---- */
+
+typedef struct {
+    struct event *ev; /* owned */
+    void (*cb)(void *);
+    void *arg;
+} hr_ev_timer_t;
+
+static int
+hr_ev_attach(redisAsyncContext *ac, void *loop)
+{
+    return redisLibeventAttach(ac, loop) == REDIS_OK ? 0 : HR_ERR;
+}
+
+static void
+hr_ev_timer_fire(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_timer_t *t = arg;
+    t->cb(t->arg);
+}
+
+static void *
+hr_ev_timer_new(void *loop, void (*cb)(void *), void *arg)
+{
+    hr_ev_timer_t *t = hr_calloc(1, sizeof(*t));
+    t->cb = cb;
+    t->arg = arg;
+    t->ev = evtimer_new((struct event_base *)loop, hr_ev_timer_fire, t);
+    if (t->ev == NULL) {
+        fprintf(stderr, "herald: evtimer_new failed\n");
+        abort();
+    }
+    return t;
+}
+
+static void
+hr_ev_timer_arm(void *timer, uint64_t ms)
+{
+    hr_ev_timer_t *t = timer;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(t->ev, &tv);
+}
+
+static void
+hr_ev_timer_free(void *timer)
+{
+    hr_ev_timer_t *t = timer;
+    if (t == NULL)
+        return;
+    event_free(t->ev);
+    hr_free(t);
+}
+
+const hr_loop_ops_t hr_loop_ops_libevent = {
+    .attach = hr_ev_attach,
+    .timer_new = hr_ev_timer_new,
+    .timer_arm = hr_ev_timer_arm,
+    .timer_free = hr_ev_timer_free,
+};
+
+/* ---- async connection ---- */
+
+typedef enum { HR_RS_DISCONNECTED, HR_RS_CONNECTING, HR_RS_READY } hr_redis_state_t;
+
+#define HR_WATCHDOG_MS 250
+
+struct hr_redis_async_s {
+    const hr_loop_ops_t *ops; /* borrowed, static */
+    void *loop;               /* borrowed */
+    hr_redis_addr_t addr;     /* owned */
+    char *name;               /* owned */
+    int command_timeout_ms;
+    hr_redis_state_fn on_state;
+    void *ud;                 /* borrowed */
+
+    redisAsyncContext *ac;    /* owned by hiredis; NULL when disconnected */
+    hr_redis_state_t state;
+    hr_backoff_t backoff;
+    void *reconnect_timer;    /* owned */
+    void *watchdog_timer;     /* owned */
+    unsigned inflight;        /* commands awaiting a reply */
+    uint64_t last_progress_ms;
+    int destroying;
+};
+
+/* What each tracked command carries, so the inflight count stays true. */
+typedef struct {
+    hr_redis_async_t *r; /* borrowed */
+    redisCallbackFn *cb;
+    void *priv;
+} hr_redis_cmd_t;
+
+static void hr_redis_async_connect(hr_redis_async_t *r);
+
+static void
+hr_redis_schedule_reconnect(hr_redis_async_t *r)
+{
+    if (r->destroying)
+        return;
+    uint32_t ms = hr_backoff_next(&r->backoff);
+    r->ops->timer_arm(r->reconnect_timer, ms);
+}
+
+static void
+hr_redis_reconnect_fire(void *arg)
+{
+    hr_redis_async_connect(arg);
+}
+
+static void
+hr_redis_watchdog_fire(void *arg)
+{
+    hr_redis_async_t *r = arg;
+    if (r->state == HR_RS_READY && r->inflight > 0 &&
+        hr_mono_ms() - r->last_progress_ms > (uint64_t)r->command_timeout_ms) {
+        hr_log_warn("redis_timeout", "conn=%s inflight=%u timeout_ms=%d", r->name, r->inflight,
+                    r->command_timeout_ms);
+        /* Frees the context: pending callbacks get NULL, then on_disconnect runs. */
+        redisAsyncFree(r->ac);
+    }
+    if (!r->destroying)
+        r->ops->timer_arm(r->watchdog_timer, HR_WATCHDOG_MS);
+}
+
+static void
+hr_redis_cmd_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    hr_redis_cmd_t *cmd = privdata;
+    hr_redis_async_t *r = cmd->r;
+    if (r->inflight > 0)
+        r->inflight--;
+    r->last_progress_ms = hr_mono_ms();
+    if (cmd->cb != NULL)
+        cmd->cb(ac, reply, cmd->priv);
+    hr_free(cmd);
+}
+
+static void
+hr_redis_handshake_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(privdata);
+    hr_redis_async_t *r = ac->data;
+    redisReply *rep = reply;
+    if (r == NULL || r->ac != ac)
+        return;
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        hr_log_error("redis_handshake_failed", "conn=%s error=\"%s\"", r->name,
+                     rep ? rep->str : "connection lost");
+        if (rep != NULL)
+            redisAsyncDisconnect(ac);
+        return;
+    }
+    r->state = HR_RS_READY;
+    r->last_progress_ms = hr_mono_ms();
+    hr_backoff_reset(&r->backoff);
+    hr_log_info("redis_ready", "conn=%s addr=%s:%d", r->name, r->addr.host, r->addr.port);
+    if (r->on_state)
+        r->on_state(r, 1, r->ud);
+}
+
+static void
+hr_redis_on_connect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    hr_redis_async_t *r = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        hr_log_warn("redis_connect_failed", "conn=%s addr=%s:%d error=\"%s\"", r->name,
+                    r->addr.host, r->addr.port, ac->errstr);
+        r->ac = NULL;
+        r->state = HR_RS_DISCONNECTED;
+        hr_redis_schedule_reconnect(r);
+        return;
+    }
+    redisEnableKeepAlive(&ac->c);
+    /* AUTH and SELECT are pipelined ahead of a PING whose reply marks READY. */
+    if (r->addr.password != NULL)
+        redisAsyncCommand(ac, hr_redis_handshake_done, NULL, "AUTH %s", r->addr.password);
+    if (r->addr.db != 0)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", r->addr.db);
+    redisAsyncCommand(ac, hr_redis_handshake_done, NULL, "PING");
+}
+
+static void
+hr_redis_on_disconnect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *)cac;
+    hr_redis_async_t *r = ac->data;
+    if (r == NULL)
+        return;
+    int was_ready = r->state == HR_RS_READY;
+    r->ac = NULL;
+    r->state = HR_RS_DISCONNECTED;
+    r->inflight = 0;
+    if (r->destroying)
+        return;
+    hr_log_warn("redis_disconnected", "conn=%s status=%d error=\"%s\"", r->name, status,
+                ac->errstr[0] ? ac->errstr : "closed");
+    if (was_ready && r->on_state)
+        r->on_state(r, 0, r->ud);
+    hr_redis_schedule_reconnect(r);
+}
+
+static void
+hr_redis_async_connect(hr_redis_async_t *r)
+{
+    if (r->destroying || r->ac != NULL)
+        return;
+    redisAsyncContext *ac = redisAsyncConnect(r->addr.host, r->addr.port);
+    if (ac == NULL || ac->err) {
+        hr_log_warn("redis_connect_failed", "conn=%s addr=%s:%d error=\"%s\"", r->name,
+                    r->addr.host, r->addr.port, ac ? ac->errstr : "no context");
+        if (ac)
+            redisAsyncFree(ac);
+        hr_redis_schedule_reconnect(r);
+        return;
+    }
+    ac->data = r;
+    if (r->ops->attach(ac, r->loop) != 0) {
+        hr_log_error("redis_attach_failed", "conn=%s", r->name);
+        redisAsyncFree(ac);
+        hr_redis_schedule_reconnect(r);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, hr_redis_on_connect);
+    redisAsyncSetDisconnectCallback(ac, hr_redis_on_disconnect);
+    r->ac = ac;
+    r->state = HR_RS_CONNECTING;
+}
+
+hr_redis_async_t *
+hr_redis_async_create(const hr_loop_ops_t *ops, void *loop, const hr_redis_async_opts_t *opts,
+                      char *err, size_t errlen)
+{
+    hr_redis_async_t *r = hr_calloc(1, sizeof(*r));
+    if (hr_redis_addr_parse(opts->url, &r->addr, err, errlen) != 0) {
+        hr_free(r);
+        return NULL;
+    }
+    r->ops = ops;
+    r->loop = loop;
+    r->name = hr_strdup(opts->name ? opts->name : "redis");
+    r->command_timeout_ms = opts->command_timeout_ms;
+    r->on_state = opts->on_state;
+    r->ud = opts->ud;
+    hr_backoff_init(&r->backoff, 100, 5000);
+    r->reconnect_timer = ops->timer_new(loop, hr_redis_reconnect_fire, r);
+    if (r->command_timeout_ms > 0) {
+        r->watchdog_timer = ops->timer_new(loop, hr_redis_watchdog_fire, r);
+        ops->timer_arm(r->watchdog_timer, HR_WATCHDOG_MS);
+    }
+    hr_redis_async_connect(r);
+    return r;
+}
+
+void
+hr_redis_async_destroy(hr_redis_async_t *r)
+{
+    if (r == NULL)
+        return;
+    r->destroying = 1;
+    if (r->ac != NULL) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    r->ops->timer_free(r->reconnect_timer);
+    if (r->watchdog_timer)
+        r->ops->timer_free(r->watchdog_timer);
+    hr_redis_addr_clear(&r->addr);
+    hr_free(r->name);
+    hr_free(r);
+}
+
+int
+hr_redis_async_ready(const hr_redis_async_t *r)
+{
+    return r->state == HR_RS_READY;
+}
+
+unsigned
+hr_redis_async_inflight(const hr_redis_async_t *r)
+{
+    return r->inflight;
+}
+
+int
+hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
+                    const char **argv, const size_t *argvlen)
+{
+    if (r->state != HR_RS_READY)
+        return HR_AGAIN;
+    hr_redis_cmd_t *cmd = hr_malloc(sizeof(*cmd));
+    cmd->r = r;
+    cmd->cb = cb;
+    cmd->priv = priv;
+    if (redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, cmd, argc, argv, argvlen) != REDIS_OK) {
+        hr_free(cmd);
+        return HR_AGAIN;
+    }
+    if (r->inflight++ == 0)
+        r->last_progress_ms = hr_mono_ms();
+    return 0;
+}
+
+int
+hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
+                              const char **argv, const size_t *argvlen)
+{
+    if (r->state != HR_RS_READY)
+        return HR_AGAIN;
+    if (redisAsyncCommandArgv(r->ac, cb, priv, argc, argv, argvlen) != REDIS_OK)
+        return HR_AGAIN;
+    return 0;
+}
