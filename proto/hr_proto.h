@@ -47,12 +47,12 @@ typedef struct {
 
 /** One notification, as carried everywhere (the envelope). */
 typedef struct {
-    char id[HR_UUID_STR_LEN];             /* UUIDv7 text */
-    char created_at[HR_TIME_ISO_LEN];     /* RFC 3339 UTC, ms */
-    char *user_id;                        /* owned */
-    char *type;                           /* owned */
-    char *message;                        /* owned */
-    char *data_json;                      /* owned: a JSON object's text, or NULL */
+    char id[HR_UUID_STR_LEN];         /* UUIDv7 text */
+    char created_at[HR_TIME_ISO_LEN]; /* RFC 3339 UTC, ms */
+    char *user_id;                    /* owned */
+    char *type;                       /* owned */
+    char *message;                    /* owned */
+    char *data_json;                  /* owned: a JSON object's text, or NULL */
 } hr_notification_t;
 
 /** Frees the owned strings of n (not n itself). */
@@ -63,8 +63,7 @@ void hr_notification_clear(hr_notification_t *n);
  * message and data_json (id and created_at are left to the caller).
  * Returns 0 or HR_DECLINED with e filled (400/413).
  */
-int hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n,
-                           hr_proto_err_t *e);
+int hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_proto_err_t *e);
 
 /** Gives n a fresh UUIDv7 id and the matching created_at. */
 void hr_proto_assign_id(hr_notification_t *n, hr_uuid_gen_t *gen, uint64_t now_ms);

@@ -60,8 +60,7 @@ hr_config_set(void *out, const hr_cfg_field_t *f, const char *text, const char *
                    !strcasecmp(text, "off")) {
             *(int *)base = 0;
         } else {
-            snprintf(err, errlen, "%s: %s must be true or false, got \"%s\"", origin, f->key,
-                     text);
+            snprintf(err, errlen, "%s: %s must be true or false, got \"%s\"", origin, f->key, text);
             return HR_ERR;
         }
         return 0;
@@ -73,8 +72,8 @@ hr_config_set(void *out, const hr_cfg_field_t *f, const char *text, const char *
 
 /* Reads one field from the parsed file, if present, as text for hr_config_set. */
 static int
-hr_config_from_file(void *out, const hr_cfg_field_t *f, config_t *cfg, const char *path,
-                    char *err, size_t errlen)
+hr_config_from_file(void *out, const hr_cfg_field_t *f, config_t *cfg, const char *path, char *err,
+                    size_t errlen)
 {
     config_setting_t *s = config_lookup(cfg, f->key);
     if (s == NULL)
@@ -109,8 +108,8 @@ hr_config_from_file(void *out, const hr_cfg_field_t *f, config_t *cfg, const cha
 }
 
 int
-hr_config_load(void *out, const hr_cfg_field_t *fields, size_t nfields, const char *path,
-               char *err, size_t errlen)
+hr_config_load(void *out, const hr_cfg_field_t *fields, size_t nfields, const char *path, char *err,
+               size_t errlen)
 {
     for (size_t i = 0; i < nfields; i++) {
         if (fields[i].type == HR_CFG_STR && fields[i].def == NULL)

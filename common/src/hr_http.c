@@ -57,8 +57,8 @@ hr_http_listen(struct event_base *base, const char *host, int port, size_t max_b
     evhttp_set_max_body_size(http, (ev_ssize_t)(max_body * 4));
     evhttp_set_max_headers_size(http, 64 * 1024);
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                         EVHTTP_REQ_HEAD | EVHTTP_REQ_PATCH);
+                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PATCH);
     evhttp_set_timeout(http, 60);
     struct evhttp_bound_socket *h = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
     if (h == NULL) {
@@ -93,8 +93,7 @@ hr_http_send_json(struct evhttp_request *req, int status, const char *json, size
 }
 
 void
-hr_http_send_error(struct evhttp_request *req, int status, const char *code,
-                   const char *message)
+hr_http_send_error(struct evhttp_request *req, int status, const char *code, const char *message)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(o, "error");
@@ -111,8 +110,7 @@ hr_http_send_error(struct evhttp_request *req, int status, const char *code,
 int
 hr_http_is_json(struct evhttp_request *req)
 {
-    const char *ct =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
     if (ct == NULL)
         return 0;
     while (*ct == ' ')

@@ -27,8 +27,7 @@ hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t
     for (const char *p = end; p != NULL && p < buf + len; p++) {
         if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
             cJSON_Delete(root);
-            snprintf(err, errlen, "trailing data after JSON value at byte %zu",
-                     (size_t)(p - buf));
+            snprintf(err, errlen, "trailing data after JSON value at byte %zu", (size_t)(p - buf));
             return HR_DECLINED;
         }
     }

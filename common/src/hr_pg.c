@@ -72,8 +72,7 @@ hr_pg_read_file(const char *path, char *err, size_t errlen)
 
 /* Applies one file unless already recorded; the check is inside the lock. */
 static int
-hr_pg_apply(PGconn *c, const char *dir, const char *name, int *applied, char *err,
-            size_t errlen)
+hr_pg_apply(PGconn *c, const char *dir, const char *name, int *applied, char *err, size_t errlen)
 {
     const char *params[1] = {name};
     PGresult *r = PQexecParams(c, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL,
@@ -102,8 +101,8 @@ hr_pg_apply(PGconn *c, const char *dir, const char *name, int *applied, char *er
     }
     hr_free(sql);
     if (rc == 0) {
-        r = PQexecParams(c, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL,
-                         params, NULL, NULL, 0);
+        r = PQexecParams(c, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, params,
+                         NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             snprintf(err, errlen, "%s", PQerrorMessage(c));
             rc = HR_ERR;

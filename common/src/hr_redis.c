@@ -213,14 +213,14 @@ struct hr_redis_async_s {
     char *name;               /* owned */
     int command_timeout_ms;
     hr_redis_state_fn on_state;
-    void *ud;                 /* borrowed */
+    void *ud; /* borrowed */
 
-    redisAsyncContext *ac;    /* owned by hiredis; NULL when disconnected */
+    redisAsyncContext *ac; /* owned by hiredis; NULL when disconnected */
     hr_redis_state_t state;
     hr_backoff_t backoff;
-    void *reconnect_timer;    /* owned */
-    void *watchdog_timer;     /* owned */
-    unsigned inflight;        /* commands awaiting a reply */
+    void *reconnect_timer; /* owned */
+    void *watchdog_timer;  /* owned */
+    unsigned inflight;     /* commands awaiting a reply */
     uint64_t last_progress_ms;
     int destroying;
 };

@@ -18,8 +18,7 @@ const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.port", HR_CFG_INT, offsetof(ing_config_t, port), "8080", 0, 65535},
     {"ingest.drain_ms", HR_CFG_INT, offsetof(ing_config_t, drain_ms), "5000", 0, 600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
-    {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "2000", 10,
-     600000},
+    {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "2000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(ing_config_t, log_level), "info", 0, 0},
 };
 const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
@@ -37,22 +36,22 @@ static const char ing_lua_notify[] =
     "return sid\n";
 
 struct ing_server_s {
-    struct event_base *base;        /* borrowed */
-    const ing_config_t *cfg;        /* borrowed */
-    struct evhttp *http;            /* owned */
+    struct event_base *base;              /* borrowed */
+    const ing_config_t *cfg;              /* borrowed */
+    struct evhttp *http;                  /* owned */
     struct evhttp_bound_socket *listener; /* owned by http */
     int port;
-    hr_redis_async_t *redis;        /* owned */
+    hr_redis_async_t *redis; /* owned */
     hr_uuid_gen_t uuid;
-    unsigned inflight;              /* requests waiting for Redis */
+    unsigned inflight; /* requests waiting for Redis */
     int draining;
-    struct event *drain_timer;      /* owned */
+    struct event *drain_timer; /* owned */
 };
 
 /* One accepted POST waiting for its Redis reply; freed in the reply callback. */
 typedef struct {
-    ing_server_t *srv;              /* borrowed */
-    struct evhttp_request *req;     /* borrowed: evhttp keeps it until we reply */
+    ing_server_t *srv;          /* borrowed */
+    struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
     char id[HR_UUID_STR_LEN];
     char created_at[HR_TIME_ISO_LEN];
 } ing_pending_t;
@@ -121,8 +120,8 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req)
     char channel[HR_USER_ID_MAX + 32];
     size_t ch_len = hr_proto_user_channel(channel, sizeof(channel), n.user_id);
 
-    const char *argv[] = {"EVAL",  ing_lua_notify, "2", HR_STREAM_NOTIFICATIONS, channel,
-                          n.id,    n.user_id,      env, frame};
+    const char *argv[] = {
+        "EVAL", ing_lua_notify, "2", HR_STREAM_NOTIFICATIONS, channel, n.id, n.user_id, env, frame};
     size_t argvlen[] = {4,
                         sizeof(ing_lua_notify) - 1,
                         1,
@@ -138,8 +137,8 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req)
     p->req = req;
     memcpy(p->id, n.id, sizeof(p->id));
     memcpy(p->created_at, n.created_at, sizeof(p->created_at));
-    int rc = hr_redis_async_argv(s->redis, ing_notify_done, p, (int)HR_ARRAY_LEN(argv), argv,
-                                 argvlen);
+    int rc =
+        hr_redis_async_argv(s->redis, ing_notify_done, p, (int)HR_ARRAY_LEN(argv), argv, argvlen);
     hr_free(env);
     hr_free(frame);
     hr_notification_clear(&n);
@@ -192,16 +191,15 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->cfg = cfg;
     hr_uuid_gen_init(&s->uuid);
 
-    hr_redis_async_opts_t ro = {.url = cfg->redis_url,
-                                .name = "ingest",
-                                .command_timeout_ms = cfg->redis_timeout_ms};
+    hr_redis_async_opts_t ro = {
+        .url = cfg->redis_url, .name = "ingest", .command_timeout_ms = cfg->redis_timeout_ms};
     s->redis = hr_redis_async_create(&hr_loop_ops_libevent, base, &ro, err, errlen);
     if (s->redis == NULL) {
         hr_free(s);
         return NULL;
     }
-    s->http = hr_http_listen(base, cfg->host, cfg->port, HR_BODY_MAX, &s->port, &s->listener,
-                             err, errlen);
+    s->http = hr_http_listen(base, cfg->host, cfg->port, HR_BODY_MAX, &s->port, &s->listener, err,
+                             errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hr_free(s);

@@ -8,11 +8,11 @@
 #include <stddef.h>
 
 typedef struct {
-    char *host;           /* owned */
+    char *host; /* owned */
     int port;
-    char *redis_url;      /* owned */
+    char *redis_url; /* owned */
     int redis_timeout_ms;
-    char *log_level;      /* owned */
+    char *log_level; /* owned */
     int drain_ms;
 } ing_config_t;
 
@@ -24,7 +24,7 @@ typedef struct ing_server_s ing_server_t;
 
 /** Binds the HTTP port and starts connecting to Redis; NULL with err filled on failure. */
 ing_server_t *ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err,
-                               size_t errlen);
+                                size_t errlen);
 /** The port actually bound (useful when configured as 0). */
 int ing_server_port(const ing_server_t *s);
 /**

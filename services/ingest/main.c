@@ -25,9 +25,11 @@ main(int argc, char **argv)
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             path = argv[++i];
         } else {
-            fprintf(stderr, "usage: %s [--config FILE]\n"
-                            "every setting can be overridden by HERALD_<KEY>, "
-                            "e.g. HERALD_INGEST_PORT\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--config FILE]\n"
+                    "every setting can be overridden by HERALD_<KEY>, "
+                    "e.g. HERALD_INGEST_PORT\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -36,8 +38,7 @@ main(int argc, char **argv)
     char err[512];
     hr_log_level_t level = HR_LOG_INFO;
     hr_log_init("ingest", level);
-    if (hr_config_load(&cfg, ing_config_fields, ing_config_nfields, path, err, sizeof(err)) !=
-        0) {
+    if (hr_config_load(&cfg, ing_config_fields, ing_config_nfields, path, err, sizeof(err)) != 0) {
         hr_log_error("config_invalid", "error=\"%s\"", err);
         return 1;
     }

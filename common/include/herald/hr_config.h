@@ -14,11 +14,11 @@
 typedef enum { HR_CFG_STR, HR_CFG_INT, HR_CFG_BOOL } hr_cfg_type_t;
 
 typedef struct {
-    const char *key;  /* dotted path, e.g. "ingest.port" */
+    const char *key; /* dotted path, e.g. "ingest.port" */
     hr_cfg_type_t type;
-    size_t offset;    /* of a char * (owned by the struct), int or int (bool) */
-    const char *def;  /* default as text; NULL for a string means NULL */
-    long min, max;    /* bounds for HR_CFG_INT */
+    size_t offset;   /* of a char * (owned by the struct), int or int (bool) */
+    const char *def; /* default as text; NULL for a string means NULL */
+    long min, max;   /* bounds for HR_CFG_INT */
 } hr_cfg_field_t;
 
 #define HR_CFG_ENV_PREFIX "HERALD_"

@@ -9,12 +9,12 @@
 /**
  * Binds an evhttp server on host:port (port 0 picks one) with evhttp's own
  * limits set above Herald's, so our JSON errors are the ones clients see.
- * *bound gets the port actually bound, *sock (if not NULL) the listener. Returns the server (owned by caller)
- * or NULL with err filled.
+ * *bound gets the port actually bound, *sock (if not NULL) the listener. Returns the server (owned
+ * by caller) or NULL with err filled.
  */
-struct evhttp *hr_http_listen(struct event_base *base, const char *host, int port,
-                              size_t max_body, int *bound,
-                              struct evhttp_bound_socket **sock, char *err, size_t errlen);
+struct evhttp *hr_http_listen(struct event_base *base, const char *host, int port, size_t max_body,
+                              int *bound, struct evhttp_bound_socket **sock, char *err,
+                              size_t errlen);
 
 /** Answers with a JSON body (not copied past the call). */
 void hr_http_send_json(struct evhttp_request *req, int status, const char *json, size_t len);

@@ -16,7 +16,7 @@
 
 /** A parsed redis://[:password@]host[:port][/db] URL. */
 typedef struct {
-    char *host;     /* owned */
+    char *host; /* owned */
     int port;
     char *password; /* owned, NULL if none */
     int db;
@@ -91,8 +91,8 @@ int hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, in
  * Sends (P)SUBSCRIBE/UNSUBSCRIBE: cb is called for every message of the
  * subscription, and with a NULL reply when the connection goes away.
  */
-int hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv,
-                                  int argc, const char **argv, const size_t *argvlen);
+int hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
+                                  const char **argv, const size_t *argvlen);
 /** Commands sent whose reply has not come yet. */
 unsigned hr_redis_async_inflight(const hr_redis_async_t *r);
 

@@ -1,0 +1,491 @@
+#include "gw_server.h"
+#include "gw_hub.h"
+#include "gw_msg.h"
+#include "gw_pubsub.h"
+#include "hr_proto.h"
+#include "herald/hr_alloc.h"
+#include "herald/hr_core.h"
+#include "herald/hr_json.h"
+#include "herald/hr_log.h"
+
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+_Static_assert(GW_MSG_HEADROOM >= LWS_PRE, "gw_msg headroom must cover LWS_PRE");
+
+const hr_cfg_field_t gw_config_fields[] = {
+    {"gateway.host", HR_CFG_STR, offsetof(gw_config_t, host), "127.0.0.1", 0, 0},
+    {"gateway.port", HR_CFG_INT, offsetof(gw_config_t, port), "8081", 0, 65535},
+    {"gateway.reuseport", HR_CFG_BOOL, offsetof(gw_config_t, reuseport), "false", 0, 0},
+    {"gateway.dev_user_query", HR_CFG_BOOL, offsetof(gw_config_t, dev_user_query), "false", 0, 0},
+    {"gateway.node_id", HR_CFG_STR, offsetof(gw_config_t, node_id), "", 0, 0},
+    {"gateway.max_frame", HR_CFG_INT, offsetof(gw_config_t, max_frame), "16384", 128, 1 << 24},
+    {"gateway.queue_max_frames", HR_CFG_INT, offsetof(gw_config_t, queue_max_frames), "1024", 1,
+     1 << 20},
+    {"gateway.queue_max_bytes", HR_CFG_INT, offsetof(gw_config_t, queue_max_bytes), "1048576", 1024,
+     1 << 30},
+    {"gateway.ping_interval_s", HR_CFG_INT, offsetof(gw_config_t, ping_interval_s), "25", 1, 3600},
+    {"gateway.idle_timeout_s", HR_CFG_INT, offsetof(gw_config_t, idle_timeout_s), "60", 2, 7200},
+    {"gateway.drain_ms", HR_CFG_INT, offsetof(gw_config_t, drain_ms), "5000", 0, 600000},
+    {"redis.url", HR_CFG_STR, offsetof(gw_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
+    {"log.level", HR_CFG_STR, offsetof(gw_config_t, log_level), "info", 0, 0},
+};
+const size_t gw_config_nfields = HR_ARRAY_LEN(gw_config_fields);
+
+struct gw_server_s {
+    uv_loop_t *loop;        /* borrowed */
+    const gw_config_t *cfg; /* borrowed */
+    char node_id[64];
+    struct lws_context *context; /* owned; NULL once destroyed */
+    lws_retry_bo_t retry;        /* keepalive policy, must outlive the context */
+    gw_hub_t *hub;               /* owned */
+    gw_pubsub_t *pubsub;         /* owned */
+    uv_timer_t *drain_timer;     /* owned (closed through uv) */
+    int draining;
+    int stopped;
+};
+
+/* Per-socket state, allocated and zeroed by lws (per_session_data_size). */
+typedef struct {
+    gw_conn_t conn;
+    struct lws *wsi; /* borrowed */
+    char *rx;        /* owned: a message arriving in fragments */
+    size_t rxlen;
+    int attached;
+} gw_session_t;
+
+#define gw_session_of(c) ((gw_session_t *)((char *)(c)-offsetof(gw_session_t, conn)))
+
+static void gw_server_stop(gw_server_t *s);
+
+static void
+gw_session_wake(gw_conn_t *c)
+{
+    lws_callback_on_writable(gw_session_of(c)->wsi);
+}
+
+static const gw_conn_ops_t gw_session_ops = {.wake = gw_session_wake};
+
+/* ---- hub ↔ pubsub wiring ---- */
+
+static void
+gw_hub_subscribe(void *ud, const char *ch, size_t len)
+{
+    gw_pubsub_want(((gw_server_t *)ud)->pubsub, ch, len);
+}
+
+static void
+gw_hub_unsubscribe(void *ud, const char *ch, size_t len)
+{
+    gw_pubsub_unwant(((gw_server_t *)ud)->pubsub, ch, len);
+}
+
+static void
+gw_on_redis_message(void *ud, const char *ch, size_t chlen, const char *payload, size_t len)
+{
+    gw_server_t *s = ud;
+    /* Payloads on user channels are finished frames (proto/redis.md): forward as is. */
+    gw_hub_deliver(s->hub, ch, chlen, payload, len);
+}
+
+/* ---- frames to one socket ---- */
+
+static void
+gw_send_error(gw_server_t *s, gw_session_t *ss, const char *code, const char *message,
+              const cJSON *ref)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "error");
+    cJSON_AddStringToObject(o, "code", code);
+    cJSON_AddStringToObject(o, "message", message);
+    if (ref != NULL)
+        cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
+    char *txt = hr_json_print(o);
+    cJSON_Delete(o);
+    gw_msg_t *m = gw_msg_create(txt, strlen(txt));
+    hr_free(txt);
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+}
+
+static void
+gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t len)
+{
+    cJSON *root;
+    char err[128];
+    if (hr_json_parse_object(buf, len, &root, err, sizeof(err)) != 0) {
+        gw_send_error(s, ss, "invalid_json", err, NULL);
+        return;
+    }
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
+    const char *type = hr_json_get_str(root, "type");
+    if (type == NULL) {
+        gw_send_error(s, ss, "missing_field", "type is required", ref);
+    } else if (strcmp(type, "ping") == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "pong");
+        if (ref != NULL)
+            cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
+        char *txt = hr_json_print(o);
+        cJSON_Delete(o);
+        gw_msg_t *m = gw_msg_create(txt, strlen(txt));
+        hr_free(txt);
+        gw_conn_send(s->hub, &ss->conn, m);
+        gw_msg_release(m);
+    } else {
+        gw_send_error(s, ss, "unknown_type", "unknown message type", ref);
+    }
+    cJSON_Delete(root);
+}
+
+/* ---- libwebsockets ---- */
+
+static int
+gw_http_reply(struct lws *wsi, unsigned status, const char *body)
+{
+    unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
+                                      *end = buf + sizeof(buf) - 1;
+    size_t len = strlen(body);
+    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p, end) ||
+        lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    unsigned char out[LWS_PRE + 256];
+    if (len > sizeof(out) - LWS_PRE)
+        len = sizeof(out) - LWS_PRE;
+    memcpy(out + LWS_PRE, body, len);
+    if (lws_write(wsi, out + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int)len)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int
+gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
+{
+    char arg[HR_USER_ID_MAX + 16];
+    ss->wsi = wsi;
+    gw_conn_init(s->hub, &ss->conn, &gw_session_ops);
+
+    /* lws copies "user_id=<value>" into arg, url-decoded, and points past the name. */
+    const char *user = lws_get_urlarg_by_name(wsi, "user_id=", arg, sizeof(arg));
+    if (!s->cfg->dev_user_query) {
+        gw_send_error(s, ss, "unauthorized", "no credentials accepted by this gateway", NULL);
+        gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "unauthorized");
+        return 0;
+    }
+    size_t ul = user ? strlen(user) : 0;
+    int ok = ul > 0 && ul <= HR_USER_ID_MAX;
+    for (size_t i = 0; ok && i < ul; i++)
+        ok = (unsigned char)user[i] >= 0x20 && user[i] != 0x7f;
+    if (!ok) {
+        gw_send_error(s, ss, "invalid_user", "user_id query parameter missing or invalid", NULL);
+        gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "invalid user_id");
+        return 0;
+    }
+    gw_hub_attach(s->hub, &ss->conn, user);
+    ss->attached = 1;
+
+    cJSON *o = cJSON_CreateObject();
+    char cid[96];
+    snprintf(cid, sizeof(cid), "%s-%llu", s->node_id, (unsigned long long)ss->conn.id);
+    cJSON_AddStringToObject(o, "type", "welcome");
+    cJSON_AddStringToObject(o, "connection_id", cid);
+    cJSON_AddStringToObject(o, "user_id", user);
+    char *txt = hr_json_print(o);
+    cJSON_Delete(o);
+    gw_msg_t *m = gw_msg_create(txt, strlen(txt));
+    hr_free(txt);
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+    hr_log_debug("ws_open", "conn=%s user=%s", cid, user);
+    return 0;
+}
+
+static int
+gw_session_receive(gw_server_t *s, gw_session_t *ss, struct lws *wsi, const char *in, size_t len)
+{
+    if (ss->conn.close_code != 0)
+        return 0;
+    if (lws_frame_is_binary(wsi)) {
+        gw_send_error(s, ss, "binary_unsupported", "only JSON text frames are accepted", NULL);
+        gw_conn_close(&ss->conn, 1003, "binary frames unsupported");
+        return 0;
+    }
+    int first = lws_is_first_fragment(wsi), final = lws_is_final_fragment(wsi);
+    if (first && final && ss->rx == NULL) {
+        if (len > (size_t)s->cfg->max_frame)
+            goto too_big;
+        gw_handle_client_frame(s, ss, in, len);
+        return 0;
+    }
+    /* Fragmented (or larger than lws's rx buffer): collect up to max_frame. */
+    if (ss->rxlen + len > (size_t)s->cfg->max_frame)
+        goto too_big;
+    ss->rx = hr_realloc(ss->rx, ss->rxlen + len + 1);
+    memcpy(ss->rx + ss->rxlen, in, len);
+    ss->rxlen += len;
+    if (final) {
+        gw_handle_client_frame(s, ss, ss->rx, ss->rxlen);
+        hr_free(ss->rx);
+        ss->rx = NULL;
+        ss->rxlen = 0;
+    }
+    return 0;
+too_big:
+    hr_free(ss->rx);
+    ss->rx = NULL;
+    ss->rxlen = 0;
+    hr_log_info("frame_too_big", "conn=%llu max=%d", (unsigned long long)ss->conn.id,
+                s->cfg->max_frame);
+    gw_conn_close(&ss->conn, GW_CLOSE_TOO_BIG, "frame too big");
+    return 0;
+}
+
+static int
+gw_session_writeable(gw_session_t *ss, struct lws *wsi)
+{
+    gw_msg_t *m = gw_conn_pop(&ss->conn);
+    if (m != NULL) {
+        int n = lws_write(wsi, gw_msg_payload(m), m->len, LWS_WRITE_TEXT);
+        gw_msg_release(m);
+        if (n < 0)
+            return -1;
+        /* One frame per callback, so one busy socket cannot starve the others. */
+        if (ss->conn.qlen > 0 || ss->conn.close_code != 0)
+            lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (ss->conn.close_code != 0) {
+        /*
+         * lws 4.1 drops a reason set by lws_close_reason() when the close
+         * starts from SERVER_WRITEABLE, so the close frame is written here
+         * (opcode 4 is lws's private LWS_WRITE_CLOSE) before hanging up.
+         */
+        unsigned char frame[LWS_PRE + 2 + sizeof(ss->conn.close_reason)];
+        size_t rl = strlen(ss->conn.close_reason);
+        frame[LWS_PRE] = (unsigned char)(ss->conn.close_code >> 8);
+        frame[LWS_PRE + 1] = (unsigned char)(ss->conn.close_code & 0xff);
+        memcpy(frame + LWS_PRE + 2, ss->conn.close_reason, rl);
+        lws_write(wsi, frame + LWS_PRE, 2 + rl, (enum lws_write_protocol)4);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+gw_session_closed(gw_server_t *s, gw_session_t *ss)
+{
+    if (ss->attached) {
+        gw_hub_detach(s->hub, &ss->conn);
+        ss->attached = 0;
+    } else {
+        while (ss->conn.qlen > 0)
+            gw_msg_release(gw_conn_pop(&ss->conn));
+        hr_free(ss->conn.q);
+        ss->conn.q = NULL;
+    }
+    hr_free(ss->rx);
+    ss->rx = NULL;
+    if (s->draining && gw_hub_stats(s->hub).conns == 0)
+        gw_server_stop(s);
+}
+
+static int
+gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    gw_server_t *s = ctx ? lws_context_user(ctx) : NULL;
+    gw_session_t *ss = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+        const char *uri = in;
+        if (uri != NULL && strcmp(uri, "/healthz") == 0) {
+            int up = gw_pubsub_ready(s->pubsub) && !s->draining;
+            char body[160];
+            snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"redis\":\"%s\",\"connections\":%llu}",
+                     up ? "ok" : "unavailable", gw_pubsub_ready(s->pubsub) ? "up" : "down",
+                     (unsigned long long)gw_hub_stats(s->hub).conns);
+            return gw_http_reply(wsi, up ? 200 : 503, body);
+        }
+        return gw_http_reply(wsi, 404,
+                             "{\"error\":{\"code\":\"not_found\",\"message\":\"WebSocket "
+                             "endpoint is /ws\"}}");
+    }
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        char uri[64];
+        if (s->draining)
+            return -1;
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+            return -1;
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+        return gw_session_established(s, ss, wsi);
+    case LWS_CALLBACK_RECEIVE:
+        return gw_session_receive(s, ss, wsi, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return gw_session_writeable(ss, wsi);
+    case LWS_CALLBACK_CLOSED:
+        gw_session_closed(s, ss);
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols gw_protocols[] = {
+    {"herald", gw_callback, sizeof(gw_session_t), 1024, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void
+gw_lws_log(int level, const char *line)
+{
+    size_t n = strcspn(line, "\n");
+    hr_log_write(level == LLL_ERR ? HR_LOG_ERROR : HR_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n,
+                 line);
+}
+
+gw_server_t *
+gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errlen)
+{
+    gw_server_t *s = hr_calloc(1, sizeof(*s));
+    s->loop = loop;
+    s->cfg = cfg;
+    if (cfg->node_id != NULL && cfg->node_id[0] != '\0') {
+        snprintf(s->node_id, sizeof(s->node_id), "%s", cfg->node_id);
+    } else {
+        char host[40] = "gw";
+        gethostname(host, sizeof(host) - 1);
+        snprintf(s->node_id, sizeof(s->node_id), "%s-%d", host, (int)getpid());
+    }
+
+    gw_hub_opts_t ho = {.subscribe = gw_hub_subscribe,
+                        .unsubscribe = gw_hub_unsubscribe,
+                        .ud = s,
+                        .queue_max_frames = (uint32_t)cfg->queue_max_frames,
+                        .queue_max_bytes = (uint32_t)cfg->queue_max_bytes};
+    s->hub = gw_hub_create(&ho);
+
+    char control[128];
+    snprintf(control, sizeof(control), "herald:gateway:%s", s->node_id);
+    s->pubsub =
+        gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message, s, err, errlen);
+    if (s->pubsub == NULL) {
+        gw_hub_destroy(s->hub);
+        hr_free(s);
+        return NULL;
+    }
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, gw_lws_log);
+    s->retry.secs_since_valid_ping = (uint16_t)cfg->ping_interval_s;
+    s->retry.secs_since_valid_hangup = (uint16_t)cfg->idle_timeout_s;
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    void *loops[1] = {loop};
+    info.port = cfg->port;
+    info.iface = cfg->host;
+    info.protocols = gw_protocols;
+    info.foreign_loops = loops;
+    info.user = s;
+    info.pcontext = &s->context;
+    info.retry_and_idle_policy = &s->retry;
+    info.timeout_secs = 10;
+    info.options =
+        LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (cfg->reuseport)
+        info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
+    s->context = lws_create_context(&info);
+    if (s->context == NULL) {
+        snprintf(err, errlen, "cannot listen on %s:%d", cfg->host, cfg->port);
+        gw_pubsub_destroy(s->pubsub);
+        gw_hub_destroy(s->hub);
+        hr_free(s);
+        return NULL;
+    }
+    hr_log_info("listening", "addr=%s:%d node=%s reuseport=%d dev_user_query=%d", cfg->host,
+                cfg->port, s->node_id, cfg->reuseport, cfg->dev_user_query);
+    return s;
+}
+
+static void
+gw_drain_timer_closed(uv_handle_t *h)
+{
+    hr_free(h);
+}
+
+/* Closes what the server holds on the loop, then makes uv_run() return. */
+static void
+gw_server_stop(gw_server_t *s)
+{
+    if (s->stopped)
+        return;
+    s->stopped = 1;
+    hr_log_info("stopping", "connections=%llu", (unsigned long long)gw_hub_stats(s->hub).conns);
+    if (s->drain_timer != NULL) {
+        uv_timer_stop(s->drain_timer);
+        uv_close((uv_handle_t *)s->drain_timer, gw_drain_timer_closed);
+        s->drain_timer = NULL;
+    }
+    gw_pubsub_destroy(s->pubsub);
+    s->pubsub = NULL;
+    /*
+     * On a foreign loop this starts closing lws's handles; lws finishes by
+     * itself as their close callbacks run, and uv_run() returns once
+     * nothing is left on the loop.
+     */
+    if (s->context != NULL)
+        lws_context_destroy(s->context);
+}
+
+static void
+gw_drain_timeout(uv_timer_t *t)
+{
+    gw_server_t *s = t->data;
+    hr_log_warn("drain_timeout", "connections=%llu",
+                (unsigned long long)gw_hub_stats(s->hub).conns);
+    gw_server_stop(s);
+}
+
+static void
+gw_close_going_away(gw_conn_t *c, void *ud)
+{
+    HR_UNUSED(ud);
+    gw_conn_close(c, GW_CLOSE_GOING_AWAY, "server draining");
+}
+
+void
+gw_server_drain(gw_server_t *s)
+{
+    if (s->draining)
+        return;
+    s->draining = 1;
+    uint64_t conns = gw_hub_stats(s->hub).conns;
+    hr_log_info("draining", "connections=%llu drain_ms=%d", (unsigned long long)conns,
+                s->cfg->drain_ms);
+    if (conns == 0) {
+        gw_server_stop(s);
+        return;
+    }
+    gw_hub_foreach_conn(s->hub, gw_close_going_away, NULL);
+    s->drain_timer = hr_malloc(sizeof(uv_timer_t));
+    uv_timer_init(s->loop, s->drain_timer);
+    s->drain_timer->data = s;
+    uv_timer_start(s->drain_timer, gw_drain_timeout, (uint64_t)s->cfg->drain_ms, 0);
+}
+
+void
+gw_server_destroy(gw_server_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->context != NULL)
+        lws_context_destroy(s->context);
+    gw_pubsub_destroy(s->pubsub);
+    gw_hub_destroy(s->hub);
+    hr_free(s);
+}

@@ -1,0 +1,121 @@
+"""A small blocking WebSocket client (RFC 6455) on the standard library only,
+so the integration tests need nothing from PyPI."""
+import base64
+import json
+import os
+import socket
+import struct
+import time
+
+
+class WsClosed(Exception):
+    def __init__(self, code, reason):
+        super().__init__(f"closed {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class WsClient:
+    def __init__(self, host, port, path, timeout=5.0, source=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
+        self.buf = b""
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n")
+        self.sock.sendall(req.encode())
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("connection closed during handshake")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            raise ConnectionError(f"handshake refused: {status!r}")
+        self.closed = None
+
+    def _read_exact(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame in time")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def send_frame(self, opcode, payload, fin=True):
+        head = bytes([(0x80 if fin else 0) | opcode])
+        n = len(payload)
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(head + mask + masked)
+
+    def send_text(self, text):
+        self.send_frame(0x1, text.encode())
+
+    def send_json(self, obj):
+        self.send_text(json.dumps(obj))
+
+    def recv_frame(self, timeout=5.0):
+        """Returns (opcode, payload) of the next data frame; answers pings;
+        raises WsClosed on a close frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            b0, b1 = self._read_exact(2, deadline)
+            opcode, n = b0 & 0x0F, b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._read_exact(2, deadline))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._read_exact(8, deadline))[0]
+            if b1 & 0x80:
+                mask = self._read_exact(4, deadline)
+            payload = self._read_exact(n, deadline)
+            if opcode == 0x9:
+                self.send_frame(0xA, payload)
+                continue
+            if opcode == 0xA:
+                continue
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                self.closed = (code, payload[2:].decode(errors="replace"))
+                raise WsClosed(*self.closed)
+            return opcode, payload
+
+    def recv_json(self, timeout=5.0):
+        op, payload = self.recv_frame(timeout)
+        return json.loads(payload)
+
+    def recv_type(self, type_, timeout=5.0):
+        """Skips frames until one of the given type arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.recv_json(max(0.01, deadline - time.monotonic()))
+            if msg.get("type") == type_:
+                return msg
+
+    def expect_nothing(self, seconds):
+        """Asserts no data frame arrives for this long."""
+        try:
+            op, payload = self.recv_frame(seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame: {payload[:200]!r}")
+
+    def close(self, code=1000):
+        try:
+            self.send_frame(0x8, struct.pack("!H", code))
+        except OSError:
+            pass
+        self.sock.close()
