@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs the whole Herald stack on this machine: redis-server and a PostgreSQL
+# cluster whose data lives in var/, migrations, two gateways, ingest, worker
+# and history. Ctrl-C stops everything.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-build}
+case "$build" in /*) ;; *) build="$top/$build" ;; esac
+var="$top/var"
+mkdir -p "$var/log"
+
+: "${REDIS_PORT:=16379}" "${PG_PORT:=15432}" "${INGEST_PORT:=8080}" "${HISTORY_PORT:=8082}"
+: "${GATEWAY1_PORT:=8081}" "${GATEWAY2_PORT:=8091}"
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo; echo "herald: stopping"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  as_postgres "$PG_BIN/pg_ctl" -D "$var/pg" -m fast -w stop >/dev/null 2>&1 || true
+  if [ -f "$var/redis.pid" ]; then kill "$(cat "$var/redis.pid")" 2>/dev/null || true; fi
+  echo "herald: stopped"
+}
+trap stop_all INT TERM EXIT
+
+echo "herald: redis-server on 127.0.0.1:$REDIS_PORT (data in var/)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --pidfile "$var/redis.pid" \
+  --logfile "$var/log/redis.log" --dir "$var" --appendonly yes --appendfsync everysec --save ''
+for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+if [ ! -f "$var/pg/PG_VERSION" ]; then
+  echo "herald: initdb var/pg"
+  mkdir -p "$var/pg"; chmod 700 "$var/pg"
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$var/pg"
+  as_postgres "$PG_BIN/initdb" -D "$var/pg" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+fi
+mkdir -p "$var/pgsock"; [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$var/pgsock" "$var/log"
+echo "herald: postgresql on 127.0.0.1:$PG_PORT"
+as_postgres "$PG_BIN/pg_ctl" -D "$var/pg" -l "$var/log/postgres.log" -w \
+  -o "-p $PG_PORT -k $var/pgsock -c listen_addresses=127.0.0.1" start >/dev/null
+psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atc \
+  "SELECT 1 FROM pg_database WHERE datname='herald'" | grep -q 1 ||
+  psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qc "CREATE DATABASE herald"
+
+export HERALD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export HERALD_POSTGRES_URL="host=127.0.0.1 port=$PG_PORT dbname=herald user=postgres"
+export HERALD_WORKER_MIGRATIONS_DIR="$top/migrations"
+conf="$top/deploy/dev.conf"
+
+"$build/services/worker/herald-worker" --config "$conf" --migrate
+
+start() { # name binary [VAR=value ...]
+  local name=$1 bin=$2; shift 2
+  env "$@" "$build/services/$bin/herald-$bin" --config "$conf" >>"$var/log/$name.log" 2>&1 &
+  pids+=($!)
+}
+start ingest ingest HERALD_INGEST_PORT="$INGEST_PORT"
+start gateway1 gateway HERALD_GATEWAY_PORT="$GATEWAY1_PORT" HERALD_GATEWAY_NODE_ID=gw1
+start gateway2 gateway HERALD_GATEWAY_PORT="$GATEWAY2_PORT" HERALD_GATEWAY_NODE_ID=gw2
+start worker worker
+start history history HERALD_HISTORY_PORT="$HISTORY_PORT"
+
+for url in "http://127.0.0.1:$INGEST_PORT/healthz" "http://127.0.0.1:$HISTORY_PORT/healthz" \
+           "http://127.0.0.1:$GATEWAY1_PORT/healthz" "http://127.0.0.1:$GATEWAY2_PORT/healthz"; do
+  for _ in $(seq 100); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
+  curl -sf "$url" >/dev/null || { echo "herald: $url is not answering; see var/log/"; exit 1; }
+done
+
+cat <<MSG
+
+Herald is up (logs in var/log/, Ctrl-C stops everything):
+  ingest    http://127.0.0.1:$INGEST_PORT/notifications
+  gateway   ws://127.0.0.1:$GATEWAY1_PORT/ws   ws://127.0.0.1:$GATEWAY2_PORT/ws
+  history   http://127.0.0.1:$HISTORY_PORT/notifications?user_id=alice
+
+Listen as alice (in another terminal):
+  node --experimental-websocket -e 'const w=new WebSocket("ws://127.0.0.1:$GATEWAY1_PORT/ws?user_id=alice"); w.onmessage=e=>console.log(e.data)'
+Send her a notification:
+  curl -s -X POST http://127.0.0.1:$INGEST_PORT/notifications -H 'Content-Type: application/json' \\
+       -d '{"user_id":"alice","message":"Hello from Herald","type":"greeting"}'
+Read her inbox:
+  curl -s 'http://127.0.0.1:$HISTORY_PORT/notifications?user_id=alice'
+MSG
+
+# Stay in the foreground; if a service dies, say so and stop the rest.
+wait -n "${pids[@]}" || true
+echo "herald: a service exited; see var/log/"
