@@ -15,9 +15,15 @@
 #define HR_STREAM_NOTIFICATIONS "herald:stream:notifications"
 #define HR_GROUP_WORKERS "herald-workers"
 #define HR_CHANNEL_USER_PREFIX "herald:user:"
+#define HR_CHANNEL_ROOM_PREFIX "herald:room:"
+#define HR_STREAM_RECEIPTS "herald:stream:receipts"
+#define HR_STREAM_ROOM_MESSAGES "herald:stream:room_messages"
+#define HR_STREAM_DEAD_LETTER "herald:stream:dead"
 #define HR_FIELD_ID "id"
 #define HR_FIELD_USER_ID "user_id"
 #define HR_FIELD_PAYLOAD "payload"
+#define HR_FIELD_ROOM "room"
+#define HR_FIELD_DELIVERED_AT "delivered_at" /* ms since the epoch, decimal */
 
 /* Limits of POST /notifications (proto/openapi.yaml). */
 #define HR_USER_ID_MAX 128
