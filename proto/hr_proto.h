@@ -16,6 +16,8 @@
 #define HR_GROUP_WORKERS "herald-workers"
 #define HR_CHANNEL_USER_PREFIX "herald:user:"
 #define HR_CHANNEL_ROOM_PREFIX "herald:room:"
+#define HR_CHANNEL_GATEWAY_PREFIX "herald:gateway:"
+#define HR_KEY_PRESENCE_PREFIX "herald:presence:" /* + room [+ ":" + user] */
 #define HR_STREAM_RECEIPTS "herald:stream:receipts"
 #define HR_STREAM_ROOM_MESSAGES "herald:stream:room_messages"
 #define HR_STREAM_DEAD_LETTER "herald:stream:dead"

@@ -19,7 +19,11 @@
 
 typedef struct gw_conn_s gw_conn_t;
 typedef struct gw_user_s gw_user_t;
+typedef struct gw_room_s gw_room_t;
+typedef struct gw_member_s gw_member_t;
 typedef struct gw_hub_s gw_hub_t;
+
+#define GW_ROOM_MAX 64 /* bytes in a room name */
 
 /** What the transport does for the hub. */
 typedef struct {
@@ -39,7 +43,9 @@ struct gw_conn_s {
     gw_user_t *user;          /* borrowed: set by gw_hub_attach */
     gw_conn_t *user_prev;     /* borrowed: the user's list */
     gw_conn_t *user_next;     /* borrowed */
-    gw_msg_t **q;             /* owned ring of owned references */
+    gw_member_t *rooms;       /* owned list of this connection's memberships */
+    uint32_t nrooms;
+    gw_msg_t **q; /* owned ring of owned references */
     uint32_t qcap, qhead, qlen;
     uint32_t qbytes;
     uint16_t close_code; /* non-zero once a close is decided */
@@ -51,13 +57,19 @@ typedef struct {
     void (*subscribe)(void *ud, const char *channel, size_t len);
     /** Last one left: unsubscribe. */
     void (*unsubscribe)(void *ud, const char *channel, size_t len);
+    /**
+     * A user's first local socket joined a room (joined=1), or the user's last
+     * local socket left it (joined=0). Presence is kept from these.
+     */
+    void (*presence)(void *ud, const char *room, const char *user_id, int joined);
     void *ud;
+    uint32_t max_rooms;        /* per connection */
     uint32_t queue_max_frames; /* per connection */
     uint32_t queue_max_bytes;  /* per connection */
 } gw_hub_opts_t;
 
 typedef struct {
-    uint64_t conns, users;
+    uint64_t conns, users, rooms, memberships;
     uint64_t frames_queued; /* total references queued */
     uint64_t slow_killed;   /* connections cut for a full queue */
 } gw_hub_stats_t;
@@ -70,10 +82,33 @@ void gw_hub_destroy(gw_hub_t *h);
 void gw_conn_init(gw_hub_t *h, gw_conn_t *c, const gw_conn_ops_t *ops);
 /** Registers c under user_id; subscribes the user's channel on its first connection. */
 void gw_hub_attach(gw_hub_t *h, gw_conn_t *c, const char *user_id);
-/** Removes c from every index and drops its queue; unsubscribes if it was the last. */
+/**
+ * Removes c from every index (rooms included) and drops its queue;
+ * unsubscribes channels it was the last listener of.
+ */
 void gw_hub_detach(gw_hub_t *h, gw_conn_t *c);
 /** The user id of an attached connection (borrowed), or NULL. */
 const char *gw_conn_user_id(const gw_conn_t *c);
+
+/** Whether name is a valid room name: 1-64 of [A-Za-z0-9_.:@-]. */
+int gw_room_name_valid(const char *name);
+/**
+ * Adds c to room. Returns 0, 1 if c already is a member, or HR_DECLINED when c
+ * is in max_rooms rooms already. Subscribes the room's channel for its first
+ * local member and reports presence for the user's first local socket.
+ */
+int gw_hub_join(gw_hub_t *h, gw_conn_t *c, const char *room);
+/** Removes c from room: 0, or HR_DECLINED if it was not a member. */
+int gw_hub_leave(gw_hub_t *h, gw_conn_t *c, const char *room);
+/** Whether c is a member of room. */
+int gw_conn_in_room(const gw_conn_t *c, const char *room);
+/** The attached connection with this id, or NULL. */
+gw_conn_t *gw_hub_conn_get(gw_hub_t *h, uint64_t id);
+/** Local sockets in a room (0 if unknown). */
+uint32_t gw_hub_room_size(gw_hub_t *h, const char *room);
+/** Calls fn for every (room, user) with at least one local socket. */
+void gw_hub_foreach_presence(gw_hub_t *h,
+                             void (*fn)(const char *room, const char *user_id, void *ud), void *ud);
 
 /**
  * Queues m (a new reference) on c. Returns 0, or HR_DECLINED if c is closing or
@@ -92,6 +127,12 @@ void gw_conn_close(gw_conn_t *c, uint16_t code, const char *reason);
  */
 size_t gw_hub_deliver(gw_hub_t *h, const char *channel, size_t chlen, const char *payload,
                       size_t len);
+/**
+ * Like gw_hub_deliver, but connection `special` (if listening) gets `alt`
+ * instead of the shared message: the sender's copy carrying its ref.
+ */
+size_t gw_hub_deliver_alt(gw_hub_t *h, const char *channel, size_t chlen, const char *payload,
+                          size_t len, uint64_t special, gw_msg_t *alt);
 
 /** Calls fn on every attached connection (fn may close but not detach). */
 void gw_hub_foreach_conn(gw_hub_t *h, void (*fn)(gw_conn_t *c, void *ud), void *ud);

@@ -1,5 +1,6 @@
 #include "gw_msg.h"
 #include "herald/hr_alloc.h"
+#include "herald/hr_json.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +35,15 @@ gw_msg_printf(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf((char *)m->data + GW_MSG_HEADROOM, (size_t)n + 1, fmt, ap);
     va_end(ap);
+    return m;
+}
+
+gw_msg_t *
+gw_msg_from_json(const cJSON *item)
+{
+    char *txt = hr_json_print(item);
+    gw_msg_t *m = gw_msg_create(txt, strlen(txt));
+    hr_free(txt);
     return m;
 }
 

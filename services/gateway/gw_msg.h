@@ -21,6 +21,9 @@ typedef struct {
 gw_msg_t *gw_msg_create(const void *payload, size_t len);
 /** printf-style message, with one reference. */
 gw_msg_t *gw_msg_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+struct cJSON;
+/** The compact serialization of a JSON value, with one reference. */
+gw_msg_t *gw_msg_from_json(const struct cJSON *item);
 /** Adds a reference. */
 static inline gw_msg_t *
 gw_msg_retain(gw_msg_t *m)

@@ -2,11 +2,13 @@
 #include "gw_hub.h"
 #include "gw_msg.h"
 #include "gw_pubsub.h"
+#include "gw_rooms.h"
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
+#include "herald/hr_time.h"
 
 #include <libwebsockets.h>
 #include <stdio.h>
@@ -29,6 +31,9 @@ const hr_cfg_field_t gw_config_fields[] = {
     {"gateway.ping_interval_s", HR_CFG_INT, offsetof(gw_config_t, ping_interval_s), "25", 1, 3600},
     {"gateway.idle_timeout_s", HR_CFG_INT, offsetof(gw_config_t, idle_timeout_s), "60", 2, 7200},
     {"gateway.drain_ms", HR_CFG_INT, offsetof(gw_config_t, drain_ms), "5000", 0, 600000},
+    {"gateway.max_rooms", HR_CFG_INT, offsetof(gw_config_t, max_rooms), "100", 1, 100000},
+    {"gateway.publish_rate", HR_CFG_INT, offsetof(gw_config_t, publish_rate), "20", 1, 1000000},
+    {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
     {"redis.url", HR_CFG_STR, offsetof(gw_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"log.level", HR_CFG_STR, offsetof(gw_config_t, log_level), "info", 0, 0},
 };
@@ -42,6 +47,8 @@ struct gw_server_s {
     lws_retry_bo_t retry;        /* keepalive policy, must outlive the context */
     gw_hub_t *hub;               /* owned */
     gw_pubsub_t *pubsub;         /* owned */
+    hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
+    gw_rooms_t *rooms;           /* owned */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     int draining;
     int stopped;
@@ -52,6 +59,8 @@ typedef struct {
     gw_conn_t conn;
     struct lws *wsi; /* borrowed */
     char *rx;        /* owned: a message arriving in fragments */
+    double tokens;   /* publish rate limit: token bucket */
+    uint64_t tokens_ms;
     size_t rxlen;
     int attached;
 } gw_session_t;
@@ -83,11 +92,32 @@ gw_hub_unsubscribe(void *ud, const char *ch, size_t len)
 }
 
 static void
+gw_hub_presence(void *ud, const char *room, const char *user, int joined)
+{
+    gw_server_t *s = ud;
+    if (s->rooms != NULL)
+        gw_rooms_presence_changed(s->rooms, room, user, joined);
+}
+
+static void
 gw_on_redis_message(void *ud, const char *ch, size_t chlen, const char *payload, size_t len)
 {
     gw_server_t *s = ud;
-    /* Payloads on user channels are finished frames (proto/redis.md): forward as is. */
-    gw_hub_deliver(s->hub, ch, chlen, payload, len);
+    /* Payloads are finished frames (proto/redis.md): forwarded as they are. */
+    size_t rp = strlen(HR_CHANNEL_ROOM_PREFIX);
+    if (chlen > rp && memcmp(ch, HR_CHANNEL_ROOM_PREFIX, rp) == 0)
+        gw_rooms_deliver(s->rooms, ch, chlen, payload, len);
+    else
+        gw_hub_deliver(s->hub, ch, chlen, payload, len);
+}
+
+static void
+gw_on_command_state(hr_redis_async_t *r, int ready, void *ud)
+{
+    HR_UNUSED(r);
+    gw_server_t *s = ud;
+    if (ready && s->rooms != NULL)
+        gw_rooms_on_ready(s->rooms);
 }
 
 /* ---- frames to one socket ---- */
@@ -111,6 +141,97 @@ gw_send_error(gw_server_t *s, gw_session_t *ss, const char *code, const char *me
 }
 
 static void
+gw_send_json(gw_server_t *s, gw_session_t *ss, cJSON *o)
+{
+    gw_msg_t *m = gw_msg_from_json(o);
+    cJSON_Delete(o);
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+}
+
+/* {"type":type,"room":room,"user_id":me,"ref":ref}: the direct answer to join/leave. */
+static void
+gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
+                 const cJSON *ref)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", type);
+    cJSON_AddStringToObject(o, "room", room);
+    cJSON_AddStringToObject(o, "user_id", gw_conn_user_id(&ss->conn));
+    if (ref != NULL)
+        cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
+    gw_send_json(s, ss, o);
+}
+
+/* Token bucket: publish_rate per second, bursts of twice that. */
+static int
+gw_session_take_token(gw_server_t *s, gw_session_t *ss)
+{
+    uint64_t now = hr_mono_ms();
+    double cap = 2.0 * s->cfg->publish_rate;
+    if (ss->tokens_ms == 0) {
+        ss->tokens = cap;
+    } else {
+        ss->tokens += (double)(now - ss->tokens_ms) * s->cfg->publish_rate / 1000.0;
+        if (ss->tokens > cap)
+            ss->tokens = cap;
+    }
+    ss->tokens_ms = now;
+    if (ss->tokens < 1.0)
+        return 0;
+    ss->tokens -= 1.0;
+    return 1;
+}
+
+static void
+gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const cJSON *root,
+                     const cJSON *ref)
+{
+    const cJSON *jroom = cJSON_GetObjectItemCaseSensitive(root, "room");
+    if (jroom == NULL) {
+        gw_send_error(s, ss, "missing_field", "room is required", ref);
+        return;
+    }
+    if (!cJSON_IsString(jroom) || !gw_room_name_valid(jroom->valuestring)) {
+        gw_send_error(s, ss, "invalid_room", "room must be 1-64 characters of A-Za-z0-9_.:@-", ref);
+        return;
+    }
+    const char *room = jroom->valuestring;
+
+    if (strcmp(type, "join") == 0) {
+        int rc = gw_hub_join(s->hub, &ss->conn, room);
+        if (rc == HR_DECLINED) {
+            gw_send_error(s, ss, "too_many_rooms", "this socket is in too many rooms", ref);
+            return;
+        }
+        gw_send_room_ack(s, ss, "joined", room, ref);
+    } else if (strcmp(type, "leave") == 0) {
+        if (gw_hub_leave(s->hub, &ss->conn, room) != 0) {
+            gw_send_error(s, ss, "not_member", "not a member of this room", ref);
+            return;
+        }
+        gw_send_room_ack(s, ss, "left", room, ref);
+    } else if (strcmp(type, "presence") == 0) {
+        if (gw_rooms_presence_query(s->rooms, &ss->conn, room, ref) != 0)
+            gw_send_error(s, ss, "unavailable", "presence unavailable, retry", ref);
+    } else { /* publish */
+        const cJSON *jmsg = cJSON_GetObjectItemCaseSensitive(root, "message");
+        if (jmsg == NULL) {
+            gw_send_error(s, ss, "missing_field", "message is required", ref);
+        } else if (!cJSON_IsString(jmsg) || jmsg->valuestring[0] == '\0' ||
+                   strlen(jmsg->valuestring) > HR_MESSAGE_MAX) {
+            gw_send_error(s, ss, "invalid_field", "message must be a string of 1-4096 bytes", ref);
+        } else if (!gw_conn_in_room(&ss->conn, room)) {
+            gw_send_error(s, ss, "not_member", "join the room before publishing to it", ref);
+        } else if (!gw_session_take_token(s, ss)) {
+            gw_send_error(s, ss, "rate_limited", "publishing too fast; slow down", ref);
+        } else if (gw_rooms_publish(s->rooms, &ss->conn, room, jmsg->valuestring, ref) != 0) {
+            gw_send_error(s, ss, "unavailable", "message not sent: redis unavailable, retry", ref);
+        }
+    }
+}
+
+static void
 gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t len)
 {
     cJSON *root;
@@ -121,19 +242,19 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
     }
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
     const char *type = hr_json_get_str(root, "type");
-    if (type == NULL) {
+    if (ref != NULL && !cJSON_IsString(ref) && !cJSON_IsNumber(ref)) {
+        gw_send_error(s, ss, "invalid_field", "ref must be a string or a number", NULL);
+    } else if (type == NULL) {
         gw_send_error(s, ss, "missing_field", "type is required", ref);
     } else if (strcmp(type, "ping") == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "pong");
         if (ref != NULL)
             cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
-        char *txt = hr_json_print(o);
-        cJSON_Delete(o);
-        gw_msg_t *m = gw_msg_create(txt, strlen(txt));
-        hr_free(txt);
-        gw_conn_send(s->hub, &ss->conn, m);
-        gw_msg_release(m);
+        gw_send_json(s, ss, o);
+    } else if (strcmp(type, "join") == 0 || strcmp(type, "leave") == 0 ||
+               strcmp(type, "publish") == 0 || strcmp(type, "presence") == 0) {
+        gw_handle_room_frame(s, ss, type, root, ref);
     } else {
         gw_send_error(s, ss, "unknown_type", "unknown message type", ref);
     }
@@ -365,13 +486,15 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
 
     gw_hub_opts_t ho = {.subscribe = gw_hub_subscribe,
                         .unsubscribe = gw_hub_unsubscribe,
+                        .presence = gw_hub_presence,
                         .ud = s,
+                        .max_rooms = (uint32_t)cfg->max_rooms,
                         .queue_max_frames = (uint32_t)cfg->queue_max_frames,
                         .queue_max_bytes = (uint32_t)cfg->queue_max_bytes};
     s->hub = gw_hub_create(&ho);
 
     char control[128];
-    snprintf(control, sizeof(control), "herald:gateway:%s", s->node_id);
+    snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
     s->pubsub =
         gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message, s, err, errlen);
     if (s->pubsub == NULL) {
@@ -379,6 +502,19 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         hr_free(s);
         return NULL;
     }
+
+    hr_redis_async_opts_t ro = {.url = cfg->redis_url,
+                                .name = "command",
+                                .command_timeout_ms = 2000,
+                                .on_state = gw_on_command_state,
+                                .ud = s};
+    s->redis = hr_redis_async_create(&gw_loop_ops_libuv, loop, &ro, err, errlen);
+    gw_rooms_opts_t rmo = {.loop = loop,
+                           .redis = s->redis,
+                           .hub = s->hub,
+                           .node_id = s->node_id,
+                           .presence_ttl_s = cfg->presence_ttl_s};
+    s->rooms = gw_rooms_create(&rmo);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, gw_lws_log);
     s->retry.secs_since_valid_ping = (uint16_t)cfg->ping_interval_s;
@@ -402,6 +538,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->context = lws_create_context(&info);
     if (s->context == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d", cfg->host, cfg->port);
+        hr_redis_async_destroy(s->redis);
+        gw_rooms_destroy(s->rooms);
         gw_pubsub_destroy(s->pubsub);
         gw_hub_destroy(s->hub);
         hr_free(s);
@@ -433,6 +571,11 @@ gw_server_stop(gw_server_t *s)
     }
     gw_pubsub_destroy(s->pubsub);
     s->pubsub = NULL;
+    /* Pending replies fail first (they reach sockets through the hub), then rooms go. */
+    hr_redis_async_destroy(s->redis);
+    s->redis = NULL;
+    gw_rooms_destroy(s->rooms);
+    s->rooms = NULL;
     /*
      * On a foreign loop this starts closing lws's handles; lws finishes by
      * itself as their close callbacks run, and uv_run() returns once
@@ -486,6 +629,8 @@ gw_server_destroy(gw_server_t *s)
     if (s->context != NULL)
         lws_context_destroy(s->context);
     gw_pubsub_destroy(s->pubsub);
+    hr_redis_async_destroy(s->redis);
+    gw_rooms_destroy(s->rooms);
     gw_hub_destroy(s->hub);
     hr_free(s);
 }

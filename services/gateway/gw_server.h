@@ -22,6 +22,9 @@ typedef struct {
     int ping_interval_s; /* server PING after this much silence */
     int idle_timeout_s;  /* close after this much silence */
     int drain_ms;        /* SIGTERM: time given to clients to leave */
+    int max_rooms;       /* rooms one socket may be in */
+    int publish_rate;    /* chat messages per second per socket (burst: twice) */
+    int presence_ttl_s;  /* a killed gateway's members leave presence after this */
     char *redis_url;     /* owned */
     char *log_level;     /* owned */
 } gw_config_t;

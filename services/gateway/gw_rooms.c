@@ -1,0 +1,427 @@
+#include "gw_rooms.h"
+#include "hr_proto.h"
+#include "herald/hr_alloc.h"
+#include "herald/hr_core.h"
+#include "herald/hr_dict.h"
+#include "herald/hr_json.h"
+#include "herald/hr_log.h"
+#include "herald/hr_time.h"
+#include "herald/hr_uuid.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/*
+ * KEYS[1] room-messages stream, KEYS[2] room channel
+ * ARGV[1] id, ARGV[2] room, ARGV[3] payload JSON, ARGV[4] message frame
+ * Reply: the stream entry id.
+ */
+static const char gw_lua_chat[] =
+    "local sid = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'room', ARGV[2], 'payload', "
+    "ARGV[3])\n"
+    "redis.call('PUBLISH', KEYS[2], ARGV[4])\n"
+    "return sid\n";
+
+/*
+ * KEYS[1] herald:presence:<room> (user → expiry ms), KEYS[2]
+ * herald:presence:<room>:<user> (gateway → expiry ms), KEYS[3] room channel
+ * ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] expiry ms,
+ * ARGV[5] ttl s, ARGV[6] joined frame
+ * Reply: 1 if the user was not present in the room before (event published).
+ */
+static const char gw_lua_join[] = "local old = redis.call('ZSCORE', KEYS[1], ARGV[2])\n"
+                                  "redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])\n"
+                                  "redis.call('EXPIRE', KEYS[2], ARGV[5])\n"
+                                  "redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[2])\n"
+                                  "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+                                  "if (not old) or tonumber(old) <= tonumber(ARGV[3]) then\n"
+                                  "  redis.call('PUBLISH', KEYS[3], ARGV[6])\n"
+                                  "  return 1\n"
+                                  "end\n"
+                                  "return 0\n";
+
+/*
+ * KEYS as for join; ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] left frame
+ * Reply: 1 if the user has left the room on every gateway (event published).
+ */
+static const char gw_lua_leave[] = "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+                                   "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"
+                                   "if redis.call('ZCARD', KEYS[2]) == 0 then\n"
+                                   "  if redis.call('ZREM', KEYS[1], ARGV[2]) == 1 then\n"
+                                   "    redis.call('PUBLISH', KEYS[3], ARGV[4])\n"
+                                   "    return 1\n"
+                                   "  end\n"
+                                   "end\n"
+                                   "return 0\n";
+
+/*
+ * KEYS[1] herald:presence:<room>; ARGV[1] now ms
+ * Reply: the users present (expired ones are removed first).
+ */
+static const char gw_lua_presence[] = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
+                                      "return redis.call('ZRANGE', KEYS[1], 0, -1)\n";
+
+#define GW_PENDING_MAX_AGE_MS 10000
+
+/* A published chat message whose sender waits for its own copy with its ref. */
+typedef struct {
+    uint64_t conn_id;
+    char *ref; /* owned: JSON text, NULL if the client sent none */
+    uint64_t born_ms;
+    char id[HR_UUID_STR_LEN];
+} gw_pending_t;
+
+struct gw_rooms_s {
+    gw_rooms_opts_t o;
+    char *node_id; /* owned */
+    hr_uuid_gen_t uuid;
+    hr_dict_t *pending;  /* message id → gw_pending_t (owned) */
+    uv_timer_t *refresh; /* owned (closed through uv) */
+};
+
+static void
+gw_pending_free(void *p)
+{
+    gw_pending_t *pd = p;
+    if (pd == NULL)
+        return;
+    hr_free(pd->ref);
+    hr_free(pd);
+}
+
+static void
+gw_rooms_send(gw_rooms_t *r, uint64_t conn_id, cJSON *o)
+{
+    gw_conn_t *c = gw_hub_conn_get(r->o.hub, conn_id);
+    if (c != NULL) {
+        gw_msg_t *m = gw_msg_from_json(o);
+        gw_conn_send(r->o.hub, c, m);
+        gw_msg_release(m);
+    }
+    cJSON_Delete(o);
+}
+
+static void
+gw_rooms_send_error(gw_rooms_t *r, uint64_t conn_id, const char *code, const char *message,
+                    const char *ref_json)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "error");
+    cJSON_AddStringToObject(o, "code", code);
+    cJSON_AddStringToObject(o, "message", message);
+    if (ref_json != NULL)
+        cJSON_AddRawToObject(o, "ref", ref_json);
+    gw_rooms_send(r, conn_id, o);
+}
+
+/* ---- chat ---- */
+
+static void
+gw_rooms_chat_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    gw_rooms_t *r = privdata == NULL ? NULL : ((void **)privdata)[0];
+    char *id = ((char **)privdata)[1];
+    hr_free(privdata);
+    redisReply *rep = reply;
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        gw_pending_t *pd = hr_dict_del(r->pending, id, strlen(id));
+        hr_log_warn("chat_publish_failed", "id=%s error=\"%s\"", id,
+                    rep ? rep->str : "redis connection lost");
+        if (pd != NULL) {
+            gw_rooms_send_error(r, pd->conn_id, "unavailable",
+                                "message not sent: redis unavailable, retry", pd->ref);
+            gw_pending_free(pd);
+        }
+    }
+    hr_free(id);
+}
+
+int
+gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *message,
+                 const cJSON *ref)
+{
+    if (!hr_redis_async_ready(r->o.redis))
+        return HR_AGAIN;
+
+    uint8_t u[16];
+    char id[HR_UUID_STR_LEN], created[HR_TIME_ISO_LEN];
+    hr_uuid7_next(&r->uuid, hr_now_ms(), u);
+    hr_uuid_format(u, id);
+    hr_time_format_iso(hr_uuid7_ms(u), created);
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "room", room);
+    cJSON_AddStringToObject(o, "from", gw_conn_user_id(c));
+    cJSON_AddStringToObject(o, "message", message);
+    cJSON_AddStringToObject(o, "created_at", created);
+    char *payload = hr_json_print(o);
+    cJSON_Delete(o);
+    /* The frame is the payload with "type" first: {"type":"message","id":…}. */
+    size_t pl = strlen(payload);
+    char *frame = hr_malloc(pl + 32);
+    int fl = snprintf(frame, pl + 32, "{\"type\":\"message\",%s", payload + 1);
+
+    char stream_key[] = HR_STREAM_ROOM_MESSAGES;
+    char ch[GW_ROOM_MAX + 32];
+    int chl = snprintf(ch, sizeof(ch), "%s%s", HR_CHANNEL_ROOM_PREFIX, room);
+    const char *argv[] = {"EVAL", gw_lua_chat, "2", stream_key, ch, id, room, payload, frame};
+    size_t argvlen[] = {4,
+                        sizeof(gw_lua_chat) - 1,
+                        1,
+                        strlen(stream_key),
+                        (size_t)chl,
+                        strlen(id),
+                        strlen(room),
+                        pl,
+                        (size_t)fl};
+
+    void **priv = hr_malloc(2 * sizeof(void *));
+    priv[0] = r;
+    priv[1] = hr_strdup(id);
+    int rc = hr_redis_async_argv(r->o.redis, gw_rooms_chat_done, priv, 9, argv, argvlen);
+    hr_free(payload);
+    hr_free(frame);
+    if (rc != 0) {
+        hr_free(priv[1]);
+        hr_free(priv);
+        return HR_AGAIN;
+    }
+    gw_pending_t *pd = hr_calloc(1, sizeof(*pd));
+    pd->conn_id = c->id;
+    pd->ref = ref ? hr_json_print(ref) : NULL;
+    pd->born_ms = hr_mono_ms();
+    memcpy(pd->id, id, sizeof(pd->id));
+    hr_dict_set(r->pending, pd->id, strlen(pd->id), pd);
+    return 0;
+}
+
+void
+gw_rooms_deliver(gw_rooms_t *r, const char *channel, size_t chlen, const char *payload, size_t len)
+{
+    static const char head[] = "{\"type\":\"message\",\"id\":\"";
+    size_t hl = sizeof(head) - 1;
+    gw_pending_t *pd = NULL;
+    if (len > hl + 36 && memcmp(payload, head, hl) == 0 && hr_dict_size(r->pending) > 0)
+        pd = hr_dict_del(r->pending, payload + hl, 36);
+    if (pd == NULL) {
+        gw_hub_deliver(r->o.hub, channel, chlen, payload, len);
+        return;
+    }
+    /* The sender's copy: the same frame with its ref before the closing brace. */
+    gw_msg_t *alt = NULL;
+    if (pd->ref != NULL && payload[len - 1] == '}') {
+        size_t rl = strlen(pd->ref);
+        char *buf = hr_malloc(len + rl + 16);
+        memcpy(buf, payload, len - 1);
+        int n = snprintf(buf + len - 1, rl + 16, ",\"ref\":%s}", pd->ref);
+        alt = gw_msg_create(buf, len - 1 + (size_t)n);
+        hr_free(buf);
+    }
+    gw_hub_deliver_alt(r->o.hub, channel, chlen, payload, len, pd->conn_id, alt);
+    if (alt)
+        gw_msg_release(alt);
+    gw_pending_free(pd);
+}
+
+/* ---- presence ---- */
+
+static void
+gw_rooms_ignore_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    HR_UNUSED(privdata);
+    redisReply *rep = reply;
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+        hr_log_warn("presence_script_failed", "error=\"%s\"", rep->str);
+}
+
+static void
+gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int joined)
+{
+    char k1[GW_ROOM_MAX + 32], k2[GW_ROOM_MAX + HR_USER_ID_MAX + 32], ch[GW_ROOM_MAX + 32];
+    int l1 = snprintf(k1, sizeof(k1), "%s%s", HR_KEY_PRESENCE_PREFIX, room);
+    int l2 = snprintf(k2, sizeof(k2), "%s%s:%s", HR_KEY_PRESENCE_PREFIX, room, user);
+    int lc = snprintf(ch, sizeof(ch), "%s%s", HR_CHANNEL_ROOM_PREFIX, room);
+
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", joined ? "joined" : "left");
+    cJSON_AddStringToObject(o, "room", room);
+    cJSON_AddStringToObject(o, "user_id", user);
+    char *frame = hr_json_print(o);
+    cJSON_Delete(o);
+
+    uint64_t now = hr_now_ms();
+    char snow[24], sexp[24], sttl[16];
+    snprintf(snow, sizeof(snow), "%llu", (unsigned long long)now);
+    snprintf(sexp, sizeof(sexp), "%llu",
+             (unsigned long long)(now + (uint64_t)r->o.presence_ttl_s * 1000));
+    snprintf(sttl, sizeof(sttl), "%d", r->o.presence_ttl_s * 2);
+    if (joined) {
+        const char *argv[] = {"EVAL",     gw_lua_join, "3",  k1,   k2,   ch,
+                              r->node_id, user,        snow, sexp, sttl, frame};
+        size_t argvlen[12];
+        for (int i = 0; i < 12; i++)
+            argvlen[i] = strlen(argv[i]);
+        argvlen[3] = (size_t)l1, argvlen[4] = (size_t)l2, argvlen[5] = (size_t)lc;
+        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 12, argv, argvlen);
+    } else {
+        const char *argv[] = {"EVAL", gw_lua_leave, "3", k1, k2, ch, r->node_id, user, snow, frame};
+        size_t argvlen[10];
+        for (int i = 0; i < 10; i++)
+            argvlen[i] = strlen(argv[i]);
+        argvlen[3] = (size_t)l1, argvlen[4] = (size_t)l2, argvlen[5] = (size_t)lc;
+        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 10, argv, argvlen);
+    }
+    hr_free(frame);
+}
+
+void
+gw_rooms_presence_changed(gw_rooms_t *r, const char *room, const char *user_id, int joined)
+{
+    /* Redis down: the refresh after reconnect re-asserts what is still true. */
+    if (hr_redis_async_ready(r->o.redis))
+        gw_rooms_presence_send(r, room, user_id, joined);
+}
+
+typedef struct {
+    gw_rooms_t *r;
+    uint64_t conn_id;
+    char *ref;  /* owned JSON text or NULL */
+    char *room; /* owned */
+} gw_presence_q_t;
+
+static void
+gw_rooms_presence_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    gw_presence_q_t *q = privdata;
+    redisReply *rep = reply;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        gw_rooms_send_error(q->r, q->conn_id, "unavailable", "presence unavailable, retry", q->ref);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "type", "presence");
+        cJSON_AddStringToObject(o, "room", q->room);
+        cJSON *users = cJSON_AddArrayToObject(o, "users");
+        for (size_t i = 0; i < rep->elements; i++)
+            if (rep->element[i]->type == REDIS_REPLY_STRING)
+                cJSON_AddItemToArray(users, cJSON_CreateString(rep->element[i]->str));
+        if (q->ref != NULL)
+            cJSON_AddRawToObject(o, "ref", q->ref);
+        gw_rooms_send(q->r, q->conn_id, o);
+    }
+    hr_free(q->ref);
+    hr_free(q->room);
+    hr_free(q);
+}
+
+int
+gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const cJSON *ref)
+{
+    char k1[GW_ROOM_MAX + 32], snow[24];
+    snprintf(k1, sizeof(k1), "%s%s", HR_KEY_PRESENCE_PREFIX, room);
+    snprintf(snow, sizeof(snow), "%llu", (unsigned long long)hr_now_ms());
+    const char *argv[] = {"EVAL", gw_lua_presence, "1", k1, snow};
+    size_t argvlen[5];
+    for (int i = 0; i < 5; i++)
+        argvlen[i] = strlen(argv[i]);
+    gw_presence_q_t *q = hr_calloc(1, sizeof(*q));
+    q->r = r;
+    q->conn_id = c->id;
+    q->ref = ref ? hr_json_print(ref) : NULL;
+    q->room = hr_strdup(room);
+    if (hr_redis_async_argv(r->o.redis, gw_rooms_presence_done, q, 5, argv, argvlen) != 0) {
+        hr_free(q->ref);
+        hr_free(q->room);
+        hr_free(q);
+        return HR_AGAIN;
+    }
+    return 0;
+}
+
+/* ---- periodic refresh ---- */
+
+static void
+gw_rooms_refresh_one(const char *room, const char *user, void *ud)
+{
+    gw_rooms_presence_send(ud, room, user, 1);
+}
+
+typedef struct {
+    uint64_t now;
+    char **old; /* owned list of expired pending ids */
+    size_t nold;
+} gw_sweep_t;
+
+static int
+gw_rooms_sweep_one(const char *key, size_t klen, void *val, void *ud)
+{
+    gw_sweep_t *sw = ud;
+    gw_pending_t *pd = val;
+    if (sw->now - pd->born_ms > GW_PENDING_MAX_AGE_MS) {
+        sw->old = hr_realloc(sw->old, (sw->nold + 1) * sizeof(char *));
+        sw->old[sw->nold++] = hr_strndup(key, klen);
+    }
+    return 0;
+}
+
+void
+gw_rooms_on_ready(gw_rooms_t *r)
+{
+    gw_hub_foreach_presence(r->o.hub, gw_rooms_refresh_one, r);
+}
+
+static void
+gw_rooms_refresh_fire(uv_timer_t *t)
+{
+    gw_rooms_t *r = t->data;
+    if (hr_redis_async_ready(r->o.redis))
+        gw_hub_foreach_presence(r->o.hub, gw_rooms_refresh_one, r);
+    /* Chat messages whose copy never came back (subscription lost) are forgotten. */
+    gw_sweep_t sw = {hr_mono_ms(), NULL, 0};
+    hr_dict_foreach(r->pending, gw_rooms_sweep_one, &sw);
+    for (size_t i = 0; i < sw.nold; i++) {
+        gw_pending_free(hr_dict_del(r->pending, sw.old[i], strlen(sw.old[i])));
+        hr_free(sw.old[i]);
+    }
+    hr_free(sw.old);
+}
+
+gw_rooms_t *
+gw_rooms_create(const gw_rooms_opts_t *o)
+{
+    gw_rooms_t *r = hr_calloc(1, sizeof(*r));
+    r->o = *o;
+    if (r->o.presence_ttl_s < 3)
+        r->o.presence_ttl_s = 3;
+    r->node_id = hr_strdup(o->node_id);
+    r->o.node_id = r->node_id;
+    hr_uuid_gen_init(&r->uuid);
+    r->pending = hr_dict_create();
+    r->refresh = hr_malloc(sizeof(uv_timer_t));
+    uv_timer_init(o->loop, r->refresh);
+    r->refresh->data = r;
+    uint64_t every = (uint64_t)r->o.presence_ttl_s * 1000 / 3;
+    uv_timer_start(r->refresh, gw_rooms_refresh_fire, every, every);
+    return r;
+}
+
+static void
+gw_rooms_timer_closed(uv_handle_t *h)
+{
+    hr_free(h);
+}
+
+void
+gw_rooms_destroy(gw_rooms_t *r)
+{
+    if (r == NULL)
+        return;
+    uv_timer_stop(r->refresh);
+    uv_close((uv_handle_t *)r->refresh, gw_rooms_timer_closed);
+    hr_dict_destroy(r->pending, gw_pending_free);
+    hr_free(r->node_id);
+    hr_free(r);
+}
