@@ -1,0 +1,268 @@
+/*
+ * hr_http: header and body helpers on bare evhttp requests, and JSON replies
+ * through a real evhttp server and client on a loopback ephemeral port.
+ */
+#include "hr_test.h"
+
+#include "hr_proto.h"
+#include "herald/hr_alloc.h"
+#include "herald/hr_core.h"
+#include "herald/hr_http.h"
+#include "herald/hr_json.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <string.h>
+
+/* is_json on a request that has (or lacks) the given Content-Type. */
+static int
+is_json_with(const char *content_type)
+{
+    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
+    if (content_type != NULL)
+        evhttp_add_header(evhttp_request_get_input_headers(req), "Content-Type", content_type);
+    int r = hr_http_is_json(req);
+    evhttp_request_free(req);
+    return r;
+}
+
+HR_TEST(is_json_accepts_application_json_with_parameters_in_any_case)
+{
+    HR_CHECK_EQ_INT(is_json_with("application/json"), 1);
+    HR_CHECK_EQ_INT(is_json_with("application/json; charset=utf-8"), 1);
+    HR_CHECK_EQ_INT(is_json_with("application/json;charset=UTF-8"), 1);
+    HR_CHECK_EQ_INT(is_json_with("Application/JSON"), 1);
+    HR_CHECK_EQ_INT(is_json_with(" application/json"), 1);
+}
+
+HR_TEST(is_json_refuses_other_or_missing_types)
+{
+    HR_CHECK_EQ_INT(is_json_with(NULL), 0);
+    HR_CHECK_EQ_INT(is_json_with(""), 0);
+    HR_CHECK_EQ_INT(is_json_with("text/plain"), 0);
+    HR_CHECK_EQ_INT(is_json_with("application/x-www-form-urlencoded"), 0);
+    HR_CHECK_EQ_INT(is_json_with("application/jsonx"), 0);
+    HR_CHECK_EQ_INT(is_json_with("application/json-patch+json"), 0);
+    HR_CHECK_EQ_INT(is_json_with("application/jso"), 0);
+    HR_CHECK_EQ_INT(is_json_with("text/application/json"), 0);
+}
+
+HR_TEST(body_is_contiguous_and_empty_body_is_an_empty_string)
+{
+    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
+    size_t len = 99;
+    const char *b = hr_http_body(req, &len);
+    HR_CHECK_EQ_INT(len, 0);
+    HR_CHECK(b != NULL);
+
+    /* Two chunks become one contiguous run. */
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    evbuffer_add(in, "{\"user_id\":", 11);
+    evbuffer_add_reference(in, "\"a\"}", 4, NULL, NULL);
+    b = hr_http_body(req, &len);
+    HR_CHECK_EQ_MEM(b, len, "{\"user_id\":\"a\"}", 15);
+    evhttp_request_free(req);
+}
+
+/* ---- through a real server ---- */
+
+typedef struct {
+    struct event_base *base;
+    /* what the server saw */
+    char path[256];
+    int saw_json;
+    char body[256];
+    size_t body_len;
+    /* what the client got */
+    int status;
+    char reply[1024];
+    size_t reply_len;
+    char content_type[128];
+    char retry_after[32];
+    int done;
+} ctx_t;
+
+static void
+server_cb(struct evhttp_request *req, void *arg)
+{
+    ctx_t *c = arg;
+    char *path = hr_http_path(req);
+    snprintf(c->path, sizeof(c->path), "%s", path);
+    c->saw_json = hr_http_is_json(req);
+    size_t len;
+    const char *body = hr_http_body(req, &len);
+    c->body_len = len < sizeof(c->body) ? len : sizeof(c->body);
+    memcpy(c->body, body, c->body_len);
+
+    if (strcmp(path, "/json") == 0) {
+        hr_http_send_json(req, 202, "{\"id\":\"x\"}", 10);
+    } else if (strcmp(path, "/missing") == 0) {
+        hr_notification_t n = {0};
+        hr_proto_err_t e;
+        if (hr_proto_parse_request(body, len, &n, &e) == 0) {
+            hr_notification_clear(&n);
+            hr_http_send_json(req, 202, "{}", 2);
+        } else {
+            hr_http_send_error(req, e.status, e.code, e.message);
+        }
+    } else if (strcmp(path, "/unavailable") == 0) {
+        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is \"down\"\n");
+    } else {
+        hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
+    }
+    hr_free(path);
+}
+
+static void
+client_cb(struct evhttp_request *req, void *arg)
+{
+    ctx_t *c = arg;
+    c->done = 1;
+    if (req != NULL) {
+        c->status = evhttp_request_get_response_code(req);
+        struct evbuffer *b = evhttp_request_get_input_buffer(req);
+        c->reply_len =
+            evbuffer_remove(b, c->reply, sizeof(c->reply) - 1) > 0 ? strlen(c->reply) : 0;
+        struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+        const char *ct = evhttp_find_header(h, "Content-Type");
+        const char *ra = evhttp_find_header(h, "Retry-After");
+        snprintf(c->content_type, sizeof(c->content_type), "%s", ct ? ct : "");
+        snprintf(c->retry_after, sizeof(c->retry_after), "%s", ra ? ra : "");
+    }
+    event_base_loopexit(c->base, NULL);
+}
+
+/*
+ * Starts a server on 127.0.0.1:0, sends one request, runs the loop until the
+ * reply (or 5 s). Fills c; returns 0 or HR_ERR.
+ */
+static int
+round_trip(ctx_t *c, enum evhttp_cmd_type method, const char *uri, const char *content_type,
+           const char *body)
+{
+    memset(c, 0, sizeof(*c));
+    c->base = event_base_new();
+    char err[128];
+    int port = 0;
+    struct evhttp_bound_socket *sock = NULL;
+    struct evhttp *http =
+        hr_http_listen(c->base, "127.0.0.1", 0, HR_BODY_MAX, &port, &sock, err, sizeof(err));
+    if (!HR_CHECK(http != NULL)) {
+        HR_FAIL("listen: %s", err);
+        event_base_free(c->base);
+        return HR_ERR;
+    }
+    HR_CHECK(sock != NULL);
+    HR_CHECK_CMP_INT(port, >, 0);
+    evhttp_set_gencb(http, server_cb, c);
+
+    struct evhttp_connection *conn =
+        evhttp_connection_base_new(c->base, NULL, "127.0.0.1", (ev_uint16_t)port);
+    struct evhttp_request *req = evhttp_request_new(client_cb, c);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", "127.0.0.1");
+    if (content_type != NULL)
+        evhttp_add_header(h, "Content-Type", content_type);
+    if (body != NULL)
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+    evhttp_make_request(conn, req, method, uri);
+
+    struct timeval five = {5, 0};
+    event_base_loopexit(c->base, &five);
+    event_base_dispatch(c->base);
+    HR_CHECK(c->done);
+
+    evhttp_connection_free(conn);
+    evhttp_free(http);
+    event_base_free(c->base);
+    return c->done ? 0 : HR_ERR;
+}
+
+HR_TEST(listen_on_port_0_reports_the_bound_port)
+{
+    struct event_base *base = event_base_new();
+    char err[128];
+    int port = -1;
+    struct evhttp *http =
+        hr_http_listen(base, "127.0.0.1", 0, HR_BODY_MAX, &port, NULL, err, sizeof(err));
+    HR_REQUIRE(http != NULL);
+    HR_CHECK_CMP_INT(port, >, 0);
+    HR_CHECK_CMP_INT(port, <=, 65535);
+
+    /* The same port again is taken: an error naming it, not a crash. */
+    int port2 = -1;
+    struct evhttp *again =
+        hr_http_listen(base, "127.0.0.1", port, HR_BODY_MAX, &port2, NULL, err, sizeof(err));
+    HR_CHECK(again == NULL);
+    char want[32];
+    snprintf(want, sizeof(want), "%d", port);
+    HR_CHECK_CONTAINS(err, want);
+    if (again != NULL)
+        evhttp_free(again);
+    evhttp_free(http);
+    event_base_free(base);
+}
+
+HR_TEST(send_json_sets_status_content_type_and_a_final_newline)
+{
+    ctx_t c;
+    HR_REQUIRE_EQ_INT(round_trip(&c, EVHTTP_REQ_GET, "/json?x=1#frag", NULL, NULL), 0);
+    HR_CHECK_EQ_INT(c.status, 202);
+    HR_CHECK_EQ_STR(c.content_type, "application/json");
+    HR_CHECK_EQ_STR(c.reply, "{\"id\":\"x\"}\n");
+    HR_CHECK_EQ_STR(c.path, "/json");
+    HR_CHECK_EQ_INT(c.saw_json, 0);
+}
+
+HR_TEST(send_error_body_matches_the_error_golden)
+{
+    ctx_t c;
+    HR_REQUIRE_EQ_INT(round_trip(&c, EVHTTP_REQ_POST, "/missing", "application/json; charset=utf-8",
+                                 "{\"type\":\"alert\",\"message\":\"Hello\"}"),
+                      0);
+    HR_CHECK_EQ_INT(c.saw_json, 1);
+    HR_CHECK_EQ_MEM(c.body, c.body_len, "{\"type\":\"alert\",\"message\":\"Hello\"}", 34);
+    HR_CHECK_EQ_INT(c.status, 400);
+    HR_CHECK_EQ_STR(c.content_type, "application/json");
+    HR_CHECK_EQ_STR(c.retry_after, "");
+
+    char path[1024], want[256];
+    snprintf(path, sizeof(path), "%s/proto/testdata/error_missing_field.json", HERALD_SOURCE_DIR);
+    FILE *f = fopen(path, "rb");
+    HR_REQUIRE(f != NULL);
+    size_t n = fread(want, 1, sizeof(want) - 1, f);
+    fclose(f);
+    HR_CHECK_EQ_MEM(c.reply, c.reply_len, want, n);
+}
+
+HR_TEST(send_error_503_adds_retry_after_and_escapes_the_message)
+{
+    ctx_t c;
+    HR_REQUIRE_EQ_INT(round_trip(&c, EVHTTP_REQ_GET, "/unavailable", NULL, NULL), 0);
+    HR_CHECK_EQ_INT(c.status, 503);
+    HR_CHECK_EQ_STR(c.retry_after, "1");
+    HR_CHECK_EQ_STR(
+        c.reply,
+        "{\"error\":{\"code\":\"unavailable\",\"message\":\"redis is \\\"down\\\"\\n\"}}\n");
+}
+
+HR_TEST(path_drops_the_query)
+{
+    ctx_t c;
+    HR_REQUIRE_EQ_INT(
+        round_trip(&c, EVHTTP_REQ_GET, "/notifications?user_id=alice&limit=5", NULL, NULL), 0);
+    HR_CHECK_EQ_STR(c.path, "/notifications");
+    HR_CHECK_EQ_INT(c.status, 404);
+    HR_CHECK_EQ_STR(c.reply,
+                    "{\"error\":{\"code\":\"not_found\",\"message\":\"no such endpoint\"}}\n");
+}
+
+int
+main(void)
+{
+    hr_json_init();
+    return hr_test_run_all();
+}
