@@ -117,7 +117,8 @@ hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_pr
             hr_proto_fail(e, 400, HR_E_INVALID_FIELD, "data must be a JSON object");
             goto done;
         }
-        data_json = hr_json_print(it);
+        /* The text as sent: a reprint through cJSON's doubles rounds long integers. */
+        data_json = hr_json_member_text(body, len, "data");
     }
 
     n->user_id = hr_strdup(user_id);
@@ -194,7 +195,7 @@ hr_proto_envelope_decode(const char *json, size_t len, hr_notification_t *n, cha
         n->user_id = hr_strdup(user_id);
         n->type = hr_strdup(type);
         n->message = hr_strdup(message);
-        n->data_json = cJSON_IsObject(data) ? hr_json_print(data) : NULL;
+        n->data_json = cJSON_IsObject(data) ? hr_json_member_text(json, len, "data") : NULL;
         rc = 0;
     }
     cJSON_Delete(root);
@@ -220,5 +221,11 @@ size_t
 hr_proto_user_channel(char *buf, size_t cap, const char *user_id)
 {
     int n = snprintf(buf, cap, "%s%s", HR_CHANNEL_USER_PREFIX, user_id);
-    return n < 0 ? 0 : (size_t)n;
+    /* A cut name is another user's channel: refuse rather than truncate. */
+    if (n < 0 || (size_t)n >= cap) {
+        if (cap > 0)
+            buf[0] = '\0';
+        return 0;
+    }
+    return (size_t)n;
 }

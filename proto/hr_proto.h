@@ -89,7 +89,10 @@ int hr_proto_envelope_decode(const char *json, size_t len, hr_notification_t *n,
 /** The WebSocket frame {"type":"notification","notification":<envelope>}; owned by caller. */
 char *hr_proto_frame_notification(const char *envelope, size_t len, size_t *outlen);
 
-/** Writes the Pub/Sub channel of a user ("herald:user:<id>"); returns its length. */
+/**
+ * Writes the Pub/Sub channel of a user ("herald:user:<id>"); returns its length,
+ * or 0 (and an empty buf) when it does not fit in cap.
+ */
 size_t hr_proto_user_channel(char *buf, size_t cap, const char *user_id);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 void
 hr_json_init(void)
@@ -12,24 +13,193 @@ hr_json_init(void)
     cJSON_InitHooks(&hooks);
 }
 
+/* cJSON's own nesting limit; deeper input is refused before it is parsed. */
+#define HR_JSON_MAX_DEPTH 1000
+
+/* A strict RFC 8259 scanner over buf[0..len): no allocation, no recursion limit surprises. */
+typedef struct {
+    const char *p, *end;
+    int depth;
+} hr_json_scan_t;
+
+static int hr_json_scan_value(hr_json_scan_t *s);
+
+static void
+hr_json_scan_ws(hr_json_scan_t *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int
+hr_json_is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A string: escapes from the grammar only, no raw U+0000-U+001F. */
+static int
+hr_json_scan_string(hr_json_scan_t *s)
+{
+    if (s->p >= s->end || *s->p != '"')
+        return -1;
+    for (s->p++; s->p < s->end; s->p++) {
+        unsigned char c = (unsigned char)*s->p;
+        if (c == '"') {
+            s->p++;
+            return 0;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c != '\\')
+            continue;
+        if (++s->p >= s->end)
+            return -1;
+        if (*s->p == 'u') {
+            if (s->end - s->p < 5 || !hr_json_is_hex(s->p[1]) || !hr_json_is_hex(s->p[2]) ||
+                !hr_json_is_hex(s->p[3]) || !hr_json_is_hex(s->p[4]))
+                return -1;
+            s->p += 4;
+        } else if (!strchr("\"\\/bfnrt", *s->p) || *s->p == '\0') {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static int
+hr_json_scan_digits(hr_json_scan_t *s)
+{
+    const char *start = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+        s->p++;
+    return s->p > start ? 0 : -1;
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int
+hr_json_scan_number(hr_json_scan_t *s)
+{
+    if (s->p < s->end && *s->p == '-')
+        s->p++;
+    if (s->p < s->end && *s->p == '0')
+        s->p++;
+    else if (hr_json_scan_digits(s) != 0)
+        return -1;
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (hr_json_scan_digits(s) != 0)
+            return -1;
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+            s->p++;
+        if (hr_json_scan_digits(s) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+hr_json_scan_word(hr_json_scan_t *s, const char *w)
+{
+    size_t n = strlen(w);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, w, n) != 0)
+        return -1;
+    s->p += n;
+    return 0;
+}
+
+/* '{' or '[' already seen: members or elements up to the closing bracket. */
+static int
+hr_json_scan_container(hr_json_scan_t *s, char close)
+{
+    if (++s->depth > HR_JSON_MAX_DEPTH)
+        return -1;
+    s->p++;
+    hr_json_scan_ws(s);
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        s->depth--;
+        return 0;
+    }
+    for (;;) {
+        hr_json_scan_ws(s);
+        if (close == '}') {
+            if (hr_json_scan_string(s) != 0)
+                return -1;
+            hr_json_scan_ws(s);
+            if (s->p >= s->end || *s->p != ':')
+                return -1;
+            s->p++;
+            hr_json_scan_ws(s);
+        }
+        if (hr_json_scan_value(s) != 0)
+            return -1;
+        hr_json_scan_ws(s);
+        if (s->p >= s->end)
+            return -1;
+        if (*s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (*s->p != close)
+            return -1;
+        s->p++;
+        s->depth--;
+        return 0;
+    }
+}
+
+static int
+hr_json_scan_value(hr_json_scan_t *s)
+{
+    if (s->p >= s->end)
+        return -1;
+    switch (*s->p) {
+    case '{':
+        return hr_json_scan_container(s, '}');
+    case '[':
+        return hr_json_scan_container(s, ']');
+    case '"':
+        return hr_json_scan_string(s);
+    case 't':
+        return hr_json_scan_word(s, "true");
+    case 'f':
+        return hr_json_scan_word(s, "false");
+    case 'n':
+        return hr_json_scan_word(s, "null");
+    default:
+        return hr_json_scan_number(s);
+    }
+}
+
 int
 hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t errlen)
 {
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
     *out = NULL;
-    if (root == NULL) {
-        size_t at = end != NULL && end >= buf ? (size_t)(end - buf) : 0;
-        snprintf(err, errlen, "body is not valid JSON (near byte %zu)", at);
+    /*
+     * cJSON accepts more than JSON (raw control characters in strings, "01",
+     * "1."), so the grammar is checked here first, and cJSON only builds the tree.
+     */
+    hr_json_scan_t s = {buf, buf + len, 0};
+    hr_json_scan_ws(&s);
+    if (hr_json_scan_value(&s) != 0) {
+        snprintf(err, errlen, "body is not valid JSON (near byte %zu)", (size_t)(s.p - buf));
         return HR_DECLINED;
     }
-    /* Anything but white space after the value is an error too. */
-    for (const char *p = end; p != NULL && p < buf + len; p++) {
-        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
-            cJSON_Delete(root);
-            snprintf(err, errlen, "trailing data after JSON value at byte %zu", (size_t)(p - buf));
-            return HR_DECLINED;
-        }
+    hr_json_scan_ws(&s);
+    if (s.p != s.end) {
+        snprintf(err, errlen, "trailing data after JSON value at byte %zu", (size_t)(s.p - buf));
+        return HR_DECLINED;
+    }
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, NULL, 0);
+    if (root == NULL) {
+        /* Grammatical but refused by cJSON: a lone surrogate escape. */
+        snprintf(err, errlen,
+                 "body is not valid JSON (unpaired surrogate escape or nesting too deep)");
+        return HR_DECLINED;
     }
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -38,6 +208,64 @@ hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t
     }
     *out = root;
     return 0;
+}
+
+char *
+hr_json_member_text(const char *buf, size_t len, const char *key)
+{
+    hr_json_scan_t s = {buf, buf + len, 0};
+    hr_json_scan_ws(&s);
+    if (s.p >= s.end || *s.p != '{')
+        return NULL;
+    s.p++;
+    size_t klen = strlen(key);
+    for (;;) {
+        hr_json_scan_ws(&s);
+        const char *k = s.p;
+        if (hr_json_scan_string(&s) != 0)
+            return NULL;
+        const char *kend = s.p;
+        hr_json_scan_ws(&s);
+        s.p++; /* ':' */
+        hr_json_scan_ws(&s);
+        const char *v = s.p;
+        if (hr_json_scan_value(&s) != 0)
+            return NULL;
+        const char *vend = s.p;
+
+        int match;
+        if (memchr(k, '\\', (size_t)(kend - k)) == NULL) {
+            match = (size_t)(kend - k - 2) == klen && memcmp(k + 1, key, klen) == 0;
+        } else {
+            /* An escaped key: let cJSON decode it, as it did for the tree. */
+            cJSON *ks = cJSON_ParseWithLength(k, (size_t)(kend - k));
+            match = cJSON_IsString(ks) && strcmp(ks->valuestring, key) == 0;
+            cJSON_Delete(ks);
+        }
+        if (match) {
+            /* Copy without insignificant white space: outside strings it is all ws. */
+            char *out = hr_malloc((size_t)(vend - v) + 1), *o = out;
+            int in_str = 0;
+            for (const char *p = v; p < vend; p++) {
+                if (in_str) {
+                    *o++ = *p;
+                    if (*p == '\\')
+                        *o++ = *++p;
+                    else if (*p == '"')
+                        in_str = 0;
+                } else if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+                    *o++ = *p;
+                    in_str = *p == '"';
+                }
+            }
+            *o = '\0';
+            return out;
+        }
+        hr_json_scan_ws(&s);
+        if (s.p >= s.end || *s.p != ',')
+            return NULL;
+        s.p++;
+    }
 }
 
 const char *

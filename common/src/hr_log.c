@@ -54,13 +54,15 @@ hr_log_write(hr_log_level_t level, const char *event, const char *fmt, ...)
     if (n < 0)
         return;
     if ((size_t)n < sizeof(line) - 2 && fmt != NULL && fmt[0] != '\0') {
-        line[n++] = ' ';
         va_list ap;
         va_start(ap, fmt);
-        int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+        int m = vsnprintf(line + n + 1, sizeof(line) - (size_t)n - 2, fmt, ap);
         va_end(ap);
-        if (m > 0)
-            n += m;
+        /* The separator only when there are fields ("%s", "" is how callers log none). */
+        if (m > 0) {
+            line[n] = ' ';
+            n += 1 + m;
+        }
     }
     if ((size_t)n > sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
