@@ -243,10 +243,28 @@ hr_redis_schedule_reconnect(hr_redis_async_t *r)
     r->ops->timer_arm(r->reconnect_timer, ms);
 }
 
+#define HR_CONNECT_TIMEOUT_MS 3000
+
+/*
+ * One timer serves two purposes: the backoff delay before a connect attempt
+ * and the deadline of the attempt itself (hiredis has no connect timeout).
+ */
 static void
 hr_redis_reconnect_fire(void *arg)
 {
-    hr_redis_async_connect(arg);
+    hr_redis_async_t *r = arg;
+    if (r->state == HR_RS_CONNECTING && r->ac != NULL) {
+        hr_log_warn("redis_connect_timeout", "conn=%s addr=%s:%d timeout_ms=%d", r->name,
+                    r->addr.host, r->addr.port, HR_CONNECT_TIMEOUT_MS);
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        r->state = HR_RS_DISCONNECTED;
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        hr_redis_schedule_reconnect(r);
+        return;
+    }
+    hr_redis_async_connect(r);
 }
 
 static void
@@ -305,6 +323,8 @@ hr_redis_on_connect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
     hr_redis_async_t *r = ac->data;
+    if (r == NULL)
+        return;
     if (status != REDIS_OK) {
         /* hiredis frees the context after this callback. */
         hr_log_warn("redis_connect_failed", "conn=%s addr=%s:%d error=\"%s\"", r->name,
@@ -368,6 +388,7 @@ hr_redis_async_connect(hr_redis_async_t *r)
     redisAsyncSetDisconnectCallback(ac, hr_redis_on_disconnect);
     r->ac = ac;
     r->state = HR_RS_CONNECTING;
+    r->ops->timer_arm(r->reconnect_timer, HR_CONNECT_TIMEOUT_MS);
 }
 
 hr_redis_async_t *

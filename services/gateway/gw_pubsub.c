@@ -4,7 +4,6 @@
 #include "herald/hr_dict.h"
 #include "herald/hr_log.h"
 
-#include <hiredis/adapters/libuv.h>
 #include <string.h>
 
 /* ---- libuv loop ops for hr_redis ---- */
@@ -15,10 +14,100 @@ typedef struct {
     void *arg;
 } gw_uv_timer_t;
 
+/*
+ * Our own hiredis adapter for libuv: hiredis 0.14's ignores a poll error, so
+ * a refused connect would leave the context CONNECTING forever. Here an error
+ * is reported to hiredis as readiness, and hiredis then sees the socket error.
+ */
+typedef struct {
+    redisAsyncContext *ac; /* borrowed; NULL once hiredis cleaned up */
+    uv_poll_t poll;
+    int events;
+} gw_uv_redis_t;
+
+static void
+gw_uv_redis_poll(uv_poll_t *h, int status, int events)
+{
+    gw_uv_redis_t *p = h->data;
+    if (status != 0)
+        events = UV_READABLE | UV_WRITABLE;
+    if (p->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void
+gw_uv_redis_update(gw_uv_redis_t *p, int add, int del)
+{
+    int ev = (p->events | add) & ~del;
+    if (ev == p->events || p->ac == NULL)
+        return;
+    p->events = ev;
+    if (ev != 0)
+        uv_poll_start(&p->poll, ev, gw_uv_redis_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void
+gw_uv_redis_add_read(void *d)
+{
+    gw_uv_redis_update(d, UV_READABLE, 0);
+}
+
+static void
+gw_uv_redis_del_read(void *d)
+{
+    gw_uv_redis_update(d, 0, UV_READABLE);
+}
+
+static void
+gw_uv_redis_add_write(void *d)
+{
+    gw_uv_redis_update(d, UV_WRITABLE, 0);
+}
+
+static void
+gw_uv_redis_del_write(void *d)
+{
+    gw_uv_redis_update(d, 0, UV_WRITABLE);
+}
+
+static void
+gw_uv_redis_closed(uv_handle_t *h)
+{
+    hr_free(h->data);
+}
+
+static void
+gw_uv_redis_cleanup(void *d)
+{
+    gw_uv_redis_t *p = d;
+    p->ac = NULL;
+    uv_poll_stop(&p->poll);
+    uv_close((uv_handle_t *)&p->poll, gw_uv_redis_closed);
+}
+
 static int
 gw_uv_attach(redisAsyncContext *ac, void *loop)
 {
-    return redisLibuvAttach(ac, loop) == REDIS_OK ? 0 : HR_ERR;
+    if (ac->ev.data != NULL)
+        return HR_ERR;
+    gw_uv_redis_t *p = hr_calloc(1, sizeof(*p));
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        hr_free(p);
+        return HR_ERR;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.addRead = gw_uv_redis_add_read;
+    ac->ev.delRead = gw_uv_redis_del_read;
+    ac->ev.addWrite = gw_uv_redis_add_write;
+    ac->ev.delWrite = gw_uv_redis_del_write;
+    ac->ev.cleanup = gw_uv_redis_cleanup;
+    ac->ev.data = p;
+    return 0;
 }
 
 static void

@@ -1,0 +1,260 @@
+"""The gateway against real Redis and real gateway processes: rooms and chat
+across gateways, presence (and its cleanup after kill -9), slow consumers cut
+off without hurting others, bad input, keepalive, Redis restart, drain."""
+import socket
+import struct
+import time
+
+from herald_stack import Stack, TestRun, http_request, post_notification, wait_until
+from herald_ws import WsClient, WsClosed
+
+PRESENCE_TTL = 6
+
+
+def expect_close(client, code, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.recv_frame(max(0.05, deadline - time.monotonic()))
+        except WsClosed as e:
+            assert e.code == code, f"closed with {e.code} {e.reason!r}, wanted {code}"
+            return
+        except (ConnectionError, OSError) as e:
+            raise AssertionError(f"connection dropped without close frame {code}: {e!r}")
+
+
+def numsub(stack, channel):
+    return stack.redis.cmd("PUBSUB", "NUMSUB", channel)[1]
+
+
+def main():
+    t = TestRun()
+    stack = Stack(gateways=2, services=("ingest", "gateway"), extra_env={
+        "HERALD_GATEWAY_PRESENCE_TTL_S": PRESENCE_TTL,
+        "HERALD_GATEWAY_QUEUE_MAX_BYTES": 262144,
+        "HERALD_GATEWAY_QUEUE_MAX_FRAMES": 256,
+        "HERALD_GATEWAY_MAX_ROOMS": 3,
+        "HERALD_GATEWAY_PUBLISH_RATE": 5,
+        "HERALD_GATEWAY_DRAIN_MS": 3000,
+    })
+    opened = []
+
+    def ws(gw, user):
+        c = WsClient("127.0.0.1", stack.gateway_ports[gw], f"/ws?user_id={user}")
+        opened.append(c)
+        assert c.recv_type("welcome")["user_id"] == user
+        return c
+
+    try:
+        alice = ws(0, "alice")
+        bob = ws(1, "bob")
+
+        def chat_both_ways():
+            alice.send_json({"type": "join", "room": "lobby", "ref": 1})
+            assert alice.recv_type("joined") == {"type": "joined", "room": "lobby",
+                                                 "user_id": "alice", "ref": 1}
+            bob.send_json({"type": "join", "room": "lobby", "ref": 2})
+            assert bob.recv_type("joined")["ref"] == 2
+            wait_until(lambda: numsub(stack, "herald:room:lobby") == 2, 5, "both subscribed")
+            alice.send_json({"type": "publish", "room": "lobby", "message": "hi bob", "ref": "a1"})
+            got_b = bob.recv_type("message")
+            assert got_b["from"] == "alice" and got_b["message"] == "hi bob", got_b
+            assert "ref" not in got_b, got_b
+            got_a = alice.recv_type("message")
+            assert got_a["id"] == got_b["id"] and got_a["ref"] == "a1", got_a
+            bob.send_json({"type": "publish", "room": "lobby", "message": "hi alice"})
+            got = alice.recv_type("message")
+            assert got["from"] == "bob" and got["message"] == "hi alice", got
+            bob.recv_type("message")
+        t.check("two_clients_on_two_gateways_chat_both_ways", chat_both_ways)
+
+        def order_is_the_same_everywhere():
+            # Two senders interleave; both receivers must see one order.
+            stack.redis.cmd("PING")
+            for i in range(4):
+                (alice if i % 2 else bob).send_json(
+                    {"type": "publish", "room": "lobby", "message": f"n{i}"})
+            seq_a = [alice.recv_type("message")["id"] for _ in range(4)]
+            seq_b = [bob.recv_type("message")["id"] for _ in range(4)]
+            assert seq_a == seq_b, (seq_a, seq_b)
+        t.check("room_messages_arrive_in_one_order_on_every_gateway", order_is_the_same_everywhere)
+
+        def messages_are_kept_in_stream():
+            n = stack.redis.cmd("XLEN", "herald:stream:room_messages")
+            assert n >= 6, n
+            entry = stack.redis.cmd("XRANGE", "herald:stream:room_messages", "-", "+", "COUNT", 1)[0]
+            fields = dict(zip(entry[1][::2], entry[1][1::2]))
+            assert fields["room"] == "lobby" and '"from":"alice"' in fields["payload"], fields
+        t.check("chat_messages_are_appended_to_the_room_stream", messages_are_kept_in_stream)
+
+        def presence_lists_both():
+            alice.send_json({"type": "presence", "room": "lobby", "ref": 9})
+            p = alice.recv_type("presence")
+            assert sorted(p["users"]) == ["alice", "bob"] and p["ref"] == 9, p
+        t.check("presence_lists_users_of_both_gateways", presence_lists_both)
+
+        def leave_sends_left():
+            carol = ws(1, "carol")
+            carol.send_json({"type": "join", "room": "lobby"})
+            carol.recv_type("joined")
+            joined = alice.recv_type("joined")
+            assert joined["user_id"] == "carol", joined
+            carol.send_json({"type": "leave", "room": "lobby", "ref": "x"})
+            assert carol.recv_type("left")["ref"] == "x"
+            left = alice.recv_type("left")
+            assert left == {"type": "left", "room": "lobby", "user_id": "carol"}, left
+            carol.close()
+        t.check("join_and_leave_events_reach_the_room", leave_sends_left)
+
+        def bad_input():
+            c = ws(0, "mallory")
+            cases = [
+                ({"type": "join"}, "missing_field"),
+                ({"type": "join", "room": "bad room!"}, "invalid_room"),
+                ({"type": "publish", "room": "lobby", "message": "x"}, "not_member"),
+                ({"type": "fly"}, "unknown_type"),
+                ({"ref": 5}, "missing_field"),
+                ({"type": "leave", "room": "never"}, "not_member"),
+            ]
+            for frame, code in cases:
+                c.send_json(frame)
+                err = c.recv_type("error")
+                assert err["code"] == code, (frame, err)
+            for i in range(3):
+                c.send_json({"type": "join", "room": f"r{i}"})
+                c.recv_type("joined")
+            c.send_json({"type": "join", "room": "r3", "ref": "too"})
+            err = c.recv_type("error")
+            assert err["code"] == "too_many_rooms" and err["ref"] == "too", err
+            # Publishing faster than the per-socket rate (5/s, bursts of 10).
+            codes = []
+            for i in range(15):
+                c.send_json({"type": "publish", "room": "r0", "message": f"spam{i}", "ref": i})
+            for _ in range(15):
+                m = c.recv_json()
+                while m["type"] not in ("message", "error"):
+                    m = c.recv_json()
+                codes.append(m.get("code", "ok"))
+            assert "rate_limited" in codes and codes.count("ok") >= 9, codes
+            c.send_frame(0x2, b"\x00\x01")
+            expect_close(c, 1003)
+            big = ws(0, "mallory")
+            big.send_text('{"type":"ping","pad":"' + "x" * 20000 + '"}')
+            expect_close(big, 1009)
+        t.check("bad_frames_get_error_codes_or_close_codes", bad_input)
+
+        def slow_consumer_cut_off():
+            slow = WsClient("127.0.0.1", stack.gateway_ports[0], "/ws?user_id=slowpoke")
+            opened.append(slow)
+            slow.recv_type("welcome")
+            fast = ws(0, "speedy")
+            # Both watch the same flood; only the one that reads may stay.
+            for c in (slow, fast):
+                c.send_json({"type": "join", "room": "flood"})
+            fast.recv_type("joined")
+            wait_until(lambda: numsub(stack, "herald:room:flood") == 1, 5, "flood subscribed")
+            payload = "y" * 4000
+            sent = 0
+            deadline = time.monotonic() + 20
+            got = 0
+            cut = False
+            while time.monotonic() < deadline and not cut:
+                for _ in range(20):
+                    stack.redis.cmd("PUBLISH", "herald:room:flood",
+                                    '{"type":"message","id":"x","room":"flood","message":"%s"}' % payload)
+                    sent += 1
+                while got < sent:
+                    fast.recv_frame(5)
+                    got += 1
+                cut = "user=slowpoke" in stack.services["gateway1"].log_text()
+            assert cut, f"slow consumer not cut after {sent} frames"
+            assert got == sent
+            # The slow client sees its close (1008) after the frames it had buffered.
+            slow.sock.settimeout(10)
+            expect_close(slow, 1008, timeout=30)
+            fast.send_json({"type": "ping", "ref": "still"})
+            assert fast.recv_type("pong")["ref"] == "still"
+        t.check("client_that_stops_reading_is_cut_while_reader_keeps_receiving",
+                slow_consumer_cut_off)
+
+        def redis_restart():
+            stack.stop_redis()
+            time.sleep(0.5)
+            stack.start_redis()
+            wait_until(lambda: numsub(stack, "herald:user:alice") == 1, 15, "alice resubscribed")
+            wait_until(lambda: numsub(stack, "herald:room:lobby") == 2, 15, "lobby resubscribed")
+            wait_until(lambda: http_request(stack.ingest_port, "GET", "/healthz")[0] == 200, 15,
+                       "ingest reconnected")
+            status, body = post_notification(stack.ingest_port, {"user_id": "alice",
+                                                                 "message": "back"})
+            assert status == 202, (status, body)
+            n = alice.recv_type("notification", timeout=3)
+            assert n["notification"]["message"] == "back"
+            bob.send_json({"type": "publish", "room": "lobby", "message": "after restart"})
+            assert alice.recv_type("message")["message"] == "after restart"
+        t.check("redis_restart_keeps_sockets_and_delivery_resumes", redis_restart)
+
+        def presence_after_kill9():
+            dave = ws(0, "dave")
+            dave.send_json({"type": "join", "room": "lobby"})
+            dave.recv_type("joined")
+            bob.send_json({"type": "presence", "room": "lobby"})
+            assert "dave" in bob.recv_type("presence")["users"]
+            stack.services["gateway1"].kill9()
+            t0 = time.monotonic()
+
+            def gone():
+                bob.send_json({"type": "presence", "room": "lobby"})
+                users = bob.recv_type("presence")["users"]
+                return "dave" not in users and "alice" not in users
+            wait_until(gone, PRESENCE_TTL + 5, "gateway1's users to leave presence", interval=0.5)
+            assert time.monotonic() - t0 <= PRESENCE_TTL + 5
+        t.check("kill9_of_a_gateway_removes_its_users_from_presence", presence_after_kill9)
+
+        def sigterm_drains():
+            svc = stack.services["gateway2"]
+            svc.proc.send_signal(15)
+            expect_close(bob, 1001)
+            assert svc.proc.wait(10) == 0
+        t.check("sigterm_closes_every_socket_with_1001_and_exits", sigterm_drains)
+    finally:
+        for c in opened:
+            try:
+                c.close()
+            except OSError:
+                pass
+        t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
+
+    # Keepalive on its own gateway: its short idle timeout would close the
+    # sockets above while the test is busy elsewhere.
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_PING_INTERVAL_S": 1, "HERALD_GATEWAY_IDLE_TIMEOUT_S": 3})
+    try:
+        def silent_socket_is_closed():
+            s = socket.create_connection(("127.0.0.1", stack.gateway_ports[0]))
+            s.sendall(b"GET /ws?user_id=mute HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      b"Sec-WebSocket-Version: 13\r\n\r\n")
+            time.sleep(5)  # never answers the server's PINGs
+            s.settimeout(2)
+            data = b""
+            try:
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    data += d
+            except OSError:
+                pass
+            s.close()
+            assert b"101" in data and data.count(b"\x89") >= 1, data[:300]  # got PINGs
+            # recv() returned EOF: the gateway hung up.
+        t.check("server_pings_and_closes_silent_sockets", silent_socket_is_closed)
+
+    finally:
+        t.check("keepalive_gateway_exits_cleanly", stack.stop)
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()
