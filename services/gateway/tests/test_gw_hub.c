@@ -1,0 +1,278 @@
+/* gw_hub with fake connections: no libwebsockets, no Redis. */
+#include "hr_test.h"
+
+#include "gw_hub.h"
+#include "hr_proto.h"
+#include "herald/hr_alloc.h"
+#include "herald/hr_core.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A fake transport: records wakes; the test pops frames itself. */
+typedef struct {
+    gw_conn_t conn;
+    int wakes;
+} fake_conn_t;
+
+static void
+fake_wake(gw_conn_t *c)
+{
+    ((fake_conn_t *)c)->wakes++;
+}
+
+static const gw_conn_ops_t fake_ops = {.wake = fake_wake};
+
+/* Records subscribe/unsubscribe and presence calls as text. */
+typedef struct {
+    char log[4096];
+} recorder_t;
+
+static void
+rec_sub(void *ud, const char *ch, size_t len)
+{
+    recorder_t *r = ud;
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof(r->log) - n, "+%.*s;", (int)len, ch);
+}
+
+static void
+rec_unsub(void *ud, const char *ch, size_t len)
+{
+    recorder_t *r = ud;
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof(r->log) - n, "-%.*s;", (int)len, ch);
+}
+
+static void
+rec_presence(void *ud, const char *room, const char *user, int joined)
+{
+    recorder_t *r = ud;
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof(r->log) - n, "%s%s@%s;", joined ? "J" : "L", user, room);
+}
+
+static gw_hub_t *
+new_hub(recorder_t *rec, uint32_t max_frames, uint32_t max_bytes)
+{
+    memset(rec, 0, sizeof(*rec));
+    gw_hub_opts_t o = {.subscribe = rec_sub,
+                       .unsubscribe = rec_unsub,
+                       .presence = rec_presence,
+                       .ud = rec,
+                       .max_rooms = 2,
+                       .queue_max_frames = max_frames,
+                       .queue_max_bytes = max_bytes};
+    return gw_hub_create(&o);
+}
+
+static size_t
+drain(gw_conn_t *c)
+{
+    size_t n = 0;
+    gw_msg_t *m;
+    while ((m = gw_conn_pop(c)) != NULL) {
+        gw_msg_release(m);
+        n++;
+    }
+    return n;
+}
+
+HR_TEST(user_with_several_sockets_is_subscribed_once_and_gets_every_frame)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    fake_conn_t a1, a2, b;
+    gw_conn_init(h, &a1.conn, &fake_ops);
+    gw_conn_init(h, &a2.conn, &fake_ops);
+    gw_conn_init(h, &b.conn, &fake_ops);
+    a1.wakes = a2.wakes = b.wakes = 0;
+    gw_hub_attach(h, &a1.conn, "alice");
+    gw_hub_attach(h, &a2.conn, "alice");
+    gw_hub_attach(h, &b.conn, "bob");
+    HR_CHECK_EQ_STR(rec.log, "+herald:user:alice;+herald:user:bob;");
+    HR_CHECK(a1.conn.id != a2.conn.id);
+
+    const char ch[] = "herald:user:alice";
+    size_t n = gw_hub_deliver(h, ch, sizeof(ch) - 1, "{\"x\":1}", 7);
+    HR_CHECK_EQ_UINT(n, 2);
+    gw_msg_t *m1 = gw_conn_pop(&a1.conn), *m2 = gw_conn_pop(&a2.conn);
+    HR_REQUIRE(m1 != NULL && m2 != NULL);
+    /* One serialization shared by both sockets. */
+    HR_CHECK(m1 == m2);
+    HR_CHECK_EQ_STR((char *)gw_msg_payload(m1), "{\"x\":1}");
+    gw_msg_release(m1);
+    gw_msg_release(m2);
+    HR_CHECK(gw_conn_pop(&b.conn) == NULL);
+    HR_CHECK_EQ_INT(a1.wakes, 1);
+    HR_CHECK_EQ_INT(b.wakes, 0);
+
+    gw_hub_detach(h, &a1.conn);
+    HR_CHECK(strstr(rec.log, "-herald:user:alice") == NULL);
+    gw_hub_detach(h, &a2.conn);
+    HR_CHECK(strstr(rec.log, "-herald:user:alice;") != NULL);
+    HR_CHECK_EQ_UINT(gw_hub_deliver(h, ch, sizeof(ch) - 1, "{}", 2), 0);
+    gw_hub_detach(h, &b.conn);
+    HR_CHECK_EQ_UINT(gw_hub_stats(h).conns, 0);
+    HR_CHECK_EQ_UINT(gw_hub_stats(h).users, 0);
+    gw_hub_destroy(h);
+}
+
+HR_TEST(join_and_leave_subscribe_rooms_and_report_presence_per_user)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    fake_conn_t a1, a2, b;
+    gw_conn_init(h, &a1.conn, &fake_ops);
+    gw_conn_init(h, &a2.conn, &fake_ops);
+    gw_conn_init(h, &b.conn, &fake_ops);
+    gw_hub_attach(h, &a1.conn, "alice");
+    gw_hub_attach(h, &a2.conn, "alice");
+    gw_hub_attach(h, &b.conn, "bob");
+    rec.log[0] = '\0';
+
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a1.conn, "lobby"), 0);
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a1.conn, "lobby"), 1);
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a2.conn, "lobby"), 0);
+    HR_CHECK_EQ_INT(gw_hub_join(h, &b.conn, "lobby"), 0);
+    /* One subscription for the room, one presence event per user. */
+    HR_CHECK_EQ_STR(rec.log, "+herald:room:lobby;Jalice@lobby;Jbob@lobby;");
+    HR_CHECK_EQ_UINT(gw_hub_room_size(h, "lobby"), 3);
+    HR_CHECK(gw_conn_in_room(&a2.conn, "lobby"));
+
+    const char ch[] = "herald:room:lobby";
+    HR_CHECK_EQ_UINT(gw_hub_deliver(h, ch, sizeof(ch) - 1, "m", 1), 3);
+    drain(&a1.conn), drain(&a2.conn), drain(&b.conn);
+
+    rec.log[0] = '\0';
+    HR_CHECK_EQ_INT(gw_hub_leave(h, &a1.conn, "lobby"), 0);
+    HR_CHECK_EQ_INT(gw_hub_leave(h, &a1.conn, "lobby"), HR_DECLINED);
+    HR_CHECK_EQ_STR(rec.log, ""); /* alice still has a2 in the room */
+    HR_CHECK_EQ_INT(gw_hub_leave(h, &a2.conn, "lobby"), 0);
+    HR_CHECK_EQ_STR(rec.log, "Lalice@lobby;");
+    HR_CHECK_EQ_UINT(gw_hub_deliver(h, ch, sizeof(ch) - 1, "m", 1), 1);
+    drain(&b.conn);
+
+    gw_hub_detach(h, &a1.conn);
+    gw_hub_detach(h, &a2.conn);
+    gw_hub_detach(h, &b.conn);
+    gw_hub_destroy(h);
+}
+
+HR_TEST(disconnect_cleans_every_membership_and_unsubscribes)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    fake_conn_t a;
+    gw_conn_init(h, &a.conn, &fake_ops);
+    gw_hub_attach(h, &a.conn, "alice");
+    gw_hub_join(h, &a.conn, "r1");
+    gw_hub_join(h, &a.conn, "r2");
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a.conn, "r3"), HR_DECLINED); /* max_rooms = 2 */
+    const char ch[] = "herald:room:r1";
+    gw_hub_deliver(h, ch, sizeof(ch) - 1, "queued", 6);
+    rec.log[0] = '\0';
+    gw_hub_detach(h, &a.conn);
+    HR_CHECK(strstr(rec.log, "-herald:room:r1;") != NULL);
+    HR_CHECK(strstr(rec.log, "-herald:room:r2;") != NULL);
+    HR_CHECK(strstr(rec.log, "Lalice@r1;") != NULL);
+    HR_CHECK(strstr(rec.log, "-herald:user:alice;") != NULL);
+    gw_hub_stats_t st = gw_hub_stats(h);
+    HR_CHECK_EQ_UINT(st.rooms, 0);
+    HR_CHECK_EQ_UINT(st.memberships, 0);
+    HR_CHECK(a.conn.q == NULL && a.conn.qlen == 0);
+    HR_CHECK(gw_hub_conn_get(h, a.conn.id) == NULL);
+    gw_hub_destroy(h);
+}
+
+HR_TEST(full_queue_closes_the_slow_socket_with_1008_and_others_keep_receiving)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 4, 1 << 20);
+    fake_conn_t slow, fast;
+    gw_conn_init(h, &slow.conn, &fake_ops);
+    gw_conn_init(h, &fast.conn, &fake_ops);
+    gw_hub_attach(h, &slow.conn, "u");
+    gw_hub_attach(h, &fast.conn, "u");
+    const char ch[] = "herald:user:u";
+    size_t fast_got = 0;
+    for (int i = 0; i < 10; i++) {
+        gw_hub_deliver(h, ch, sizeof(ch) - 1, "frame", 5);
+        fast_got += drain(&fast.conn);
+    }
+    HR_CHECK_EQ_UINT(fast_got, 10);
+    HR_CHECK_EQ_INT(slow.conn.close_code, GW_CLOSE_POLICY);
+    /* The backlog is dropped at once, not held until the close is written. */
+    HR_CHECK_EQ_UINT(slow.conn.qlen, 0);
+    HR_CHECK_EQ_UINT(gw_hub_stats(h).slow_killed, 1);
+    /* A closing socket takes nothing more. */
+    gw_msg_t *m = gw_msg_create("x", 1);
+    HR_CHECK_EQ_INT(gw_conn_send(h, &slow.conn, m), HR_DECLINED);
+    gw_msg_release(m);
+    gw_hub_detach(h, &slow.conn);
+    gw_hub_detach(h, &fast.conn);
+    gw_hub_destroy(h);
+}
+
+HR_TEST(queue_byte_limit_counts_payload_bytes)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 1000, 100);
+    fake_conn_t c;
+    gw_conn_init(h, &c.conn, &fake_ops);
+    gw_hub_attach(h, &c.conn, "u");
+    char big[40];
+    memset(big, 'a', sizeof(big));
+    gw_msg_t *m = gw_msg_create(big, sizeof(big));
+    HR_CHECK_EQ_INT(gw_conn_send(h, &c.conn, m), 0);
+    HR_CHECK_EQ_INT(gw_conn_send(h, &c.conn, m), 0);
+    HR_CHECK_EQ_UINT(c.conn.qbytes, 80);
+    HR_CHECK_EQ_INT(gw_conn_send(h, &c.conn, m), HR_DECLINED);
+    HR_CHECK_EQ_INT(c.conn.close_code, GW_CLOSE_POLICY);
+    gw_msg_release(m);
+    gw_hub_detach(h, &c.conn);
+    gw_hub_destroy(h);
+}
+
+HR_TEST(sender_copy_replaces_the_shared_frame_for_one_connection)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    fake_conn_t a, b;
+    gw_conn_init(h, &a.conn, &fake_ops);
+    gw_conn_init(h, &b.conn, &fake_ops);
+    gw_hub_attach(h, &a.conn, "a");
+    gw_hub_attach(h, &b.conn, "b");
+    gw_hub_join(h, &a.conn, "r");
+    gw_hub_join(h, &b.conn, "r");
+    gw_msg_t *alt = gw_msg_create("with-ref", 8);
+    const char ch[] = "herald:room:r";
+    HR_CHECK_EQ_UINT(gw_hub_deliver_alt(h, ch, sizeof(ch) - 1, "plain", 5, a.conn.id, alt), 2);
+    gw_msg_release(alt);
+    gw_msg_t *ma = gw_conn_pop(&a.conn), *mb = gw_conn_pop(&b.conn);
+    HR_REQUIRE(ma != NULL && mb != NULL);
+    HR_CHECK_EQ_STR((char *)gw_msg_payload(ma), "with-ref");
+    HR_CHECK_EQ_STR((char *)gw_msg_payload(mb), "plain");
+    gw_msg_release(ma);
+    gw_msg_release(mb);
+    gw_hub_detach(h, &a.conn);
+    gw_hub_detach(h, &b.conn);
+    gw_hub_destroy(h);
+}
+
+HR_TEST(room_names_are_validated)
+{
+    HR_CHECK(gw_room_name_valid("lobby"));
+    HR_CHECK(gw_room_name_valid("team-1.dev:ops@x_y"));
+    HR_CHECK(!gw_room_name_valid(""));
+    HR_CHECK(!gw_room_name_valid("has space"));
+    HR_CHECK(!gw_room_name_valid("ünicode"));
+    char longname[GW_ROOM_MAX + 2];
+    memset(longname, 'r', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    HR_CHECK(!gw_room_name_valid(longname));
+    longname[GW_ROOM_MAX] = '\0';
+    HR_CHECK(gw_room_name_valid(longname));
+}
+
+HR_TEST_MAIN()
