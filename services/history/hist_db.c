@@ -3,71 +3,158 @@
 #include "herald/hr_core.h"
 #include "herald/hr_log.h"
 #include "herald/hr_redis.h"
-#include "herald/hr_time.h"
 
-#include <errno.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Used when the configured conninfo does not say: a dead host must not stall the loop for long. */
-#define HIST_DB_CONNECT_TIMEOUT_S "2"
 #define HIST_DB_APPLICATION_NAME "herald-history"
+/* One step of the connect handshake (libpq's connect_timeout does not apply to PQconnectPoll). */
+#define HIST_DB_CONNECT_STEP_MS 3000
+/* How long PREPARE may take on a new connection. */
+#define HIST_DB_PREPARE_MS 5000
+/* The client gives up this long after the server-side statement_timeout should have fired. */
+#define HIST_DB_TIMEOUT_SLACK_MS 2000
 
-typedef enum { HIST_DB_DISCONNECTED, HIST_DB_READY } hist_db_state_t;
+/* Timestamps leave as whole ms since the epoch (exact from PostgreSQL 14); C formats them. */
+#define HIST_MS(col) "floor(extract(epoch FROM " col ") * 1000)::int8"
+/* The greatest uuid: "no cursor" binds NULL and the comparison uses this instead. */
+#define HIST_UUID_MAX "'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid"
+/* A notification row as HIST_COL_* lists it, read from alias p. */
+#define HIST_COLS(p)                                                                               \
+    p ".id::text, " p ".user_id, " p ".type, " p ".message, " p ".data::text, " HIST_MS(           \
+        p ".created_at") ", " HIST_MS(p ".delivered_at") ", " HIST_MS(p ".read_at")
 
 /*
- * Statements prepared on every new connection; add one here and an index below.
- * hist_db_exec may run a statement twice (retry after a stale connection), so
- * each must be safe to repeat: reads, or idempotent writes such as
- * "SET read_at = coalesce(read_at, now())".
+ * A page of a user's inbox and the user's unread count in one round trip.
+ * The count is the outer row so an empty page still carries it (one row of
+ * NULL notification columns). The inner ORDER BY n.id and the keyset
+ * "n.id < cursor" are served by (user_id, id DESC) indexes; the partial index
+ * WHERE read_at IS NULL serves the unread list and the count. ORDER BY names
+ * p.id because a bare id would be the text output column.
  */
-enum { HIST_STMT_PING, HIST_STMT_LIST, HIST_STMT_COUNT };
+#define HIST_LIST_SQL(filter)                                                                      \
+    "SELECT " HIST_COLS(                                                                           \
+        "p") ", c.unread"                                                                          \
+             " FROM (SELECT count(*) AS unread FROM notifications"                                 \
+             "       WHERE user_id = $1 AND read_at IS NULL) c"                                    \
+             " LEFT JOIN LATERAL (SELECT n.* FROM notifications n"                                 \
+             "       WHERE n.user_id = $1 AND n.id < coalesce($2::uuid, " HIST_UUID_MAX            \
+             ") " filter "       ORDER BY n.id DESC LIMIT $3) p ON true"                           \
+             " ORDER BY p.id DESC"
 
-/* Columns of HIST_STMT_LIST, in select order. */
-enum {
-    HIST_COL_ID,
-    HIST_COL_USER_ID,
-    HIST_COL_TYPE,
-    HIST_COL_MESSAGE,
-    HIST_COL_DATA,
-    HIST_COL_CREATED_AT,
-    HIST_COL_DELIVERED_AT,
-    HIST_COL_READ_AT,
-    HIST_COL_COUNT
-};
+/*
+ * Mark one notification read or unread. The count in the same statement sees
+ * the snapshot before the update, so it counts the other unread rows and adds
+ * this row's new state. Both updates are idempotent: safe to retry after a
+ * lost connection.
+ */
+#define HIST_MARK_SQL(set)                                                                         \
+    "WITH u AS (UPDATE notifications SET read_at = " set                                           \
+    "           WHERE id = $1::uuid AND user_id = $2 RETURNING *)"                                 \
+    " SELECT " HIST_COLS(                                                                          \
+        "n") ","                                                                                   \
+             " (SELECT count(*) FROM notifications c WHERE c.user_id = $2 AND c.read_at IS NULL"   \
+             "   AND c.id <> $1::uuid) + CASE WHEN n.read_at IS NULL THEN 1 ELSE 0 END"            \
+             " FROM u n"
 
 static const struct {
     const char *name;
     const char *sql;
-} hist_db_stmts[HIST_STMT_COUNT] = {
-    [HIST_STMT_PING] = {"hist_ping", "SELECT 1"},
+} hist_db_stmts[HIST_Q_COUNT] = {
+    [HIST_Q_PING] = {"hist_ping", "SELECT 1"},
+    [HIST_Q_LIST_ALL] = {"hist_list_all", HIST_LIST_SQL("")},
+    [HIST_Q_LIST_UNREAD] = {"hist_list_unread", HIST_LIST_SQL("AND n.read_at IS NULL")},
+    [HIST_Q_LIST_READ] = {"hist_list_read", HIST_LIST_SQL("AND n.read_at IS NOT NULL")},
+    [HIST_Q_GET] = {"hist_get",
+                    "SELECT " HIST_COLS("n") " FROM notifications n"
+                                             " WHERE n.id = $1::uuid AND n.user_id = $2"},
+    [HIST_Q_MARK_READ] = {"hist_mark_read", HIST_MARK_SQL("coalesce(read_at, now())")},
+    [HIST_Q_MARK_UNREAD] = {"hist_mark_unread", HIST_MARK_SQL("NULL")},
     /*
-     * $1 user_id, $2 limit. Served by notifications_user_id_idx (user_id, id DESC);
-     * UUIDv7 ids sort by creation time. ORDER BY names n.id because a bare "id"
-     * is the id::text output column: sorted as text, not read from the index.
-     * Timestamps leave as whole ms since the epoch (numeric extract is exact
-     * from PostgreSQL 14) and are formatted by hr_time_format_iso, so every
-     * Herald service writes them the same way.
+     * Everything unread up to $2 (all when NULL) becomes read. Returns the
+     * count marked, the newest id marked (what the read_all frame carries)
+     * and the unread rows left above the bound.
      */
-    [HIST_STMT_LIST] = {"hist_list",
-                        "SELECT n.id::text, n.user_id, n.type, n.message, n.data::text,"
-                        " floor(extract(epoch FROM n.created_at) * 1000)::int8,"
-                        " floor(extract(epoch FROM n.delivered_at) * 1000)::int8,"
-                        " floor(extract(epoch FROM n.read_at) * 1000)::int8"
-                        " FROM notifications n WHERE n.user_id = $1"
-                        " ORDER BY n.id DESC LIMIT $2"},
+    [HIST_Q_READ_ALL] = {"hist_read_all",
+                         "WITH u AS (UPDATE notifications SET read_at = now()"
+                         "           WHERE user_id = $1 AND read_at IS NULL"
+                         "             AND id <= coalesce($2::uuid, " HIST_UUID_MAX ")"
+                         "           RETURNING id)"
+                         " SELECT (SELECT count(*) FROM u),"
+                         " (SELECT id::text FROM u ORDER BY id DESC LIMIT 1),"
+                         " (SELECT count(*) FROM notifications c WHERE c.user_id = $1"
+                         "   AND c.read_at IS NULL AND c.id > coalesce($2::uuid, " HIST_UUID_MAX
+                         "))"},
+    [HIST_Q_UNREAD_COUNT] = {"hist_unread_count", "SELECT count(*) FROM notifications"
+                                                  " WHERE user_id = $1 AND read_at IS NULL"},
+    [HIST_Q_ROOM_MESSAGES] =
+        {"hist_room_messages",
+         "SELECT m.id::text, m.room, m.user_id, m.message, " HIST_MS(
+             "m.created_at") " FROM room_messages m"
+                             " WHERE m.room = $1 AND m.id < coalesce($2::uuid, "
+                             "" HIST_UUID_MAX ")"
+                             " ORDER BY m.id DESC LIMIT $3"},
 };
 
-struct hist_db_s {
-    char *conninfo; /* owned */
-    PGconn *conn;   /* owned; NULL unless READY */
-    hist_db_state_t state;
-    int proven;               /* the open connection has answered a statement */
-    hr_backoff_t backoff;     /* grows with failed attempts, reset by a good answer */
-    uint64_t next_attempt_ms; /* monotonic: no connect attempt before this */
+typedef enum {
+    HIST_CONN_DOWN,       /* closed; the timer will start a new attempt */
+    HIST_CONN_CONNECTING, /* PQconnectPoll handshake */
+    HIST_CONN_PREPARING,  /* PQsendPrepare of statement prep_next */
+    HIST_CONN_IDLE,       /* ready; watched for the server closing it */
+    HIST_CONN_BUSY,       /* running op */
+} hist_conn_state_t;
+
+static const char *const hist_conn_state_names[] = {"down", "connecting", "preparing", "idle",
+                                                    "busy"};
+
+struct hist_op_s {
+    hist_op_t *prev, *next; /* wait queue links, while queued */
+    hist_q_t q;
+    int nparams;
+    char *params[HIST_DB_MAX_PARAMS]; /* owned; NULL is SQL NULL */
+    hist_db_cb cb;
+    void *arg; /* borrowed: the caller's */
+    int queued;
+    int retried; /* already re-sent once after a lost connection */
 };
+
+typedef struct {
+    hist_db_t *db; /* borrowed: the pool */
+    int idx;
+    hist_conn_state_t state;
+    PGconn *pg;          /* owned; NULL when DOWN */
+    struct event *ev;    /* owned: I/O on PQsocket, re-assigned for every wait */
+    struct event *timer; /* owned: reconnect delay */
+    int prep_next;       /* statement being prepared */
+    hr_backoff_t backoff;
+    hist_op_t *op; /* owned while BUSY */
+    PGresult *res; /* owned: the first result of the running command */
+} hist_conn_t;
+
+struct hist_db_s {
+    struct event_base *base; /* borrowed */
+    char *conninfo;          /* owned */
+    char options[64];        /* libpq "options": statement_timeout */
+    int query_timeout_ms;
+    int queue_max;
+    int nconns;
+    hist_conn_t *conns; /* owned array */
+    hist_op_t *head, *tail;
+    int queued;
+    struct event *kick; /* owned: runs dispatch on the next loop turn */
+    int destroying;
+    int down_logged; /* "postgres_down" said since the last connection */
+};
+
+static void hist_conn_io(evutil_socket_t fd, short what, void *arg);
+static void hist_conn_start(hist_conn_t *c);
+
+const char *
+hist_db_q_name(hist_q_t q)
+{
+    return q < HIST_Q_COUNT ? hist_db_stmts[q].name : "?";
+}
 
 /*
  * libpq messages span lines, indent with tabs and quote names; a log value
@@ -101,89 +188,245 @@ hist_db_notice(void *arg, const char *message)
     hr_log_info("postgres_notice", "message=\"%s\"", buf);
 }
 
-/*
- * Opens a connection and prepares every statement. Herald's defaults come
- * before the configured string, which libpq expands in place, so settings
- * given there win. Returns the connection (owned by caller) or NULL with err
- * filled.
- */
-static PGconn *
-hist_db_open(const char *conninfo, char *err, size_t errlen)
+/* ---- the wait queue ---- */
+
+static void
+hist_queue_push(hist_db_t *db, hist_op_t *op, int front)
 {
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {HIST_DB_CONNECT_TIMEOUT_S, HIST_DB_APPLICATION_NAME, conninfo,
-                                NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c == NULL) {
-        snprintf(err, errlen, "cannot allocate connection");
-        return NULL;
+    op->queued = 1;
+    op->prev = op->next = NULL;
+    if (db->head == NULL) {
+        db->head = db->tail = op;
+    } else if (front) {
+        op->next = db->head;
+        db->head->prev = op;
+        db->head = op;
+    } else {
+        op->prev = db->tail;
+        db->tail->next = op;
+        db->tail = op;
     }
-    if (PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "%s", PQerrorMessage(c));
-        hist_db_oneline(err);
-        PQfinish(c);
-        return NULL;
+    db->queued++;
+}
+
+static void
+hist_queue_unlink(hist_db_t *db, hist_op_t *op)
+{
+    if (op->prev != NULL)
+        op->prev->next = op->next;
+    else
+        db->head = op->next;
+    if (op->next != NULL)
+        op->next->prev = op->prev;
+    else
+        db->tail = op->prev;
+    op->prev = op->next = NULL;
+    op->queued = 0;
+    db->queued--;
+}
+
+static void
+hist_op_free(hist_op_t *op)
+{
+    for (int i = 0; i < op->nparams; i++)
+        hr_free(op->params[i]);
+    hr_free(op);
+}
+
+/* Calls op's callback (unless cancelled) and frees it. */
+static void
+hist_op_finish(hist_op_t *op, int status, const PGresult *r)
+{
+    if (op->cb != NULL)
+        op->cb(status, r, op->arg);
+    hist_op_free(op);
+}
+
+int
+hist_db_alive(const hist_db_t *db)
+{
+    int n = 0;
+    for (int i = 0; i < db->nconns; i++)
+        n += db->conns[i].state == HIST_CONN_IDLE || db->conns[i].state == HIST_CONN_BUSY;
+    return n;
+}
+
+/* With no open connection left, nothing queued can run soon: answer those now. */
+static void
+hist_db_fail_queue_if_down(hist_db_t *db)
+{
+    if (hist_db_alive(db) > 0)
+        return;
+    if (!db->down_logged) {
+        db->down_logged = 1;
+        hr_log_warn("postgres_down", "failed_queued=%d", db->queued);
     }
-    PQsetNoticeProcessor(c, hist_db_notice, NULL);
-    for (int i = 0; i < HIST_STMT_COUNT; i++) {
-        PGresult *r = PQprepare(c, hist_db_stmts[i].name, hist_db_stmts[i].sql, 0, NULL);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok) {
-            snprintf(err, errlen, "prepare %s: %s", hist_db_stmts[i].name, PQerrorMessage(c));
-            hist_db_oneline(err);
-        }
-        PQclear(r);
-        if (!ok) {
-            PQfinish(c);
-            return NULL;
-        }
+    while (db->head != NULL) {
+        hist_op_t *op = db->head;
+        hist_queue_unlink(db, op);
+        hist_op_finish(op, HR_AGAIN, NULL);
     }
-    return c;
+}
+
+static void
+hist_db_kick(hist_db_t *db)
+{
+    if (!db->destroying)
+        event_active(db->kick, EV_TIMEOUT, 0);
+}
+
+/* ---- one connection ---- */
+
+/* Waits for what on the connection's socket; timeout_ms 0 means none. */
+static void
+hist_conn_watch(hist_conn_t *c, short what, int timeout_ms)
+{
+    event_del(c->ev);
+    event_assign(c->ev, c->db->base, PQsocket(c->pg), what, hist_conn_io, c);
+    if (timeout_ms > 0) {
+        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+        event_add(c->ev, &tv);
+    } else {
+        event_add(c->ev, NULL);
+    }
+}
+
+static void
+hist_conn_close(hist_conn_t *c)
+{
+    event_del(c->ev);
+    if (c->res != NULL) {
+        PQclear(c->res);
+        c->res = NULL;
+    }
+    if (c->pg != NULL) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    c->state = HIST_CONN_DOWN;
+}
+
+static void
+hist_conn_schedule(hist_conn_t *c, uint32_t delay_ms)
+{
+    struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
 }
 
 /*
- * Makes sure a connection is open, trying at most once per backoff interval.
- * Returns 0 when READY, HR_AGAIN when not (logged here).
- */
-static int
-hist_db_connect(hist_db_t *db)
-{
-    if (db->state == HIST_DB_READY)
-        return 0;
-    if (hr_mono_ms() < db->next_attempt_ms)
-        return HR_AGAIN;
-
-    char err[512];
-    PGconn *c = hist_db_open(db->conninfo, err, sizeof(err));
-    if (c == NULL) {
-        uint32_t wait = hr_backoff_next(&db->backoff);
-        /* Measured after the attempt: a slow failure must not shorten the pause. */
-        db->next_attempt_ms = hr_mono_ms() + wait;
-        hr_log_warn("postgres_connect_failed", "retry_in_ms=%u error=\"%s\"", wait, err);
-        return HR_AGAIN;
-    }
-    db->conn = c;
-    db->state = HIST_DB_READY;
-    db->proven = 0;
-    hr_log_info("postgres_connected", "server_version=%d", PQserverVersion(c));
-    return 0;
-}
-
-/*
- * Closes a connection found broken. One that had been answering may simply
- * have gone stale (server restart, idle timeout), so the next attempt may come
- * at once; one that broke before its first answer waits a backoff interval, so
- * a failing server is not reconnected to on every request.
+ * A connection attempt (handshake or PREPARE) failed: close it and try again
+ * after a backoff interval, so a down server is not hammered.
  */
 static void
-hist_db_drop(hist_db_t *db)
+hist_conn_fail(hist_conn_t *c, const char *why)
 {
-    PQfinish(db->conn);
-    db->conn = NULL;
-    db->state = HIST_DB_DISCONNECTED;
-    if (!db->proven)
-        db->next_attempt_ms = hr_mono_ms() + hr_backoff_next(&db->backoff);
-    db->proven = 0;
+    char err[512];
+    snprintf(err, sizeof(err), "%s", why);
+    hist_db_oneline(err);
+    hist_conn_close(c);
+    uint32_t wait = hr_backoff_next(&c->backoff);
+    hr_log_warn("postgres_connect_failed", "conn=%d retry_in_ms=%u error=\"%s\"", c->idx, wait,
+                err);
+    hist_conn_schedule(c, wait);
+    hist_db_fail_queue_if_down(c->db);
+}
+
+/*
+ * An open connection broke (server restart, network, timeout). Reconnects at
+ * once: it had been working, so the server is likely back or coming back; a
+ * failing attempt then paces itself by backoff. A running op is sent again
+ * once on another connection (every statement is a read or an idempotent
+ * write); a second loss answers it HR_AGAIN.
+ */
+static void
+hist_conn_lost(hist_conn_t *c, const char *why)
+{
+    hist_db_t *db = c->db;
+    if (c->state == HIST_CONN_PREPARING) {
+        hist_conn_fail(c, why);
+        return;
+    }
+    char err[512];
+    snprintf(err, sizeof(err), "%s", why);
+    hist_db_oneline(err);
+    hr_log_warn("postgres_connection_lost", "conn=%d state=%s stmt=%s error=\"%s\"", c->idx,
+                hist_conn_state_names[c->state], c->op != NULL ? hist_db_q_name(c->op->q) : "-",
+                err);
+    hist_op_t *op = c->op;
+    c->op = NULL;
+    hist_conn_close(c);
+    hist_conn_schedule(c, 0);
+    if (op != NULL) {
+        if (!op->retried && !db->destroying) {
+            op->retried = 1;
+            hist_queue_push(db, op, 1);
+        } else {
+            hist_op_finish(op, HR_AGAIN, NULL);
+        }
+    }
+    hist_db_fail_queue_if_down(db);
+    hist_db_kick(db);
+}
+
+/* Flushes what libpq buffered and waits for the answer (and for writability if needed). */
+static void
+hist_conn_flush_wait(hist_conn_t *c)
+{
+    int f = PQflush(c->pg);
+    if (f < 0) {
+        hist_conn_lost(c, PQerrorMessage(c->pg));
+        return;
+    }
+    int timeout = c->state == HIST_CONN_PREPARING
+                      ? HIST_DB_PREPARE_MS
+                      : c->db->query_timeout_ms + HIST_DB_TIMEOUT_SLACK_MS;
+    hist_conn_watch(c, (short)(EV_READ | (f == 1 ? EV_WRITE : 0)), timeout);
+}
+
+static void
+hist_conn_send_prepare(hist_conn_t *c)
+{
+    const char *name = hist_db_stmts[c->prep_next].name;
+    if (!PQsendPrepare(c->pg, name, hist_db_stmts[c->prep_next].sql, 0, NULL)) {
+        hist_conn_fail(c, PQerrorMessage(c->pg));
+        return;
+    }
+    hist_conn_flush_wait(c);
+}
+
+/* Starts op on an idle connection. */
+static void
+hist_conn_run(hist_conn_t *c, hist_op_t *op)
+{
+    c->op = op;
+    c->state = HIST_CONN_BUSY;
+    if (!PQsendQueryPrepared(c->pg, hist_db_stmts[op->q].name, op->nparams,
+                             (const char *const *)op->params, NULL, NULL, 0)) {
+        hist_conn_lost(c, PQerrorMessage(c->pg));
+        return;
+    }
+    hist_conn_flush_wait(c);
+}
+
+static void
+hist_db_dispatch(hist_db_t *db)
+{
+    for (int i = 0; i < db->nconns && db->head != NULL; i++) {
+        hist_conn_t *c = &db->conns[i];
+        if (c->state != HIST_CONN_IDLE)
+            continue;
+        hist_op_t *op = db->head;
+        hist_queue_unlink(db, op);
+        hist_conn_run(c, op);
+    }
+}
+
+static void
+hist_db_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hist_db_dispatch(arg);
 }
 
 /*
@@ -193,7 +436,7 @@ hist_db_drop(hist_db_t *db)
  * or a prepared statement that vanished (26000, e.g. behind a pooler).
  */
 static int
-hist_db_conn_lost(PGconn *c, const PGresult *r)
+hist_db_conn_broken(PGconn *c, const PGresult *r)
 {
     if (PQstatus(c) == CONNECTION_BAD)
         return 1;
@@ -203,99 +446,203 @@ hist_db_conn_lost(PGconn *c, const PGresult *r)
     return strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 || strcmp(st, "26000") == 0;
 }
 
-/*
- * Runs prepared statement stmt. A connection that breaks after having worked
- * is replaced and the statement retried once, so a server restart between two
- * requests is not seen by clients (every statement here is a read, safe to
- * repeat). Returns 0 with *out (owned by caller), HR_AGAIN when PostgreSQL is
- * unreachable, or HR_ERR when the server refused the statement; logged here.
- */
-static int
-hist_db_exec(hist_db_t *db, int stmt, int nparams, const char *const *params, PGresult **out)
+/* The command on c has delivered all its results (c->res holds the first). */
+static void
+hist_conn_command_done(hist_conn_t *c)
 {
-    *out = NULL;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (hist_db_connect(db) != 0)
-            return HR_AGAIN;
-        int was_proven = db->proven;
-        PGresult *r =
-            PQexecPrepared(db->conn, hist_db_stmts[stmt].name, nparams, params, NULL, NULL, 0);
-        ExecStatusType st = PQresultStatus(r);
-        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-            db->proven = 1;
-            hr_backoff_reset(&db->backoff);
-            *out = r;
-            return 0;
+    hist_db_t *db = c->db;
+    PGresult *res = c->res;
+    c->res = NULL;
+    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+    if (c->state == HIST_CONN_PREPARING) {
+        if (!ok) {
+            char err[600];
+            snprintf(err, sizeof(err), "prepare %s: %s", hist_db_stmts[c->prep_next].name,
+                     PQerrorMessage(c->pg));
+            PQclear(res);
+            hist_conn_fail(c, err);
+            return;
         }
+        PQclear(res);
+        if (++c->prep_next < HIST_Q_COUNT) {
+            hist_conn_send_prepare(c);
+            return;
+        }
+        c->state = HIST_CONN_IDLE;
+        hr_backoff_reset(&c->backoff);
+        db->down_logged = 0;
+        hr_log_info("postgres_connected", "conn=%d server_version=%d", c->idx,
+                    PQserverVersion(c->pg));
+        hist_conn_watch(c, EV_READ, 0);
+        hist_db_dispatch(db);
+        return;
+    }
+
+    /* BUSY */
+    hist_op_t *op = c->op;
+    if (!ok && hist_db_conn_broken(c->pg, res)) {
         char err[512];
-        snprintf(err, sizeof(err), "%s", PQerrorMessage(db->conn));
+        snprintf(err, sizeof(err), "%s", PQerrorMessage(c->pg));
+        PQclear(res);
+        hist_conn_lost(c, err);
+        return;
+    }
+    c->op = NULL;
+    c->state = HIST_CONN_IDLE;
+    hist_conn_watch(c, EV_READ, 0);
+    if (ok) {
+        hist_op_finish(op, 0, res);
+    } else {
+        char err[512];
+        snprintf(err, sizeof(err), "%s", PQerrorMessage(c->pg));
         hist_db_oneline(err);
-        if (!hist_db_conn_lost(db->conn, r)) {
-            const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-            hr_log_error("query_failed", "stmt=%s sqlstate=%s error=\"%s\"",
-                         hist_db_stmts[stmt].name, code, err);
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        hr_log_error("query_failed", "conn=%d stmt=%s sqlstate=%s error=\"%s\"", c->idx,
+                     hist_db_stmts[op->q].name, code != NULL ? code : "-", err);
+        hist_op_finish(op, HR_ERR, NULL);
+    }
+    PQclear(res);
+    hist_db_dispatch(db);
+}
+
+/* Reads what arrived for the running command; completes it when libpq has it all. */
+static void
+hist_conn_read(hist_conn_t *c, short what)
+{
+    if (what & EV_TIMEOUT) {
+        hist_conn_lost(c, c->state == HIST_CONN_PREPARING ? "prepare timed out"
+                                                          : "no answer within the query timeout");
+        return;
+    }
+    int want_write = 0;
+    if (what & EV_WRITE) {
+        int f = PQflush(c->pg);
+        if (f < 0) {
+            hist_conn_lost(c, PQerrorMessage(c->pg));
+            return;
+        }
+        want_write = f == 1;
+    }
+    if ((what & EV_READ) && !PQconsumeInput(c->pg)) {
+        hist_conn_lost(c, PQerrorMessage(c->pg));
+        return;
+    }
+    while (!PQisBusy(c->pg)) {
+        PGresult *r = PQgetResult(c->pg);
+        if (r == NULL) {
+            hist_conn_command_done(c);
+            return;
+        }
+        if (c->res == NULL)
+            c->res = r;
+        else
             PQclear(r);
-            return HR_ERR;
-        }
-        PQclear(r);
-        hr_log_warn("postgres_connection_lost", "stmt=%s error=\"%s\"", hist_db_stmts[stmt].name,
-                    err);
-        hist_db_drop(db);
-        if (!was_proven)
-            break;
     }
-    return HR_AGAIN;
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        hist_conn_lost(c, PQerrorMessage(c->pg));
+        return;
+    }
+    int timeout = c->state == HIST_CONN_PREPARING
+                      ? HIST_DB_PREPARE_MS
+                      : c->db->query_timeout_ms + HIST_DB_TIMEOUT_SLACK_MS;
+    hist_conn_watch(c, (short)(EV_READ | (want_write ? EV_WRITE : 0)), timeout);
 }
 
-/* Formats an int8 of ms since the epoch as RFC 3339; "" for NULL. 0, or HR_ERR if out of range. */
-static int
-hist_db_time(const PGresult *r, int row, int col, char out[HR_TIME_ISO_LEN])
+/* One step of the non-blocking handshake. */
+static void
+hist_conn_connect_step(hist_conn_t *c)
 {
-    out[0] = '\0';
-    if (PQgetisnull(r, row, col))
-        return 0;
-    const char *v = PQgetvalue(r, row, col);
-    char *end;
-    errno = 0;
-    long long ms = strtoll(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || ms < 0)
-        return HR_ERR;
-    hr_time_format_iso((uint64_t)ms, out);
-    return 0;
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_READING:
+        hist_conn_watch(c, EV_READ, HIST_DB_CONNECT_STEP_MS);
+        return;
+    case PGRES_POLLING_WRITING:
+        hist_conn_watch(c, EV_WRITE, HIST_DB_CONNECT_STEP_MS);
+        return;
+    case PGRES_POLLING_OK:
+        if (PQsetnonblocking(c->pg, 1) != 0) {
+            hist_conn_fail(c, PQerrorMessage(c->pg));
+            return;
+        }
+        PQsetNoticeProcessor(c->pg, hist_db_notice, NULL);
+        c->state = HIST_CONN_PREPARING;
+        c->prep_next = 0;
+        hist_conn_send_prepare(c);
+        return;
+    default:
+        hist_conn_fail(c, PQerrorMessage(c->pg));
+        return;
+    }
 }
 
-/* Fills page from a HIST_STMT_LIST result; its strings borrow from r. 0 or HR_ERR (logged). */
-static int
-hist_db_page_fill(const PGresult *r, hist_page_t *page)
+static void
+hist_conn_io(evutil_socket_t fd, short what, void *arg)
 {
-    int rows = PQntuples(r);
-    page->n = (size_t)rows;
-    page->items = hr_calloc(page->n, sizeof(*page->items));
-    if (PQnfields(r) != HIST_COL_COUNT) {
-        hr_log_error("query_failed", "stmt=%s error=\"expected %d columns, got %d\"",
-                     hist_db_stmts[HIST_STMT_LIST].name, HIST_COL_COUNT, PQnfields(r));
-        return HR_ERR;
-    }
-    for (int i = 0; i < rows; i++) {
-        hist_item_t *it = &page->items[i];
-        it->id = PQgetvalue(r, i, HIST_COL_ID);
-        it->user_id = PQgetvalue(r, i, HIST_COL_USER_ID);
-        it->type = PQgetvalue(r, i, HIST_COL_TYPE);
-        it->message = PQgetvalue(r, i, HIST_COL_MESSAGE);
-        it->data_json = PQgetisnull(r, i, HIST_COL_DATA) ? NULL : PQgetvalue(r, i, HIST_COL_DATA);
-        if (hist_db_time(r, i, HIST_COL_CREATED_AT, it->created_at) != 0 ||
-            hist_db_time(r, i, HIST_COL_DELIVERED_AT, it->delivered_at) != 0 ||
-            hist_db_time(r, i, HIST_COL_READ_AT, it->read_at) != 0) {
-            hr_log_error("row_invalid", "id=%s error=\"timestamp before 1970 or unreadable\"",
-                         it->id);
-            return HR_ERR;
+    HR_UNUSED(fd);
+    hist_conn_t *c = arg;
+    switch (c->state) {
+    case HIST_CONN_CONNECTING:
+        if (what & EV_TIMEOUT)
+            hist_conn_fail(c, "connect timed out");
+        else
+            hist_conn_connect_step(c);
+        return;
+    case HIST_CONN_PREPARING:
+    case HIST_CONN_BUSY:
+        hist_conn_read(c, what);
+        return;
+    case HIST_CONN_IDLE:
+        /* Nothing is expected on an idle connection but the server closing it. */
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
+            hist_conn_lost(c, PQerrorMessage(c->pg));
+            return;
         }
+        for (PGnotify *n; (n = PQnotifies(c->pg)) != NULL;)
+            PQfreemem(n);
+        hist_conn_watch(c, EV_READ, 0);
+        return;
+    case HIST_CONN_DOWN:
+        return;
     }
-    return 0;
 }
+
+/* Starts a non-blocking connection attempt. */
+static void
+hist_conn_start(hist_conn_t *c)
+{
+    hist_db_t *db = c->db;
+    const char *const keys[] = {"application_name", "options", "dbname", NULL};
+    const char *const vals[] = {HIST_DB_APPLICATION_NAME, db->options, db->conninfo, NULL};
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (c->pg == NULL) {
+        hist_conn_fail(c, "cannot allocate a connection");
+        return;
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD || PQsocket(c->pg) < 0) {
+        hist_conn_fail(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->state = HIST_CONN_CONNECTING;
+    /* libpq's contract: behave as if the first poll had asked for writability. */
+    hist_conn_watch(c, EV_WRITE, HIST_DB_CONNECT_STEP_MS);
+}
+
+static void
+hist_conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hist_conn_t *c = arg;
+    if (c->state == HIST_CONN_DOWN && !c->db->destroying)
+        hist_conn_start(c);
+}
+
+/* ---- the pool ---- */
 
 hist_db_t *
-hist_db_create(const hist_db_opts_t *opts, char *err, size_t errlen)
+hist_db_create(struct event_base *base, const hist_db_opts_t *opts, char *err, size_t errlen)
 {
     char *perr = NULL;
     PQconninfoOption *parsed = PQconninfoParse(opts->conninfo, &perr);
@@ -308,10 +655,24 @@ hist_db_create(const hist_db_opts_t *opts, char *err, size_t errlen)
     PQconninfoFree(parsed);
 
     hist_db_t *db = hr_calloc(1, sizeof(*db));
+    db->base = base;
     db->conninfo = hr_strdup(opts->conninfo);
-    db->state = HIST_DB_DISCONNECTED;
-    hr_backoff_init(&db->backoff, opts->backoff_min_ms, opts->backoff_max_ms);
-    hist_db_connect(db);
+    db->query_timeout_ms = opts->query_timeout_ms;
+    db->queue_max = opts->queue_max;
+    snprintf(db->options, sizeof(db->options), "-c statement_timeout=%d", opts->query_timeout_ms);
+    db->kick = event_new(base, -1, 0, hist_db_kick_cb, db);
+    db->nconns = opts->pool_size > 0 ? opts->pool_size : 1;
+    db->conns = hr_calloc((size_t)db->nconns, sizeof(*db->conns));
+    for (int i = 0; i < db->nconns; i++) {
+        hist_conn_t *c = &db->conns[i];
+        c->db = db;
+        c->idx = i;
+        c->state = HIST_CONN_DOWN;
+        c->ev = event_new(base, -1, 0, hist_conn_io, c);
+        c->timer = evtimer_new(base, hist_conn_timer_cb, c);
+        hr_backoff_init(&c->backoff, opts->backoff_min_ms, opts->backoff_max_ms);
+        hist_conn_start(c);
+    }
     return db;
 }
 
@@ -320,42 +681,59 @@ hist_db_destroy(hist_db_t *db)
 {
     if (db == NULL)
         return;
-    if (db->conn != NULL)
-        PQfinish(db->conn);
+    db->destroying = 1;
+    while (db->head != NULL) {
+        hist_op_t *op = db->head;
+        hist_queue_unlink(db, op);
+        hist_op_finish(op, HR_AGAIN, NULL);
+    }
+    for (int i = 0; i < db->nconns; i++) {
+        hist_conn_t *c = &db->conns[i];
+        hist_op_t *op = c->op;
+        c->op = NULL;
+        hist_conn_close(c);
+        if (op != NULL)
+            hist_op_finish(op, HR_AGAIN, NULL);
+        event_free(c->ev);
+        event_free(c->timer);
+    }
+    event_free(db->kick);
+    hr_free(db->conns);
     hr_free(db->conninfo);
     hr_free(db);
 }
 
 int
-hist_db_ready(const hist_db_t *db)
+hist_db_submit(hist_db_t *db, hist_q_t q, int nparams, const char *const *params, hist_db_cb cb,
+               void *arg, hist_op_t **out)
 {
-    return db->state == HIST_DB_READY;
+    *out = NULL;
+    if (db->destroying || hist_db_alive(db) == 0)
+        return HR_AGAIN;
+    int idle = 0;
+    for (int i = 0; i < db->nconns; i++)
+        idle += db->conns[i].state == HIST_CONN_IDLE;
+    if (db->queued >= db->queue_max + idle)
+        return HR_DECLINED;
+    hist_op_t *op = hr_calloc(1, sizeof(*op));
+    op->q = q;
+    op->nparams = nparams < HIST_DB_MAX_PARAMS ? nparams : HIST_DB_MAX_PARAMS;
+    for (int i = 0; i < op->nparams; i++)
+        op->params[i] = hr_strdup(params[i]);
+    op->cb = cb;
+    op->arg = arg;
+    hist_queue_push(db, op, 0);
+    hist_db_kick(db);
+    *out = op;
+    return 0;
 }
 
-void
-hist_db_list(hist_db_t *db, const hist_list_query_t *q, hist_db_list_cb cb, void *arg)
+int
+hist_db_cancel(hist_db_t *db, hist_op_t *op)
 {
-    char limit[16];
-    snprintf(limit, sizeof(limit), "%d", q->limit);
-    const char *const params[] = {q->user_id, limit};
-    PGresult *r;
-    int rc = hist_db_exec(db, HIST_STMT_LIST, (int)HR_ARRAY_LEN(params), params, &r);
-    if (rc != 0) {
-        cb(rc, NULL, arg);
-        return;
-    }
-    hist_page_t page = {0};
-    rc = hist_db_page_fill(r, &page);
-    cb(rc, rc == 0 ? &page : NULL, arg);
-    hr_free(page.items);
-    PQclear(r);
-}
-
-void
-hist_db_ping(hist_db_t *db, hist_db_ping_cb cb, void *arg)
-{
-    PGresult *r;
-    int rc = hist_db_exec(db, HIST_STMT_PING, 0, NULL, &r);
-    PQclear(r);
-    cb(rc, arg);
+    if (!op->queued)
+        return 0;
+    hist_queue_unlink(db, op);
+    hist_op_free(op);
+    return 1;
 }

@@ -1,74 +1,114 @@
 /*
- * History's access to PostgreSQL: one connection with an explicit state
- * (DISCONNECTED → READY), statements prepared once per connection, parameters
- * always bound, and reconnects paced by hr_backoff.
- *
- * Every query reports through a callback called exactly once. Today libpq runs
- * blocking on the event loop and the callback fires before the call returns;
- * a non-blocking pool can replace this module without changing its callers.
+ * History's access to PostgreSQL: a fixed pool of libpq connections driven
+ * without blocking on the libevent loop. Each connection has an explicit state
+ * (DOWN → CONNECTING → PREPARING → IDLE ⇄ BUSY), connects with
+ * PQconnectStart/PQconnectPoll, prepares every statement once, and runs one
+ * statement at a time with PQsendQueryPrepared; PQsocket is watched by an
+ * event, results are read with PQconsumeInput/PQisBusy/PQgetResult. A query
+ * waits in a bounded FIFO while every connection is busy, so one slow query
+ * holds one connection and never the loop. Lost connections reconnect by
+ * themselves with capped exponential backoff.
  */
 #ifndef HERALD_HIST_DB_H
 #define HERALD_HIST_DB_H
 
-#include "hr_proto.h"
-
+#include <event2/event.h>
+#include <libpq-fe.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/** What GET /notifications asks for (validated by the caller). */
-typedef struct {
-    char user_id[HR_USER_ID_MAX + 1];
-    int limit; /* 1..HIST_LIMIT_MAX */
-} hist_list_query_t;
+/*
+ * The prepared statements (SQL text in hist_db.c, plans in QUERIES.md).
+ * Parameters are listed as $n; every one is bound as text.
+ */
+typedef enum {
+    HIST_Q_PING,          /* SELECT 1 */
+    HIST_Q_LIST_ALL,      /* $1 user_id, $2 cursor uuid|NULL, $3 limit+1 */
+    HIST_Q_LIST_UNREAD,   /* same */
+    HIST_Q_LIST_READ,     /* same */
+    HIST_Q_GET,           /* $1 id, $2 user_id */
+    HIST_Q_MARK_READ,     /* $1 id, $2 user_id */
+    HIST_Q_MARK_UNREAD,   /* $1 id, $2 user_id */
+    HIST_Q_READ_ALL,      /* $1 user_id, $2 up_to uuid|NULL */
+    HIST_Q_UNREAD_COUNT,  /* $1 user_id */
+    HIST_Q_ROOM_MESSAGES, /* $1 room, $2 before uuid|NULL, $3 limit+1 */
+    HIST_Q_COUNT
+} hist_q_t;
 
-/** One stored notification: the envelope plus its delivery and read state. */
-typedef struct {
-    const char *id;                     /* borrowed from the page */
-    const char *user_id;                /* borrowed */
-    const char *type;                   /* borrowed */
-    const char *message;                /* borrowed */
-    const char *data_json;              /* borrowed: a JSON object's text, NULL if none */
-    char created_at[HR_TIME_ISO_LEN];   /* RFC 3339 UTC, ms */
-    char delivered_at[HR_TIME_ISO_LEN]; /* "" when not delivered */
-    char read_at[HR_TIME_ISO_LEN];      /* "" when unread */
-} hist_item_t;
+/*
+ * Columns of a notification row, in select order, shared by LIST_*, GET,
+ * MARK_*: then LIST_* add HIST_COL_UNREAD (the user's unread count, on every
+ * row, and alone on a row of NULLs when the page is empty), MARK_* add it too.
+ */
+enum {
+    HIST_COL_ID,
+    HIST_COL_USER_ID,
+    HIST_COL_TYPE,
+    HIST_COL_MESSAGE,
+    HIST_COL_DATA,
+    HIST_COL_CREATED_AT,
+    HIST_COL_DELIVERED_AT,
+    HIST_COL_READ_AT,
+    HIST_COL_UNREAD,
+};
 
-/** A user's notifications, newest first. */
-typedef struct {
-    size_t n;
-    hist_item_t *items; /* owned by the module, valid during the callback */
-} hist_page_t;
+/* Columns of HIST_Q_ROOM_MESSAGES. */
+enum { HIST_RCOL_ID, HIST_RCOL_ROOM, HIST_RCOL_FROM, HIST_RCOL_MESSAGE, HIST_RCOL_CREATED_AT };
+
+/* Columns of HIST_Q_READ_ALL: how many were marked, the newest marked id (NULL if none), unread
+ * left. */
+enum { HIST_ACOL_UPDATED, HIST_ACOL_NEWEST, HIST_ACOL_UNREAD };
+
+#define HIST_DB_MAX_PARAMS 4
 
 typedef struct {
     const char *conninfo; /* libpq conninfo or URI; copied */
+    int pool_size;        /* connections, >= 1 */
+    int queue_max;        /* queries that may wait for a connection */
+    int query_timeout_ms; /* statement_timeout; the client gives up a little later */
     uint32_t backoff_min_ms, backoff_max_ms;
 } hist_db_opts_t;
 
 typedef struct hist_db_s hist_db_t;
+typedef struct hist_op_s hist_op_t;
 
 /*
- * Query outcomes: 0; HR_AGAIN when PostgreSQL cannot be reached now (answer
- * 503, the module reconnects by itself); HR_ERR when a healthy connection
- * refused the query (answer 500; the module has logged why).
+ * Outcome of a query, called exactly once unless the op was cancelled while
+ * queued: status 0 with r (borrowed, cleared after the call); HR_AGAIN when
+ * PostgreSQL could not be reached (answer 503, the pool reconnects by
+ * itself); HR_ERR when a healthy connection refused the statement (answer
+ * 500; logged here).
  */
-
-/** page is borrowed for the duration of the call, NULL unless status is 0. */
-typedef void (*hist_db_list_cb)(int status, const hist_page_t *page, void *arg);
-typedef void (*hist_db_ping_cb)(int status, void *arg);
+typedef void (*hist_db_cb)(int status, const PGresult *r, void *arg);
 
 /**
- * Checks the conninfo and makes a first connection attempt (its failure is not
- * an error: requests get HR_AGAIN until a later attempt succeeds). Returns the
- * module (owned by caller) or NULL with err filled if the conninfo is malformed.
+ * Checks the conninfo and starts connecting every pool connection. Returns
+ * the pool (owned by caller) or NULL with err filled if the conninfo is bad.
  */
-hist_db_t *hist_db_create(const hist_db_opts_t *opts, char *err, size_t errlen);
-/** Closes the connection. */
+hist_db_t *hist_db_create(struct event_base *base, const hist_db_opts_t *opts, char *err,
+                          size_t errlen);
+/** Fails every waiting and running query with HR_AGAIN, then closes the connections. */
 void hist_db_destroy(hist_db_t *db);
-/** Whether a connection is open (it may still turn out dead on next use). */
-int hist_db_ready(const hist_db_t *db);
-/** A user's newest q->limit notifications, newest first; cb is called exactly once. */
-void hist_db_list(hist_db_t *db, const hist_list_query_t *q, hist_db_list_cb cb, void *arg);
-/** Round trip to the server (for /healthz); cb is called exactly once. */
-void hist_db_ping(hist_db_t *db, hist_db_ping_cb cb, void *arg);
+/** Connections that are open and prepared (idle or busy). */
+int hist_db_alive(const hist_db_t *db);
+
+/**
+ * Queues statement q with its text parameters (copied; NULL is SQL NULL).
+ * Returns 0 and *op (a handle for hist_db_cancel, valid until cb runs);
+ * HR_AGAIN when no connection is open (PostgreSQL down); HR_DECLINED when the
+ * wait queue is full. cb is never called from inside this function.
+ */
+int hist_db_submit(hist_db_t *db, hist_q_t q, int nparams, const char *const *params, hist_db_cb cb,
+                   void *arg, hist_op_t **op);
+
+/**
+ * Withdraws a query whose caller has lost interest. A query still queued is
+ * dropped (returns 1: cb will not be called); one already sent runs to its
+ * end (returns 0: cb will be called as usual).
+ */
+int hist_db_cancel(hist_db_t *db, hist_op_t *op);
+
+/** Name of a statement, for logs. */
+const char *hist_db_q_name(hist_q_t q);
 
 #endif

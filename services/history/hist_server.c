@@ -4,7 +4,11 @@
 #include "herald/hr_http.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
+#include "herald/hr_redis.h"
+#include "herald/hr_time.h"
+#include "herald/hr_uuid.h"
 
+#include <errno.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdarg.h>
@@ -14,19 +18,27 @@
 
 /* Reconnect pacing while PostgreSQL is down. */
 #define HIST_PG_BACKOFF_MIN_MS 250
-#define HIST_PG_BACKOFF_MAX_MS 5000
+#define HIST_PG_BACKOFF_MAX_MS 2000
 
-/* Requests carry no body; anything bigger than this is not ours to read. */
+/* Requests carry no body we read; anything bigger than this is not ours to read. */
 #define HIST_BODY_MAX 4096
 
-#define HIST_ALLOW "GET, HEAD, OPTIONS"
+#define HIST_ALLOW_GET "GET, HEAD, OPTIONS"
+#define HIST_ALLOW_POST "POST, OPTIONS"
 
 const hr_cfg_field_t hist_config_fields[] = {
     {"history.host", HR_CFG_STR, offsetof(hist_config_t, host), "127.0.0.1", 0, 0},
     {"history.port", HR_CFG_INT, offsetof(hist_config_t, port), "8082", 0, 65535},
     {"history.cors_origin", HR_CFG_STR, offsetof(hist_config_t, cors_origin), "*", 0, 0},
+    {"history.pg_pool_size", HR_CFG_INT, offsetof(hist_config_t, pg_pool_size), "4", 1, 64},
+    {"history.pg_queue_max", HR_CFG_INT, offsetof(hist_config_t, pg_queue_max), "1024", 0, 1000000},
+    {"history.pg_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, pg_timeout_ms), "5000", 10,
+     600000},
+    {"history.drain_ms", HR_CFG_INT, offsetof(hist_config_t, drain_ms), "5000", 0, 600000},
     {"postgres.url", HR_CFG_STR, offsetof(hist_config_t, postgres_url),
      "host=127.0.0.1 port=5432 dbname=herald user=postgres", 0, 0},
+    {"redis.url", HR_CFG_STR, offsetof(hist_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
+    {"redis.timeout_ms", HR_CFG_INT, offsetof(hist_config_t, redis_timeout_ms), "2000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(hist_config_t, log_level), "info", 0, 0},
 };
 const size_t hist_config_nfields = HR_ARRAY_LEN(hist_config_fields);
@@ -37,10 +49,14 @@ struct hist_server_s {
     struct evhttp *http;                  /* owned */
     struct evhttp_bound_socket *listener; /* owned by http */
     int port;
-    hist_db_t *db; /* owned */
+    hist_db_t *db;           /* owned */
+    hr_redis_async_t *redis; /* owned: PUBLISH of read/unread events */
+    unsigned inflight;       /* requests waiting for PostgreSQL */
+    int draining;
+    struct event *drain_timer; /* owned */
 };
 
-/* ---- query string ---- */
+/* ---- query string and path ---- */
 
 static int
 hist_hexval(char c)
@@ -55,17 +71,17 @@ hist_hexval(char c)
 }
 
 /*
- * Decodes s[0..n) of a query string (%XX escapes, '+' as space) into out,
- * NUL-terminated. Returns the decoded length, or -1 when an escape is
- * malformed, decodes to a NUL byte, or the result does not fit in cap.
+ * Decodes s[0..n) (%XX escapes; '+' as space when plus_space, as in a query
+ * string) into out, NUL-terminated. Returns the decoded length, or -1 when an
+ * escape is malformed, decodes to a NUL byte, or the result does not fit in cap.
  */
 static int
-hist_query_unescape(const char *s, size_t n, char *out, size_t cap)
+hist_unescape(const char *s, size_t n, char *out, size_t cap, int plus_space)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (c == '+') {
+        if (c == '+' && plus_space) {
             c = ' ';
         } else if (c == '%') {
             int hi = i + 2 < n ? hist_hexval(s[i + 1]) : -1;
@@ -95,11 +111,11 @@ hist_fail(hr_proto_err_t *e, const char *code, const char *fmt, ...)
     return HR_DECLINED;
 }
 
-/* The rule ingest applies to user_id: 1..HR_USER_ID_MAX bytes of UTF-8, no control characters. */
+/* The rule ingest applies to user_id (and history to rooms): UTF-8, no control characters. */
 static int
-hist_valid_user_id(const char *s, size_t n)
+hist_valid_name(const char *s, size_t n, size_t max)
 {
-    if (n == 0 || n > HR_USER_ID_MAX || !hr_utf8_valid(s, n))
+    if (n == 0 || n > max || !hr_utf8_valid(s, n))
         return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -109,12 +125,86 @@ hist_valid_user_id(const char *s, size_t n)
     return 1;
 }
 
+/* Parses a UUID's text (either case) into its lowercase form; 0 or HR_DECLINED. */
+static int
+hist_id_normalize(const char *s, char out[HR_UUID_STR_LEN])
+{
+    uint8_t u[16];
+    if (strlen(s) != HR_UUID_STR_LEN - 1 || hr_uuid_parse(s, u) != 0)
+        return HR_DECLINED;
+    hr_uuid_format(u, out);
+    return 0;
+}
+
+static const char hist_b64url[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 int
-hist_list_query_parse(const char *query, hist_list_query_t *q, hr_proto_err_t *e)
+hist_cursor_encode(const char *id, char out[HIST_CURSOR_LEN + 1])
+{
+    uint8_t u[18] = {0};
+    if (hr_uuid_parse(id, u) != 0)
+        return HR_DECLINED;
+    size_t o = 0;
+    for (size_t i = 0; i < 16; i += 3) {
+        uint32_t v = (uint32_t)u[i] << 16 | (uint32_t)u[i + 1] << 8 | u[i + 2];
+        for (int k = 3; k >= 0 && o < HIST_CURSOR_LEN; k--)
+            out[o++] = hist_b64url[(v >> (6 * k)) & 63];
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int
+hist_cursor_decode(const char *s, size_t n, char out[HR_UUID_STR_LEN])
+{
+    if (n != HIST_CURSOR_LEN)
+        return HR_DECLINED;
+    uint8_t u[18] = {0};
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = s[i] != '\0' ? strchr(hist_b64url, s[i]) : NULL;
+        if (p == NULL)
+            return HR_DECLINED;
+        acc = acc << 6 | (uint32_t)(p - hist_b64url);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            u[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    /* 22 characters carry 132 bits: the 4 left over must be zero (one spelling per cursor). */
+    if (o != 16 || acc != 0)
+        return HR_DECLINED;
+    hr_uuid_format(u, out);
+    return 0;
+}
+
+/* The integer 1..HIST_LIMIT_MAX in v[0..n); 0 if it is not one. */
+static int
+hist_parse_limit(const char *v, size_t n)
+{
+    char num[8];
+    int len = hist_unescape(v, n, num, sizeof(num), 1);
+    if (len <= 0)
+        return 0;
+    for (int i = 0; i < len; i++)
+        if (num[i] < '0' || num[i] > '9')
+            return 0;
+    long l = strtol(num, NULL, 10);
+    return l >= 1 && l <= HIST_LIMIT_MAX ? (int)l : 0;
+}
+
+int
+hist_params_parse(const char *query, hist_params_t *q, hr_proto_err_t *e)
 {
     memset(q, 0, sizeof(*q));
     q->limit = HIST_LIMIT_DEFAULT;
-    int have_user = 0, have_limit = 0;
+    q->status = HIST_STATUS_ALL;
+    int have_user = 0, have_limit = 0, have_cursor = 0, have_status = 0, have_up_to = 0;
 
     for (const char *p = query != NULL ? query : ""; *p != '\0';) {
         size_t seg = strcspn(p, "&");
@@ -123,147 +213,620 @@ hist_list_query_parse(const char *query, hist_list_query_t *q, hr_proto_err_t *e
         const char *v = eq != NULL ? eq + 1 : p + seg;
         size_t vlen = eq != NULL ? seg - klen - 1 : 0;
         char key[16];
-        int kl = hist_query_unescape(p, klen, key, sizeof(key));
+        int kl = hist_unescape(p, klen, key, sizeof(key), 1);
 
         if (kl > 0 && strcmp(key, "user_id") == 0) {
             if (have_user++)
                 return hist_fail(e, HR_E_INVALID_FIELD, "user_id must be given once");
-            int n = hist_query_unescape(v, vlen, q->user_id, sizeof(q->user_id));
-            if (n < 0 || !hist_valid_user_id(q->user_id, (size_t)n))
+            int n = hist_unescape(v, vlen, q->user_id, sizeof(q->user_id), 1);
+            if (n < 0 || !hist_valid_name(q->user_id, (size_t)n, HR_USER_ID_MAX))
                 return hist_fail(e, HR_E_INVALID_FIELD,
                                  "user_id must be 1-%d bytes of UTF-8 without control characters",
                                  HR_USER_ID_MAX);
         } else if (kl > 0 && strcmp(key, "limit") == 0) {
             if (have_limit++)
                 return hist_fail(e, HR_E_INVALID_FIELD, "limit must be given once");
-            char num[8];
-            int n = hist_query_unescape(v, vlen, num, sizeof(num));
-            int ok = n > 0;
-            for (int i = 0; ok && i < n; i++)
-                ok = num[i] >= '0' && num[i] <= '9';
-            long l = ok ? strtol(num, NULL, 10) : 0;
-            if (l < 1 || l > HIST_LIMIT_MAX)
+            q->limit = hist_parse_limit(v, vlen);
+            if (q->limit == 0)
                 return hist_fail(e, HR_E_INVALID_FIELD, "limit must be an integer from 1 to %d",
                                  HIST_LIMIT_MAX);
-            q->limit = (int)l;
+        } else if (kl > 0 && (strcmp(key, "cursor") == 0 || strcmp(key, "before") == 0)) {
+            if (have_cursor++)
+                return hist_fail(e, HR_E_INVALID_FIELD, "%s must be given once", key);
+            char raw[HIST_CURSOR_LEN + 2];
+            int n = hist_unescape(v, vlen, raw, sizeof(raw), 1);
+            /* An empty value means "first page", as a client echoing a null cursor sends. */
+            if (n == 0)
+                continue;
+            if (n < 0 || hist_cursor_decode(raw, (size_t)n, q->cursor) != 0)
+                return hist_fail(e, HR_E_INVALID_FIELD,
+                                 "%s must be a next_cursor returned by a previous page", key);
+        } else if (kl > 0 && strcmp(key, "status") == 0) {
+            if (have_status++)
+                return hist_fail(e, HR_E_INVALID_FIELD, "status must be given once");
+            char st[8];
+            int n = hist_unescape(v, vlen, st, sizeof(st), 1);
+            if (n > 0 && strcmp(st, "all") == 0)
+                q->status = HIST_STATUS_ALL;
+            else if (n > 0 && strcmp(st, "unread") == 0)
+                q->status = HIST_STATUS_UNREAD;
+            else if (n > 0 && strcmp(st, "read") == 0)
+                q->status = HIST_STATUS_READ;
+            else
+                return hist_fail(e, HR_E_INVALID_FIELD, "status must be unread, read or all");
+        } else if (kl > 0 && strcmp(key, "up_to") == 0) {
+            if (have_up_to++)
+                return hist_fail(e, HR_E_INVALID_FIELD, "up_to must be given once");
+            char raw[HR_UUID_STR_LEN + 1];
+            int n = hist_unescape(v, vlen, raw, sizeof(raw), 1);
+            if (n < 0 || hist_id_normalize(raw, q->up_to) != 0)
+                return hist_fail(e, HR_E_INVALID_FIELD, "up_to must be a notification id");
         }
         p += seg;
         if (*p == '&')
             p++;
     }
-    if (!have_user)
-        return hist_fail(e, HR_E_MISSING_FIELD, "user_id is required");
     return 0;
 }
 
-/* ---- responses ---- */
+/* ---- routes ---- */
 
-static void
-hist_add_time(cJSON *o, const char *key, const char *iso)
+typedef enum {
+    HIST_R_NONE,
+    HIST_R_HEALTH,
+    HIST_R_LIST,
+    HIST_R_UNREAD_COUNT,
+    HIST_R_READ_ALL,
+    HIST_R_GET,
+    HIST_R_MARK_READ,
+    HIST_R_MARK_UNREAD,
+    HIST_R_ROOM_MESSAGES,
+} hist_route_t;
+
+/* Which endpoint path names; the raw {id} or {room} segment goes to seg/seglen. */
+static hist_route_t
+hist_route_match(const char *path, const char **seg, size_t *seglen)
 {
-    if (iso[0] != '\0')
-        cJSON_AddStringToObject(o, key, iso);
-    else
-        cJSON_AddNullToObject(o, key);
+    static const char notif[] = "/notifications";
+    static const char rooms[] = "/rooms/";
+    *seg = NULL;
+    *seglen = 0;
+    if (strcmp(path, "/healthz") == 0)
+        return HIST_R_HEALTH;
+    if (strncmp(path, notif, sizeof(notif) - 1) == 0) {
+        const char *p = path + sizeof(notif) - 1;
+        if (*p == '\0')
+            return HIST_R_LIST;
+        if (*p++ != '/')
+            return HIST_R_NONE;
+        if (strcmp(p, "unread-count") == 0)
+            return HIST_R_UNREAD_COUNT;
+        if (strcmp(p, "read-all") == 0)
+            return HIST_R_READ_ALL;
+        size_t n = strcspn(p, "/");
+        if (n == 0)
+            return HIST_R_NONE;
+        *seg = p;
+        *seglen = n;
+        if (p[n] == '\0')
+            return HIST_R_GET;
+        if (strcmp(p + n, "/read") == 0)
+            return HIST_R_MARK_READ;
+        if (strcmp(p + n, "/unread") == 0)
+            return HIST_R_MARK_UNREAD;
+        return HIST_R_NONE;
+    }
+    if (strncmp(path, rooms, sizeof(rooms) - 1) == 0) {
+        const char *p = path + sizeof(rooms) - 1;
+        size_t n = strcspn(p, "/");
+        if (n == 0 || strcmp(p + n, "/messages") != 0)
+            return HIST_R_NONE;
+        *seg = p;
+        *seglen = n;
+        return HIST_R_ROOM_MESSAGES;
+    }
+    return HIST_R_NONE;
 }
 
-/*
- * {"items":[envelope + delivered_at + read_at, ...]} in page order. data is
- * jsonb's own text, valid JSON by construction, so it goes in raw. Returns the
- * text (owned by caller, hr_free) and its length in *len.
- */
-static char *
-hist_page_encode(const hist_page_t *page, size_t *len)
+static int
+hist_route_is_post(hist_route_t r)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *items = cJSON_AddArrayToObject(root, "items");
-    for (size_t i = 0; i < page->n; i++) {
-        const hist_item_t *it = &page->items[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "id", it->id);
-        cJSON_AddStringToObject(o, "user_id", it->user_id);
-        cJSON_AddStringToObject(o, "type", it->type);
-        cJSON_AddStringToObject(o, "message", it->message);
-        if (it->data_json != NULL)
-            cJSON_AddRawToObject(o, "data", it->data_json);
-        else
-            cJSON_AddNullToObject(o, "data");
-        cJSON_AddStringToObject(o, "created_at", it->created_at);
-        hist_add_time(o, "delivered_at", it->delivered_at);
-        hist_add_time(o, "read_at", it->read_at);
-        cJSON_AddItemToArray(items, o);
-    }
-    char *s = hr_json_print(root);
-    cJSON_Delete(root);
-    *len = strlen(s);
-    return s;
+    return r == HIST_R_READ_ALL || r == HIST_R_MARK_READ || r == HIST_R_MARK_UNREAD;
+}
+
+/* ---- one request waiting on PostgreSQL ---- */
+
+/*
+ * A request that waits for the pool. evhttp keeps an unanswered request alive
+ * when its client hangs up (it detaches it from the connection and frees it
+ * when we answer), so the call answers exactly once on every path; the close
+ * callback only withdraws a query still queued, and marks the client gone.
+ */
+typedef struct {
+    hist_server_t *srv;              /* borrowed */
+    struct evhttp_request *req;      /* borrowed; NULL once evhttp has freed it */
+    struct evhttp_connection *evcon; /* borrowed; NULL once closed */
+    hist_op_t *op;                   /* borrowed: the query in the pool, NULL when done */
+    hist_route_t route;
+    hist_params_t params;
+    char id[HR_UUID_STR_LEN];     /* {id} of the path */
+    char room[HIST_ROOM_MAX + 1]; /* {room} of the path */
+} hist_call_t;
+
+static void hist_call_closed(struct evhttp_connection *evcon, void *arg);
+
+static void
+hist_maybe_finish_drain(hist_server_t *s)
+{
+    if (s->draining && s->inflight == 0)
+        event_base_loopexit(s->base, NULL);
+}
+
+static hist_call_t *
+hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route)
+{
+    hist_call_t *c = hr_calloc(1, sizeof(*c));
+    c->srv = s;
+    c->req = req;
+    c->route = route;
+    c->evcon = evhttp_request_get_connection(req);
+    if (c->evcon != NULL)
+        evhttp_connection_set_closecb(c->evcon, hist_call_closed, c);
+    s->inflight++;
+    return c;
+}
+
+/* Forgets the close callback and frees the call. */
+static void
+hist_call_free(hist_call_t *c)
+{
+    hist_server_t *s = c->srv;
+    if (c->evcon != NULL)
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+    hr_free(c);
+    s->inflight--;
+    hist_maybe_finish_drain(s);
+}
+
+/* Answers (or, with the client gone, lets evhttp free the request) and frees the call. */
+static void
+hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
+{
+    struct evhttp_request *req = c->req;
+    if (c->evcon != NULL)
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+    c->evcon = NULL;
+    if (req != NULL)
+        hr_http_send_json(req, status, json, len);
+    hist_call_free(c);
+}
+
+static void
+hist_call_error(hist_call_t *c, int status, const char *code, const char *message)
+{
+    struct evhttp_request *req = c->req;
+    if (c->evcon != NULL)
+        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+    c->evcon = NULL;
+    if (req != NULL)
+        hr_http_send_error(req, status, code, message);
+    hist_call_free(c);
 }
 
 /* Answers a query that PostgreSQL could not serve; status is HR_AGAIN or HR_ERR. */
 static void
-hist_send_db_error(struct evhttp_request *req, int status)
+hist_call_db_error(hist_call_t *c, int status)
 {
     if (status == HR_AGAIN)
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "postgres is not reachable; retry");
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "postgres is not reachable; retry");
     else
-        hr_http_send_error(req, 500, HR_E_INTERNAL, "the query failed");
+        hist_call_error(c, 500, HR_E_INTERNAL, "the query failed");
+}
+
+static void
+hist_call_closed(struct evhttp_connection *evcon, void *arg)
+{
+    HR_UNUSED(evcon);
+    hist_call_t *c = arg;
+    c->evcon = NULL;
+    /* Still attached: evhttp frees it with the connection. Detached: ours to answer (free). */
+    if (c->req != NULL && evhttp_request_get_connection(c->req) != NULL)
+        c->req = NULL;
+    hr_log_debug("client_gone", "route=%d queued=%d", (int)c->route, c->op != NULL);
+    if (c->op != NULL && hist_db_cancel(c->srv->db, c->op)) {
+        c->op = NULL;
+        hist_call_error(c, 499, HR_E_UNAVAILABLE, "client closed the request");
+    }
+}
+
+static void hist_call_done(int status, const PGresult *r, void *arg);
+
+/* Sends the call's query to the pool; answers 503 itself when it cannot. */
+static void
+hist_call_submit(hist_call_t *c, hist_q_t q, int nparams, const char *const *params)
+{
+    int rc = hist_db_submit(c->srv->db, q, nparams, params, hist_call_done, c, &c->op);
+    if (rc == HR_AGAIN) {
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "postgres is not reachable; retry");
+    } else if (rc == HR_DECLINED) {
+        hr_log_warn("queue_full", "stmt=%s", hist_db_q_name(q));
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "too many requests are waiting; retry");
+    }
+}
+
+/* ---- result rows to JSON ---- */
+
+/* A whole number from column col (NULL reads as 0). */
+static long long
+hist_int(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* Adds key as RFC 3339 from an int8 of ms since the epoch, or null. 0, or HR_ERR if unreadable. */
+static int
+hist_add_time(cJSON *o, const char *key, const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col)) {
+        cJSON_AddNullToObject(o, key);
+        return 0;
+    }
+    const char *v = PQgetvalue(r, row, col);
+    char *end;
+    errno = 0;
+    long long ms = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || ms < 0)
+        return HR_ERR;
+    char iso[HR_TIME_ISO_LEN];
+    hr_time_format_iso((uint64_t)ms, iso);
+    cJSON_AddStringToObject(o, key, iso);
+    return 0;
 }
 
 /*
- * The request is borrowed: while hist_db answers synchronously it cannot go
- * away. An asynchronous hist_db must hold it across the wait (and learn of a
- * client that hangs up) before answering here.
+ * A notification row (HIST_COL_*) as the envelope plus delivered_at and
+ * read_at. data is jsonb's own text, valid JSON by construction, so it goes
+ * in raw. NULL (logged) when a timestamp is unreadable.
+ */
+static cJSON *
+hist_item_json(const PGresult *r, int row)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", PQgetvalue(r, row, HIST_COL_ID));
+    cJSON_AddStringToObject(o, "user_id", PQgetvalue(r, row, HIST_COL_USER_ID));
+    cJSON_AddStringToObject(o, "type", PQgetvalue(r, row, HIST_COL_TYPE));
+    cJSON_AddStringToObject(o, "message", PQgetvalue(r, row, HIST_COL_MESSAGE));
+    if (!PQgetisnull(r, row, HIST_COL_DATA))
+        cJSON_AddRawToObject(o, "data", PQgetvalue(r, row, HIST_COL_DATA));
+    else
+        cJSON_AddNullToObject(o, "data");
+    if (hist_add_time(o, "created_at", r, row, HIST_COL_CREATED_AT) != 0 ||
+        hist_add_time(o, "delivered_at", r, row, HIST_COL_DELIVERED_AT) != 0 ||
+        hist_add_time(o, "read_at", r, row, HIST_COL_READ_AT) != 0) {
+        hr_log_error("row_invalid", "id=%s error=\"timestamp before 1970 or unreadable\"",
+                     PQgetvalue(r, row, HIST_COL_ID));
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* A room message row (HIST_RCOL_*) as {"id","room","from","message","created_at"}. */
+static cJSON *
+hist_room_item_json(const PGresult *r, int row)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", PQgetvalue(r, row, HIST_RCOL_ID));
+    cJSON_AddStringToObject(o, "room", PQgetvalue(r, row, HIST_RCOL_ROOM));
+    cJSON_AddStringToObject(o, "from", PQgetvalue(r, row, HIST_RCOL_FROM));
+    cJSON_AddStringToObject(o, "message", PQgetvalue(r, row, HIST_RCOL_MESSAGE));
+    if (hist_add_time(o, "created_at", r, row, HIST_RCOL_CREATED_AT) != 0) {
+        hr_log_error("row_invalid", "id=%s error=\"timestamp before 1970 or unreadable\"",
+                     PQgetvalue(r, row, HIST_RCOL_ID));
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Serializes root (consumed) and answers 200. */
+static void
+hist_call_reply_obj(hist_call_t *c, cJSON *root)
+{
+    char *s = hr_json_print(root);
+    cJSON_Delete(root);
+    hist_call_reply(c, 200, s, strlen(s));
+    hr_free(s);
+}
+
+/*
+ * {"items":[…], "next_cursor": …} from a page query that fetched limit+1 rows:
+ * the extra row only says there is a next page, whose cursor names the last
+ * item shown. Rows whose id is NULL (the empty page of a LIST query) are
+ * skipped. Returns the object (owned by caller) or NULL when a row is bad.
+ */
+static cJSON *
+hist_page_json(const PGresult *r, int limit, int room)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *items = cJSON_AddArrayToObject(root, "items");
+    int rows = PQntuples(r), shown = 0;
+    const char *last = NULL;
+    for (int i = 0; i < rows && shown < limit; i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
+        cJSON *o = room ? hist_room_item_json(r, i) : hist_item_json(r, i);
+        if (o == NULL) {
+            cJSON_Delete(root);
+            return NULL;
+        }
+        cJSON_AddItemToArray(items, o);
+        last = PQgetvalue(r, i, 0);
+        shown++;
+    }
+    char cursor[HIST_CURSOR_LEN + 1];
+    if (rows > limit && last != NULL && hist_cursor_encode(last, cursor) == 0)
+        cJSON_AddStringToObject(root, "next_cursor", cursor);
+    else
+        cJSON_AddNullToObject(root, "next_cursor");
+    return root;
+}
+
+/* ---- live events ---- */
+
+static void
+hist_publish_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    char *channel = privdata;
+    redisReply *r = reply;
+    if (r == NULL)
+        hr_log_warn("publish_failed", "channel=%s error=\"redis connection lost\"", channel);
+    else if (r->type == REDIS_REPLY_ERROR)
+        hr_log_warn("publish_failed", "channel=%s error=\"%s\"", channel, r->str);
+    hr_free(channel);
+}
+
+/*
+ * PUBLISHes a finished WebSocket frame on the user's channel (proto/redis.md),
+ * for the gateways to forward as is. Fire and forget: the change is already
+ * committed, PostgreSQL is the truth, so a failure is logged and the request
+ * still succeeds; clients resynchronize from GET /notifications.
  */
 static void
-hist_list_done(int status, const hist_page_t *page, void *arg)
+hist_publish(hist_server_t *s, const char *user_id, cJSON *frame)
 {
-    struct evhttp_request *req = arg;
-    if (status != 0) {
-        hist_send_db_error(req, status);
-        return;
+    char *text = hr_json_print(frame);
+    char channel[HR_USER_ID_MAX + 32];
+    size_t ch_len = hr_proto_user_channel(channel, sizeof(channel), user_id);
+    const char *argv[] = {"PUBLISH", channel, text};
+    size_t argvlen[] = {7, ch_len, strlen(text)};
+    char *priv = hr_strndup(channel, ch_len);
+    if (hr_redis_async_argv(s->redis, hist_publish_done, priv, 3, argv, argvlen) != 0) {
+        hr_log_warn("publish_failed", "channel=%s error=\"redis is not reachable\"", priv);
+        hr_free(priv);
     }
-    size_t len;
-    char *body = hist_page_encode(page, &len);
-    hr_http_send_json(req, 200, body, len);
-    hr_free(body);
+    hr_free(text);
 }
 
+/* {"type":"read"|"unread","ids":[id]} */
 static void
-hist_handle_list(hist_server_t *s, struct evhttp_request *req)
+hist_publish_mark(hist_server_t *s, const char *user_id, const char *type, const char *id)
 {
-    hist_list_query_t q;
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "type", type);
+    cJSON *ids = cJSON_AddArrayToObject(f, "ids");
+    cJSON_AddItemToArray(ids, cJSON_CreateString(id));
+    hist_publish(s, user_id, f);
+    cJSON_Delete(f);
+}
+
+/* ---- query results ---- */
+
+static void
+hist_call_done(int status, const PGresult *r, void *arg)
+{
+    hist_call_t *c = arg;
+    hist_server_t *s = c->srv;
+    c->op = NULL;
+    if (status != 0) {
+        hist_call_db_error(c, status);
+        return;
+    }
+    cJSON *root = NULL;
+    switch (c->route) {
+    case HIST_R_HEALTH: {
+        char body[128];
+        int n =
+            snprintf(body, sizeof(body), "{\"status\":\"ok\",\"postgres\":\"up\",\"redis\":\"%s\"}",
+                     hr_redis_async_ready(s->redis) ? "up" : "down");
+        hist_call_reply(c, 200, body, (size_t)n);
+        return;
+    }
+    case HIST_R_LIST:
+        root = hist_page_json(r, c->params.limit, 0);
+        if (root != NULL)
+            cJSON_AddNumberToObject(
+                root, "unread_count",
+                (double)(PQntuples(r) > 0 ? hist_int(r, 0, HIST_COL_UNREAD) : 0));
+        break;
+    case HIST_R_ROOM_MESSAGES:
+        root = hist_page_json(r, c->params.limit, 1);
+        break;
+    case HIST_R_UNREAD_COUNT:
+        root = cJSON_CreateObject();
+        cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, 0));
+        break;
+    case HIST_R_GET:
+        if (PQntuples(r) == 0) {
+            hist_call_error(c, 404, HR_E_NOT_FOUND, "no such notification for this user");
+            return;
+        }
+        root = hist_item_json(r, 0);
+        break;
+    case HIST_R_MARK_READ:
+    case HIST_R_MARK_UNREAD: {
+        if (PQntuples(r) == 0) {
+            hist_call_error(c, 404, HR_E_NOT_FOUND, "no such notification for this user");
+            return;
+        }
+        hist_publish_mark(s, c->params.user_id, c->route == HIST_R_MARK_READ ? "read" : "unread",
+                          c->id);
+        cJSON *item = hist_item_json(r, 0);
+        if (item != NULL) {
+            root = cJSON_CreateObject();
+            cJSON_AddItemToObject(root, "notification", item);
+            cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_COL_UNREAD));
+        }
+        break;
+    }
+    case HIST_R_READ_ALL: {
+        long long updated = hist_int(r, 0, HIST_ACOL_UPDATED);
+        const char *newest =
+            PQgetisnull(r, 0, HIST_ACOL_NEWEST) ? NULL : PQgetvalue(r, 0, HIST_ACOL_NEWEST);
+        /* The newest id marked bounds exactly what changed; nothing marked, nothing to say. */
+        if (updated > 0 && newest != NULL) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "type", "read_all");
+            cJSON_AddStringToObject(f, "up_to", newest);
+            hist_publish(s, c->params.user_id, f);
+            cJSON_Delete(f);
+        }
+        root = cJSON_CreateObject();
+        cJSON_AddNumberToObject(root, "updated", (double)updated);
+        if (newest != NULL)
+            cJSON_AddStringToObject(root, "up_to", newest);
+        else
+            cJSON_AddNullToObject(root, "up_to");
+        cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_ACOL_UNREAD));
+        break;
+    }
+    case HIST_R_NONE:
+        break;
+    }
+    if (root == NULL) {
+        hist_call_error(c, 500, HR_E_INTERNAL, "a stored row could not be read");
+        return;
+    }
+    hist_call_reply_obj(c, root);
+}
+
+/* ---- handlers ---- */
+
+static void
+hist_send_refusal(struct evhttp_request *req, const hr_proto_err_t *e)
+{
+    hr_log_debug("request_refused", "code=%s", e->code);
+    hr_http_send_error(req, e->status, e->code, e->message);
+}
+
+/*
+ * Validates what the route needs (user_id, the path's id or room), then sends
+ * its query. Every answer after this point goes through the call.
+ */
+static void
+hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, const char *seg,
+            size_t seglen)
+{
+    hist_params_t p;
     hr_proto_err_t e;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (hist_list_query_parse(query, &q, &e) != 0) {
-        hr_log_debug("request_refused", "code=%s", e.code);
-        hr_http_send_error(req, e.status, e.code, e.message);
+    if (hist_params_parse(query, &p, &e) != 0) {
+        hist_send_refusal(req, &e);
         return;
     }
-    hist_db_list(s->db, &q, hist_list_done, req);
-}
+    if (route != HIST_R_HEALTH && route != HIST_R_ROOM_MESSAGES && p.user_id[0] == '\0') {
+        hist_fail(&e, HR_E_MISSING_FIELD, "user_id is required (query string)");
+        hist_send_refusal(req, &e);
+        return;
+    }
+    char id[HR_UUID_STR_LEN] = "";
+    char room[HIST_ROOM_MAX + 1] = "";
+    if (route == HIST_R_GET || route == HIST_R_MARK_READ || route == HIST_R_MARK_UNREAD) {
+        char raw[HR_UUID_STR_LEN + 1];
+        int n = hist_unescape(seg, seglen, raw, sizeof(raw), 0);
+        if (n < 0 || hist_id_normalize(raw, id) != 0) {
+            hist_fail(&e, HR_E_INVALID_FIELD, "the notification id in the path must be a UUID");
+            hist_send_refusal(req, &e);
+            return;
+        }
+    } else if (route == HIST_R_ROOM_MESSAGES) {
+        int n = hist_unescape(seg, seglen, room, sizeof(room), 0);
+        if (n < 0 || !hist_valid_name(room, (size_t)n, HIST_ROOM_MAX)) {
+            hist_fail(&e, HR_E_INVALID_FIELD,
+                      "room must be 1-%d bytes of UTF-8 without control characters", HIST_ROOM_MAX);
+            hist_send_refusal(req, &e);
+            return;
+        }
+    }
 
-static void
-hist_health_done(int status, void *arg)
-{
-    struct evhttp_request *req = arg;
-    int ok = status == 0;
-    char body[96];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":\"%s\"}",
-                     ok ? "ok" : "unavailable", ok ? "up" : "down");
-    hr_http_send_json(req, ok ? 200 : 503, body, (size_t)n);
+    hist_call_t *c = hist_call_new(s, req, route);
+    c->params = p;
+    memcpy(c->id, id, sizeof(c->id));
+    memcpy(c->room, room, sizeof(c->room));
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%d", p.limit + 1);
+    const char *cursor = p.cursor[0] != '\0' ? p.cursor : NULL;
+    const char *uid = c->params.user_id;
+
+    switch (route) {
+    case HIST_R_HEALTH:
+        hist_call_submit(c, HIST_Q_PING, 0, NULL);
+        return;
+    case HIST_R_LIST: {
+        static const hist_q_t by_status[] = {
+            [HIST_STATUS_ALL] = HIST_Q_LIST_ALL,
+            [HIST_STATUS_UNREAD] = HIST_Q_LIST_UNREAD,
+            [HIST_STATUS_READ] = HIST_Q_LIST_READ,
+        };
+        const char *params[] = {uid, cursor, limit};
+        hist_call_submit(c, by_status[p.status], 3, params);
+        return;
+    }
+    case HIST_R_ROOM_MESSAGES: {
+        const char *params[] = {c->room, cursor, limit};
+        hist_call_submit(c, HIST_Q_ROOM_MESSAGES, 3, params);
+        return;
+    }
+    case HIST_R_UNREAD_COUNT: {
+        const char *params[] = {uid};
+        hist_call_submit(c, HIST_Q_UNREAD_COUNT, 1, params);
+        return;
+    }
+    case HIST_R_GET:
+    case HIST_R_MARK_READ:
+    case HIST_R_MARK_UNREAD: {
+        const char *params[] = {c->id, uid};
+        hist_q_t q = route == HIST_R_GET         ? HIST_Q_GET
+                     : route == HIST_R_MARK_READ ? HIST_Q_MARK_READ
+                                                 : HIST_Q_MARK_UNREAD;
+        hist_call_submit(c, q, 2, params);
+        return;
+    }
+    case HIST_R_READ_ALL: {
+        const char *params[] = {uid, p.up_to[0] != '\0' ? c->params.up_to : NULL};
+        hist_call_submit(c, HIST_Q_READ_ALL, 2, params);
+        return;
+    }
+    case HIST_R_NONE:
+        break;
+    }
+    hist_call_error(c, 404, HR_E_NOT_FOUND, "no such endpoint");
 }
 
 /* CORS preflight: nothing to send but what the browser may do next. */
 static void
-hist_handle_preflight(hist_server_t *s, struct evhttp_request *req)
+hist_handle_preflight(hist_server_t *s, struct evhttp_request *req, const char *allow)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (s->cfg->cors_origin[0] != '\0') {
-        evhttp_add_header(h, "Access-Control-Allow-Methods", HIST_ALLOW);
+        evhttp_add_header(h, "Access-Control-Allow-Methods", allow);
         evhttp_add_header(h, "Access-Control-Allow-Headers", "Authorization, Content-Type");
         evhttp_add_header(h, "Access-Control-Max-Age", "600");
     }
-    evhttp_add_header(h, "Allow", HIST_ALLOW);
+    evhttp_add_header(h, "Allow", allow);
     evhttp_send_reply(req, 204, "No Content", NULL);
 }
 
@@ -273,27 +836,35 @@ hist_route(struct evhttp_request *req, void *arg)
     hist_server_t *s = arg;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     char *path = hr_http_path(req);
-    int list = strcmp(path, "/notifications") == 0;
-    int health = strcmp(path, "/healthz") == 0;
-    hr_free(path);
+    const char *seg;
+    size_t seglen;
+    hist_route_t route = hist_route_match(path, &seg, &seglen);
+    /* seg points into path: keep path until the handler has copied what it needs. */
 
     /* On every answer, errors included, so a browser can read why it failed. */
-    if (s->cfg->cors_origin[0] != '\0')
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Access-Control-Allow-Origin",
-                          s->cfg->cors_origin);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    if (s->cfg->cors_origin[0] != '\0') {
+        evhttp_add_header(h, "Access-Control-Allow-Origin", s->cfg->cors_origin);
+        evhttp_add_header(h, "Access-Control-Expose-Headers", "Retry-After");
+        if (strcmp(s->cfg->cors_origin, "*") != 0)
+            evhttp_add_header(h, "Vary", "Origin");
+    }
 
-    if (!list && !health) {
+    int post = hist_route_is_post(route);
+    const char *allow = post ? HIST_ALLOW_POST : HIST_ALLOW_GET;
+    if (route == HIST_R_NONE) {
         hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
     } else if (m == EVHTTP_REQ_OPTIONS) {
-        hist_handle_preflight(s, req);
-    } else if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", HIST_ALLOW);
-        hr_http_send_error(req, 405, HR_E_METHOD, "use GET");
-    } else if (list) {
-        hist_handle_list(s, req);
+        hist_handle_preflight(s, req, allow);
+    } else if (post ? m != EVHTTP_REQ_POST : (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)) {
+        evhttp_add_header(h, "Allow", allow);
+        hr_http_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
+    } else if (s->draining) {
+        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
     } else {
-        hist_db_ping(s->db, hist_health_done, req);
+        hist_handle(s, req, route, seg, seglen);
     }
+    hr_free(path);
 }
 
 /* ---- lifecycle ---- */
@@ -306,16 +877,28 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     s->cfg = cfg;
 
     hist_db_opts_t dbo = {.conninfo = cfg->postgres_url,
+                          .pool_size = cfg->pg_pool_size,
+                          .queue_max = cfg->pg_queue_max,
+                          .query_timeout_ms = cfg->pg_timeout_ms,
                           .backoff_min_ms = HIST_PG_BACKOFF_MIN_MS,
                           .backoff_max_ms = HIST_PG_BACKOFF_MAX_MS};
-    s->db = hist_db_create(&dbo, err, errlen);
+    s->db = hist_db_create(base, &dbo, err, errlen);
     if (s->db == NULL) {
+        hr_free(s);
+        return NULL;
+    }
+    hr_redis_async_opts_t ro = {
+        .url = cfg->redis_url, .name = "publish", .command_timeout_ms = cfg->redis_timeout_ms};
+    s->redis = hr_redis_async_create(&hr_loop_ops_libevent, base, &ro, err, errlen);
+    if (s->redis == NULL) {
+        hist_db_destroy(s->db);
         hr_free(s);
         return NULL;
     }
     s->http = hr_http_listen(base, cfg->host, cfg->port, HIST_BODY_MAX, &s->port, &s->listener, err,
                              errlen);
     if (s->http == NULL) {
+        hr_redis_async_destroy(s->redis);
         hist_db_destroy(s->db);
         hr_free(s);
         return NULL;
@@ -330,29 +913,47 @@ hist_server_port(const hist_server_t *s)
     return s->port;
 }
 
-/*
- * Requests are answered before the loop runs anything else (hist_db is
- * synchronous), so none is in flight when a signal is handled: close the
- * listener and stop. An asynchronous hist_db will need ingest's wait for
- * requests in flight.
- */
+static void
+hist_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hist_server_t *s = arg;
+    hr_log_warn("drain_timeout", "inflight=%u", s->inflight);
+    event_base_loopexit(s->base, NULL);
+}
+
 void
 hist_server_drain(hist_server_t *s)
 {
-    hr_log_info("draining", "%s", "");
+    if (s->draining)
+        return;
+    s->draining = 1;
+    hr_log_info("draining", "inflight=%u", s->inflight);
     if (s->listener != NULL) {
         evhttp_del_accept_socket(s->http, s->listener);
         s->listener = NULL;
     }
-    event_base_loopexit(s->base, NULL);
+    s->drain_timer = evtimer_new(s->base, hist_drain_timeout, s);
+    struct timeval tv = {s->cfg->drain_ms / 1000, (s->cfg->drain_ms % 1000) * 1000};
+    evtimer_add(s->drain_timer, &tv);
+    hist_maybe_finish_drain(s);
 }
 
+/*
+ * The pool goes first: it answers every request still waiting (503), while
+ * evhttp and Redis still exist; then Redis (pending PUBLISHes get their
+ * callback), then evhttp.
+ */
 void
 hist_server_destroy(hist_server_t *s)
 {
     if (s == NULL)
         return;
-    evhttp_free(s->http);
     hist_db_destroy(s->db);
+    hr_redis_async_destroy(s->redis);
+    if (s->drain_timer != NULL)
+        event_free(s->drain_timer);
+    evhttp_free(s->http);
     hr_free(s);
 }

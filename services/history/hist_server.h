@@ -1,4 +1,8 @@
-/* History: the REST read side, GET /notifications from PostgreSQL. */
+/*
+ * History: the REST read side over PostgreSQL (proto/openapi.yaml): a user's
+ * inbox with unread counts, read/unread marks that every open tab learns of
+ * through the user's Pub/Sub channel, and chat room history.
+ */
 #ifndef HERALD_HIST_SERVER_H
 #define HERALD_HIST_SERVER_H
 
@@ -9,37 +13,65 @@
 #include <event2/event.h>
 #include <stddef.h>
 
-/* Page size of GET /notifications (belongs in proto/ with the rest of the REST contract). */
+/* Page size of GET /notifications and GET /rooms/{room}/messages (proto/openapi.yaml). */
 #define HIST_LIMIT_DEFAULT 20
 #define HIST_LIMIT_MAX 100
+/* A room name: 1..HIST_ROOM_MAX bytes of UTF-8 without control characters. */
+#define HIST_ROOM_MAX 128
+/* An opaque page cursor: base64url (no padding) of the 16 bytes of the last id. */
+#define HIST_CURSOR_LEN 22
 
 typedef struct {
     char *host; /* owned */
     int port;
     char *postgres_url; /* owned: libpq conninfo or URI */
     char *cors_origin;  /* owned: Access-Control-Allow-Origin; "" sends no CORS headers */
-    char *log_level;    /* owned */
+    int pg_pool_size;
+    int pg_queue_max;     /* requests that may wait for a free connection, then 503 */
+    int pg_timeout_ms;    /* statement_timeout of every query */
+    int drain_ms;         /* how long SIGTERM waits for requests in flight */
+    char *redis_url;      /* owned: where read/unread events are published */
+    int redis_timeout_ms; /* watchdog of the publish connection */
+    char *log_level;      /* owned */
 } hist_config_t;
 
 /** The settings of herald-history, for hr_config_load(). */
 extern const hr_cfg_field_t hist_config_fields[];
 extern const size_t hist_config_nfields;
 
+typedef enum { HIST_STATUS_ALL, HIST_STATUS_UNREAD, HIST_STATUS_READ } hist_status_t;
+
+/** Query-string parameters, validated; which ones an endpoint reads is its business. */
+typedef struct {
+    char user_id[HR_USER_ID_MAX + 1]; /* "" when absent */
+    int limit;                        /* HIST_LIMIT_DEFAULT when absent */
+    char cursor[HR_UUID_STR_LEN];     /* decoded id of cursor= or before=; "" when absent */
+    hist_status_t status;
+    char up_to[HR_UUID_STR_LEN]; /* normalized id; "" when absent */
+} hist_params_t;
+
 typedef struct hist_server_s hist_server_t;
 
 /**
- * Parses the query string of GET /notifications (NULL when there is none):
- * user_id required, limit optional; unknown parameters are ignored. Returns 0
- * with q filled, or HR_DECLINED with e filled (400).
+ * Parses a query string (NULL when there is none). Known keys: user_id,
+ * limit, cursor (or before), status, up_to; each at most once; others are
+ * ignored. Returns 0 with p filled, or HR_DECLINED with e filled (400).
  */
-int hist_list_query_parse(const char *query, hist_list_query_t *q, hr_proto_err_t *e);
+int hist_params_parse(const char *query, hist_params_t *p, hr_proto_err_t *e);
 
-/** Binds the HTTP port and opens PostgreSQL; NULL with err filled on failure. */
+/** Writes the cursor naming id (a UUID's text) into out; 0 or HR_DECLINED. */
+int hist_cursor_encode(const char *id, char out[HIST_CURSOR_LEN + 1]);
+/** Decodes a cursor into the id's text; 0 or HR_DECLINED when malformed. */
+int hist_cursor_decode(const char *s, size_t n, char out[HR_UUID_STR_LEN]);
+
+/** Binds the HTTP port, starts the PostgreSQL pool and the Redis publisher; NULL with err filled.
+ */
 hist_server_t *hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
                                   size_t errlen);
 /** The port actually bound (useful when configured as 0). */
 int hist_server_port(const hist_server_t *s);
-/** Stops accepting connections and ends the loop. */
+/** Stops accepting connections; ends the loop once requests in flight are answered (or drain_ms).
+ */
 void hist_server_drain(hist_server_t *s);
 void hist_server_destroy(hist_server_t *s);
 
