@@ -12,6 +12,7 @@ gw_msg_create(const void *payload, size_t len)
     gw_msg_t *m = hr_malloc(sizeof(*m) + GW_MSG_HEADROOM + len + 1);
     m->refs = 1;
     m->len = (uint32_t)len;
+    m->noted = 0;
     memcpy(m->data + GW_MSG_HEADROOM, payload, len);
     m->data[GW_MSG_HEADROOM + len] = '\0';
     return m;
@@ -32,6 +33,7 @@ gw_msg_printf(const char *fmt, ...)
     gw_msg_t *m = hr_malloc(sizeof(*m) + GW_MSG_HEADROOM + (size_t)n + 1);
     m->refs = 1;
     m->len = (uint32_t)n;
+    m->noted = 0;
     va_start(ap, fmt);
     vsnprintf((char *)m->data + GW_MSG_HEADROOM, (size_t)n + 1, fmt, ap);
     va_end(ap);

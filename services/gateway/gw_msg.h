@@ -14,6 +14,7 @@
 typedef struct {
     uint32_t refs;
     uint32_t len;         /* payload bytes */
+    uint32_t noted;       /* delivery receipt already considered (gw_receipts) */
     unsigned char data[]; /* GW_MSG_HEADROOM + payload + NUL */
 } gw_msg_t;
 

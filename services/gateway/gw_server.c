@@ -2,6 +2,7 @@
 #include "gw_hub.h"
 #include "gw_msg.h"
 #include "gw_pubsub.h"
+#include "gw_receipts.h"
 #include "gw_rooms.h"
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
@@ -49,6 +50,7 @@ struct gw_server_s {
     gw_pubsub_t *pubsub;         /* owned */
     hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
     gw_rooms_t *rooms;           /* owned */
+    gw_receipts_t *receipts;     /* owned */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     int draining;
     int stopped;
@@ -364,11 +366,17 @@ too_big:
 }
 
 static int
-gw_session_writeable(gw_session_t *ss, struct lws *wsi)
+gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
     gw_msg_t *m = gw_conn_pop(&ss->conn);
     if (m != NULL) {
         int n = lws_write(wsi, gw_msg_payload(m), m->len, LWS_WRITE_TEXT);
+        if (n >= 0 && !m->noted && s->receipts != NULL) {
+            /* One receipt per notification per gateway: the first socket written. */
+            m->noted = 1;
+            gw_receipts_note(s->receipts, (const char *)gw_msg_payload(m), m->len,
+                             gw_conn_user_id(&ss->conn));
+        }
         gw_msg_release(m);
         if (n < 0)
             return -1;
@@ -448,7 +456,7 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
     case LWS_CALLBACK_RECEIVE:
         return gw_session_receive(s, ss, wsi, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return gw_session_writeable(ss, wsi);
+        return gw_session_writeable(s, ss, wsi);
     case LWS_CALLBACK_CLOSED:
         gw_session_closed(s, ss);
         return 0;
@@ -515,6 +523,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                            .node_id = s->node_id,
                            .presence_ttl_s = cfg->presence_ttl_s};
     s->rooms = gw_rooms_create(&rmo);
+    s->receipts = gw_receipts_create(loop, s->redis);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, gw_lws_log);
     s->retry.secs_since_valid_ping = (uint16_t)cfg->ping_interval_s;
@@ -538,6 +547,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->context = lws_create_context(&info);
     if (s->context == NULL) {
         snprintf(err, errlen, "cannot listen on %s:%d", cfg->host, cfg->port);
+        gw_receipts_destroy(s->receipts);
         hr_redis_async_destroy(s->redis);
         gw_rooms_destroy(s->rooms);
         gw_pubsub_destroy(s->pubsub);
@@ -571,7 +581,9 @@ gw_server_stop(gw_server_t *s)
     }
     gw_pubsub_destroy(s->pubsub);
     s->pubsub = NULL;
-    /* Pending replies fail first (they reach sockets through the hub), then rooms go. */
+    /* Last receipts out, then pending replies fail (they reach sockets through the hub). */
+    gw_receipts_destroy(s->receipts);
+    s->receipts = NULL;
     hr_redis_async_destroy(s->redis);
     s->redis = NULL;
     gw_rooms_destroy(s->rooms);
@@ -629,6 +641,7 @@ gw_server_destroy(gw_server_t *s)
     if (s->context != NULL)
         lws_context_destroy(s->context);
     gw_pubsub_destroy(s->pubsub);
+    gw_receipts_destroy(s->receipts);
     hr_redis_async_destroy(s->redis);
     gw_rooms_destroy(s->rooms);
     gw_hub_destroy(s->hub);

@@ -68,6 +68,21 @@ def main():
             bob.recv_type("message")
         t.check("two_clients_on_two_gateways_chat_both_ways", chat_both_ways)
 
+        def receipts_are_recorded():
+            status, body = post_notification(stack.ingest_port, {"user_id": "alice",
+                                                                 "message": "receipt me"})
+            assert status == 202
+            assert alice.recv_type("notification")["notification"]["id"] == body["id"]
+
+            def found():
+                for _, fields in stack.redis.cmd("XRANGE", "herald:stream:receipts", "-", "+"):
+                    f = dict(zip(fields[::2], fields[1::2]))
+                    if f["id"] == body["id"]:
+                        return f
+            f = wait_until(found, 2, "receipt in the stream")
+            assert f["user_id"] == "alice" and abs(int(f["delivered_at"]) - time.time() * 1000) < 5000
+        t.check("written_notification_leaves_a_delivery_receipt", receipts_are_recorded)
+
         def order_is_the_same_everywhere():
             # Two senders interleave; both receivers must see one order.
             stack.redis.cmd("PING")
