@@ -9,12 +9,14 @@
 #include "herald/hr_uuid.h"
 
 #include <errno.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Reconnect pacing while PostgreSQL is down. */
 #define HIST_PG_BACKOFF_MIN_MS 250
@@ -337,16 +339,20 @@ hist_route_is_post(hist_route_t r)
 /* ---- one request waiting on PostgreSQL ---- */
 
 /*
- * A request that waits for the pool. evhttp keeps an unanswered request alive
- * when its client hangs up (it detaches it from the connection and frees it
- * when we answer), so the call answers exactly once on every path; the close
- * callback only withdraws a query still queued, and marks the client gone.
+ * A request that waits for the pool. libevent 2.1 stops reading a connection
+ * once a request is read (and its read callback must not run while the
+ * request is open), so it never notices a client that hangs up before the
+ * answer. The call watches the socket itself (peek, never read): on EOF it
+ * frees the evhttp connection, whose close callback withdraws a query still
+ * queued; a query already running finishes (a write still publishes its
+ * event) and its answer is dropped.
  */
 typedef struct {
     hist_server_t *srv;              /* borrowed */
     struct evhttp_request *req;      /* borrowed; NULL once evhttp has freed it */
     struct evhttp_connection *evcon; /* borrowed; NULL once closed */
     hist_op_t *op;                   /* borrowed: the query in the pool, NULL when done */
+    struct event *watch;             /* owned: EOF detection on the client's socket */
     hist_route_t route;
     hist_params_t params;
     char id[HR_UUID_STR_LEN];     /* {id} of the path */
@@ -362,6 +368,38 @@ hist_maybe_finish_drain(hist_server_t *s)
         event_base_loopexit(s->base, NULL);
 }
 
+static void
+hist_call_unwatch(hist_call_t *c)
+{
+    if (c->watch != NULL) {
+        event_free(c->watch);
+        c->watch = NULL;
+    }
+}
+
+/*
+ * The client's socket became readable while its request waits: EOF or an
+ * error means the client is gone (free the connection: hist_call_closed runs
+ * and c may be freed); bytes mean a pipelined request, which evhttp will read
+ * after our answer, so the watch ends there.
+ */
+static void
+hist_call_peek(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(what);
+    hist_call_t *c = arg;
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        event_add(c->watch, NULL);
+        return;
+    }
+    hist_call_unwatch(c);
+    if (n > 0 || c->evcon == NULL)
+        return;
+    evhttp_connection_free(c->evcon);
+}
+
 static hist_call_t *
 hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route)
 {
@@ -370,17 +408,25 @@ hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route)
     c->req = req;
     c->route = route;
     c->evcon = evhttp_request_get_connection(req);
-    if (c->evcon != NULL)
+    if (c->evcon != NULL) {
         evhttp_connection_set_closecb(c->evcon, hist_call_closed, c);
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+        evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
+        if (fd >= 0) {
+            c->watch = event_new(s->base, fd, EV_READ, hist_call_peek, c);
+            event_add(c->watch, NULL);
+        }
+    }
     s->inflight++;
     return c;
 }
 
-/* Forgets the close callback and frees the call. */
+/* Forgets the close callback and the watch, and frees the call. */
 static void
 hist_call_free(hist_call_t *c)
 {
     hist_server_t *s = c->srv;
+    hist_call_unwatch(c);
     if (c->evcon != NULL)
         evhttp_connection_set_closecb(c->evcon, NULL, NULL);
     hr_free(c);
@@ -393,6 +439,7 @@ static void
 hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
 {
     struct evhttp_request *req = c->req;
+    hist_call_unwatch(c);
     if (c->evcon != NULL)
         evhttp_connection_set_closecb(c->evcon, NULL, NULL);
     c->evcon = NULL;
@@ -405,6 +452,7 @@ static void
 hist_call_error(hist_call_t *c, int status, const char *code, const char *message)
 {
     struct evhttp_request *req = c->req;
+    hist_call_unwatch(c);
     if (c->evcon != NULL)
         evhttp_connection_set_closecb(c->evcon, NULL, NULL);
     c->evcon = NULL;
@@ -432,8 +480,9 @@ hist_call_closed(struct evhttp_connection *evcon, void *arg)
     /* Still attached: evhttp frees it with the connection. Detached: ours to answer (free). */
     if (c->req != NULL && evhttp_request_get_connection(c->req) != NULL)
         c->req = NULL;
-    hr_log_debug("client_gone", "route=%d queued=%d", (int)c->route, c->op != NULL);
-    if (c->op != NULL && hist_db_cancel(c->srv->db, c->op)) {
+    int queued = c->op != NULL && hist_db_cancel(c->srv->db, c->op);
+    hr_log_debug("client_gone", "route=%d withdrawn=%d", (int)c->route, queued);
+    if (queued) {
         c->op = NULL;
         hist_call_error(c, 499, HR_E_UNAVAILABLE, "client closed the request");
     }

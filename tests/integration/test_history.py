@@ -1,0 +1,411 @@
+"""History against real binaries, Redis and PostgreSQL: keyset paging with no
+gap or duplicate while notifications keep arriving, unread filter and counts
+after concurrent marks, read-all, ownership (404), mark-read events reaching
+every socket of the user through the gateways, room history, CORS, a slow
+query that does not stall the pool, a bounded wait queue, PostgreSQL restarted
+under the service, and Redis down not failing a committed mark."""
+import http.client
+import json
+import subprocess
+import threading
+import time
+
+from herald_stack import Stack, TestRun, http_request, post_notification, wait_until
+from herald_ws import WsClient
+
+PAGER = "pager"
+QUEUE_MAX = 16
+
+
+def req_h(port, method, path, headers=None, timeout=5):
+    """Like http_request, also returning the response headers (lowercase keys)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        raw = resp.read()
+        hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, hdrs, (json.loads(raw) if raw else None)
+    finally:
+        conn.close()
+
+
+def page_all(port, query, limit=20, on_page=None):
+    """Follows next_cursor to the end; returns the ids in order."""
+    ids, cursor, pages = [], None, 0
+    while True:
+        path = f"/notifications?{query}&limit={limit}" + (f"&cursor={cursor}" if cursor else "")
+        status, body = http_request(port, "GET", path)
+        assert status == 200, (status, body)
+        assert len(body["items"]) <= limit, body
+        ids += [i["id"] for i in body["items"]]
+        pages += 1
+        if on_page:
+            on_page(pages)
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return ids
+        assert body["items"], "a next_cursor after an empty page"
+
+
+def sql_load(stack, user, n, start_ms_ago):
+    """n notifications with UUIDv7-shaped ids built from timestamps (older than
+    anything ingest makes now), via one INSERT … SELECT generate_series."""
+    stack.psql(f"""
+        INSERT INTO notifications (id, user_id, type, message, data, created_at)
+        SELECT (lpad(to_hex(ms), 12, '0') || '7' || substr(h, 1, 3) || '8' || substr(h, 4, 15))::uuid,
+               '{user}', 'bulk', 'bulk ' || g, jsonb_build_object('g', g),
+               to_timestamp(ms / 1000.0)
+        FROM (SELECT g, (extract(epoch FROM now()) * 1000)::bigint - {start_ms_ago} + g AS ms,
+                     md5(g::text || '{user}') AS h
+              FROM generate_series(1, {n}) g) s""")
+
+
+def main():
+    t = TestRun()
+    stack = Stack(gateways=2, extra_env={"HERALD_HISTORY_PG_QUEUE_MAX": QUEUE_MAX,
+                                         "HERALD_HISTORY_PG_POOL_SIZE": 4})
+    hp = stack.history_port
+    clients = []
+    st = {}
+    try:
+        def load_1000():
+            sql_load(stack, PAGER, 800, 3_600_000)
+            ids, lock = [], threading.Lock()
+
+            def poster(k):
+                for i in range(50):
+                    s, b = post_notification(stack.ingest_port, {"user_id": PAGER,
+                                                                 "message": f"live {k}.{i}"})
+                    assert s == 202, (s, b)
+                    with lock:
+                        ids.append(b["id"])
+            threads = [threading.Thread(target=poster, args=(k,)) for k in range(4)]
+            [th.start() for th in threads]
+            [th.join() for th in threads]
+            assert len(ids) == 200
+            wait_until(lambda: stack.psql(
+                f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}'") == "1000",
+                15, "1000 rows stored")
+            st["ingested"] = ids
+        t.check("load_800_by_sql_and_200_through_ingest_and_worker", load_1000)
+
+        def paging_while_new_arrive():
+            stop = threading.Event()
+            posted = []
+
+            def trickle():
+                while not stop.is_set():
+                    s, b = post_notification(stack.ingest_port, {"user_id": PAGER,
+                                                                 "message": "during paging"})
+                    if s == 202:
+                        posted.append(b["id"])
+                    time.sleep(0.005)
+            th = threading.Thread(target=trickle)
+            started = []
+
+            def on_page(n):
+                if n == 1:
+                    th.start()
+                    started.append(1)
+            try:
+                ids = page_all(hp, f"user_id={PAGER}", 20, on_page)
+            finally:
+                stop.set()
+                if started:
+                    th.join()
+            assert len(ids) == len(set(ids)), "duplicate across pages"
+            assert ids == sorted(ids, reverse=True), "not newest first"
+            want = stack.psql(f"SELECT id FROM notifications WHERE user_id = '{PAGER}' "
+                              f"AND id <= '{ids[0]}' ORDER BY id DESC").split("\n")
+            assert ids == want, (len(ids), len(want))
+            assert len(ids) >= 1000, len(ids)
+            assert set(st["ingested"]) <= set(ids)
+            assert posted, "nothing arrived during paging"
+            wait_until(lambda: stack.psql(f"SELECT count(*) FROM notifications WHERE id IN "
+                                          f"({','.join(repr(p) for p in posted)})")
+                       == str(len(posted)), 10, "trickle stored")
+            # The new ones sit above the first page: a fresh first page starts with them.
+            s, body = http_request(hp, "GET", f"/notifications?user_id={PAGER}&limit=1")
+            assert body["items"][0]["id"] == max(posted), body
+            st["total"] = int(stack.psql(
+                f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}'"))
+            s, body = http_request(hp, "GET", f"/notifications?user_id={PAGER}")
+            assert body["unread_count"] == st["total"], body
+            assert len(body["items"]) == 20, len(body["items"])
+        t.check("paging_20_at_a_time_has_no_gap_or_duplicate_while_new_ones_arrive",
+                paging_while_new_arrive)
+
+        def concurrent_marks():
+            all_ids = page_all(hp, f"user_id={PAGER}", 100)
+            marked = all_ids[5:405:4]  # 100 ids spread over the inbox
+            errors = []
+
+            def marker(k):
+                # Every id is marked by two threads at once: idempotent.
+                for i, nid in enumerate(marked):
+                    if i % 4 in (k % 4, (k + 1) % 4):
+                        s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id={PAGER}")
+                        if s != 200 or b["notification"]["read_at"] is None:
+                            errors.append((s, b))
+            threads = [threading.Thread(target=marker, args=(k,)) for k in range(8)]
+            [th.start() for th in threads]
+            [th.join() for th in threads]
+            assert not errors, errors[:3]
+            total = st["total"]
+            s, b = http_request(hp, "GET", f"/notifications/unread-count?user_id={PAGER}")
+            assert s == 200 and b == {"unread_count": total - 100}, (b, total)
+            unread = page_all(hp, f"user_id={PAGER}&status=unread", 50)
+            assert len(unread) == total - 100 and not set(unread) & set(marked)
+            read = page_all(hp, f"user_id={PAGER}&status=read", 20)
+            assert read == sorted(marked, reverse=True), len(read)
+            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&status=read&limit=5")
+            assert b["unread_count"] == total - 100 and len(b["items"]) == 5, b
+            assert all(i["read_at"] for i in b["items"])
+            # Back to unread: counted again, in the response and after.
+            s, b = http_request(hp, "POST", f"/notifications/{marked[0]}/unread?user_id={PAGER}")
+            assert s == 200 and b["notification"]["read_at"] is None, b
+            assert b["unread_count"] == total - 99, b
+            s, b = http_request(hp, "GET", f"/notifications/{marked[0]}?user_id={PAGER}")
+            assert s == 200 and b["id"] == marked[0] and b["read_at"] is None, b
+            st["all_ids"] = all_ids
+        t.check("unread_filter_and_counts_right_after_concurrent_mark_read", concurrent_marks)
+
+        def read_all():
+            all_ids = st["all_ids"]
+            bound = all_ids[500]  # everything from the 501st newest down
+            s, b = http_request(hp, "POST", f"/notifications/read-all?user_id={PAGER}&up_to={bound}")
+            assert s == 200, (s, b)
+            left = int(stack.psql(f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}' "
+                                  f"AND read_at IS NULL"))
+            assert b["unread_count"] == left and left > 0, (b, left)
+            assert b["up_to"] <= bound and b["updated"] > 0, b
+            assert stack.psql(f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}' "
+                              f"AND read_at IS NULL AND id <= '{bound}'") == "0"
+            s, b = http_request(hp, "POST", f"/notifications/read-all?user_id={PAGER}")
+            assert s == 200 and b["updated"] == left and b["unread_count"] == 0, b
+            assert b["up_to"] == max(all_ids), b
+            s, b = http_request(hp, "POST", f"/notifications/read-all?user_id={PAGER}")
+            assert b == {"updated": 0, "up_to": None, "unread_count": 0}, b
+            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&status=unread")
+            assert b == {"items": [], "next_cursor": None, "unread_count": 0}, b
+        t.check("read_all_up_to_an_id_then_everything", read_all)
+
+        def ownership_and_bad_params():
+            nid = st["all_ids"][0]
+            for method, path in (("GET", f"/notifications/{nid}?user_id=mallory"),
+                                 ("POST", f"/notifications/{nid}/read?user_id=mallory"),
+                                 ("POST", f"/notifications/{nid}/unread?user_id=mallory"),
+                                 ("GET", "/notifications/01a20b48-fa36-709d-a4df-f163cb8927a6"
+                                         f"?user_id={PAGER}")):
+                s, b = http_request(hp, method, path)
+                assert s == 404 and b["error"]["code"] == "not_found", (path, s, b)
+            assert stack.psql(f"SELECT read_at IS NULL FROM notifications WHERE id = '{nid}'") == "f"
+            bad = [("GET", "/notifications", "missing_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&limit=0", "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&limit=101", "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&limit=x", "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&status=new", "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&cursor=AAAA", "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&cursor=" + "!" * 22, "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&cursor=AaILSPo2cJyPuCaRKjSvPh",
+                    "invalid_field"),
+                   ("GET", f"/notifications?user_id=a&user_id=b", "invalid_field"),
+                   ("GET", f"/notifications/not-a-uuid?user_id={PAGER}", "invalid_field"),
+                   ("POST", f"/notifications/{nid}/read", "missing_field"),
+                   ("POST", f"/notifications/read-all?user_id={PAGER}&up_to=zz", "invalid_field"),
+                   ("GET", "/notifications/unread-count", "missing_field"),
+                   ("GET", "/rooms/lobby/messages?before=zz", "invalid_field")]
+            for method, path, code in bad:
+                s, b = http_request(hp, method, path)
+                assert s == 400 and b["error"]["code"] == code, (path, s, b)
+            s, b = http_request(hp, "GET", f"/notifications/{nid}/read?user_id={PAGER}")
+            assert s == 405 and b["error"]["code"] == "method_not_allowed", b
+            s, b = http_request(hp, "POST", f"/notifications?user_id={PAGER}")
+            assert s == 405, b
+            s, b = http_request(hp, "GET", "/notifications/a/b/c")
+            assert s == 404 and b["error"]["code"] == "not_found", b
+        t.check("another_users_id_gives_404_and_bad_params_400", ownership_and_bad_params)
+
+        def live_sync():
+            gw1, gw2 = stack.gateway_ports
+            a1 = WsClient("127.0.0.1", gw1, "/ws?user_id=alice")
+            a2 = WsClient("127.0.0.1", gw2, "/ws?user_id=alice")
+            clients.extend([a1, a2])
+            for c in (a1, a2):
+                assert c.recv_type("welcome")["user_id"] == "alice"
+            wait_until(lambda: stack.redis.cmd("PUBSUB", "NUMSUB", "herald:user:alice")[1] == 2,
+                       5, "both gateways subscribed to alice")
+            s, b = post_notification(stack.ingest_port, {"user_id": "alice", "message": "hi"})
+            nid = b["id"]
+            for c in (a1, a2):
+                assert c.recv_type("notification")["notification"]["id"] == nid
+            wait_until(lambda: stack.psql(f"SELECT count(*) FROM notifications WHERE id = '{nid}'")
+                       == "1", 5, "stored")
+
+            def next_frame(c):
+                op, payload = c.recv_frame(2.0)
+                return payload.decode()
+            # Tab 1 marks it read: both tabs (two gateways) get the same finished frame.
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id=alice")
+            assert s == 200 and b["unread_count"] == 0, b
+            for c in (a1, a2):
+                assert next_frame(c) == '{"type":"read","ids":["%s"]}' % nid
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/unread?user_id=alice")
+            assert s == 200 and b["unread_count"] == 1, b
+            for c in (a1, a2):
+                assert next_frame(c) == '{"type":"unread","ids":["%s"]}' % nid
+            s, b = http_request(hp, "POST", "/notifications/read-all?user_id=alice")
+            assert s == 200 and b["up_to"] == nid, b
+            for c in (a1, a2):
+                assert next_frame(c) == '{"type":"read_all","up_to":"%s"}' % nid
+            # Another user's mark is not alice's business.
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id=bob")
+            assert s == 404
+            a1.expect_nothing(0.3)
+        t.check("mark_read_reaches_both_sockets_of_the_user_on_two_gateways", live_sync)
+
+        def rooms():
+            stack.psql("""
+                INSERT INTO room_messages (id, room, user_id, message, created_at)
+                SELECT (lpad(to_hex(ms), 12, '0') || '7000' || lpad(to_hex(g), 16, '0'))::uuid,
+                       'lobby', 'u' || (g % 3), 'msg ' || g, to_timestamp(ms / 1000.0)
+                FROM (SELECT g, 1700000000000 + g * 1000 AS ms FROM generate_series(1, 45) g) s;
+                INSERT INTO room_messages (id, room, user_id, message, created_at)
+                VALUES ('01a20b48-fa36-709d-a4df-f163cb8927a6', 'other room', 'z', 'x', now())""")
+            s, b = http_request(hp, "GET", "/rooms/lobby/messages")
+            assert s == 200 and len(b["items"]) == 20 and b["next_cursor"], b
+            first = b["items"][0]
+            assert first == {"id": first["id"], "room": "lobby", "from": "u0", "message": "msg 45",
+                             "created_at": "2023-11-14T22:14:05.000Z"}, first
+            msgs = [i["message"] for i in b["items"]]
+            s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}")
+            msgs += [i["message"] for i in b["items"]]
+            s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}")
+            msgs += [i["message"] for i in b["items"]]
+            assert b["next_cursor"] is None and msgs == [f"msg {g}" for g in range(45, 0, -1)], msgs
+            s, b = http_request(hp, "GET", "/rooms/other%20room/messages?limit=5")
+            assert [i["from"] for i in b["items"]] == ["z"] and b["next_cursor"] is None, b
+            s, b = http_request(hp, "GET", "/rooms/empty/messages")
+            assert b == {"items": [], "next_cursor": None}, b
+        t.check("room_history_newest_first_with_cursor", rooms)
+
+        def cors():
+            s, h, _ = req_h(hp, "OPTIONS", "/notifications/x/read",
+                            {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"})
+            assert s == 204, s
+            assert "POST" in h["access-control-allow-methods"], h
+            assert "Content-Type" in h["access-control-allow-headers"], h
+            assert h["access-control-allow-origin"] == "*", h
+            s, h, _ = req_h(hp, "GET", f"/notifications/unread-count?user_id={PAGER}")
+            assert s == 200 and h["access-control-allow-origin"] == "*", h
+            s, h, _ = req_h(hp, "OPTIONS", "/notifications")
+            assert "GET" in h["access-control-allow-methods"], h
+        t.check("cors_preflight_allows_the_posts", cors)
+
+        def slow_query_does_not_stall_pool():
+            # A session holds an exclusive lock on notifications for 3 s.
+            locker = subprocess.Popen(
+                ["psql", "-h", "127.0.0.1", "-p", str(stack.pg_port), "-U", "postgres", "-d",
+                 "herald", "-v", "ON_ERROR_STOP=1", "-c",
+                 "BEGIN; LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE; "
+                 "SELECT pg_sleep(4); COMMIT;"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_until(lambda: stack.psql("SELECT count(*) FROM pg_locks WHERE "
+                                              "relation = 'notifications'::regclass AND "
+                                              "mode = 'AccessExclusiveLock' AND granted") == "1",
+                           5, "lock taken")
+                # Three inbox reads block on the lock; their clients give up and hang up.
+                gave_up = []
+
+                def impatient():
+                    try:
+                        http_request(hp, "GET", f"/notifications?user_id={PAGER}", timeout=0.4)
+                    except OSError:
+                        gave_up.append(1)
+                ths = [threading.Thread(target=impatient) for _ in range(3)]
+                [th.start() for th in ths]
+                time.sleep(0.2)
+                t0 = time.monotonic()
+                s, b = http_request(hp, "GET", "/rooms/lobby/messages?limit=1")
+                assert s == 200 and len(b["items"]) == 1, b
+                assert time.monotonic() - t0 < 0.3, time.monotonic() - t0
+                [th.join() for th in ths]
+                assert len(gave_up) == 3, gave_up
+                # Twelve more: one takes the last connection, eleven queue; their clients
+                # hang up too, which withdraws the eleven from the queue.
+                gave_up.clear()
+                ths = [threading.Thread(target=impatient) for _ in range(12)]
+                [th.start() for th in ths]
+                [th.join() for th in ths]
+                assert len(gave_up) == 12, gave_up
+                time.sleep(0.1)
+                # Pool busy, queue empty again: exactly QUEUE_MAX wait, the rest get 503 at once.
+                results = []
+
+                def patient():
+                    try:
+                        s, h, b = req_h(hp, "GET", f"/notifications/unread-count?user_id={PAGER}",
+                                        timeout=10)
+                        results.append((s, h.get("retry-after"), b))
+                    except OSError as e:
+                        results.append((0, None, str(e)))
+                ths = [threading.Thread(target=patient) for _ in range(40)]
+                [th.start() for th in ths]
+                [th.join() for th in ths]
+                ok = [r for r in results if r[0] == 200]
+                full = [r for r in results if r[0] == 503]
+                assert len(ok) + len(full) == 40, results
+                assert full and all(r[1] == "1" for r in full), full[:2]
+                assert "too many" in full[0][2]["error"]["message"], full[0]
+                assert len(ok) == QUEUE_MAX, (len(ok), len(full))
+                assert all(r[2] == {"unread_count": 0} for r in ok), ok[:2]
+            finally:
+                locker.wait(10)
+            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&limit=1")
+            assert s == 200 and len(b["items"]) == 1, b
+        t.check("slow_query_holds_one_connection_clients_may_leave_queue_is_bounded",
+                slow_query_does_not_stall_pool)
+
+        def postgres_restart():
+            stack.stop_postgres()
+            s, h, b = req_h(hp, "GET", f"/notifications?user_id={PAGER}")
+            assert s == 503 and b["error"]["code"] == "unavailable", (s, b)
+            assert h.get("retry-after") == "1", h
+            s, h, b = req_h(hp, "GET", "/healthz")
+            assert s == 503, (s, b)
+            stack.start_postgres()
+            wait_until(lambda: http_request(hp, "GET", f"/notifications?user_id={PAGER}")[0] == 200,
+                       10, "history answers again")
+            nid = st["all_ids"][1]
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/unread?user_id={PAGER}")
+            assert s == 200 and b["unread_count"] == 1, b
+            s, b = http_request(hp, "GET", "/healthz")
+            assert s == 200 and b["postgres"] == "up", b
+        t.check("postgres_restart_gives_503_then_recovers_by_itself", postgres_restart)
+
+        def redis_down_mark_still_ok():
+            stack.stop_redis()
+            nid = st["all_ids"][1]
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id={PAGER}")
+            assert s == 200 and b["unread_count"] == 0, (s, b)
+            assert stack.psql(f"SELECT read_at IS NOT NULL FROM notifications "
+                              f"WHERE id = '{nid}'") == "t"
+            wait_until(lambda: "publish_failed" in stack.services["history"].log_text(), 2,
+                       "warning logged")
+            s, b = http_request(hp, "GET", "/healthz")
+            assert s == 200 and b["redis"] == "down", b
+        t.check("mark_read_answers_200_when_redis_is_down", redis_down_mark_still_ok)
+    finally:
+        for c in clients:
+            c.close()
+        try:
+            t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
+        except Exception:  # noqa: BLE001
+            pass
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()
