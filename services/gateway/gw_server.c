@@ -14,6 +14,10 @@
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 _Static_assert(GW_MSG_HEADROOM >= LWS_PRE, "gw_msg headroom must cover LWS_PRE");
@@ -51,6 +55,9 @@ struct gw_server_s {
     hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
     gw_rooms_t *rooms;           /* owned */
     gw_receipts_t *receipts;     /* owned */
+    int listen_fd;               /* owned; -1 once closed */
+    uv_poll_t *listen_poll;      /* owned (closed through uv) */
+    struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     int draining;
     int stopped;
@@ -478,12 +485,96 @@ gw_lws_log(int level, const char *line)
                  line);
 }
 
+/*
+ * Herald owns the listening socket (lws 4.1 cannot share a port between
+ * processes): SO_REUSEPORT lets several gateway processes accept on one port,
+ * and each accepted socket is handed to lws, which then speaks HTTP and
+ * WebSocket on it.
+ */
+static int
+gw_listen_open(const gw_config_t *cfg, int *bound, char *err, size_t errlen)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
+    if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "gateway.host must be an IPv4 address, got \"%s\"", cfg->host);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (cfg->reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    socklen_t sl = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    *bound = ntohs(sa.sin_port);
+    return fd;
+}
+
+static void
+gw_listen_ready(uv_poll_t *h, int status, int events)
+{
+    HR_UNUSED(events);
+    gw_server_t *s = h->data;
+    if (status != 0 || s->listen_fd < 0)
+        return;
+    /* A bounded batch per wakeup keeps one accept storm from starving the loop. */
+    for (int i = 0; i < 256; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+                hr_log_warn("accept_failed", "error=\"%s\"", strerror(errno));
+            return;
+        }
+        if (s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL)
+            close(fd); /* lws closes fds it adopted; a refused one is ours */
+    }
+}
+
+static void
+gw_listen_closed(uv_handle_t *h)
+{
+    hr_free(h);
+}
+
+/* Stops accepting: the kernel then sends new clients to sibling processes. */
+static void
+gw_listen_close(gw_server_t *s)
+{
+    if (s->listen_poll != NULL) {
+        uv_poll_stop(s->listen_poll);
+        uv_close((uv_handle_t *)s->listen_poll, gw_listen_closed);
+        s->listen_poll = NULL;
+    }
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+}
+
 gw_server_t *
 gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errlen)
 {
     gw_server_t *s = hr_calloc(1, sizeof(*s));
     s->loop = loop;
     s->cfg = cfg;
+    int port = 0;
+    s->listen_fd = gw_listen_open(cfg, &port, err, errlen);
+    if (s->listen_fd < 0) {
+        hr_free(s);
+        return NULL;
+    }
     if (cfg->node_id != NULL && cfg->node_id[0] != '\0') {
         snprintf(s->node_id, sizeof(s->node_id), "%s", cfg->node_id);
     } else {
@@ -507,6 +598,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message, s, err, errlen);
     if (s->pubsub == NULL) {
         gw_hub_destroy(s->hub);
+        close(s->listen_fd);
         hr_free(s);
         return NULL;
     }
@@ -532,8 +624,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
     void *loops[1] = {loop};
-    info.port = cfg->port;
-    info.iface = cfg->host;
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     info.protocols = gw_protocols;
     info.foreign_loops = loops;
     info.user = s;
@@ -542,21 +633,27 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     info.timeout_secs = 10;
     info.options =
         LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (cfg->reuseport)
-        info.options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
     s->context = lws_create_context(&info);
-    if (s->context == NULL) {
-        snprintf(err, errlen, "cannot listen on %s:%d", cfg->host, cfg->port);
+    s->vhost = s->context ? lws_get_vhost_by_name(s->context, "default") : NULL;
+    if (s->vhost == NULL) {
+        snprintf(err, errlen, "cannot create the lws context");
+        if (s->context)
+            lws_context_destroy(s->context);
         gw_receipts_destroy(s->receipts);
         hr_redis_async_destroy(s->redis);
         gw_rooms_destroy(s->rooms);
         gw_pubsub_destroy(s->pubsub);
         gw_hub_destroy(s->hub);
+        close(s->listen_fd);
         hr_free(s);
         return NULL;
     }
-    hr_log_info("listening", "addr=%s:%d node=%s reuseport=%d dev_user_query=%d", cfg->host,
-                cfg->port, s->node_id, cfg->reuseport, cfg->dev_user_query);
+    s->listen_poll = hr_malloc(sizeof(uv_poll_t));
+    uv_poll_init(loop, s->listen_poll, s->listen_fd);
+    s->listen_poll->data = s;
+    uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
+    hr_log_info("listening", "addr=%s:%d node=%s reuseport=%d dev_user_query=%d", cfg->host, port,
+                s->node_id, cfg->reuseport, cfg->dev_user_query);
     return s;
 }
 
@@ -573,6 +670,7 @@ gw_server_stop(gw_server_t *s)
     if (s->stopped)
         return;
     s->stopped = 1;
+    gw_listen_close(s);
     hr_log_info("stopping", "connections=%llu", (unsigned long long)gw_hub_stats(s->hub).conns);
     if (s->drain_timer != NULL) {
         uv_timer_stop(s->drain_timer);
@@ -619,6 +717,7 @@ gw_server_drain(gw_server_t *s)
     if (s->draining)
         return;
     s->draining = 1;
+    gw_listen_close(s);
     uint64_t conns = gw_hub_stats(s->hub).conns;
     hr_log_info("draining", "connections=%llu drain_ms=%d", (unsigned long long)conns,
                 s->cfg->drain_ms);
@@ -640,6 +739,8 @@ gw_server_destroy(gw_server_t *s)
         return;
     if (s->context != NULL)
         lws_context_destroy(s->context);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
     gw_pubsub_destroy(s->pubsub);
     gw_receipts_destroy(s->receipts);
     hr_redis_async_destroy(s->redis);
