@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# History benchmark: GET /notifications against a big table.
+#
+# Builds herald-history and herald-worker (Release, build-hist-bench/), starts
+# a private PostgreSQL 15 (initdb in a temp dir) and redis-server on free
+# ports, applies the migrations with `herald-worker --migrate`, loads ROWS
+# notifications over USERS users straight into PostgreSQL (one INSERT … SELECT
+# generate_series per chunk; ids are UUIDv7 built from a timestamp, so they
+# sort by time like the real ones; READ_PCT % of them read), VACUUM ANALYZEs,
+# starts herald-history and runs wrk with a Lua script that picks a random user
+# per request:
+#
+#   inbox    GET /notifications?user_id=<random>                 (first page, 20)
+#   unread   GET /notifications?user_id=<random>&status=unread
+#   page2    GET /notifications?user_id=<random>&cursor=<…>      (a page mid-inbox)
+#   count    GET /notifications/unread-count?user_id=<random>
+#
+# and prints p50/p99 latency and req/s for each.
+#
+# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count]  (default: all)
+# env:   ROWS (10000000) USERS (10000) READ_PCT (70) DURATION (15 s per scenario)
+#        CONNS (32) THREADS (2) POOL (history.pg_pool_size, 4) KEEP=1 keeps $WORK
+#
+# Every process the script starts is stopped by pid on exit, failure or Ctrl-C.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build-hist-bench}
+ROWS=${ROWS:-10000000}
+USERS=${USERS:-10000}
+READ_PCT=${READ_PCT:-70}
+DURATION=${DURATION:-15}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+POOL=${POOL:-4}
+CHUNK=1000000
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+
+build=1
+scenarios=()
+for a in "$@"; do
+    case "$a" in
+    --no-build) build=0 ;;
+    inbox | unread | page2 | count) scenarios+=("$a") ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $a" >&2; exit 2 ;;
+    esac
+done
+[ ${#scenarios[@]} -eq 0 ] && scenarios=(inbox unread page2 count)
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/herald-hist-bench.XXXXXX)
+chmod 755 "$WORK"
+HIST_PID=""
+REDIS_PID=""
+PG_UP=0
+echo "# work dir: $WORK"
+log() { echo "# $(date +%H:%M:%S) $*" >&2; }
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+cleanup() {
+    set +e
+    if [ -n "$HIST_PID" ]; then kill -TERM "$HIST_PID" 2>/dev/null; wait "$HIST_PID" 2>/dev/null; fi
+    if [ -n "$REDIS_PID" ]; then kill -TERM "$REDIS_PID" 2>/dev/null; fi
+    [ $PG_UP = 1 ] && as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null
+    if [ "${KEEP:-0}" = 1 ]; then echo "# kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+if [ $build = 1 ]; then
+    log "building (Release) in $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHERALD_TESTS=OFF >/dev/null
+    cmake --build "$BUILD" -j2 --target herald-history herald-worker >/dev/null
+fi
+
+# -- PostgreSQL ---------------------------------------------------------------
+PG_PORT=$(free_port)
+mkdir -m 700 "$WORK/pg"
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$WORK" "$WORK/pg"
+as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
+as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/postgres.log" -w -o "-p $PG_PORT -k $WORK \
+    -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+    -c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min \
+    -c maintenance_work_mem=512MB" start >/dev/null
+PG_UP=1
+PSQL=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE herald"
+PG_URL="host=127.0.0.1 port=$PG_PORT dbname=herald user=postgres"
+
+# -- Redis (history publishes read events; GETs do not need it) ---------------
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" --dir "$WORK"
+for _ in $(seq 50); do [ -s "$WORK/redis.pid" ] && break; sleep 0.1; done
+REDIS_PID=$(cat "$WORK/redis.pid")
+
+export HERALD_POSTGRES_URL="$PG_URL" HERALD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export HERALD_WORKER_MIGRATIONS_DIR="$ROOT/migrations" HERALD_LOG_LEVEL=warn
+"$BUILD/services/worker/herald-worker" --migrate
+
+# -- data ---------------------------------------------------------------------
+# Row g: user 'u<g mod USERS>', created 1 ms after row g-1 (so each user's rows
+# interleave in time like a real inbox), id = UUIDv7 of that ms with g in the
+# random bits (unique, time-ordered).
+log "loading $ROWS rows over $USERS users ($READ_PCT% read)"
+t0=$(date +%s)
+base_ms=$(( ($(date +%s) - 86400 * 30) * 1000 ))
+for ((lo = 1; lo <= ROWS; lo += CHUNK)); do
+    hi=$(( lo + CHUNK - 1 )); [ $hi -gt "$ROWS" ] && hi=$ROWS
+    "${PSQL[@]}" -d herald -c "
+        INSERT INTO notifications (id, user_id, type, message, data, created_at, delivered_at, read_at)
+        SELECT (lpad(to_hex(ms), 12, '0') || '7' || lpad(to_hex(g % 4096), 3, '0') || '8'
+                || lpad(to_hex(g), 15, '0'))::uuid,
+               'u' || (g % $USERS), 'bench', 'notification number ' || g,
+               ('{\"n\":' || g || '}')::jsonb, ts, ts,
+               CASE WHEN g % 100 < $READ_PCT THEN ts + interval '1 minute' END
+        FROM (SELECT g, $base_ms + g AS ms, to_timestamp(($base_ms + g) / 1000.0) AS ts
+              FROM generate_series($lo, $hi) g) s"
+    log "  $hi rows"
+done
+log "VACUUM ANALYZE"
+"${PSQL[@]}" -d herald -c "VACUUM ANALYZE notifications"
+LOAD_S=$(( $(date +%s) - t0 ))
+SIZE=$("${PSQL[@]}" -d herald -c "SELECT pg_size_pretty(pg_total_relation_size('notifications'))")
+log "loaded in ${LOAD_S}s, table+indexes $SIZE"
+
+# -- history --------------------------------------------------------------------
+HIST_PORT=$(free_port)
+HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
+    "$BUILD/services/history/herald-history" >"$WORK/history.log" 2>&1 &
+HIST_PID=$!
+for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$HIST_PORT/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+# A cursor into the middle of an inbox (after half of u1's rows, at most 100 in).
+HALF=$(( ROWS / USERS / 2 )); [ $HALF -gt 100 ] && HALF=100; [ $HALF -lt 1 ] && HALF=1
+CURSOR=$(curl -sf "http://127.0.0.1:$HIST_PORT/notifications?user_id=u1&limit=$HALF" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+
+# -- wrk --------------------------------------------------------------------------
+cat >"$WORK/random_user.lua" <<EOF
+-- One random user per request; PATH_FMT has %d for the user number.
+local users = $USERS
+local fmt = os.getenv("PATH_FMT")
+local counter = 0
+function setup(thread)
+    counter = counter + 1
+    thread:set("tid", counter)
+end
+function init(args)
+    math.randomseed(os.time() * 100 + tid)
+end
+request = function()
+    return wrk.format("GET", string.format(fmt, math.random(0, users - 1)))
+end
+done = function(summary, latency, requests)
+    local s = summary.duration / 1e6
+    io.write(string.format("RESULT req_s=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d errors=%d non2xx=%d\n",
+        summary.requests / s, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+        latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
+        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+        summary.errors.status))
+end
+EOF
+
+echo
+echo "rows=$ROWS users=$USERS read_pct=$READ_PCT pool=$POOL wrk: -t$THREADS -c$CONNS -d${DURATION}s load_s=$LOAD_S size=\"$SIZE\""
+for sc in "${scenarios[@]}"; do
+    case $sc in
+    inbox) fmt="/notifications?user_id=u%d" ;;
+    unread) fmt="/notifications?user_id=u%d&status=unread" ;;
+    page2) fmt="/notifications?user_id=u%d&cursor=$CURSOR" ;;
+    count) fmt="/notifications/unread-count?user_id=u%d" ;;
+    esac
+    # 2 s warm-up, then the measured run.
+    PATH_FMT=$fmt timeout 30 wrk -t"$THREADS" -c"$CONNS" -d2s -s "$WORK/random_user.lua" \
+        "http://127.0.0.1:$HIST_PORT" >/dev/null
+    out=$(PATH_FMT=$fmt timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
+        -s "$WORK/random_user.lua" "http://127.0.0.1:$HIST_PORT")
+    printf '%-7s %s\n' "$sc" "$(echo "$out" | sed -n 's/^RESULT //p')"
+done
+if grep -q "level=error" "$WORK/history.log"; then
+    echo "history logged errors:" >&2
+    grep "level=error" "$WORK/history.log" | head >&2
+    exit 1
+fi
