@@ -29,7 +29,8 @@ PER_PROC=${PER_PROC:-17000}              # client sockets per herald-load proces
 FANOUT_MEMBERS=${FANOUT_MEMBERS:-10000}
 FANOUT_USERS=${FANOUT_USERS:-100}       # distinct users among the members (see README: presence)
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-200}
-FANOUT_RATE=${FANOUT_RATE:-10}
+FANOUT_RATE=${FANOUT_RATE:-10}           # publishes per second
+FANOUT_PROCS=${FANOUT_PROCS:-2}          # herald-load processes receiving the fan-out
 NOTIFY_CONNS=${NOTIFY_CONNS:-10000}
 NOTIFY_RATE=${NOTIFY_RATE:-10000}
 NOTIFY_COUNT=${NOTIFY_COUNT:-50000}
@@ -130,23 +131,46 @@ export HERALD_LOG_LEVEL=warn
 log "redis pid $REDIS_PID port $REDIS_PORT"
 
 GW_PORT=$(free_port)
+GW_PORTS=()      # the ports herald-load connects to: GW_PORT, or one per gateway
+SHARED_PORT=${SHARED_PORT:-1} # 0: one port per gateway from the start
+listeners_on() { # port: how many distinct processes listen on it
+    ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | sort -u | wc -l
+}
 start_gateways() { # a fresh set, so each scenario measures from a clean baseline
-    local i
+    local i port
     GW_PIDS=()
+    GW_PORTS=()
     for i in $(seq "$GATEWAYS"); do
-        HERALD_GATEWAY_PORT=$GW_PORT HERALD_GATEWAY_REUSEPORT=true \
+        if [ "$SHARED_PORT" = 1 ]; then port=$GW_PORT; else port=$(free_port); GW_PORTS+=("$port"); fi
+        HERALD_GATEWAY_PORT=$port HERALD_GATEWAY_REUSEPORT=true \
             HERALD_GATEWAY_DEV_USER_QUERY=true HERALD_GATEWAY_NODE_ID="bench-gw$i" \
             HERALD_GATEWAY_QUEUE_MAX_FRAMES=65536 HERALD_GATEWAY_QUEUE_MAX_BYTES=67108864 \
             "$GW_BIN" >>"$WORK/gateway$i.log" 2>&1 &
         GW_PIDS+=($!)
         PIDS+=($!)
+        [ "$SHARED_PORT" = 1 ] && [ "$i" = 1 ] && wait_http "$GW_PORT" /healthz 15
     done
-    wait_http "$GW_PORT" /healthz 15
-    sleep 0.5 # every sibling subscribed to Redis, not only the one that answered
+    [ "$SHARED_PORT" = 1 ] && GW_PORTS=("$GW_PORT")
+    for port in "${GW_PORTS[@]}"; do wait_http "$port" /healthz 15; done
+    sleep 0.5 # every gateway subscribed to Redis, not only the ones that answered
     for i in "${GW_PIDS[@]}"; do
         kill -0 "$i" 2>/dev/null || { log "gateway $i exited"; cat "$WORK"/gateway*.log >&2; exit 1; }
     done
-    log "$GATEWAYS gateways on port $GW_PORT: pids ${GW_PIDS[*]}"
+    if [ "$SHARED_PORT" = 1 ]; then
+        local n
+        n=$(listeners_on "$GW_PORT")
+        if [ "$n" -lt "$GATEWAYS" ]; then
+            # A gateway whose bind failed keeps running without a listener, so
+            # count the listeners instead of trusting that the processes are up.
+            log "WARNING: SO_REUSEPORT not effective: $n of $GATEWAYS gateways listen on :$GW_PORT" \
+                "(the others logged 'ERROR on binding ... (-1 98)'); falling back to one port per gateway"
+            stop_gateways
+            SHARED_PORT=0
+            start_gateways
+            return
+        fi
+    fi
+    log "$GATEWAYS gateways on port(s) ${GW_PORTS[*]}: pids ${GW_PIDS[*]}"
 }
 stop_gateways() {
     stop_pids "${GW_PIDS[@]}"
@@ -168,12 +192,15 @@ run_load() {
     for a in "$@"; do [ "$prev" = --conns ] && conns=$a; prev=$a; done
     local procs=$(((conns + PER_PROC - 1) / PER_PROC))
     [ $procs -lt 1 ] && procs=1
+    [ -n "${LOAD_PROCS:-}" ] && procs=$LOAD_PROCS
     local gwp
     gwp=$(IFS=,; echo "${GW_PIDS[*]}")
-    echo "\$ herald-load --port $GW_PORT --procs $procs --src-from 2 --src-to 250 --rate $CONN_RATE --gateway-pids $gwp $*" \
+    local ports
+    ports=$(IFS=,; echo "${GW_PORTS[*]}")
+    echo "\$ herald-load --ports $ports --procs $procs --src-from 2 --src-to 250 --rate $CONN_RATE --gateway-pids $gwp $*" \
         >"$WORK/$name.cmd"
     log "$name: $(cat "$WORK/$name.cmd")"
-    timeout --kill-after=10 "$RUN_LIMIT" "$LOAD_BIN" --port "$GW_PORT" --procs "$procs" \
+    timeout --kill-after=10 "$RUN_LIMIT" "$LOAD_BIN" --ports "$ports" --procs "$procs" \
         --src-from 2 --src-to 250 --rate "$CONN_RATE" --gateway-pids "$gwp" "$@" \
         >"$WORK/$name.out" 2>"$WORK/$name.err" &
     local lp=$!
@@ -211,8 +238,8 @@ for sc in "${scenarios[@]}"; do
         ;;
     fanout)
         start_gateways
-        run_load fanout --conns "$FANOUT_MEMBERS" --users "$FANOUT_USERS" --room bench-room \
-            --publish "$FANOUT_MESSAGES" --pub-rate "$FANOUT_RATE" --hold 3 --drain 5
+        LOAD_PROCS=$FANOUT_PROCS run_load fanout --conns "$FANOUT_MEMBERS" --users "$FANOUT_USERS" --room bench-room \
+            --publish "$FANOUT_MESSAGES" --pub-rate "$FANOUT_RATE" --hold 3 --drain 30
         echo "## fanout: $(cat "$WORK/fanout.cmd")"
         cat "$WORK/fanout.out"
         if [ $LOAD_RC -eq 3 ]; then
@@ -227,7 +254,7 @@ for sc in "${scenarios[@]}"; do
         ;;
     notify)
         start_gateways
-        run_load notify --conns "$NOTIFY_CONNS" --hold 1 --drain 3 \
+        run_load notify --conns "$NOTIFY_CONNS" --hold 1 --drain 15 \
             --notify-url "http://127.0.0.1:$ING_PORT/notifications" --notify-rate "$NOTIFY_RATE" \
             --notify-count "$NOTIFY_COUNT" --notify-conns 32
         echo "## notify: $(cat "$WORK/notify.cmd")"

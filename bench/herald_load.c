@@ -224,7 +224,7 @@ hl_fantab_add(hl_fantab_t *t, uint64_t ts, uint32_t count, uint32_t max_us)
 
 /* ---- reports, worker → parent ------------------------------------------ */
 
-enum { HL_REP_CONNECTED = 1, HL_REP_PHASE_DONE = 2, HL_REP_RESULT = 3 };
+enum { HL_REP_CONNECTED = 1, HL_REP_PHASE_DONE = 2, HL_REP_RESULT = 3, HL_REP_PROGRESS = 4 };
 
 typedef struct {
     uint32_t kind;
@@ -1082,6 +1082,11 @@ hl_on_command(void)
         }
     } else if (cmd == 'S') {
         W.stop = 1;
+    } else if (cmd == 'Q') {
+        uint32_t kind = W.rep.kind;
+        W.rep.kind = HL_REP_PROGRESS;
+        hl_write_all(W.rep_fd, &W.rep, sizeof(W.rep));
+        W.rep.kind = kind;
     } else if (cmd == 'P' || cmd == 'N') {
         W.rep.kind = HL_REP_PHASE_DONE;
         hl_write_all(W.rep_fd, &W.rep, sizeof(W.rep));
@@ -1187,7 +1192,7 @@ hl_worker_run(int id, uint32_t first, uint32_t count, int cmd_fd, int rep_fd)
 typedef struct {
     pid_t pid;
     int cmd_fd, rep_fd;
-    int connected, phase_done, done, dead;
+    int connected, phase_done, progress, done, dead;
     hl_report_t rep; /* latest */
     hl_fan_t *fans;  /* owned, from the RESULT */
 } hl_child_t;
@@ -1231,6 +1236,7 @@ hl_wait_all(uint32_t kind, int only, double timeout_s)
                 continue;
             int reached = kind == HL_REP_CONNECTED    ? C[i].connected
                           : kind == HL_REP_PHASE_DONE ? C[i].phase_done
+                          : kind == HL_REP_PROGRESS   ? C[i].progress
                                                       : C[i].done;
             if (reached || C[i].dead)
                 continue;
@@ -1263,6 +1269,8 @@ hl_wait_all(uint32_t kind, int only, double timeout_s)
                 ch->connected = 1;
             else if (tmp->kind == HL_REP_PHASE_DONE)
                 ch->phase_done = 1;
+            else if (tmp->kind == HL_REP_PROGRESS)
+                ch->progress = 1;
             else if (tmp->kind == HL_REP_RESULT) {
                 ch->done = 1;
                 ch->fans = hr_malloc(sizeof(hl_fan_t) * (tmp->nfan ? tmp->nfan : 1));
@@ -1289,6 +1297,33 @@ hl_send_cmd(int i, char cmd)
 {
     if (!C[i].dead && hl_write_all(C[i].cmd_fd, &cmd, 1) != 0)
         C[i].dead = 1;
+}
+
+/* Waits, at most --drain seconds, for deliveries to finish: until expect
+ * chat+notification frames arrived (0: unknown) or none arrived for a second. */
+static void
+hl_drain(uint64_t expect)
+{
+    uint64_t start = hr_mono_us(), last_change = start, last = UINT64_MAX;
+    while (hr_mono_us() - start < (uint64_t)(O.drain_s * 1e6)) {
+        hl_msleep(0.25);
+        for (int i = 0; i < NC; i++) {
+            C[i].progress = 0;
+            hl_send_cmd(i, 'Q');
+        }
+        hl_wait_all(HL_REP_PROGRESS, -1, 10);
+        uint64_t got = 0, now = hr_mono_us();
+        for (int i = 0; i < NC; i++)
+            got += C[i].rep.chat_rx + C[i].rep.notify_rx;
+        if (expect > 0 && got >= expect)
+            break;
+        if (got != last) {
+            last = got;
+            last_change = now;
+        } else if (now - last_change >= 1000000) {
+            break;
+        }
+    }
 }
 
 static void
@@ -1347,7 +1382,8 @@ hl_usage(const char *argv0)
             "  --notify-url URL --notify-rate R --notify-count C [--notify-conns H]\n"
             "                       POST C notifications at R/s over H keep-alive sockets (8)\n"
             "  --gateway-pids P1,P2 sample VmRSS of these processes\n"
-            "  --drain S            seconds to wait for deliveries after the last send (3)\n"
+            "  --drain S            at most S seconds to wait for deliveries after the last send;\n"
+            "                       stops early once all arrived or none for 1 s (30)\n"
             "  --handshake-timeout S (10)  --join-timeout S (10)  --inflight N (1000)\n"
             "exit: 0 done, 1 error, 3 the gateway refused join (unknown_type)\n",
             argv0);
@@ -1366,7 +1402,7 @@ main(int argc, char **argv)
     O.pub_rate = 10;
     O.notify_rate = 1000;
     O.notify_conns = 8;
-    O.drain_s = 3;
+    O.drain_s = 30;
     O.handshake_timeout_s = 10;
     O.join_timeout_s = 10;
     O.inflight_max = 1000;
@@ -1537,7 +1573,7 @@ main(int argc, char **argv)
         uint64_t t = hr_mono_us();
         hl_wait_all(HL_REP_PHASE_DONE, 0, O.publish / O.pub_rate + 60);
         phase_s = (double)(hr_mono_us() - t) / 1e6;
-        hl_msleep(O.drain_s);
+        hl_drain(C[0].rep.pub_sent * (join_ok + join_unacked));
     }
     if (O.notify_count > 0) {
         C[0].phase_done = 0;
@@ -1547,7 +1583,7 @@ main(int argc, char **argv)
         uint64_t t = hr_mono_us();
         hl_wait_all(HL_REP_PHASE_DONE, 0, O.notify_count / O.notify_rate + 60);
         phase_s = (double)(hr_mono_us() - t) / 1e6;
-        hl_msleep(O.drain_s);
+        hl_drain(0);
     }
     for (int i = 0; i < NC; i++)
         hl_send_cmd(i, 'S');
