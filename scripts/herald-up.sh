@@ -25,7 +25,8 @@ stop_all() {
   if [ -f "$var/redis.pid" ]; then kill "$(cat "$var/redis.pid")" 2>/dev/null || true; fi
   echo "herald: stopped"
 }
-trap stop_all INT TERM EXIT
+trap "stop_all; exit 0" INT TERM
+trap stop_all EXIT
 
 echo "herald: redis-server on 127.0.0.1:$REDIS_PORT (data in var/)"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --pidfile "$var/redis.pid" \
