@@ -106,7 +106,9 @@ export HERALD_WORKER_MIGRATIONS_DIR="$ROOT/migrations" HERALD_LOG_LEVEL=warn
 # -- data ---------------------------------------------------------------------
 # Row g: user 'u<g mod USERS>', created 1 ms after row g-1 (so each user's rows
 # interleave in time like a real inbox), id = UUIDv7 of that ms with g in the
-# random bits (unique, time-ordered).
+# random bits (unique, time-ordered). Read or not by the row's rank k in its
+# user's inbox: (k * 61) mod 100 < READ_PCT spreads each user's READ_PCT % of
+# read rows evenly over the inbox.
 log "loading $ROWS rows over $USERS users ($READ_PCT% read)"
 t0=$(date +%s)
 base_ms=$(( ($(date +%s) - 86400 * 30) * 1000 ))
@@ -118,7 +120,7 @@ for ((lo = 1; lo <= ROWS; lo += CHUNK)); do
                 || lpad(to_hex(g), 15, '0'))::uuid,
                'u' || (g % $USERS), 'bench', 'notification number ' || g,
                ('{\"n\":' || g || '}')::jsonb, ts, ts,
-               CASE WHEN g % 100 < $READ_PCT THEN ts + interval '1 minute' END
+               CASE WHEN ((g / $USERS) * 61) % 100 < $READ_PCT THEN ts + interval '1 minute' END
         FROM (SELECT g, $base_ms + g AS ms, to_timestamp(($base_ms + g) / 1000.0) AS ts
               FROM generate_series($lo, $hi) g) s"
     log "  $hi rows"

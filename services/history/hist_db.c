@@ -82,7 +82,7 @@ static const struct {
                          "             AND id <= coalesce($2::uuid, " HIST_UUID_MAX ")"
                          "           RETURNING id)"
                          " SELECT (SELECT count(*) FROM u),"
-                         " (SELECT id::text FROM u ORDER BY id DESC LIMIT 1),"
+                         " (SELECT u.id::text FROM u ORDER BY u.id DESC LIMIT 1),"
                          " (SELECT count(*) FROM notifications c WHERE c.user_id = $1"
                          "   AND c.read_at IS NULL AND c.id > coalesce($2::uuid, " HIST_UUID_MAX
                          "))"},

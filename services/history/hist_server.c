@@ -113,7 +113,7 @@ hist_fail(hr_proto_err_t *e, const char *code, const char *fmt, ...)
     return HR_DECLINED;
 }
 
-/* The rule ingest applies to user_id (and history to rooms): UTF-8, no control characters. */
+/* The rule ingest applies to user_id: UTF-8, no control characters. */
 static int
 hist_valid_name(const char *s, size_t n, size_t max)
 {
@@ -125,6 +125,15 @@ hist_valid_name(const char *s, size_t n, size_t max)
             return 0;
     }
     return 1;
+}
+
+/* The gateway's rule for room names (proto/ws.md): 1..HIST_ROOM_MAX of A-Za-z0-9_.:@- . */
+static int
+hist_room_valid(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= HIST_ROOM_MAX &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-") == n;
 }
 
 /* Parses a UUID's text (either case) into its lowercase form; 0 or HR_DECLINED. */
@@ -803,9 +812,9 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
         }
     } else if (route == HIST_R_ROOM_MESSAGES) {
         int n = hist_unescape(seg, seglen, room, sizeof(room), 0);
-        if (n < 0 || !hist_valid_name(room, (size_t)n, HIST_ROOM_MAX)) {
-            hist_fail(&e, HR_E_INVALID_FIELD,
-                      "room must be 1-%d bytes of UTF-8 without control characters", HIST_ROOM_MAX);
+        if (n < 0 || !hist_room_valid(room)) {
+            hist_fail(&e, HR_E_INVALID_FIELD, "room must be 1-%d characters of A-Za-z0-9_.:@-",
+                      HIST_ROOM_MAX);
             hist_send_refusal(req, &e);
             return;
         }

@@ -16,8 +16,8 @@
 /* Page size of GET /notifications and GET /rooms/{room}/messages (proto/openapi.yaml). */
 #define HIST_LIMIT_DEFAULT 20
 #define HIST_LIMIT_MAX 100
-/* A room name: 1..HIST_ROOM_MAX bytes of UTF-8 without control characters. */
-#define HIST_ROOM_MAX 128
+/* A room name: 1..HIST_ROOM_MAX characters of A-Za-z0-9_.:@- (proto/ws.md). */
+#define HIST_ROOM_MAX 64
 /* An opaque page cursor: base64url (no padding) of the 16 bytes of the last id. */
 #define HIST_CURSOR_LEN 22
 

@@ -215,7 +215,9 @@ def main():
                    ("POST", f"/notifications/{nid}/read", "missing_field"),
                    ("POST", f"/notifications/read-all?user_id={PAGER}&up_to=zz", "invalid_field"),
                    ("GET", "/notifications/unread-count", "missing_field"),
-                   ("GET", "/rooms/lobby/messages?before=zz", "invalid_field")]
+                   ("GET", "/rooms/lobby/messages?before=zz", "invalid_field"),
+                   ("GET", "/rooms/no%20spaces/messages", "invalid_field"),
+                   ("GET", "/rooms/" + "r" * 65 + "/messages", "invalid_field")]
             for method, path, code in bad:
                 s, b = http_request(hp, method, path)
                 assert s == 400 and b["error"]["code"] == code, (path, s, b)
@@ -272,7 +274,7 @@ def main():
                        'lobby', 'u' || (g % 3), 'msg ' || g, to_timestamp(ms / 1000.0)
                 FROM (SELECT g, 1700000000000 + g * 1000 AS ms FROM generate_series(1, 45) g) s;
                 INSERT INTO room_messages (id, room, user_id, message, created_at)
-                VALUES ('01a20b48-fa36-709d-a4df-f163cb8927a6', 'other room', 'z', 'x', now())""")
+                VALUES ('01a20b48-fa36-709d-a4df-f163cb8927a6', 'other.room', 'z', 'x', now())""")
             s, b = http_request(hp, "GET", "/rooms/lobby/messages")
             assert s == 200 and len(b["items"]) == 20 and b["next_cursor"], b
             first = b["items"][0]
@@ -284,7 +286,7 @@ def main():
             s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}")
             msgs += [i["message"] for i in b["items"]]
             assert b["next_cursor"] is None and msgs == [f"msg {g}" for g in range(45, 0, -1)], msgs
-            s, b = http_request(hp, "GET", "/rooms/other%20room/messages?limit=5")
+            s, b = http_request(hp, "GET", "/rooms/other.room/messages?limit=5")
             assert [i["from"] for i in b["items"]] == ["z"] and b["next_cursor"] is None, b
             s, b = http_request(hp, "GET", "/rooms/empty/messages")
             assert b == {"items": [], "next_cursor": None}, b

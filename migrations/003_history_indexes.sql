@@ -1,0 +1,27 @@
+-- Herald schema, version 3: history's "read" filter.
+--
+-- 001 already serves every other history query (plans in
+-- services/history/QUERIES.md): the inbox page and its keyset cursor use
+-- notifications_user_id_idx (user_id, id DESC); the unread page, the unread
+-- count and read-all use the partial notifications_user_unread_idx, the count
+-- as an index-only scan.
+--
+-- GET /notifications?status=read had to walk notifications_user_id_idx and
+-- filter read_at IS NOT NULL row by row, reading the heap for each: for a user
+-- whose inbox is all unread, an empty page cost one heap visit per
+-- notification. Measured on 10M rows / 10k users (1,000 unread rows, 0 read):
+--
+--   before: Index Scan using notifications_user_id_idx on notifications n
+--             Filter: (read_at IS NOT NULL)  Rows Removed by Filter: 1000
+--             Buffers: shared hit=2 read=1010          Execution Time: 60.779 ms
+--   after:  Index Scan using notifications_user_read_idx on notifications n
+--             Buffers: shared read=4                   Execution Time: 0.455 ms
+--
+-- The mirror image of the unread index. It costs no HOT updates: read_at is
+-- already a predicate column of notifications_user_unread_idx, so marking
+-- read was never a HOT update. It takes about 8 s per 10M rows to build and,
+-- as migrations run in a transaction, blocks writes to notifications while it
+-- builds: on a big live table, create it CONCURRENTLY by hand first (this
+-- statement then does nothing).
+CREATE INDEX IF NOT EXISTS notifications_user_read_idx ON notifications (user_id, id DESC)
+    WHERE read_at IS NOT NULL;
