@@ -26,8 +26,10 @@ static const char gw_lua_chat[] =
  * KEYS[1] herald:presence:<room> (user → expiry ms), KEYS[2]
  * herald:presence:<room>:<user> (gateway → expiry ms), KEYS[3] room channel
  * ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] expiry ms,
- * ARGV[5] ttl s, ARGV[6] joined frame
- * Reply: 1 if the user was not present in the room before (event published).
+ * ARGV[5] ttl s, ARGV[6] joined frame, ARGV[7] largest room that gets events
+ * Reply: 1 if the user was not present in the room before. The event is
+ * published only in rooms up to ARGV[7] users: in a big room every join would
+ * be a frame to every member.
  */
 static const char gw_lua_join[] = "local old = redis.call('ZSCORE', KEYS[1], ARGV[2])\n"
                                   "redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])\n"
@@ -35,20 +37,25 @@ static const char gw_lua_join[] = "local old = redis.call('ZSCORE', KEYS[1], ARG
                                   "redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[2])\n"
                                   "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
                                   "if (not old) or tonumber(old) <= tonumber(ARGV[3]) then\n"
-                                  "  redis.call('PUBLISH', KEYS[3], ARGV[6])\n"
+                                  "  if redis.call('ZCARD', KEYS[1]) <= tonumber(ARGV[7]) then\n"
+                                  "    redis.call('PUBLISH', KEYS[3], ARGV[6])\n"
+                                  "  end\n"
                                   "  return 1\n"
                                   "end\n"
                                   "return 0\n";
 
 /*
- * KEYS as for join; ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] left frame
- * Reply: 1 if the user has left the room on every gateway (event published).
+ * KEYS as for join; ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] left frame,
+ * ARGV[5] largest room that gets events
+ * Reply: 1 if the user has left the room on every gateway.
  */
 static const char gw_lua_leave[] = "redis.call('ZREM', KEYS[2], ARGV[1])\n"
                                    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"
                                    "if redis.call('ZCARD', KEYS[2]) == 0 then\n"
                                    "  if redis.call('ZREM', KEYS[1], ARGV[2]) == 1 then\n"
-                                   "    redis.call('PUBLISH', KEYS[3], ARGV[4])\n"
+                                   "    if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[5]) then\n"
+                                   "      redis.call('PUBLISH', KEYS[3], ARGV[4])\n"
+                                   "    end\n"
                                    "    return 1\n"
                                    "  end\n"
                                    "end\n"
@@ -258,21 +265,24 @@ gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int jo
     snprintf(sexp, sizeof(sexp), "%llu",
              (unsigned long long)(now + (uint64_t)r->o.presence_ttl_s * 1000));
     snprintf(sttl, sizeof(sttl), "%d", r->o.presence_ttl_s * 2);
+    char smax[16];
+    snprintf(smax, sizeof(smax), "%d", r->o.presence_events_max);
     if (joined) {
-        const char *argv[] = {"EVAL",     gw_lua_join, "3",  k1,   k2,   ch,
-                              r->node_id, user,        snow, sexp, sttl, frame};
-        size_t argvlen[12];
-        for (int i = 0; i < 12; i++)
+        const char *argv[] = {"EVAL", gw_lua_join, "3",  k1,   k2,    ch,  r->node_id,
+                              user,   snow,        sexp, sttl, frame, smax};
+        size_t argvlen[13];
+        for (int i = 0; i < 13; i++)
             argvlen[i] = strlen(argv[i]);
         argvlen[3] = (size_t)l1, argvlen[4] = (size_t)l2, argvlen[5] = (size_t)lc;
-        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 12, argv, argvlen);
+        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 13, argv, argvlen);
     } else {
-        const char *argv[] = {"EVAL", gw_lua_leave, "3", k1, k2, ch, r->node_id, user, snow, frame};
-        size_t argvlen[10];
-        for (int i = 0; i < 10; i++)
+        const char *argv[] = {"EVAL",     gw_lua_leave, "3",  k1,    k2,  ch,
+                              r->node_id, user,         snow, frame, smax};
+        size_t argvlen[11];
+        for (int i = 0; i < 11; i++)
             argvlen[i] = strlen(argv[i]);
         argvlen[3] = (size_t)l1, argvlen[4] = (size_t)l2, argvlen[5] = (size_t)lc;
-        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 10, argv, argvlen);
+        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 11, argv, argvlen);
     }
     hr_free(frame);
 }

@@ -30,7 +30,8 @@ typedef struct {
     hr_redis_async_t *redis; /* borrowed: the gateway's command connection */
     gw_hub_t *hub;           /* borrowed */
     const char *node_id;
-    int presence_ttl_s; /* a silent gateway's members vanish after this */
+    int presence_ttl_s;      /* a silent gateway's members vanish after this */
+    int presence_events_max; /* rooms larger than this get no joined/left events */
 } gw_rooms_opts_t;
 
 gw_rooms_t *gw_rooms_create(const gw_rooms_opts_t *o);

@@ -39,6 +39,8 @@ const hr_cfg_field_t gw_config_fields[] = {
     {"gateway.max_rooms", HR_CFG_INT, offsetof(gw_config_t, max_rooms), "100", 1, 100000},
     {"gateway.publish_rate", HR_CFG_INT, offsetof(gw_config_t, publish_rate), "20", 1, 1000000},
     {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
+    {"gateway.presence_events_max", HR_CFG_INT, offsetof(gw_config_t, presence_events_max), "1000",
+     0, 1 << 30},
     {"redis.url", HR_CFG_STR, offsetof(gw_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"log.level", HR_CFG_STR, offsetof(gw_config_t, log_level), "info", 0, 0},
 };
@@ -613,7 +615,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                            .redis = s->redis,
                            .hub = s->hub,
                            .node_id = s->node_id,
-                           .presence_ttl_s = cfg->presence_ttl_s};
+                           .presence_ttl_s = cfg->presence_ttl_s,
+                           .presence_events_max = cfg->presence_events_max};
     s->rooms = gw_rooms_create(&rmo);
     s->receipts = gw_receipts_create(loop, s->redis);
 
