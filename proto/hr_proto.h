@@ -27,12 +27,40 @@
 #define HR_FIELD_ROOM "room"
 #define HR_FIELD_DELIVERED_AT "delivered_at" /* ms since the epoch, decimal */
 
+/*
+ * Dead letters (proto/redis.md): an entry the worker could not store is
+ * XADDed to HR_STREAM_DEAD_LETTER with these fields, then its original
+ * field/value pairs unchanged, and acked on its own stream.
+ */
+#define HR_FIELD_DEAD_STREAM "dead_stream"         /* the stream it came from */
+#define HR_FIELD_DEAD_SID "dead_sid"               /* its entry id there */
+#define HR_FIELD_DEAD_REASON "dead_reason"         /* why, for humans */
+#define HR_FIELD_DEAD_DELIVERIES "dead_deliveries" /* delivery count when given up */
+#define HR_FIELD_DEAD_CONSUMER "dead_consumer"     /* the worker that gave up */
+#define HR_FIELD_DEAD_AT "dead_at"                 /* ms since the epoch, decimal */
+#define HR_DEAD_LETTER_MAXLEN "1000000"            /* XADD MAXLEN ~ bound */
+
+/*
+ * Idempotency (proto/redis.md): HR_KEY_IDEMPOTENCY_PREFIX + <len(scope)> + ":"
+ * + scope + ":" + key holds sha1hex(path "\n" body) followed by the answer.
+ */
+#define HR_KEY_IDEMPOTENCY_PREFIX "herald:idem:"
+#define HR_IDEMPOTENCY_TTL_S 86400
+#define HR_IDEMPOTENCY_KEY_MAX 255
+#define HR_CLIENT_MAX 128
+#define HR_CLIENT_DEFAULT "default" /* scope when X-Herald-Client is absent */
+#define HR_HEADER_IDEMPOTENCY_KEY "Idempotency-Key"
+#define HR_HEADER_CLIENT "X-Herald-Client"
+
 /* Limits of POST /notifications (proto/openapi.yaml). */
 #define HR_USER_ID_MAX 128
 #define HR_TYPE_MAX 64
 #define HR_MESSAGE_MAX 4096
 #define HR_BODY_MAX (64 * 1024)
 #define HR_TYPE_DEFAULT "default"
+#define HR_ROOM_MAX 64                  /* A-Za-z0-9_.:@- as in proto/ws.md */
+#define HR_FANOUT_MAX 1000              /* notifications one request may create */
+#define HR_BATCH_BODY_MAX (1024 * 1024) /* POST /notifications/batch */
 
 /* Stable error codes of the REST API. */
 #define HR_E_INVALID_JSON "invalid_json"
@@ -45,6 +73,7 @@
 #define HR_E_METHOD "method_not_allowed"
 #define HR_E_UNAVAILABLE "unavailable"
 #define HR_E_INTERNAL "internal"
+#define HR_E_IDEMPOTENCY_CONFLICT "idempotency_conflict"
 
 /** Why a request was refused: HTTP status, stable code, human message. */
 typedef struct {
@@ -57,7 +86,8 @@ typedef struct {
 typedef struct {
     char id[HR_UUID_STR_LEN];         /* UUIDv7 text */
     char created_at[HR_TIME_ISO_LEN]; /* RFC 3339 UTC, ms */
-    char *user_id;                    /* owned */
+    char *user_id;                    /* owned; NULL for a room notification */
+    char *room;                       /* owned; set only for a room notification */
     char *type;                       /* owned */
     char *message;                    /* owned */
     char *data_json;                  /* owned: a JSON object's text, or NULL */
@@ -73,10 +103,65 @@ void hr_notification_clear(hr_notification_t *n);
  */
 int hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_proto_err_t *e);
 
+/**
+ * A validated POST body with its targets: exactly one of n.user_id (one
+ * user), user_ids (fan-out: one notification per user) or n.room (one
+ * notification published to the room).
+ */
+typedef struct {
+    hr_notification_t n; /* type, message, data_json, and user_id or room */
+    char **user_ids;     /* owned array of owned strings, or NULL */
+    size_t nusers;
+} hr_proto_request_t;
+
+/** Frees what hr_proto_parse_targets() stored in r. */
+void hr_proto_request_clear(hr_proto_request_t *r);
+
+/**
+ * Like hr_proto_parse_request() but also accepts "user_ids" (1..HR_FANOUT_MAX
+ * distinct user ids) or "room" instead of "user_id"; exactly one of the three.
+ * max is the body limit (HR_BODY_MAX for a request, or the item's share of a
+ * batch). Returns 0 or HR_DECLINED with e filled.
+ */
+int hr_proto_parse_targets(const char *body, size_t len, size_t max, hr_proto_request_t *r,
+                           hr_proto_err_t *e);
+
+/**
+ * Splits the body of POST /notifications/batch, {"notifications":[...]}, into
+ * the compact text of each item (items[i], lens[i]; the array and strings are
+ * owned by the caller: hr_proto_batch_free). 1..HR_FANOUT_MAX items, each a
+ * JSON object. Returns 0 or HR_DECLINED with e filled (400/413).
+ */
+int hr_proto_parse_batch(const char *body, size_t len, char ***items, size_t **lens, size_t *n,
+                         hr_proto_err_t *e);
+/** Frees what hr_proto_parse_batch() returned. */
+void hr_proto_batch_free(char **items, size_t *lens, size_t n);
+
+/** Whether s is a room name: 1..HR_ROOM_MAX of A-Za-z0-9_.:@- . */
+int hr_proto_room_valid(const char *s);
+
+/** Whether s (len bytes) may be an Idempotency-Key or X-Herald-Client: visible ASCII. */
+int hr_proto_token_valid(const char *s, size_t len, size_t max);
+
+/**
+ * Parses a room message payload as the gateway writes it to
+ * HR_STREAM_ROOM_MESSAGES, {"id","room","from","message","created_at"}, into
+ * n (id, room, user_id = from, message, created_at). Returns 0, or
+ * HR_DECLINED with err filled.
+ */
+int hr_proto_room_message_decode(const char *json, size_t len, hr_notification_t *n, char *err,
+                                 size_t errlen);
+
+/** Writes the Pub/Sub channel of a room like hr_proto_user_channel(). */
+size_t hr_proto_room_channel(char *buf, size_t cap, const char *room);
+
 /** Gives n a fresh UUIDv7 id and the matching created_at. */
 void hr_proto_assign_id(hr_notification_t *n, hr_uuid_gen_t *gen, uint64_t now_ms);
 
-/** The envelope JSON {"id","user_id","type","message","data","created_at"}; owned by caller. */
+/**
+ * The envelope JSON {"id","user_id","type","message","data","created_at"}, or
+ * with "room" in place of "user_id" for a room notification; owned by caller.
+ */
 char *hr_proto_envelope_encode(const hr_notification_t *n, size_t *len);
 
 /**

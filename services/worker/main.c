@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Set by SIGTERM/SIGINT; the worker polls it between steps. */
@@ -22,8 +23,10 @@ static int
 usage(const char *argv0)
 {
     fprintf(stderr,
-            "usage: %s [--migrate] [--config FILE]\n"
-            "  --migrate  apply pending migrations (worker.migrations_dir) and exit\n"
+            "usage: %s [--migrate | --replay-dead-letter [--count N]] [--config FILE]\n"
+            "  --migrate             apply pending migrations (worker.migrations_dir) and exit\n"
+            "  --replay-dead-letter  move dead letters (all, or the N oldest) back to the\n"
+            "                        streams they came from, then exit\n"
             "every setting can be overridden by HERALD_<KEY>, e.g. HERALD_POSTGRES_URL\n",
             argv0);
     return 2;
@@ -33,12 +36,17 @@ int
 main(int argc, char **argv)
 {
     const char *path = NULL;
-    int migrate_only = 0;
+    int migrate_only = 0, replay = 0;
+    long replay_max = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
             path = argv[++i];
         else if (strcmp(argv[i], "--migrate") == 0)
             migrate_only = 1;
+        else if (strcmp(argv[i], "--replay-dead-letter") == 0)
+            replay = 1;
+        else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
+            replay_max = strtol(argv[++i], NULL, 10);
         else
             return usage(argv[0]);
     }
@@ -60,6 +68,16 @@ main(int argc, char **argv)
     hr_log_init("worker", level);
     hr_json_init();
 
+    if (replay) {
+        long n = 0;
+        int rc = wrk_replay_dead_letter(&cfg, replay_max, &n, err, sizeof(err));
+        if (rc != 0)
+            hr_log_error("replay_failed", "replayed=%ld error=\"%s\"", n, err);
+        else
+            hr_log_info("replay_done", "replayed=%ld", n);
+        hr_config_free(&cfg, wrk_config_fields, wrk_config_nfields);
+        return rc == 0 ? 0 : 1;
+    }
     if (migrate_only) {
         int applied = 0;
         int rc = wrk_migrate(&cfg, &applied, err, sizeof(err));

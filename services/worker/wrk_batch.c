@@ -79,7 +79,14 @@ wrk_copy_row(wrk_buf_t *out, const hr_notification_t *n)
 {
     /* Order must match WRK_COPY_COLUMNS. */
     wrk_copy_field(out, n->id, '\t');
-    wrk_copy_field(out, n->user_id, '\t');
+    if (n->user_id != NULL)
+        wrk_copy_field(out, n->user_id, '\t');
+    else
+        wrk_buf_append(out, "\\N\t", 3);
+    if (n->room != NULL)
+        wrk_copy_field(out, n->room, '\t');
+    else
+        wrk_buf_append(out, "\\N\t", 3);
     wrk_copy_field(out, n->type, '\t');
     wrk_copy_field(out, n->message, '\t');
     if (n->data_json != NULL)
@@ -146,16 +153,33 @@ wrk_batch_init(wrk_batch_t *b, size_t cap)
     b->cap = cap ? cap : 1;
 }
 
+const char *
+wrk_stream_name(int i)
+{
+    static const char *const names[WRK_NSTREAMS] = {HR_STREAM_NOTIFICATIONS, HR_STREAM_RECEIPTS,
+                                                    HR_STREAM_ROOM_MESSAGES};
+    return names[i];
+}
+
+/* Frees what entry e owns and zeroes it. */
+static void
+wrk_entry_clear(wrk_entry_t *e)
+{
+    hr_notification_clear(&e->n);
+    hr_free(e->reason);
+    hr_free(e->raw);
+    hr_free(e->rawlen);
+    memset(e, 0, sizeof(*e));
+}
+
 void
 wrk_batch_clear(wrk_batch_t *b)
 {
-    for (size_t i = 0; i < b->len; i++) {
-        if (b->entries[i].is_row)
-            hr_notification_clear(&b->entries[i].n);
-        b->entries[i].is_row = 0;
-    }
+    for (size_t i = 0; i < b->len; i++)
+        wrk_entry_clear(&b->entries[i]);
     b->len = 0;
     b->rows = 0;
+    memset(b->nrows, 0, sizeof(b->nrows));
     b->committed = 0;
 }
 
@@ -208,8 +232,8 @@ wrk_row_valid(const hr_notification_t *n, char *err, size_t errlen)
                  n->created_at);
         return 0;
     }
-    const char *names[] = {"user_id", "type", "message", "data"};
-    const char *vals[] = {n->user_id, n->type, n->message, n->data_json};
+    const char *names[] = {"user_id", "room", "type", "message", "data"};
+    const char *vals[] = {n->user_id, n->room, n->type, n->message, n->data_json};
     for (size_t i = 0; i < HR_ARRAY_LEN(vals); i++) {
         if (vals[i] != NULL && !hr_utf8_valid(vals[i], strlen(vals[i]))) {
             snprintf(err, errlen, "envelope %s is not valid UTF-8", names[i]);
@@ -219,33 +243,83 @@ wrk_row_valid(const hr_notification_t *n, char *err, size_t errlen)
     return 1;
 }
 
-int
-wrk_batch_add(wrk_batch_t *b, const char *sid, size_t sidlen, const char *const *kv,
-              const size_t *kvlen, size_t nkv, char *err, size_t errlen)
+/* A receipt: id a UUID, delivered_at decimal ms, user_id optional. */
+static int
+wrk_receipt_decode(wrk_entry_t *e, const char *const *kv, const size_t *kvlen, size_t nkv,
+                   char *err, size_t errlen)
 {
-    if (b->len == b->cap || sidlen == 0 || sidlen >= WRK_SID_MAX)
-        return HR_AGAIN;
-
-    wrk_entry_t *e = &b->entries[b->len++];
-    memcpy(e->sid, sid, sidlen);
-    e->sid[sidlen] = '\0';
-    e->is_row = 0;
-
-    if (kv == NULL) {
-        snprintf(err, errlen, "entry was deleted from the stream before it was acked");
+    size_t len;
+    uint8_t u[16];
+    char buf[64];
+    const char *id = wrk_field(kv, kvlen, nkv, HR_FIELD_ID, &len);
+    if (id == NULL || len >= sizeof(buf)) {
+        snprintf(err, errlen, "receipt has no valid %s field", HR_FIELD_ID);
         return HR_DECLINED;
     }
-    if (nkv % 2 != 0) {
-        snprintf(err, errlen, "entry has an odd number of field/value items (%zu)", nkv);
+    memcpy(buf, id, len);
+    buf[len] = '\0';
+    if (hr_uuid_parse(buf, u) != 0) {
+        snprintf(err, errlen, "receipt %s is not a UUID", HR_FIELD_ID);
         return HR_DECLINED;
     }
+    const char *at = wrk_field(kv, kvlen, nkv, HR_FIELD_DELIVERED_AT, &len);
+    uint64_t ms = 0;
+    if (at == NULL || len == 0 || len > 15) {
+        snprintf(err, errlen, "receipt has no valid %s field", HR_FIELD_DELIVERED_AT);
+        return HR_DECLINED;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (at[i] < '0' || at[i] > '9') {
+            snprintf(err, errlen, "receipt %s is not decimal milliseconds", HR_FIELD_DELIVERED_AT);
+            return HR_DECLINED;
+        }
+        ms = ms * 10 + (uint64_t)(at[i] - '0');
+    }
+    const char *user = wrk_field(kv, kvlen, nkv, HR_FIELD_USER_ID, &len);
+    hr_uuid_format(u, e->n.id);
+    e->n.user_id = user != NULL ? hr_strndup(user, len) : NULL;
+    e->delivered_ms = ms;
+    return 0;
+}
+
+/* A room message: the payload as the gateway writes it, checked like a notification. */
+static int
+wrk_room_decode(wrk_entry_t *e, const char *const *kv, const size_t *kvlen, size_t nkv, char *err,
+                size_t errlen)
+{
     size_t plen;
     const char *payload = wrk_field(kv, kvlen, nkv, HR_FIELD_PAYLOAD, &plen);
     if (payload == NULL) {
         snprintf(err, errlen, "entry has no %s field", HR_FIELD_PAYLOAD);
         return HR_DECLINED;
     }
+    hr_notification_t n;
+    char why[256];
+    if (hr_proto_room_message_decode(payload, plen, &n, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s", why);
+        return HR_DECLINED;
+    }
+    if (!wrk_field_agrees(kv, kvlen, nkv, HR_FIELD_ID, n.id, 1, err, errlen) ||
+        !wrk_field_agrees(kv, kvlen, nkv, HR_FIELD_ROOM, n.room, 0, err, errlen) ||
+        !wrk_row_valid(&n, err, errlen)) {
+        hr_notification_clear(&n);
+        return HR_DECLINED;
+    }
+    e->n = n;
+    return 0;
+}
 
+/* A notification: the envelope in payload, agreeing with id and user_id/room. */
+static int
+wrk_notification_decode(wrk_entry_t *e, const char *const *kv, const size_t *kvlen, size_t nkv,
+                        char *err, size_t errlen)
+{
+    size_t plen;
+    const char *payload = wrk_field(kv, kvlen, nkv, HR_FIELD_PAYLOAD, &plen);
+    if (payload == NULL) {
+        snprintf(err, errlen, "entry has no %s field", HR_FIELD_PAYLOAD);
+        return HR_DECLINED;
+    }
     hr_notification_t n;
     char why[256];
     if (hr_proto_envelope_decode(payload, plen, &n, why, sizeof(why)) != 0) {
@@ -253,15 +327,74 @@ wrk_batch_add(wrk_batch_t *b, const char *sid, size_t sidlen, const char *const 
         return HR_DECLINED;
     }
     if (!wrk_field_agrees(kv, kvlen, nkv, HR_FIELD_ID, n.id, 1, err, errlen) ||
-        !wrk_field_agrees(kv, kvlen, nkv, HR_FIELD_USER_ID, n.user_id, 0, err, errlen) ||
+        (n.user_id != NULL &&
+         !wrk_field_agrees(kv, kvlen, nkv, HR_FIELD_USER_ID, n.user_id, 0, err, errlen)) ||
+        (n.room != NULL &&
+         !wrk_field_agrees(kv, kvlen, nkv, HR_FIELD_ROOM, n.room, 0, err, errlen)) ||
         !wrk_row_valid(&n, err, errlen)) {
         hr_notification_clear(&n);
         return HR_DECLINED;
     }
     e->n = n;
+    return 0;
+}
+
+int
+wrk_batch_add_entry(wrk_batch_t *b, int stream, const char *sid, size_t sidlen,
+                    const char *const *kv, const size_t *kvlen, size_t nkv, char *err,
+                    size_t errlen)
+{
+    if (b->len == b->cap || sidlen == 0 || sidlen >= WRK_SID_MAX)
+        return HR_AGAIN;
+
+    wrk_entry_t *e = &b->entries[b->len++];
+    memset(e, 0, sizeof(*e));
+    memcpy(e->sid, sid, sidlen);
+    e->sid[sidlen] = '\0';
+    e->stream = stream;
+    e->deliveries = 1;
+
+    int rc;
+    if (kv == NULL) {
+        snprintf(err, errlen, "entry was deleted from the stream before it was acked");
+        rc = HR_DECLINED;
+    } else {
+        size_t total = 0;
+        for (size_t i = 0; i < nkv; i++)
+            total += kvlen[i];
+        e->raw = hr_malloc(total + 1);
+        e->rawlen = hr_malloc((nkv ? nkv : 1) * sizeof(*e->rawlen));
+        e->nraw = nkv;
+        for (size_t i = 0, off = 0; i < nkv; off += kvlen[i], i++) {
+            memcpy(e->raw + off, kv[i], kvlen[i]);
+            e->rawlen[i] = kvlen[i];
+        }
+        if (nkv % 2 != 0) {
+            snprintf(err, errlen, "entry has an odd number of field/value items (%zu)", nkv);
+            rc = HR_DECLINED;
+        } else if (stream == WRK_S_RECEIPT) {
+            rc = wrk_receipt_decode(e, kv, kvlen, nkv, err, errlen);
+        } else if (stream == WRK_S_ROOM) {
+            rc = wrk_room_decode(e, kv, kvlen, nkv, err, errlen);
+        } else {
+            rc = wrk_notification_decode(e, kv, kvlen, nkv, err, errlen);
+        }
+    }
+    if (rc != 0) {
+        e->reason = hr_strdup(err);
+        return HR_DECLINED;
+    }
     e->is_row = 1;
     b->rows++;
+    b->nrows[stream]++;
     return 0;
+}
+
+int
+wrk_batch_add(wrk_batch_t *b, const char *sid, size_t sidlen, const char *const *kv,
+              const size_t *kvlen, size_t nkv, char *err, size_t errlen)
+{
+    return wrk_batch_add_entry(b, WRK_S_NOTIFY, sid, sidlen, kv, kvlen, nkv, err, errlen);
 }
 
 void
@@ -273,6 +406,15 @@ wrk_batch_reject(wrk_batch_t *b, size_t i)
     hr_notification_clear(&e->n);
     e->is_row = 0;
     b->rows--;
+    b->nrows[e->stream]--;
+}
+
+void
+wrk_batch_reject_reason(wrk_batch_t *b, size_t i, const char *reason)
+{
+    wrk_batch_reject(b, i);
+    hr_free(b->entries[i].reason);
+    b->entries[i].reason = hr_strdup(reason);
 }
 
 void
@@ -280,7 +422,24 @@ wrk_batch_copy_text(const wrk_batch_t *b, wrk_buf_t *out)
 {
     out->len = 0;
     for (size_t i = 0; i < b->len; i++) {
-        if (b->entries[i].is_row)
+        if (b->entries[i].is_row && b->entries[i].stream == WRK_S_NOTIFY)
             wrk_copy_row(out, &b->entries[i].n);
+    }
+}
+
+void
+wrk_batch_copy_rooms(const wrk_batch_t *b, wrk_buf_t *out)
+{
+    out->len = 0;
+    for (size_t i = 0; i < b->len; i++) {
+        const wrk_entry_t *e = &b->entries[i];
+        if (!e->is_row || e->stream != WRK_S_ROOM)
+            continue;
+        /* Order must match WRK_ROOM_COLUMNS. */
+        wrk_copy_field(out, e->n.id, '\t');
+        wrk_copy_field(out, e->n.room, '\t');
+        wrk_copy_field(out, e->n.user_id, '\t');
+        wrk_copy_field(out, e->n.message, '\t');
+        wrk_copy_field(out, e->n.created_at, '\n');
     }
 }

@@ -15,6 +15,7 @@
 #include "hr_proto.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A stream entry id is two uint64 in decimal joined by '-': at most 41 bytes. */
 #define WRK_SID_MAX 48
@@ -45,8 +46,15 @@ void wrk_copy_escape(wrk_buf_t *out, const char *s, size_t len);
  */
 void wrk_copy_row(wrk_buf_t *out, const hr_notification_t *n);
 
-/** The column list every COPY line follows. */
-#define WRK_COPY_COLUMNS "id, user_id, type, message, data, created_at"
+/** The column list every COPY line follows (room is NULL for a user's notification). */
+#define WRK_COPY_COLUMNS "id, user_id, room, type, message, data, created_at"
+/** The column list of room message COPY lines. */
+#define WRK_ROOM_COLUMNS "id, room, user_id, message, created_at"
+
+/** The streams the worker reads, in this order (index = wrk_entry_t.stream). */
+enum { WRK_S_NOTIFY = 0, WRK_S_RECEIPT = 1, WRK_S_ROOM = 2, WRK_NSTREAMS = 3 };
+/** The stream name of index i (HR_STREAM_*). */
+const char *wrk_stream_name(int i);
 
 /**
  * Whether s is a timestamp PostgreSQL's timestamptz accepts without
@@ -58,15 +66,24 @@ int wrk_timestamp_valid(const char *s);
 
 typedef struct {
     char sid[WRK_SID_MAX]; /* stream entry id, acked after commit */
-    int is_row;            /* 1: n holds a row to insert; 0: rejected */
-    hr_notification_t n;   /* owned strings when is_row */
+    int stream;            /* WRK_S_* */
+    int is_row;            /* 1: n holds a row to insert (or a receipt to apply); 0: rejected */
+    int no_ack;            /* leave pending (a receipt whose row is not there yet) */
+    unsigned deliveries;   /* from XPENDING when known, else 1 */
+    uint64_t delivered_ms; /* a receipt's delivered_at */
+    hr_notification_t n;   /* owned strings when is_row (receipt: id, user_id) */
+    char *reason;          /* owned: why it goes to the dead-letter stream, or NULL */
+    char *raw;             /* owned: the original field/value texts, back to back */
+    size_t *rawlen;        /* owned: their lengths */
+    size_t nraw;
 } wrk_entry_t;
 
 typedef struct {
     wrk_entry_t *entries; /* owned, cap slots */
     size_t len, cap;
-    size_t rows;   /* entries with is_row */
-    int committed; /* the rows are in PostgreSQL; only the ack is left */
+    size_t rows;                /* entries with is_row */
+    size_t nrows[WRK_NSTREAMS]; /* of those, per stream */
+    int committed;              /* the rows are in PostgreSQL; only the ack is left */
 } wrk_batch_t;
 
 /** Prepares an empty batch that holds up to cap entries. */
@@ -93,10 +110,25 @@ void wrk_batch_free(wrk_batch_t *b);
 int wrk_batch_add(wrk_batch_t *b, const char *sid, size_t sidlen, const char *const *kv,
                   const size_t *kvlen, size_t nkv, char *err, size_t errlen);
 
+/**
+ * wrk_batch_add() for an entry of stream (WRK_S_*): a notification, a
+ * delivery receipt (HR_FIELD_ID a UUID, HR_FIELD_DELIVERED_AT decimal ms,
+ * HR_FIELD_USER_ID optional) or a room message (HR_FIELD_PAYLOAD as
+ * hr_proto_room_message_decode accepts). The original fields are kept for a
+ * dead letter; a rejected entry gets its reason. Same returns.
+ */
+int wrk_batch_add_entry(wrk_batch_t *b, int stream, const char *sid, size_t sidlen,
+                        const char *const *kv, const size_t *kvlen, size_t nkv, char *err,
+                        size_t errlen);
+
 /** Marks entry i rejected after the fact (PostgreSQL refused its row). */
 void wrk_batch_reject(wrk_batch_t *b, size_t i);
+/** Like wrk_batch_reject() and records why (copied) for its dead letter. */
+void wrk_batch_reject_reason(wrk_batch_t *b, size_t i, const char *reason);
 
-/** Replaces out's content with the COPY text of the batch's rows, in order. */
+/** Replaces out's content with the COPY text of the batch's notification rows, in order. */
 void wrk_batch_copy_text(const wrk_batch_t *b, wrk_buf_t *out);
+/** Replaces out's content with the COPY text (WRK_ROOM_COLUMNS) of its room messages. */
+void wrk_batch_copy_rooms(const wrk_batch_t *b, wrk_buf_t *out);
 
 #endif

@@ -22,15 +22,21 @@
 #include <stdint.h>
 
 typedef struct {
-    char *redis_url;      /* owned */
-    int redis_timeout_ms; /* connect, and reply margin beyond block_ms */
-    char *postgres_url;   /* owned: libpq conninfo or URI */
-    char *consumer;       /* owned: "" means <hostname>-<pid> */
-    int batch_size;       /* entries per XREADGROUP and per transaction */
-    int block_ms;         /* XREADGROUP BLOCK */
-    int claim_idle_ms;    /* XAUTOCLAIM entries idle this long; 0 disables */
-    char *migrations_dir; /* owned */
-    char *log_level;      /* owned */
+    char *redis_url;        /* owned */
+    int redis_timeout_ms;   /* connect, and reply margin beyond block_ms */
+    char *postgres_url;     /* owned: libpq conninfo or URI */
+    char *consumer;         /* owned: "" means <hostname>-<pid> */
+    int batch_size;         /* entries per XREADGROUP and per transaction */
+    int block_ms;           /* XREADGROUP BLOCK */
+    int claim_idle_ms;      /* XAUTOCLAIM entries idle this long; 0 disables */
+    int flush_ms;           /* store a batch at batch_size entries or this age */
+    int max_deliveries;     /* more deliveries than this: dead letter */
+    int receipt_retry_ms;   /* retry a receipt whose row is missing after this */
+    int receipt_max_age_ms; /* dead-letter a receipt still without its row */
+    int maintenance_ms;     /* trim streams and remove gone consumers this often */
+    int consumer_gc_ms;     /* a consumer idle this long with 0 pending is removed */
+    char *migrations_dir;   /* owned */
+    char *log_level;        /* owned */
 } wrk_config_t;
 
 /** The settings of herald-worker, for hr_config_load(). */
@@ -44,6 +50,9 @@ typedef struct {
     uint64_t inserted; /* of those, rows that were new (not already stored) */
     uint64_t rejected; /* entries acked without a row (malformed) */
     uint64_t claimed;  /* entries taken over from other consumers */
+    uint64_t dead;     /* entries moved to the dead-letter stream */
+    uint64_t receipts; /* receipts applied */
+    uint64_t trimmed;  /* stream entries trimmed */
 } wrk_stats_t;
 
 /**
@@ -51,6 +60,14 @@ typedef struct {
  * cfg->migrations_dir. Sets *applied. Returns 0, or HR_ERR with err filled.
  */
 int wrk_migrate(const wrk_config_t *cfg, int *applied, char *err, size_t errlen);
+
+/**
+ * Moves entries of HR_STREAM_DEAD_LETTER back to the stream they came from
+ * (their original fields, a new entry id), each atomically (XADD + XDEL), up
+ * to max entries (0: all). Sets *replayed. Returns 0 or HR_ERR with err filled.
+ */
+int wrk_replay_dead_letter(const wrk_config_t *cfg, long max, long *replayed, char *err,
+                           size_t errlen);
 
 typedef struct wrk_worker_s wrk_worker_t;
 

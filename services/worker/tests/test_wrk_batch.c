@@ -84,8 +84,9 @@ HR_TEST(copy_row_writes_columns_in_order_and_null_data_as_backslash_n)
     n.data_json = (char *)"{\"k\":\"a\\\\b\"}";
     wrk_copy_row(&b, &n);
     wrk_buf_append(&b, "", 1);
-    HR_CHECK_EQ_STR(b.data, ID1 "\tu\\t1\tt\tline1\\nline2\t\\N\t" TS1 "\n" ID1
-                                "\tu\\t1\tt\tline1\\nline2\t{\"k\":\"a\\\\\\\\b\"}\t" TS1 "\n");
+    HR_CHECK_EQ_STR(b.data,
+                    ID1 "\tu\\t1\t\\N\tt\tline1\\nline2\t\\N\t" TS1 "\n" ID1
+                        "\tu\\t1\t\\N\tt\tline1\\nline2\t{\"k\":\"a\\\\\\\\b\"}\t" TS1 "\n");
     wrk_buf_free(&b);
 }
 
@@ -261,8 +262,9 @@ HR_TEST(batch_copy_text_holds_only_rows_in_stream_order)
     wrk_batch_copy_text(&b, &t);
     wrk_buf_append(&t, "", 1);
     HR_CHECK_EQ_STR(t.data,
-                    ID1 "\tu1\tdefault\tone\t\\N\t" TS1
-                        "\n0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c\tu2\tdefault\ttwo\t\\N\t" TS1 "\n");
+                    ID1 "\tu1\t\\N\tdefault\tone\t\\N\t" TS1
+                        "\n0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c\tu2\t\\N\tdefault\ttwo\t\\N\t" TS1
+                        "\n");
 
     wrk_batch_reject(&b, 0);
     wrk_batch_reject(&b, 0); /* twice: no effect */
