@@ -257,7 +257,9 @@ def main():
             ids = result["ids"]
             assert len(set(ids)) == LOAD
             stack.psql("CREATE TABLE want (id uuid)")
-            stack.psql("INSERT INTO want SELECT unnest('{" + ",".join(ids) + "}'::uuid[])")
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(stack.pg_port), "-U", "postgres",
+                            "-d", "herald", "-v", "ON_ERROR_STOP=1", "-c", "COPY want FROM STDIN"],
+                           input="\n".join(ids) + "\n", text=True, check=True, capture_output=True)
             missing = stack.psql("SELECT count(*) FROM want w WHERE NOT EXISTS "
                                  "(SELECT 1 FROM notifications n WHERE n.id = w.id)")
             assert missing == "0", f"{missing} answered ids have no row"
@@ -314,15 +316,15 @@ def main():
             early = uuid7()
             stack.redis.cmd("XADD", RECEIPTS, "*", "id", early, "user_id", "rc", "delivered_at",
                             "1700000000456")
-            wait_until(lambda: stack.psql(f"SELECT extract(epoch FROM delivered_at) * 1000 FROM "
-                                          f"notifications WHERE id = '{a['id']}'") == "1700000000123.000",
+            wait_until(lambda: stack.psql(f"SELECT (extract(epoch FROM delivered_at) * 1000)::bigint "
+                                          f"FROM notifications WHERE id = '{a['id']}'") == "1700000000123",
                        10, "delivered_at set")
             time.sleep(1.0)
             assert pending(stack, RECEIPTS) == 1, "early receipt left pending"
             stack.redis.cmd("XADD", NOTIFY, "*", "id", early, "user_id", "rc",
                             "payload", envelope(early, "rc", "late row"))
-            wait_until(lambda: stack.psql(f"SELECT extract(epoch FROM delivered_at) * 1000 FROM "
-                                          f"notifications WHERE id = '{early}'") == "1700000000456.000",
+            wait_until(lambda: stack.psql(f"SELECT (extract(epoch FROM delivered_at) * 1000)::bigint "
+                                          f"FROM notifications WHERE id = '{early}'") == "1700000000456",
                        10, "early receipt applied")
             wait_until(lambda: pending(stack, RECEIPTS) == 0, 5, "receipts acked")
         t.check("receipts_set_delivered_at_even_when_they_arrive_before_the_row", receipts)
@@ -348,7 +350,8 @@ def main():
             wait_until(lambda: "ghost" not in names() and "gone" not in {
                 dict(zip(c[::2], c[1::2]))["name"]
                 for c in stack.redis.cmd("XINFO", "CONSUMERS", RECEIPTS, GROUP)}, 10, "ghosts removed")
-            assert {"worker1", "worker2"} <= names() | {"worker1", "worker2"}
+            # A live worker blocked on an empty stream looks idle too and may be removed
+            # (it has nothing pending); its next read re-creates it: nothing is lost.
         t.check("streams_trimmed_below_pending_and_gone_consumers_removed",
                 trimmed_and_consumers_removed)
 
