@@ -24,7 +24,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD_DIR:-$ROOT/build-bench}
 GATEWAYS=${GATEWAYS:-8}                  # gateway processes on the one port
 IDLE_SIZES=${IDLE_SIZES:-"20000 100000"}
-CONN_RATE=${CONN_RATE:-8000}             # new connections per second
+CONN_RATE=${CONN_RATE:-5000}             # new connections per second
 PER_PROC=${PER_PROC:-17000}              # client sockets per herald-load process (< 20,000 files)
 FANOUT_MEMBERS=${FANOUT_MEMBERS:-10000}
 FANOUT_USERS=${FANOUT_USERS:-100}       # distinct users among the members (see README: presence)
@@ -127,7 +127,7 @@ for _ in $(seq 50); do [ -s "$WORK/redis.pid" ] && break; sleep 0.1; done
 REDIS_PID=$(cat "$WORK/redis.pid")
 until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.1; done
 export HERALD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-export HERALD_LOG_LEVEL=warn
+export HERALD_LOG_LEVEL=info # no per-connection lines; shows listening/signal/draining
 log "redis pid $REDIS_PID port $REDIS_PORT"
 
 GW_PORT=$(free_port)
@@ -226,7 +226,7 @@ for sc in "${scenarios[@]}"; do
     idle)
         for n in $IDLE_SIZES; do
             start_gateways
-            run_load "idle_$n" --conns "$n" --hold 5
+            run_load "idle_$n" --conns "$n" --hold 5 --handshake-timeout 30 --inflight 500
             echo "## idle $n: $(cat "$WORK/idle_$n.cmd")"
             cat "$WORK/idle_$n.out"
             summary "idle conns=$n ok=$(val idle_$n connections_ok) failed=$(val idle_$n connections_failed)" \

@@ -1562,6 +1562,10 @@ main(int argc, char **argv)
             ok, failed, connect_s, join_ok, join_failed, join_unacked);
     hl_msleep(1.0); /* let the gateways finish their per-socket work before sampling */
     uint64_t rss_after = hl_gateway_rss();
+    char rss_each[HL_MAX_PIDS * 12] = "";
+    for (int i = 0, off = 0; i < O.ngw_pids && off < (int)sizeof(rss_each) - 12; i++)
+        off += snprintf(rss_each + off, sizeof(rss_each) - (size_t)off, "%s%" PRIu64, i ? "," : "",
+                        hl_proc_rss_kib(O.gw_pids[i]));
     hl_msleep(O.hold_s > 1.0 ? O.hold_s - 1.0 : 0);
 
     int join_unsupported = O.room != NULL && join_ok == 0 && join_unacked == 0 && join_failed > 0 &&
@@ -1659,6 +1663,7 @@ main(int argc, char **argv)
         printf("gateway_processes=%d\n", O.ngw_pids);
         printf("gateway_rss_kib_before=%" PRIu64 "\n", rss_before);
         printf("gateway_rss_kib_after=%" PRIu64 "\n", rss_after);
+        printf("gateway_rss_kib_after_each=%s\n", rss_each);
         printf("rss_per_conn_bytes=%" PRIu64 "\n",
                T->conn_ok ? (rss_after > rss_before ? (rss_after - rss_before) * 1024 / T->conn_ok
                                                     : 0)
@@ -1734,9 +1739,8 @@ main(int argc, char **argv)
     fflush(stdout);
     for (int i = 0; i < NC; i++)
         hr_free(C[i].fans);
+    int rc = join_unsupported ? 3 : T->conn_ok > 0 ? 0 : 1;
     hr_free(T);
     hr_free(C);
-    if (join_unsupported)
-        return 3;
-    return ok > 0 ? 0 : 1;
+    return rc;
 }
