@@ -68,9 +68,12 @@ struct gw_server_s {
 /* Per-socket state, allocated and zeroed by lws (per_session_data_size). */
 typedef struct {
     gw_conn_t conn;
-    struct lws *wsi; /* borrowed */
-    char *rx;        /* owned: a message arriving in fragments */
-    double tokens;   /* publish rate limit: token bucket */
+    struct lws *wsi;     /* borrowed */
+    char *rx;            /* owned: a message arriving in fragments */
+    double tokens;       /* publish rate limit: token bucket */
+    uint8_t established; /* lws may write to it */
+    uint8_t in_callback; /* inside an lws callback for this socket */
+    uint8_t write_failed;
     uint64_t tokens_ms;
     size_t rxlen;
     int attached;
@@ -80,10 +83,28 @@ typedef struct {
 
 static void gw_server_stop(gw_server_t *s);
 
+static void gw_session_write(gw_server_t *s, gw_session_t *ss, gw_msg_t *m, int n);
+
+/*
+ * A frame queued on an idle socket is written at once when the kernel can
+ * take it: waiting for a WRITEABLE callback would cost two epoll_ctl calls
+ * per frame, which dominates a large fan-out. Otherwise (queue busy, or lws
+ * still holding a partial write) the frame waits for WRITEABLE as usual.
+ */
 static void
 gw_session_wake(gw_conn_t *c)
 {
-    lws_callback_on_writable(gw_session_of(c)->wsi);
+    gw_session_t *ss = gw_session_of(c);
+    if (c->qlen == 1 && c->close_code == 0 && ss->established && !ss->in_callback &&
+        !lws_send_pipe_choked(ss->wsi)) {
+        gw_server_t *s = lws_context_user(lws_get_context(ss->wsi));
+        gw_msg_t *m = gw_conn_pop(c);
+        int n = lws_write(ss->wsi, gw_msg_payload(m), m->len, LWS_WRITE_TEXT);
+        gw_session_write(s, ss, m, n);
+        if (n >= 0)
+            return;
+    }
+    lws_callback_on_writable(ss->wsi);
 }
 
 static const gw_conn_ops_t gw_session_ops = {.wake = gw_session_wake};
@@ -374,19 +395,30 @@ too_big:
     return 0;
 }
 
+/* After lws_write of m (result n): receipt, release, remember a failure. */
+static void
+gw_session_write(gw_server_t *s, gw_session_t *ss, gw_msg_t *m, int n)
+{
+    if (n >= 0 && !m->noted && s->receipts != NULL) {
+        /* One receipt per notification per gateway: the first socket written. */
+        m->noted = 1;
+        gw_receipts_note(s->receipts, (const char *)gw_msg_payload(m), m->len,
+                         gw_conn_user_id(&ss->conn));
+    }
+    gw_msg_release(m);
+    if (n < 0)
+        ss->write_failed = 1;
+}
+
 static int
 gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
+    if (ss->write_failed)
+        return -1;
     gw_msg_t *m = gw_conn_pop(&ss->conn);
     if (m != NULL) {
         int n = lws_write(wsi, gw_msg_payload(m), m->len, LWS_WRITE_TEXT);
-        if (n >= 0 && !m->noted && s->receipts != NULL) {
-            /* One receipt per notification per gateway: the first socket written. */
-            m->noted = 1;
-            gw_receipts_note(s->receipts, (const char *)gw_msg_payload(m), m->len,
-                             gw_conn_user_id(&ss->conn));
-        }
-        gw_msg_release(m);
+        gw_session_write(s, ss, m, n);
         if (n < 0)
             return -1;
         /* One frame per callback, so one busy socket cannot starve the others. */
@@ -460,13 +492,28 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
             return -1;
         return 0;
     }
-    case LWS_CALLBACK_ESTABLISHED:
-        return gw_session_established(s, ss, wsi);
-    case LWS_CALLBACK_RECEIVE:
-        return gw_session_receive(s, ss, wsi, in, len);
-    case LWS_CALLBACK_SERVER_WRITEABLE:
-        return gw_session_writeable(s, ss, wsi);
+    case LWS_CALLBACK_ESTABLISHED: {
+        /* Frames queued during the callback wait for WRITEABLE, as lws expects. */
+        ss->in_callback = 1;
+        int rc = gw_session_established(s, ss, wsi);
+        ss->in_callback = 0;
+        ss->established = 1;
+        return rc;
+    }
+    case LWS_CALLBACK_RECEIVE: {
+        ss->in_callback = 1;
+        int rc = gw_session_receive(s, ss, wsi, in, len);
+        ss->in_callback = 0;
+        return rc;
+    }
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        ss->in_callback = 1;
+        int rc = gw_session_writeable(s, ss, wsi);
+        ss->in_callback = 0;
+        return rc;
+    }
     case LWS_CALLBACK_CLOSED:
+        ss->established = 0;
         gw_session_closed(s, ss);
         return 0;
     default:

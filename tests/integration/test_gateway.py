@@ -213,8 +213,11 @@ def main():
             dave = ws(0, "dave")
             dave.send_json({"type": "join", "room": "lobby"})
             dave.recv_type("joined")
-            bob.send_json({"type": "presence", "room": "lobby"})
-            assert "dave" in bob.recv_type("presence")["users"]
+            # dave's presence is written by gateway 1 asynchronously: wait for it.
+            def dave_present():
+                bob.send_json({"type": "presence", "room": "lobby"})
+                return "dave" in bob.recv_type("presence")["users"]
+            wait_until(dave_present, 5, "dave in presence", interval=0.1)
             stack.services["gateway1"].kill9()
             t0 = time.monotonic()
 
