@@ -215,7 +215,11 @@ HR_TEST(history_golden_items_are_envelopes_plus_delivery_state_newest_first)
         !HR_CHECK_EQ_INT(hr_json_parse_object(text, len, &o, err, sizeof(err)), 0))
         goto done;
 
-    HR_CHECK_EQ_INT(cJSON_GetArraySize(o), 1);
+    /* {"items":[…],"next_cursor":…,"unread_count":N} (proto/openapi.yaml). */
+    HR_CHECK_EQ_INT(cJSON_GetArraySize(o), 3);
+    const cJSON *cursor = cJSON_GetObjectItemCaseSensitive(o, "next_cursor");
+    HR_CHECK(cJSON_IsNull(cursor) || cJSON_IsString(cursor));
+    HR_CHECK(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "unread_count")));
     cJSON *items = cJSON_GetObjectItemCaseSensitive(o, "items");
     if (!HR_CHECK(cJSON_IsArray(items)) || !HR_CHECK_CMP_INT(cJSON_GetArraySize(items), >=, 2))
         goto done;
