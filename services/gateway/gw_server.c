@@ -86,17 +86,18 @@ static void gw_server_stop(gw_server_t *s);
 static void gw_session_write(gw_server_t *s, gw_session_t *ss, gw_msg_t *m, int n);
 
 /*
- * A frame queued on an idle socket is written at once when the kernel can
- * take it: waiting for a WRITEABLE callback would cost two epoll_ctl calls
- * per frame, which dominates a large fan-out. Otherwise (queue busy, or lws
- * still holding a partial write) the frame waits for WRITEABLE as usual.
+ * A frame queued on an idle socket is written at once: waiting for a
+ * WRITEABLE callback would cost two epoll_ctl calls per frame, which
+ * dominates a large fan-out. If the kernel takes only part of it, lws keeps
+ * the rest (lws_partial_buffered) and later frames wait for WRITEABLE.
+ * (lws_send_pipe_choked would cost a poll() per frame.)
  */
 static void
 gw_session_wake(gw_conn_t *c)
 {
     gw_session_t *ss = gw_session_of(c);
     if (c->qlen == 1 && c->close_code == 0 && ss->established && !ss->in_callback &&
-        !lws_send_pipe_choked(ss->wsi)) {
+        !lws_partial_buffered(ss->wsi)) {
         gw_server_t *s = lws_context_user(lws_get_context(ss->wsi));
         gw_msg_t *m = gw_conn_pop(c);
         int n = lws_write(ss->wsi, gw_msg_payload(m), m->len, LWS_WRITE_TEXT);
@@ -410,23 +411,38 @@ gw_session_write(gw_server_t *s, gw_session_t *ss, gw_msg_t *m, int n)
         ss->write_failed = 1;
 }
 
+#define GW_WRITES_PER_CALLBACK 16
+
+/*
+ * Writes queued frames until lws buffers a partial write or a small batch is
+ * done (so one backlogged socket does not starve the others), then closes if
+ * a close was decided and everything before it went out.
+ */
 static int
 gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
     if (ss->write_failed)
         return -1;
-    gw_msg_t *m = gw_conn_pop(&ss->conn);
-    if (m != NULL) {
+    for (int i = 0; i < GW_WRITES_PER_CALLBACK; i++) {
+        gw_msg_t *m = gw_conn_pop(&ss->conn);
+        if (m == NULL)
+            break;
         int n = lws_write(wsi, gw_msg_payload(m), m->len, LWS_WRITE_TEXT);
         gw_session_write(s, ss, m, n);
         if (n < 0)
             return -1;
-        /* One frame per callback, so one busy socket cannot starve the others. */
-        if (ss->conn.qlen > 0 || ss->conn.close_code != 0)
-            lws_callback_on_writable(wsi);
+        if (lws_partial_buffered(wsi))
+            break;
+    }
+    if (ss->conn.qlen > 0) {
+        lws_callback_on_writable(wsi);
         return 0;
     }
     if (ss->conn.close_code != 0) {
+        if (lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
         /*
          * lws 4.1 drops a reason set by lws_close_reason() when the close
          * starts from SERVER_WRITEABLE, so the close frame is written here
