@@ -51,7 +51,8 @@ struct gw_server_s {
     const gw_config_t *cfg; /* borrowed */
     char node_id[64];
     struct lws_context *context; /* owned; NULL once destroyed */
-    lws_retry_bo_t retry;        /* keepalive policy, must outlive the context */
+    lws_retry_bo_t retry;        /* all zero: lws keeps no per-socket timers (below) */
+    uv_timer_t *keepalive;       /* owned (closed through uv) */
     gw_hub_t *hub;               /* owned */
     gw_pubsub_t *pubsub;         /* owned */
     hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
@@ -74,6 +75,8 @@ typedef struct {
     uint8_t established; /* lws may write to it */
     uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
+    uint8_t ping_due;   /* send a PING at the next WRITEABLE */
+    uint32_t last_rx_s; /* monotonic seconds of the last frame or PONG received */
     uint64_t tokens_ms;
     size_t rxlen;
     int attached;
@@ -423,6 +426,16 @@ gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
     if (ss->write_failed)
         return -1;
+    if (ss->ping_due && ss->conn.close_code == 0) {
+        unsigned char ping[LWS_PRE];
+        ss->ping_due = 0;
+        if (lws_write(wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+            return -1;
+        if (lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
     for (int i = 0; i < GW_WRITES_PER_CALLBACK; i++) {
         gw_msg_t *m = gw_conn_pop(&ss->conn);
         if (m == NULL)
@@ -512,11 +525,16 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
         /* Frames queued during the callback wait for WRITEABLE, as lws expects. */
         ss->in_callback = 1;
         int rc = gw_session_established(s, ss, wsi);
+        ss->last_rx_s = (uint32_t)(hr_mono_ms() / 1000);
         ss->in_callback = 0;
         ss->established = 1;
         return rc;
     }
+    case LWS_CALLBACK_RECEIVE_PONG:
+        ss->last_rx_s = (uint32_t)(hr_mono_ms() / 1000);
+        return 0;
     case LWS_CALLBACK_RECEIVE: {
+        ss->last_rx_s = (uint32_t)(hr_mono_ms() / 1000);
         ss->in_callback = 1;
         int rc = gw_session_receive(s, ss, wsi, in, len);
         ss->in_callback = 0;
@@ -548,6 +566,42 @@ gw_lws_log(int level, const char *line)
     size_t n = strcspn(line, "\n");
     hr_log_write(level == LLL_ERR ? HR_LOG_ERROR : HR_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n,
                  line);
+}
+
+/*
+ * Keepalive for every socket in one pass: a socket silent for ping_interval
+ * gets a PING, one silent for idle_timeout is closed (1001). Costs O(sockets)
+ * per pass, against lws 4.1's O(sockets) per PONG.
+ */
+static void
+gw_keepalive_one(gw_conn_t *c, void *ud)
+{
+    gw_server_t *s = ud;
+    gw_session_t *ss = gw_session_of(c);
+    uint32_t now = (uint32_t)(hr_mono_ms() / 1000);
+    uint32_t idle = now - ss->last_rx_s;
+    if (!ss->established || c->close_code != 0)
+        return;
+    if (idle >= (uint32_t)s->cfg->idle_timeout_s) {
+        hr_log_debug("idle_timeout", "conn=%llu idle_s=%u", (unsigned long long)c->id, idle);
+        gw_conn_close(c, GW_CLOSE_GOING_AWAY, "idle timeout");
+    } else if (idle >= (uint32_t)s->cfg->ping_interval_s) {
+        ss->ping_due = 1;
+        lws_callback_on_writable(ss->wsi);
+    }
+}
+
+static void
+gw_keepalive_sweep(uv_timer_t *t)
+{
+    gw_server_t *s = t->data;
+    gw_hub_foreach_conn(s->hub, gw_keepalive_one, s);
+}
+
+static void
+gw_handle_closed(uv_handle_t *h)
+{
+    hr_free(h);
 }
 
 /*
@@ -684,8 +738,13 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->receipts = gw_receipts_create(loop, s->redis);
 
     lws_set_log_level(LLL_ERR | LLL_WARN, gw_lws_log);
-    s->retry.secs_since_valid_ping = (uint16_t)cfg->ping_interval_s;
-    s->retry.secs_since_valid_hangup = (uint16_t)cfg->idle_timeout_s;
+    /*
+     * lws 4.1 keeps every socket's ping timer in one sorted list, so each
+     * reschedule walks all sockets: at 10k sockets per process that is most
+     * of the CPU. Keepalive is therefore ours (gw_keepalive_sweep) and lws
+     * gets a policy that arms no timer.
+     */
+    memset(&s->retry, 0, sizeof(s->retry));
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -718,6 +777,11 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     uv_poll_init(loop, s->listen_poll, s->listen_fd);
     s->listen_poll->data = s;
     uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
+    s->keepalive = hr_malloc(sizeof(uv_timer_t));
+    uv_timer_init(loop, s->keepalive);
+    s->keepalive->data = s;
+    uint64_t every = (uint64_t)cfg->ping_interval_s * 1000 / 2;
+    uv_timer_start(s->keepalive, gw_keepalive_sweep, every, every);
     hr_log_info("listening", "addr=%s:%d node=%s reuseport=%d dev_user_query=%d", cfg->host, port,
                 s->node_id, cfg->reuseport, cfg->dev_user_query);
     return s;
@@ -737,6 +801,11 @@ gw_server_stop(gw_server_t *s)
         return;
     s->stopped = 1;
     gw_listen_close(s);
+    if (s->keepalive != NULL) {
+        uv_timer_stop(s->keepalive);
+        uv_close((uv_handle_t *)s->keepalive, gw_handle_closed);
+        s->keepalive = NULL;
+    }
     hr_log_info("stopping", "connections=%llu", (unsigned long long)gw_hub_stats(s->hub).conns);
     if (s->drain_timer != NULL) {
         uv_timer_stop(s->drain_timer);
