@@ -1,10 +1,13 @@
 #include "herald/hr_config.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
+#include "herald/hr_json.h"
+#include "herald/hr_log.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,4 +162,49 @@ hr_config_free(void *out, const hr_cfg_field_t *fields, size_t nfields)
             *slot = NULL;
         }
     }
+}
+
+int
+hr_config_args(int argc, char **argv, const char *service, const char **path)
+{
+    *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            *path = argv[++i];
+            continue;
+        }
+        char env[64];
+        hr_config_env_name(service, env, sizeof(env));
+        fprintf(stderr,
+                "usage: %s [--config FILE]\n"
+                "every setting can be overridden by the environment, e.g. %s_PORT\n"
+                "(see deploy/herald.conf.example)\n",
+                argv[0], env);
+        return 2;
+    }
+    return 0;
+}
+
+int
+hr_config_start(const char *service, void *cfg, const hr_cfg_field_t *fields, size_t nfields,
+                const char *path, size_t log_level_offset)
+{
+    char err[512];
+    hr_log_level_t level = HR_LOG_INFO;
+    hr_log_init(service, level);
+    if (hr_config_load(cfg, fields, nfields, path, err, sizeof(err)) != 0) {
+        hr_log_error("config_invalid", "error=\"%s\"", err);
+        hr_config_free(cfg, fields, nfields);
+        return HR_ERR;
+    }
+    const char *lv = *(char **)((char *)cfg + log_level_offset);
+    if (lv == NULL || hr_log_level_parse(lv, &level) != 0) {
+        hr_log_error("config_invalid", "error=\"log.level must be debug|info|warn|error\"");
+        hr_config_free(cfg, fields, nfields);
+        return HR_ERR;
+    }
+    hr_log_init(service, level);
+    hr_json_init();
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
 }

@@ -5,6 +5,7 @@
 #include "herald/hr_log.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -43,35 +44,15 @@ on_signal(uv_signal_t *h, int sig)
 int
 main(int argc, char **argv)
 {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            path = argv[++i];
-        } else {
-            fprintf(stderr,
-                    "usage: %s [--config FILE]\n"
-                    "every setting can be overridden by HERALD_<KEY>, "
-                    "e.g. HERALD_GATEWAY_PORT\n",
-                    argv[0]);
-            return 2;
-        }
-    }
-
+    const char *path;
+    int rc = hr_config_args(argc, argv, "gateway", &path);
+    if (rc != 0)
+        return rc;
     gw_config_t cfg = {0};
     char err[512];
-    hr_log_level_t level = HR_LOG_INFO;
-    hr_log_init("gateway", level);
-    if (hr_config_load(&cfg, gw_config_fields, gw_config_nfields, path, err, sizeof(err)) != 0) {
-        hr_log_error("config_invalid", "error=\"%s\"", err);
+    if (hr_config_start("gateway", &cfg, gw_config_fields, gw_config_nfields, path,
+                        offsetof(gw_config_t, log_level)) != 0)
         return 1;
-    }
-    if (hr_log_level_parse(cfg.log_level, &level) != 0) {
-        hr_log_error("config_invalid", "error=\"log.level must be debug|info|warn|error\"");
-        return 1;
-    }
-    hr_log_init("gateway", level);
-    hr_json_init();
-    signal(SIGPIPE, SIG_IGN);
     raise_nofile();
 
     uv_loop_t loop;

@@ -6,6 +6,7 @@
 
 #include <event2/event.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -20,35 +21,15 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 int
 main(int argc, char **argv)
 {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-            path = argv[++i];
-        } else {
-            fprintf(stderr,
-                    "usage: %s [--config FILE]\n"
-                    "every setting can be overridden by HERALD_<KEY>, "
-                    "e.g. HERALD_INGEST_PORT\n",
-                    argv[0]);
-            return 2;
-        }
-    }
-
+    const char *path;
+    int rc = hr_config_args(argc, argv, "ingest", &path);
+    if (rc != 0)
+        return rc;
     ing_config_t cfg = {0};
     char err[512];
-    hr_log_level_t level = HR_LOG_INFO;
-    hr_log_init("ingest", level);
-    if (hr_config_load(&cfg, ing_config_fields, ing_config_nfields, path, err, sizeof(err)) != 0) {
-        hr_log_error("config_invalid", "error=\"%s\"", err);
+    if (hr_config_start("ingest", &cfg, ing_config_fields, ing_config_nfields, path,
+                        offsetof(ing_config_t, log_level)) != 0)
         return 1;
-    }
-    if (hr_log_level_parse(cfg.log_level, &level) != 0) {
-        hr_log_error("config_invalid", "error=\"log.level must be debug|info|warn|error\"");
-        return 1;
-    }
-    hr_log_init("ingest", level);
-    hr_json_init();
-    signal(SIGPIPE, SIG_IGN);
 
     struct event_base *base = event_base_new();
     ing_server_t *srv = ing_server_create(base, &cfg, err, sizeof(err));

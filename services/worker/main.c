@@ -5,6 +5,7 @@
 #include "herald/hr_log.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,20 +54,9 @@ main(int argc, char **argv)
 
     wrk_config_t cfg = {0};
     char err[512];
-    hr_log_level_t level = HR_LOG_INFO;
-    hr_log_init("worker", level);
-    if (hr_config_load(&cfg, wrk_config_fields, wrk_config_nfields, path, err, sizeof(err)) != 0) {
-        hr_log_error("config_invalid", "error=\"%s\"", err);
-        hr_config_free(&cfg, wrk_config_fields, wrk_config_nfields);
+    if (hr_config_start("worker", &cfg, wrk_config_fields, wrk_config_nfields, path,
+                        offsetof(wrk_config_t, log_level)) != 0)
         return 1;
-    }
-    if (hr_log_level_parse(cfg.log_level, &level) != 0) {
-        hr_log_error("config_invalid", "error=\"log.level must be debug|info|warn|error\"");
-        hr_config_free(&cfg, wrk_config_fields, wrk_config_nfields);
-        return 1;
-    }
-    hr_log_init("worker", level);
-    hr_json_init();
 
     if (replay) {
         long n = 0;

@@ -37,4 +37,18 @@ void hr_config_free(void *out, const hr_cfg_field_t *fields, size_t nfields);
 /** Writes the environment variable name for key into buf ("a.b" → "HERALD_A_B"). */
 void hr_config_env_name(const char *key, char *buf, size_t cap);
 
+/**
+ * Parses the common command line of a service: `--config FILE` only. Returns
+ * 0 with *path set (NULL if absent), or prints the usage and returns 2.
+ */
+int hr_config_args(int argc, char **argv, const char *service, const char **path);
+
+/**
+ * What every main does before building its loop: loads the config (file,
+ * then environment), sets the log level from the string field at
+ * log_level_offset, routes cJSON through hr_alloc and ignores SIGPIPE.
+ * Returns 0, or HR_ERR after logging why (cfg is then freed).
+ */
+int hr_config_start(const char *service, void *cfg, const hr_cfg_field_t *fields, size_t nfields,
+                    const char *path, size_t log_level_offset);
 #endif
