@@ -5,7 +5,7 @@ import socket
 import struct
 import time
 
-from herald_stack import Stack, TestRun, http_request, post_notification, wait_until
+from herald_stack import Stack, TestRun, free_port, http_request, post_notification, wait_until
 from herald_ws import WsClient, WsClosed
 
 PRESENCE_TTL = 6
@@ -271,6 +271,42 @@ def main():
 
     finally:
         t.check("keepalive_gateway_exits_cleanly", stack.stop)
+
+    # Two gateway processes sharing one port (SO_REUSEPORT).
+    stack = Stack(gateways=0, services=("gateway",))
+    try:
+        port = free_port()
+        for i in (1, 2):
+            stack.spawn(f"shared{i}", "herald-gateway", {
+                "HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_REUSEPORT": "true",
+                "HERALD_GATEWAY_DEV_USER_QUERY": "true", "HERALD_GATEWAY_NODE_ID": f"s{i}"})
+        wait_until(lambda: all("event=listening" in stack.services[f"shared{i}"].log_text()
+                               for i in (1, 2)), 10, "both gateways listening")
+
+        def spread_over_both():
+            nodes = set()
+            for i in range(40):
+                c = WsClient("127.0.0.1", port, f"/ws?user_id=s{i}")
+                opened.append(c)
+                nodes.add(c.recv_type("welcome")["connection_id"].split("-")[0])
+            assert nodes == {"s1", "s2"}, nodes
+        t.check("two_gateways_share_one_port_with_so_reuseport", spread_over_both)
+
+        def drained_one_leaves_the_port_to_the_other():
+            stack.services["shared1"].proc.send_signal(15)
+            assert stack.services["shared1"].proc.wait(10) == 0
+            for i in range(10):
+                c = WsClient("127.0.0.1", port, f"/ws?user_id=after{i}")
+                opened.append(c)
+                assert c.recv_type("welcome")["connection_id"].startswith("s2-")
+        t.check("after_sigterm_new_sockets_go_to_the_sibling", drained_one_leaves_the_port_to_the_other)
+    finally:
+        for c in opened:
+            try:
+                c.close()
+            except OSError:
+                pass
+        t.check("shared_port_gateways_exit_cleanly", stack.stop)
     t.finish()
 
 
