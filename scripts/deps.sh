@@ -5,12 +5,19 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git python3 procps
       libwebsockets-dev libevent-dev libhiredis-dev libpq-dev libcjson-dev
-      libconfig-dev libuv1-dev redis-server postgresql curl)
+      libconfig-dev libuv1-dev redis-server postgresql curl
+      chromium)   # headless browser for the e2e test (tests/e2e), driven by playwright-core
 
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# Node.js and npm build the demo client (examples/client) and run the e2e
+# test. Keep whatever node is already on PATH (the image has a newer one);
+# install Debian's only when there is none.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"

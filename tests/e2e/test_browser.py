@@ -1,0 +1,185 @@
+"""Browser end-to-end test: the demo client (examples/client), built with
+Vite and served from a throwaway http.server, driven in headless Chromium by
+browser_chat.mjs (playwright-core) against a private Herald stack with two
+gateways (herald_stack.Stack from tests/integration).
+
+Alice (gateway 1), a second alice tab and bob (gateway 2) chat in "lobby";
+a notification POSTed to ingest shows up live with unread badge 1, a click
+marks it read and the other tab's badge follows through the live `read`
+frame; gateway 2 drains and restarts and its pages reconnect. Screenshots of
+every page go to the build directory (HERALD_E2E_OUT_DIR)."""
+import fcntl
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+from herald_stack import (SRC_DIR, Stack, TestRun, free_port, http_get, log,  # noqa: E402
+                          post_notification, wait_until)
+
+CLIENT_DIR = os.path.join(SRC_DIR, "examples", "client")
+OUT_DIR = os.path.abspath(os.environ.get("HERALD_E2E_OUT_DIR", os.path.join(HERE, "out")))
+DIST = os.path.join(OUT_DIR, "client-dist")
+NODE_TIMEOUT = 300
+NPM_ENV = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", npm_config_audit="false",
+               npm_config_fund="false", npm_config_update_notifier="false")
+
+
+def run(argv, cwd, timeout=300):
+    log(f"$ {' '.join(argv)}  (in {os.path.relpath(cwd, SRC_DIR)})")
+    out = subprocess.run(argv, cwd=cwd, env=NPM_ENV, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+
+
+def npm_ci(cwd):
+    """npm ci unless node_modules already matches package-lock.json."""
+    stamp = os.path.join(cwd, "node_modules", ".package-lock.json")
+    lock = os.path.join(cwd, "package-lock.json")
+    if os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(lock):
+        log(f"{os.path.relpath(cwd, SRC_DIR)}/node_modules is up to date")
+        return
+    run(["npm", "ci", "--no-audit", "--no-fund"], cwd)
+
+
+class npm_lock:
+    """Serializes npm work between concurrent test runs sharing a checkout."""
+
+    def __enter__(self):
+        self.f = open(os.path.join(tempfile.gettempdir(), "herald-e2e-npm.lock"), "w")
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.f, fcntl.LOCK_UN)
+        self.f.close()
+
+
+def build_client():
+    with npm_lock():
+        npm_ci(CLIENT_DIR)
+        run(["npm", "run", "build", "--", "--outDir", DIST, "--emptyOutDir", "--logLevel", "warn"], CLIENT_DIR)
+        npm_ci(HERE)
+    assert os.path.exists(os.path.join(DIST, "index.html")), "vite wrote no index.html"
+
+
+def serve(directory):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=directory))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def main():
+    t = TestRun()
+    if not t.check("demo client built (npm ci + vite build), playwright-core installed", build_client):
+        t.finish()
+    os.makedirs(OUT_DIR, exist_ok=True)
+
+    stack = Stack(gateways=2)
+    srv = serve(DIST)
+    node = None
+    try:
+        gw = [f"ws://127.0.0.1:{p}" for p in stack.gateway_ports]
+        seed = "Welcome to Herald, bob"
+
+        def seed_bob():
+            st, body = post_notification(stack.ingest_port, {"user_id": "bob", "message": seed, "type": "welcome"})
+            assert st == 202, (st, body)
+            wait_until(lambda: http_get(stack.history_port, "/notifications?user_id=bob")[1]["items"], 15,
+                       "bob's notification in history")
+
+        t.check("seed: a stored notification for bob before his page opens", seed_bob)
+
+        env = dict(os.environ,
+                   E2E_CLIENT_URL=f"http://127.0.0.1:{srv.server_address[1]}/",
+                   E2E_GATEWAY1=gw[0], E2E_GATEWAY2=gw[1],
+                   E2E_HISTORY=f"http://127.0.0.1:{stack.history_port}",
+                   E2E_INGEST=f"http://127.0.0.1:{stack.ingest_port}",
+                   E2E_OUT_DIR=OUT_DIR, E2E_BOB_SEED=seed)
+        errlog = open(os.path.join(OUT_DIR, "browser_chat.stderr.log"), "w")
+        node = subprocess.Popen(["node", os.path.join(HERE, "browser_chat.mjs")], cwd=HERE, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog, text=True)
+        watchdog = threading.Timer(NODE_TIMEOUT, node.kill)
+        watchdog.start()
+        screenshots = []
+
+        def restart_gateway2():
+            svc = stack.services["gateway2"]
+            rc = svc.terminate()
+            assert rc == 0, f"gateway2 exited {rc} on SIGTERM"
+            port = stack.gateway_ports[1]
+            stack.spawn("gateway2", "herald-gateway",
+                        {"HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_DEV_USER_QUERY": "true",
+                         "HERALD_GATEWAY_NODE_ID": "gw2"})
+            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "gateway2 back")
+
+        for line in node.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                log(f"node: {line.rstrip()}")
+                continue
+            if "step" in msg:
+                def result(m=msg):
+                    if not m["ok"]:
+                        raise AssertionError(m["error"])
+                took = f" [{msg['ms'] / 1000:.2f}s in the browser]" if msg["ok"] else ""
+                t.check(f"browser: {msg['step']}{took}", result)
+            elif "request" in msg:
+                ok = msg["request"] == "restart_gateway2" and t.check("gateway 2 drained and restarted",
+                                                                      restart_gateway2)
+                node.stdin.write("done\n" if ok else "failed\n")
+                node.stdin.flush()
+            elif "screenshot" in msg:
+                screenshots.append(msg["screenshot"])
+                log(f"screenshot: {msg['screenshot']}")
+        rc = node.wait()
+        watchdog.cancel()
+        errlog.close()
+
+        def node_exit():
+            if rc != 0:
+                with open(errlog.name) as f:
+                    raise AssertionError(f"browser_chat.mjs exited {rc}\n{f.read()[-4000:]}")
+
+        t.check("browser_chat.mjs exited 0", node_exit)
+        t.check("a screenshot of each page", lambda: _assert(len(screenshots) == 3 and all(
+            os.path.getsize(s) > 1000 for s in screenshots), screenshots))
+
+        def stored():
+            _, inbox = http_get(stack.history_port, "/notifications?user_id=alice")
+            assert inbox["unread_count"] == 0 and inbox["items"][0]["read_at"], inbox
+            want = {"hello from alice", "hi alice, bob here", "welcome back bob"}
+            wait_until(lambda: want <= {m["message"] for m in
+                                        http_get(stack.history_port, "/rooms/lobby/messages")[1]["items"]},
+                       15, "the chat in history")
+
+        t.check("history agrees: alice's notification read, the chat stored", stored)
+    finally:
+        if node and node.poll() is None:
+            node.kill()
+            node.wait()
+        srv.shutdown()
+        srv.server_close()
+        t.check("stack stops cleanly (exit 0, no sanitizer report)", stack.stop)
+    t.finish()
+
+
+def _assert(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+if __name__ == "__main__":
+    main()
