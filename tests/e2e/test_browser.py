@@ -37,7 +37,8 @@ def run(argv, cwd, timeout=300):
     log(f"$ {' '.join(argv)}  (in {os.path.relpath(cwd, SRC_DIR)})")
     out = subprocess.run(argv, cwd=cwd, env=NPM_ENV, capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+        err = out.stderr if len(out.stderr) < 4000 else f"{out.stderr[:2500]}\n…\n{out.stderr[-1000:]}"
+        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-2000:]}{err}")
 
 
 def npm_ci(cwd):
