@@ -50,8 +50,8 @@
 #define HL_MAX_PORTS 32
 #define HL_MAX_PIDS 64
 #define HL_MAX_PROCS 64
-#define HL_RXCAP (1u << 20)  /* shared read buffer per process; also the largest frame */
-#define HL_MAX_TX 4096       /* largest client frame payload this tool sends */
+#define HL_RXCAP (1u << 20) /* shared read buffer per process; also the largest frame */
+#define HL_MAX_TX 4096      /* largest client frame payload this tool sends */
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -840,7 +840,8 @@ static void
 hl_check_timeouts(void)
 {
     uint32_t now = hl_now_ms();
-    uint32_t hs = (uint32_t)(O.handshake_timeout_s * 1000), js = (uint32_t)(O.join_timeout_s * 1000);
+    uint32_t hs = (uint32_t)(O.handshake_timeout_s * 1000),
+             js = (uint32_t)(O.join_timeout_s * 1000);
     for (uint32_t i = 0; i < W.next_start; i++) {
         hl_conn_t *c = &W.conns[i];
         if (c->state == CS_CONNECTING || c->state == CS_HANDSHAKE ||
@@ -1129,8 +1130,7 @@ hl_worker_run(int id, uint32_t first, uint32_t count, int cmd_fd, int rep_fd)
         uint64_t now = hr_mono_us();
         if (W.next_start < W.count) {
             uint64_t allowed = (uint64_t)((double)(now - W.t0_us) / 1e6 * W.rate) + 1;
-            while (W.next_start < W.count && W.next_start < allowed &&
-                   W.inflight < O.inflight_max)
+            while (W.next_start < W.count && W.next_start < allowed && W.inflight < O.inflight_max)
                 hl_conn_start(&W.conns[W.next_start++]);
         }
         if (W.publishing)
@@ -1408,10 +1408,28 @@ main(int argc, char **argv)
     O.inflight_max = 1000;
 
     enum {
-        OPT_HOST = 256, OPT_PORT, OPT_PORTS, OPT_CONNS, OPT_PROCS, OPT_SRC_FROM, OPT_SRC_TO,
-        OPT_USERS, OPT_ROOM, OPT_RATE, OPT_HOLD, OPT_PUBLISH, OPT_PUB_RATE, OPT_GW_PIDS,
-        OPT_NOTIFY_URL, OPT_NOTIFY_RATE, OPT_NOTIFY_COUNT, OPT_NOTIFY_CONNS, OPT_DRAIN,
-        OPT_HS_TIMEOUT, OPT_JOIN_TIMEOUT, OPT_INFLIGHT
+        OPT_HOST = 256,
+        OPT_PORT,
+        OPT_PORTS,
+        OPT_CONNS,
+        OPT_PROCS,
+        OPT_SRC_FROM,
+        OPT_SRC_TO,
+        OPT_USERS,
+        OPT_ROOM,
+        OPT_RATE,
+        OPT_HOLD,
+        OPT_PUBLISH,
+        OPT_PUB_RATE,
+        OPT_GW_PIDS,
+        OPT_NOTIFY_URL,
+        OPT_NOTIFY_RATE,
+        OPT_NOTIFY_COUNT,
+        OPT_NOTIFY_CONNS,
+        OPT_DRAIN,
+        OPT_HS_TIMEOUT,
+        OPT_JOIN_TIMEOUT,
+        OPT_INFLIGHT
     };
     static const struct option longopts[] = {
         {"host", required_argument, NULL, OPT_HOST},
@@ -1442,35 +1460,83 @@ main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
-        case OPT_HOST: snprintf(O.host, sizeof(O.host), "%s", optarg); break;
-        case OPT_PORT: O.ports[0] = atoi(optarg); O.nports = 1; break;
-        case OPT_PORTS: O.nports = hl_parse_list(optarg, O.ports, HL_MAX_PORTS); break;
-        case OPT_CONNS: O.conns = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case OPT_PROCS: O.procs = atoi(optarg); break;
-        case OPT_SRC_FROM: O.src_from = atoi(optarg); break;
-        case OPT_SRC_TO: O.src_to = atoi(optarg); break;
-        case OPT_USERS: O.users = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case OPT_ROOM: O.room = optarg; break;
-        case OPT_RATE: O.rate = atof(optarg); break;
-        case OPT_HOLD: O.hold_s = atof(optarg); break;
-        case OPT_PUBLISH: O.publish = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case OPT_PUB_RATE: O.pub_rate = atof(optarg); break;
-        case OPT_GW_PIDS: O.ngw_pids = hl_parse_list(optarg, O.gw_pids, HL_MAX_PIDS); break;
-        case OPT_NOTIFY_URL: O.notify_url = optarg; break;
-        case OPT_NOTIFY_RATE: O.notify_rate = atof(optarg); break;
-        case OPT_NOTIFY_COUNT: O.notify_count = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case OPT_NOTIFY_CONNS: O.notify_conns = atoi(optarg); break;
-        case OPT_DRAIN: O.drain_s = atof(optarg); break;
-        case OPT_HS_TIMEOUT: O.handshake_timeout_s = atof(optarg); break;
-        case OPT_JOIN_TIMEOUT: O.join_timeout_s = atof(optarg); break;
-        case OPT_INFLIGHT: O.inflight_max = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'h': hl_usage(argv[0]); return 0;
-        default: hl_usage(argv[0]); return 1;
+        case OPT_HOST:
+            snprintf(O.host, sizeof(O.host), "%s", optarg);
+            break;
+        case OPT_PORT:
+            O.ports[0] = atoi(optarg);
+            O.nports = 1;
+            break;
+        case OPT_PORTS:
+            O.nports = hl_parse_list(optarg, O.ports, HL_MAX_PORTS);
+            break;
+        case OPT_CONNS:
+            O.conns = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case OPT_PROCS:
+            O.procs = atoi(optarg);
+            break;
+        case OPT_SRC_FROM:
+            O.src_from = atoi(optarg);
+            break;
+        case OPT_SRC_TO:
+            O.src_to = atoi(optarg);
+            break;
+        case OPT_USERS:
+            O.users = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case OPT_ROOM:
+            O.room = optarg;
+            break;
+        case OPT_RATE:
+            O.rate = atof(optarg);
+            break;
+        case OPT_HOLD:
+            O.hold_s = atof(optarg);
+            break;
+        case OPT_PUBLISH:
+            O.publish = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case OPT_PUB_RATE:
+            O.pub_rate = atof(optarg);
+            break;
+        case OPT_GW_PIDS:
+            O.ngw_pids = hl_parse_list(optarg, O.gw_pids, HL_MAX_PIDS);
+            break;
+        case OPT_NOTIFY_URL:
+            O.notify_url = optarg;
+            break;
+        case OPT_NOTIFY_RATE:
+            O.notify_rate = atof(optarg);
+            break;
+        case OPT_NOTIFY_COUNT:
+            O.notify_count = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case OPT_NOTIFY_CONNS:
+            O.notify_conns = atoi(optarg);
+            break;
+        case OPT_DRAIN:
+            O.drain_s = atof(optarg);
+            break;
+        case OPT_HS_TIMEOUT:
+            O.handshake_timeout_s = atof(optarg);
+            break;
+        case OPT_JOIN_TIMEOUT:
+            O.join_timeout_s = atof(optarg);
+            break;
+        case OPT_INFLIGHT:
+            O.inflight_max = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'h':
+            hl_usage(argv[0]);
+            return 0;
+        default:
+            hl_usage(argv[0]);
+            return 1;
         }
     }
-    if (O.procs < 1 || O.procs > HL_MAX_PROCS || O.nports < 1 || O.rate <= 0 ||
-        O.pub_rate <= 0 || O.notify_rate <= 0 || O.notify_conns < 1 || O.notify_conns > 1000 ||
-        O.inflight_max < 1) {
+    if (O.procs < 1 || O.procs > HL_MAX_PROCS || O.nports < 1 || O.rate <= 0 || O.pub_rate <= 0 ||
+        O.notify_rate <= 0 || O.notify_conns < 1 || O.notify_conns > 1000 || O.inflight_max < 1) {
         fprintf(stderr, "herald-load: invalid option value\n");
         return 1;
     }
@@ -1498,8 +1564,8 @@ main(int argc, char **argv)
                 per, (unsigned long)rl.rlim_cur);
         return 1;
     }
-    O.phase_timeout_s = (double)O.conns / O.rate + O.handshake_timeout_s +
-                        (O.room ? O.join_timeout_s : 0) + 60;
+    O.phase_timeout_s =
+        (double)O.conns / O.rate + O.handshake_timeout_s + (O.room ? O.join_timeout_s : 0) + 60;
     signal(SIGPIPE, SIG_IGN);
 
     uint64_t rss_before = hl_gateway_rss();
@@ -1539,8 +1605,8 @@ main(int argc, char **argv)
         C[i].rep_fd = up[0];
     }
 
-    fprintf(stderr, "herald-load: connecting %u sockets with %d processes at %.0f/s\n", O.conns,
-            NC, O.rate);
+    fprintf(stderr, "herald-load: connecting %u sockets with %d processes at %.0f/s\n", O.conns, NC,
+            O.rate);
     uint64_t t_conn = hr_mono_us();
     if (hl_wait_all(HL_REP_CONNECTED, -1, O.phase_timeout_s) != 0)
         fprintf(stderr, "herald-load: connect phase timed out\n");
@@ -1665,9 +1731,9 @@ main(int argc, char **argv)
         printf("gateway_rss_kib_after=%" PRIu64 "\n", rss_after);
         printf("gateway_rss_kib_after_each=%s\n", rss_each);
         printf("rss_per_conn_bytes=%" PRIu64 "\n",
-               T->conn_ok ? (rss_after > rss_before ? (rss_after - rss_before) * 1024 / T->conn_ok
-                                                    : 0)
-                          : 0);
+               T->conn_ok
+                   ? (rss_after > rss_before ? (rss_after - rss_before) * 1024 / T->conn_ok : 0)
+                   : 0);
     }
     printf("frames_received=%" PRIu64 "\n", T->frames_rx);
     printf("server_pings_received=%" PRIu64 "\n", T->pings_rx);
