@@ -1,6 +1,7 @@
 #include "herald/hr_http.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
+#include "herald/hr_log.h"
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
@@ -136,4 +137,54 @@ hr_http_path(struct evhttp_request *req)
     const char *uri = evhttp_request_get_uri(req);
     size_t n = strcspn(uri, "?#");
     return hr_strndup(uri, n);
+}
+
+static void
+hr_http_drain_maybe_done(hr_http_drain_t *d)
+{
+    if (d->draining && d->inflight == 0)
+        event_base_loopexit(d->base, NULL);
+}
+
+static void
+hr_http_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_http_drain_t *d = arg;
+    hr_log_warn("drain_timeout", "inflight=%u", d->inflight);
+    event_base_loopexit(d->base, NULL);
+}
+
+void
+hr_http_drain_begin(hr_http_drain_t *d, int drain_ms)
+{
+    if (d->draining)
+        return;
+    d->draining = 1;
+    hr_log_info("draining", "inflight=%u", d->inflight);
+    if (d->listener != NULL) {
+        evhttp_del_accept_socket(d->http, d->listener);
+        d->listener = NULL;
+    }
+    d->timer = evtimer_new(d->base, hr_http_drain_timeout, d);
+    struct timeval tv = {drain_ms / 1000, (drain_ms % 1000) * 1000};
+    evtimer_add(d->timer, &tv);
+    hr_http_drain_maybe_done(d);
+}
+
+void
+hr_http_drain_release(hr_http_drain_t *d)
+{
+    if (d->inflight > 0)
+        d->inflight--;
+    hr_http_drain_maybe_done(d);
+}
+
+void
+hr_http_drain_clear(hr_http_drain_t *d)
+{
+    if (d->timer != NULL)
+        event_free(d->timer);
+    d->timer = NULL;
 }

@@ -46,16 +46,13 @@ const hr_cfg_field_t hist_config_fields[] = {
 const size_t hist_config_nfields = HR_ARRAY_LEN(hist_config_fields);
 
 struct hist_server_s {
-    struct event_base *base;              /* borrowed */
-    const hist_config_t *cfg;             /* borrowed */
-    struct evhttp *http;                  /* owned */
-    struct evhttp_bound_socket *listener; /* owned by http */
+    struct event_base *base;  /* borrowed */
+    const hist_config_t *cfg; /* borrowed */
+    struct evhttp *http;      /* owned */
     int port;
     hist_db_t *db;           /* owned */
     hr_redis_async_t *redis; /* owned: PUBLISH of read/unread events */
-    unsigned inflight;       /* requests waiting for PostgreSQL */
-    int draining;
-    struct event *drain_timer; /* owned */
+    hr_http_drain_t drain;   /* listener, requests in flight, stop */
 };
 
 /* ---- query string and path ---- */
@@ -371,13 +368,6 @@ typedef struct {
 static void hist_call_closed(struct evhttp_connection *evcon, void *arg);
 
 static void
-hist_maybe_finish_drain(hist_server_t *s)
-{
-    if (s->draining && s->inflight == 0)
-        event_base_loopexit(s->base, NULL);
-}
-
-static void
 hist_call_unwatch(hist_call_t *c)
 {
     if (c->watch != NULL) {
@@ -426,7 +416,7 @@ hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route)
             event_add(c->watch, NULL);
         }
     }
-    s->inflight++;
+    s->drain.inflight++;
     return c;
 }
 
@@ -439,8 +429,7 @@ hist_call_free(hist_call_t *c)
     if (c->evcon != NULL)
         evhttp_connection_set_closecb(c->evcon, NULL, NULL);
     hr_free(c);
-    s->inflight--;
-    hist_maybe_finish_drain(s);
+    hr_http_drain_release(&s->drain);
 }
 
 /* Answers (or, with the client gone, lets evhttp free the request) and frees the call. */
@@ -917,7 +906,7 @@ hist_route(struct evhttp_request *req, void *arg)
     } else if (post ? m != EVHTTP_REQ_POST : (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)) {
         evhttp_add_header(h, "Allow", allow);
         hr_http_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
-    } else if (s->draining) {
+    } else if (s->drain.draining) {
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
     } else {
         hist_handle(s, req, route, seg, seglen);
@@ -953,8 +942,8 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
         hr_free(s);
         return NULL;
     }
-    s->http = hr_http_listen(base, cfg->host, cfg->port, HIST_BODY_MAX, &s->port, &s->listener, err,
-                             errlen);
+    s->http = hr_http_listen(base, cfg->host, cfg->port, HIST_BODY_MAX, &s->port,
+                             &s->drain.listener, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hist_db_destroy(s->db);
@@ -962,6 +951,8 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
         return NULL;
     }
     evhttp_set_gencb(s->http, hist_route, s);
+    s->drain.base = base;
+    s->drain.http = s->http;
     return s;
 }
 
@@ -971,31 +962,10 @@ hist_server_port(const hist_server_t *s)
     return s->port;
 }
 
-static void
-hist_drain_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    HR_UNUSED(fd);
-    HR_UNUSED(what);
-    hist_server_t *s = arg;
-    hr_log_warn("drain_timeout", "inflight=%u", s->inflight);
-    event_base_loopexit(s->base, NULL);
-}
-
 void
 hist_server_drain(hist_server_t *s)
 {
-    if (s->draining)
-        return;
-    s->draining = 1;
-    hr_log_info("draining", "inflight=%u", s->inflight);
-    if (s->listener != NULL) {
-        evhttp_del_accept_socket(s->http, s->listener);
-        s->listener = NULL;
-    }
-    s->drain_timer = evtimer_new(s->base, hist_drain_timeout, s);
-    struct timeval tv = {s->cfg->drain_ms / 1000, (s->cfg->drain_ms % 1000) * 1000};
-    evtimer_add(s->drain_timer, &tv);
-    hist_maybe_finish_drain(s);
+    hr_http_drain_begin(&s->drain, s->cfg->drain_ms);
 }
 
 /*
@@ -1010,8 +980,7 @@ hist_server_destroy(hist_server_t *s)
         return;
     hist_db_destroy(s->db);
     hr_redis_async_destroy(s->redis);
-    if (s->drain_timer != NULL)
-        event_free(s->drain_timer);
+    hr_http_drain_clear(&s->drain);
     evhttp_free(s->http);
     hr_free(s);
 }

@@ -67,16 +67,13 @@ static const char ing_lua_notify[] =
 #define ING_ARGS_PER 6
 
 struct ing_server_s {
-    struct event_base *base;              /* borrowed */
-    const ing_config_t *cfg;              /* borrowed */
-    struct evhttp *http;                  /* owned */
-    struct evhttp_bound_socket *listener; /* owned by http */
+    struct event_base *base; /* borrowed */
+    const ing_config_t *cfg; /* borrowed */
+    struct evhttp *http;     /* owned */
     int port;
     hr_redis_async_t *redis; /* owned */
     hr_uuid_gen_t uuid;
-    unsigned inflight; /* requests waiting for Redis */
-    int draining;
-    struct event *drain_timer; /* owned */
+    hr_http_drain_t drain; /* listener, requests in flight, stop */
 };
 
 /* One accepted request waiting for its Redis reply; freed in the reply callback. */
@@ -177,13 +174,6 @@ ing_expand(ing_server_t *s, hr_proto_request_t *r, ing_write_t *w)
 }
 
 static void
-ing_maybe_finish_drain(ing_server_t *s)
-{
-    if (s->draining && s->inflight == 0)
-        event_base_loopexit(s->base, NULL);
-}
-
-static void
 ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
     HR_UNUSED(ac);
@@ -214,8 +204,7 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
     }
     hr_free(p->answer);
     hr_free(p);
-    s->inflight--;
-    ing_maybe_finish_drain(s);
+    hr_http_drain_release(&s->drain);
 }
 
 /*
@@ -262,7 +251,7 @@ ing_send(ing_server_t *s, struct evhttp_request *req, ing_write_t *w, cJSON *a, 
 {
     char *answer = hr_json_print(a);
     cJSON_Delete(a);
-    if (s->draining || !hr_redis_async_ready(s->redis)) {
+    if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
         hr_free(answer);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
@@ -317,7 +306,7 @@ ing_send(ing_server_t *s, struct evhttp_request *req, ing_write_t *w, cJSON *a, 
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
-    s->inflight++;
+    s->drain.inflight++;
 }
 
 /* Content-Type, body and idempotency headers; 0 or HR_DECLINED (answered). */
@@ -350,7 +339,7 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req)
         hr_free(idem);
         return;
     }
-    if (s->draining || !hr_redis_async_ready(s->redis)) {
+    if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
         hr_proto_request_clear(&r);
         hr_free(idem);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
@@ -411,7 +400,7 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
     if (total > HR_FANOUT_MAX) {
         hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
                            "the batch expands to more than 1000 notifications");
-    } else if (accepted > 0 && (s->draining || !hr_redis_async_ready(s->redis))) {
+    } else if (accepted > 0 && (s->drain.draining || !hr_redis_async_ready(s->redis))) {
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
     } else {
         ing_write_t w = {0};
@@ -454,7 +443,7 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
 static void
 ing_handle_health(ing_server_t *s, struct evhttp_request *req)
 {
-    int ok = hr_redis_async_ready(s->redis) && !s->draining;
+    int ok = hr_redis_async_ready(s->redis) && !s->drain.draining;
     char body[128];
     int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"redis\":\"%s\"}",
                      ok ? "ok" : "unavailable", hr_redis_async_ready(s->redis) ? "up" : "down");
@@ -504,14 +493,16 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
         hr_free(s);
         return NULL;
     }
-    s->http = hr_http_listen(base, cfg->host, cfg->port, HR_BATCH_BODY_MAX, &s->port, &s->listener,
-                             err, errlen);
+    s->http = hr_http_listen(base, cfg->host, cfg->port, HR_BATCH_BODY_MAX, &s->port,
+                             &s->drain.listener, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hr_free(s);
         return NULL;
     }
     evhttp_set_gencb(s->http, ing_route, s);
+    s->drain.base = base;
+    s->drain.http = s->http;
     return s;
 }
 
@@ -521,32 +512,10 @@ ing_server_port(const ing_server_t *s)
     return s->port;
 }
 
-static void
-ing_drain_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    HR_UNUSED(fd);
-    HR_UNUSED(what);
-    ing_server_t *s = arg;
-    hr_log_warn("drain_timeout", "inflight=%u", s->inflight);
-    event_base_loopexit(s->base, NULL);
-}
-
 void
 ing_server_drain(ing_server_t *s)
 {
-    if (s->draining)
-        return;
-    s->draining = 1;
-    hr_log_info("draining", "inflight=%u", s->inflight);
-    /* Closing the listener stops new connections; open ones get 503 from now on. */
-    if (s->listener != NULL) {
-        evhttp_del_accept_socket(s->http, s->listener);
-        s->listener = NULL;
-    }
-    s->drain_timer = evtimer_new(s->base, ing_drain_timeout, s);
-    struct timeval tv = {s->cfg->drain_ms / 1000, (s->cfg->drain_ms % 1000) * 1000};
-    evtimer_add(s->drain_timer, &tv);
-    ing_maybe_finish_drain(s);
+    hr_http_drain_begin(&s->drain, s->cfg->drain_ms);
 }
 
 void
@@ -554,8 +523,7 @@ ing_server_destroy(ing_server_t *s)
 {
     if (s == NULL)
         return;
-    if (s->drain_timer)
-        event_free(s->drain_timer);
+    hr_http_drain_clear(&s->drain);
     hr_redis_async_destroy(s->redis);
     evhttp_free(s->http);
     hr_free(s);

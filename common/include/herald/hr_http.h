@@ -35,4 +35,26 @@ const char *hr_http_body(struct evhttp_request *req, size_t *len);
 /** The path of the request URI without the query (owned by caller). */
 char *hr_http_path(struct evhttp_request *req);
 
+/**
+ * Graceful stop of an evhttp server: the listener closes at once (open
+ * connections get 503 from the service), requests waiting on a backend are
+ * counted, and the loop exits when the last one is answered or after
+ * drain_ms, whichever comes first.
+ */
+typedef struct {
+    struct event_base *base;              /* borrowed */
+    struct evhttp *http;                  /* borrowed */
+    struct evhttp_bound_socket *listener; /* owned by http; NULL once closed */
+    struct event *timer;                  /* owned */
+    unsigned inflight;                    /* requests waiting on Redis or PostgreSQL */
+    int draining;
+} hr_http_drain_t;
+
+/** Starts draining (idempotent). */
+void hr_http_drain_begin(hr_http_drain_t *d, int drain_ms);
+/** One request in flight was answered. */
+void hr_http_drain_release(hr_http_drain_t *d);
+/** Frees the timer. */
+void hr_http_drain_clear(hr_http_drain_t *d);
+
 #endif
