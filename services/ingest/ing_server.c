@@ -74,6 +74,7 @@ struct ing_server_s {
     hr_redis_async_t *redis; /* owned */
     hr_uuid_gen_t uuid;
     hr_http_drain_t drain; /* listener, requests in flight, stop */
+    char script_sha[41];   /* SHA1 of ing_lua_notify once Redis has it; "" before */
 };
 
 /* One accepted request waiting for its Redis reply; freed in the reply callback. */
@@ -174,6 +175,37 @@ ing_expand(ing_server_t *s, hr_proto_request_t *r, ing_write_t *w)
 }
 
 static void
+ing_script_loaded(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    ing_server_t *s = privdata;
+    redisReply *r = reply;
+    if (r != NULL && r->type == REDIS_REPLY_STRING && r->len == 40)
+        memcpy(s->script_sha, r->str, 41);
+    else
+        hr_log_warn("script_load_failed", "error=\"%s\"", r ? r->str : "connection lost");
+}
+
+/* SCRIPT LOAD on every (re)connect; until it answers, requests use EVAL. */
+static void
+ing_load_script(ing_server_t *s)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", ing_lua_notify};
+    size_t argvlen[] = {6, 4, sizeof(ing_lua_notify) - 1};
+    hr_redis_async_argv(s->redis, ing_script_loaded, s, 3, argv, argvlen);
+}
+
+static void
+ing_redis_state(hr_redis_async_t *r, int ready, void *ud)
+{
+    HR_UNUSED(r);
+    ing_server_t *s = ud;
+    s->script_sha[0] = '\0';
+    if (ready)
+        ing_load_script(s);
+}
+
+static void
 ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
     HR_UNUSED(ac);
@@ -186,6 +218,12 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE,
                            "redis connection lost; the notification may be stored: retry with the "
                            "same Idempotency-Key");
+    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* The script cache was flushed: nothing was written; load it again, client retries. */
+        hr_log_warn("script_missing", "%s", "reloading");
+        p->srv->script_sha[0] = '\0';
+        ing_load_script(p->srv);
+        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis is reloading a script; retry");
     } else if (r->type == REDIS_REPLY_ERROR) {
         hr_log_error("publish_failed", "count=%zu error=\"%s\"", p->count, r->str);
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis refused the write; retry");
@@ -269,12 +307,18 @@ ing_send(ing_server_t *s, struct evhttp_request *req, ing_write_t *w, cJSON *a, 
     char ttl[16], count[16];
     snprintf(ttl, sizeof(ttl), "%d", HR_IDEMPOTENCY_TTL_S);
     snprintf(count, sizeof(count), "%zu", w->count);
-    const char *head[ING_ARGS_FIXED] = {"EVAL", ing_lua_notify,
-                                        "2",    HR_STREAM_NOTIFICATIONS,
-                                        idem,   protected ? protected : "",
-                                        answer, ttl};
-    size_t headlen[ING_ARGS_FIXED] = {4,
-                                      sizeof(ing_lua_notify) - 1,
+    /* EVALSHA once the script is loaded: 40 bytes instead of the script per request. */
+    int sha = s->script_sha[0] != '\0';
+    const char *head[ING_ARGS_FIXED] = {sha ? "EVALSHA" : "EVAL",
+                                        sha ? s->script_sha : ing_lua_notify,
+                                        "2",
+                                        HR_STREAM_NOTIFICATIONS,
+                                        idem,
+                                        protected ? protected : "",
+                                        answer,
+                                        ttl};
+    size_t headlen[ING_ARGS_FIXED] = {sha ? 7 : 4,
+                                      sha ? 40 : sizeof(ing_lua_notify) - 1,
                                       1,
                                       strlen(HR_STREAM_NOTIFICATIONS),
                                       strlen(idem),
@@ -486,8 +530,11 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->cfg = cfg;
     hr_uuid_gen_init(&s->uuid);
 
-    hr_redis_async_opts_t ro = {
-        .url = cfg->redis_url, .name = "ingest", .command_timeout_ms = cfg->redis_timeout_ms};
+    hr_redis_async_opts_t ro = {.url = cfg->redis_url,
+                                .name = "ingest",
+                                .command_timeout_ms = cfg->redis_timeout_ms,
+                                .on_state = ing_redis_state,
+                                .ud = s};
     s->redis = hr_redis_async_create(&hr_loop_ops_libevent, base, &ro, err, errlen);
     if (s->redis == NULL) {
         hr_free(s);
