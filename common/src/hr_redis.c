@@ -476,3 +476,17 @@ hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *pr
         return HR_AGAIN;
     return 0;
 }
+
+int
+hr_redis_async_flush(hr_redis_async_t *r)
+{
+    if (r->ac == NULL || r->state != HR_RS_READY)
+        return HR_AGAIN;
+    int done = 0;
+    /* A few rounds: the socket is non-blocking, and a full buffer is not worth a stall. */
+    for (int i = 0; i < 16 && !done; i++) {
+        if (redisBufferWrite(&r->ac->c, &done) != REDIS_OK)
+            return HR_ERR;
+    }
+    return done ? 0 : HR_AGAIN;
+}

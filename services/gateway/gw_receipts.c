@@ -180,6 +180,8 @@ gw_receipts_destroy(gw_receipts_t *r)
     r->armed = 1; /* no re-arm from the final flush */
     if (r->len > 0 && hr_redis_async_ready(r->redis))
         gw_receipts_flush(r->timer);
+    /* The connection is freed right after us: push the queued commands out now. */
+    hr_redis_async_flush(r->redis);
     if (r->len > 0)
         hr_log_warn("receipts_unsent", "count=%zu", r->len);
     uv_close((uv_handle_t *)r->timer, gw_receipts_timer_closed);

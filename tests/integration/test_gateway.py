@@ -231,9 +231,17 @@ def main():
 
         def sigterm_drains():
             svc = stack.services["gateway2"]
+            status, body = post_notification(stack.ingest_port, {"user_id": "bob",
+                                                                 "message": "last one"})
+            assert status == 202
+            assert bob.recv_type("notification")["notification"]["id"] == body["id"]
             svc.proc.send_signal(15)
             expect_close(bob, 1001)
             assert svc.proc.wait(10) == 0
+            # The delivery receipt written just before the stop reached Redis.
+            ids = [dict(zip(f[::2], f[1::2]))["id"]
+                   for _, f in stack.redis.cmd("XRANGE", "herald:stream:receipts", "-", "+")]
+            assert body["id"] in ids
         t.check("sigterm_closes_every_socket_with_1001_and_exits", sigterm_drains)
     finally:
         for c in opened:

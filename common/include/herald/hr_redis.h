@@ -93,6 +93,13 @@ int hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, in
  */
 int hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                                   const char **argv, const size_t *argvlen);
+/**
+ * Writes what hiredis still holds in its output buffer now, without waiting
+ * for the loop (before a destroy, so the last commands reach Redis even
+ * though their replies will not be read). Best effort; returns 0 if all
+ * went out.
+ */
+int hr_redis_async_flush(hr_redis_async_t *r);
 /** Commands sent whose reply has not come yet. */
 unsigned hr_redis_async_inflight(const hr_redis_async_t *r);
 
