@@ -308,7 +308,7 @@ gw_http_reply(struct lws *wsi, unsigned status, const char *body)
     if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p, end) ||
         lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
-    unsigned char out[LWS_PRE + 256];
+    unsigned char out[LWS_PRE + 512];
     if (len > sizeof(out) - LWS_PRE)
         len = sizeof(out) - LWS_PRE;
     memcpy(out + LWS_PRE, body, len);
@@ -501,12 +501,20 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
     case LWS_CALLBACK_HTTP: {
         const char *uri = in;
         if (uri != NULL && strcmp(uri, "/healthz") == 0) {
-            int up = gw_pubsub_ready(s->pubsub) && !s->draining;
-            char body[160];
+            int redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub);
+            int up = redis_up && !s->draining;
+            gw_hub_stats_t st = gw_hub_stats(s->hub);
+            char body[400];
             snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"redis\":\"%s\",\"connections\":%llu}",
-                     up ? "ok" : "unavailable", gw_pubsub_ready(s->pubsub) ? "up" : "down",
-                     (unsigned long long)gw_hub_stats(s->hub).conns);
+                     "{\"status\":\"%s\",\"redis\":\"%s\",\"node\":\"%s\","
+                     "\"connections\":%llu,\"users\":%llu,\"rooms\":%llu,"
+                     "\"memberships\":%llu,\"frames_queued\":%llu,\"slow_consumers_closed\":%llu,"
+                     "\"receipts_pending\":%zu}",
+                     up ? "ok" : "unavailable", redis_up ? "up" : "down", s->node_id,
+                     (unsigned long long)st.conns, (unsigned long long)st.users,
+                     (unsigned long long)st.rooms, (unsigned long long)st.memberships,
+                     (unsigned long long)st.frames_queued, (unsigned long long)st.slow_killed,
+                     s->receipts ? gw_receipts_pending(s->receipts) : (size_t)0);
             return gw_http_reply(wsi, up ? 200 : 503, body);
         }
         return gw_http_reply(wsi, 404,
