@@ -30,7 +30,7 @@ const hr_cfg_field_t wrk_config_fields[] = {
     /* worker.consumer: name in the consumer group; empty means <hostname>-<pid>. */
     {"worker.consumer", HR_CFG_STR, offsetof(wrk_config_t, consumer), "", 0, 0},
     /* worker.batch_size: entries per XREADGROUP, rows per transaction. */
-    {"worker.batch_size", HR_CFG_INT, offsetof(wrk_config_t, batch_size), "1000", 1, 10000},
+    {"worker.batch_size", HR_CFG_INT, offsetof(wrk_config_t, batch_size), "5000", 1, 10000},
     /* worker.flush_ms: a batch is stored once it holds batch_size entries or is this old. */
     {"worker.flush_ms", HR_CFG_INT, offsetof(wrk_config_t, flush_ms), "50", 0, 60000},
     /*
