@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what Herald needs to build, run and test, and nothing twice.
-# Idempotent: used by both `make up` and `make test` (and so by .ci/run).
+# Installs what Herald needs to build and run (and with `test`, to run every
+# test), and nothing twice. Idempotent: `make up` runs it bare, `make test`
+# (and so .ci/run) runs `scripts/deps.sh test`.
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git python3 procps
       libwebsockets-dev libevent-dev libhiredis-dev libpq-dev libcjson-dev
-      libconfig-dev libuv1-dev redis-server postgresql curl
-      chromium)   # headless browser for the e2e test (tests/e2e), driven by playwright-core
+      libconfig-dev libuv1-dev redis-server postgresql curl)
+if [ "${1:-}" = test ]; then
+  pkgs+=(chromium)   # headless browser for the e2e test (tests/e2e), driven by playwright-core
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

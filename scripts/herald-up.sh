@@ -10,7 +10,7 @@ var="$top/var"
 mkdir -p "$var/log"
 
 : "${REDIS_PORT:=16379}" "${PG_PORT:=15432}" "${INGEST_PORT:=8080}" "${HISTORY_PORT:=8082}"
-: "${GATEWAY1_PORT:=8081}" "${GATEWAY2_PORT:=8091}"
+: "${GATEWAY1_PORT:=8081}" "${GATEWAY2_PORT:=8091}" "${DEMO_PORT:=8090}"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -65,6 +65,26 @@ start gateway2 gateway HERALD_GATEWAY_PORT="$GATEWAY2_PORT" HERALD_GATEWAY_NODE_
 start worker worker
 start history history HERALD_HISTORY_PORT="$HISTORY_PORT"
 
+# The React demo (examples/client), built once and served as static files.
+demo=""
+if command -v npm >/dev/null 2>&1; then
+  client="$top/examples/client"
+  if [ ! -f "$client/dist/index.html" ] || [ -n "$(find "$client/src" "$client/index.html" \
+        "$client/package-lock.json" -newer "$client/dist/index.html" 2>/dev/null | head -1)" ]; then
+    echo "herald: building the demo client (examples/client)"
+    if (cd "$client" && npm ci --no-audit --no-fund --loglevel=error >"$var/log/demo-build.log" 2>&1 &&
+        npm run build >>"$var/log/demo-build.log" 2>&1); then :; else
+      echo "herald: demo client build failed (see var/log/demo-build.log); the stack runs without it"
+    fi
+  fi
+  if [ -f "$client/dist/index.html" ]; then
+    python3 -m http.server "$DEMO_PORT" --bind 127.0.0.1 --directory "$client/dist" \
+      >>"$var/log/demo.log" 2>&1 &
+    pids+=($!)
+    demo="http://127.0.0.1:$DEMO_PORT/?user=alice&gateway=ws://127.0.0.1:$GATEWAY1_PORT&history=http://127.0.0.1:$HISTORY_PORT"
+  fi
+fi
+
 for url in "http://127.0.0.1:$INGEST_PORT/healthz" "http://127.0.0.1:$HISTORY_PORT/healthz" \
            "http://127.0.0.1:$GATEWAY1_PORT/healthz" "http://127.0.0.1:$GATEWAY2_PORT/healthz"; do
   for _ in $(seq 100); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
@@ -78,6 +98,9 @@ Herald is up (logs in var/log/, Ctrl-C stops everything):
   gateway   ws://127.0.0.1:$GATEWAY1_PORT/ws   ws://127.0.0.1:$GATEWAY2_PORT/ws
   history   http://127.0.0.1:$HISTORY_PORT/notifications?user_id=alice
 
+${demo:+Demo in a browser: $demo
+  (open a second tab with user=bob&gateway=ws://127.0.0.1:$GATEWAY2_PORT to chat across gateways)
+}
 Listen as alice (in another terminal):
   node --experimental-websocket -e 'const w=new WebSocket("ws://127.0.0.1:$GATEWAY1_PORT/ws?user_id=alice"); w.onmessage=e=>console.log(e.data)'
 Send her a notification:
