@@ -501,7 +501,9 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
     case LWS_CALLBACK_HTTP: {
         const char *uri = in;
         if (uri != NULL && strcmp(uri, "/healthz") == 0) {
-            int redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub);
+            /* Both connections: subscriptions (delivery) and commands (chat, presence). */
+            int redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub) && s->redis != NULL &&
+                           hr_redis_async_ready(s->redis);
             int up = redis_up && !s->draining;
             gw_hub_stats_t st = gw_hub_stats(s->hub);
             char body[400];
