@@ -121,6 +121,24 @@ def main():
             carol.close()
         t.check("join_and_leave_events_reach_the_room", leave_sends_left)
 
+        def channels_follow_local_sockets():
+            d1 = ws(0, "dora")
+            d2 = ws(0, "dora")
+            wait_until(lambda: numsub(stack, "herald:user:dora") == 1, 5, "dora subscribed once")
+            d1.send_json({"type": "join", "room": "tmp-room"})
+            d1.recv_type("joined")
+            wait_until(lambda: numsub(stack, "herald:room:tmp-room") == 1, 5, "room subscribed")
+            d1.send_json({"type": "leave", "room": "tmp-room"})
+            d1.recv_type("left")
+            wait_until(lambda: numsub(stack, "herald:room:tmp-room") == 0, 5, "room unsubscribed")
+            d1.close()
+            time.sleep(0.3)
+            assert numsub(stack, "herald:user:dora") == 1, "still one socket of dora"
+            d2.close()
+            wait_until(lambda: numsub(stack, "herald:user:dora") == 0, 5, "dora unsubscribed")
+        t.check("channels_are_subscribed_once_and_released_after_the_last_socket",
+                channels_follow_local_sockets)
+
         def bad_input():
             c = ws(0, "mallory")
             cases = [
