@@ -432,15 +432,23 @@ hist_call_free(hist_call_t *c)
     hr_http_drain_release(&s->drain);
 }
 
-/* Answers (or, with the client gone, lets evhttp free the request) and frees the call. */
-static void
-hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
+/* Stops watching the client; returns its request, or NULL if it went away. */
+static struct evhttp_request *
+hist_call_detach(hist_call_t *c)
 {
     struct evhttp_request *req = c->req;
     hist_call_unwatch(c);
     if (c->evcon != NULL)
         evhttp_connection_set_closecb(c->evcon, NULL, NULL);
     c->evcon = NULL;
+    return req;
+}
+
+/* Answers (or, with the client gone, lets evhttp free the request) and frees the call. */
+static void
+hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
+{
+    struct evhttp_request *req = hist_call_detach(c);
     if (req != NULL)
         hr_http_send_json(req, status, json, len);
     hist_call_free(c);
@@ -449,11 +457,7 @@ hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
 static void
 hist_call_error(hist_call_t *c, int status, const char *code, const char *message)
 {
-    struct evhttp_request *req = c->req;
-    hist_call_unwatch(c);
-    if (c->evcon != NULL)
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-    c->evcon = NULL;
+    struct evhttp_request *req = hist_call_detach(c);
     if (req != NULL)
         hr_http_send_error(req, status, code, message);
     hist_call_free(c);
