@@ -519,3 +519,31 @@ hr_proto_user_channel(char *buf, size_t cap, const char *user_id)
     }
     return (size_t)n;
 }
+
+/* snprintf into buf, or 0 and an empty buf when it does not fit: a cut key is another key. */
+static size_t
+hr_proto_key_fit(char *buf, size_t cap, int n)
+{
+    if (n < 0 || (size_t)n >= cap) {
+        if (cap > 0)
+            buf[0] = '\0';
+        return 0;
+    }
+    return (size_t)n;
+}
+
+size_t
+hr_proto_presence_key(char *buf, size_t cap, const char *room, const char *user)
+{
+    int n = user == NULL ? snprintf(buf, cap, "%s{%s}", HR_KEY_PRESENCE_PREFIX, room)
+                         : snprintf(buf, cap, "%s{%s}:%s", HR_KEY_PRESENCE_PREFIX, room, user);
+    return hr_proto_key_fit(buf, cap, n);
+}
+
+size_t
+hr_proto_chat_idem_key(char *buf, size_t cap, const char *room, const char *user, const char *key)
+{
+    int n = snprintf(buf, cap, "%s{%s}:%zu:%s:%s", HR_KEY_CHAT_IDEM_PREFIX, room, strlen(user),
+                     user, key);
+    return hr_proto_key_fit(buf, cap, n);
+}

@@ -17,7 +17,8 @@
 #define HR_CHANNEL_USER_PREFIX "herald:user:"
 #define HR_CHANNEL_ROOM_PREFIX "herald:room:"
 #define HR_CHANNEL_GATEWAY_PREFIX "herald:gateway:"
-#define HR_KEY_PRESENCE_PREFIX "herald:presence:" /* + room [+ ":" + user] */
+#define HR_KEY_PRESENCE_PREFIX "herald:presence:"  /* hr_proto_presence_key() */
+#define HR_KEY_CHAT_IDEM_PREFIX "herald:chatidem:" /* hr_proto_chat_idem_key() */
 #define HR_STREAM_RECEIPTS "herald:stream:receipts"
 #define HR_STREAM_ROOM_MESSAGES "herald:stream:room_messages"
 #define HR_STREAM_DEAD_LETTER "herald:stream:dead"
@@ -179,5 +180,34 @@ char *hr_proto_frame_notification(const char *envelope, size_t len, size_t *outl
  * or 0 (and an empty buf) when it does not fit in cap.
  */
 size_t hr_proto_user_channel(char *buf, size_t cap, const char *user_id);
+
+/*
+ * Presence keys (proto/redis.md): "herald:presence:{<room>}" is the room's set
+ * (user -> expiry), "herald:presence:{<room>}:<user>" the set of gateways
+ * holding that user in the room. Room names have no braces, so the first "}"
+ * ends the room and no (room, user) pair can spell another's key; {<room>} is
+ * also the Redis Cluster hash tag, so the keys of one presence script share a
+ * slot.
+ */
+#define HR_PRESENCE_PAGE 100 /* users a presence answer lists before it is cut into pages */
+
+/**
+ * Writes the presence key of room (user NULL) or of (room, user); returns its
+ * length, or 0 (and an empty buf) when it does not fit in cap.
+ */
+size_t hr_proto_presence_key(char *buf, size_t cap, const char *room, const char *user);
+
+/*
+ * Chat idempotency (proto/redis.md, proto/ws.md): a `publish` carrying
+ * `idempotency_key` is recorded under
+ * "herald:chatidem:{<room>}:<len(user)>:<user>:<key>" for HR_CHAT_IDEM_TTL_S,
+ * so a retry after an unknown outcome is not published twice.
+ */
+#define HR_CHAT_IDEM_TTL_S 600
+#define HR_CHAT_IDEM_KEY_MAX 64
+
+/** Writes the chat idempotency key like hr_proto_presence_key(). */
+size_t hr_proto_chat_idem_key(char *buf, size_t cap, const char *room, const char *user,
+                              const char *key);
 
 #endif

@@ -23,8 +23,8 @@ static const char gw_lua_chat[] =
     "return sid\n";
 
 /*
- * KEYS[1] herald:presence:<room> (user → expiry ms), KEYS[2]
- * herald:presence:<room>:<user> (gateway → expiry ms), KEYS[3] room channel
+ * KEYS[1] herald:presence:{<room>} (user → expiry ms), KEYS[2]
+ * herald:presence:{<room>}:<user> (gateway → expiry ms), KEYS[3] room channel
  * ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] expiry ms,
  * ARGV[5] ttl s, ARGV[6] joined frame, ARGV[7] largest room that gets events
  * Reply: 1 if the user was not present in the room before. The event is
@@ -62,7 +62,7 @@ static const char gw_lua_leave[] = "redis.call('ZREM', KEYS[2], ARGV[1])\n"
                                    "return 0\n";
 
 /*
- * KEYS[1] herald:presence:<room>; ARGV[1] now ms
+ * KEYS[1] herald:presence:{<room>}; ARGV[1] now ms
  * Reply: the users present (expired ones are removed first).
  */
 static const char gw_lua_presence[] = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
@@ -248,9 +248,11 @@ static void
 gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int joined)
 {
     char k1[GW_ROOM_MAX + 32], k2[GW_ROOM_MAX + HR_USER_ID_MAX + 32], ch[GW_ROOM_MAX + 32];
-    int l1 = snprintf(k1, sizeof(k1), "%s%s", HR_KEY_PRESENCE_PREFIX, room);
-    int l2 = snprintf(k2, sizeof(k2), "%s%s:%s", HR_KEY_PRESENCE_PREFIX, room, user);
-    int lc = snprintf(ch, sizeof(ch), "%s%s", HR_CHANNEL_ROOM_PREFIX, room);
+    size_t l1 = hr_proto_presence_key(k1, sizeof(k1), room, NULL);
+    size_t l2 = hr_proto_presence_key(k2, sizeof(k2), room, user);
+    size_t lc = hr_proto_room_channel(ch, sizeof(ch), room);
+    if (l1 == 0 || l2 == 0 || lc == 0)
+        return;
 
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", joined ? "joined" : "left");
@@ -273,7 +275,7 @@ gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int jo
         size_t argvlen[13];
         for (int i = 0; i < 13; i++)
             argvlen[i] = strlen(argv[i]);
-        argvlen[3] = (size_t)l1, argvlen[4] = (size_t)l2, argvlen[5] = (size_t)lc;
+        argvlen[3] = l1, argvlen[4] = l2, argvlen[5] = lc;
         hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 13, argv, argvlen);
     } else {
         const char *argv[] = {"EVAL",     gw_lua_leave, "3",  k1,    k2,  ch,
@@ -281,7 +283,7 @@ gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int jo
         size_t argvlen[11];
         for (int i = 0; i < 11; i++)
             argvlen[i] = strlen(argv[i]);
-        argvlen[3] = (size_t)l1, argvlen[4] = (size_t)l2, argvlen[5] = (size_t)lc;
+        argvlen[3] = l1, argvlen[4] = l2, argvlen[5] = lc;
         hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 11, argv, argvlen);
     }
     hr_free(frame);
@@ -331,7 +333,7 @@ int
 gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const cJSON *ref)
 {
     char k1[GW_ROOM_MAX + 32], snow[24];
-    snprintf(k1, sizeof(k1), "%s%s", HR_KEY_PRESENCE_PREFIX, room);
+    hr_proto_presence_key(k1, sizeof(k1), room, NULL);
     snprintf(snow, sizeof(snow), "%llu", (unsigned long long)hr_now_ms());
     const char *argv[] = {"EVAL", gw_lua_presence, "1", k1, snow};
     size_t argvlen[5];
