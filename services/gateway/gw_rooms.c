@@ -27,39 +27,42 @@ static const char gw_lua_chat[] =
  * herald:presence:{<room>}:<user> (gateway → expiry ms), KEYS[3] room channel
  * ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] expiry ms,
  * ARGV[5] ttl s, ARGV[6] joined frame, ARGV[7] largest room that gets events
- * Reply: 1 if the user was not present in the room before. The event is
- * published only in rooms up to ARGV[7] users: in a big room every join would
- * be a frame to every member.
+ * Reply: 1 if the user was not present in the room before. Expired entries
+ * (a killed gateway's users) are pruned first, so they count neither as
+ * present nor toward the room's size. The event is published only in rooms
+ * of at most ARGV[7] users, the joiner included: in a big room every join
+ * would be a frame to every member.
  */
-static const char gw_lua_join[] = "local old = redis.call('ZSCORE', KEYS[1], ARGV[2])\n"
+static const char gw_lua_join[] = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])\n"
+                                  "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"
+                                  "local old = redis.call('ZSCORE', KEYS[1], ARGV[2])\n"
                                   "redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])\n"
                                   "redis.call('EXPIRE', KEYS[2], ARGV[5])\n"
                                   "redis.call('ZADD', KEYS[1], 'GT', ARGV[4], ARGV[2])\n"
                                   "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-                                  "if (not old) or tonumber(old) <= tonumber(ARGV[3]) then\n"
-                                  "  if redis.call('ZCARD', KEYS[1]) <= tonumber(ARGV[7]) then\n"
-                                  "    redis.call('PUBLISH', KEYS[3], ARGV[6])\n"
-                                  "  end\n"
-                                  "  return 1\n"
+                                  "if old then return 0 end\n"
+                                  "if redis.call('ZCARD', KEYS[1]) <= tonumber(ARGV[7]) then\n"
+                                  "  redis.call('PUBLISH', KEYS[3], ARGV[6])\n"
                                   "end\n"
-                                  "return 0\n";
+                                  "return 1\n";
 
 /*
  * KEYS as for join; ARGV[1] gateway, ARGV[2] user, ARGV[3] now ms, ARGV[4] left frame,
  * ARGV[5] largest room that gets events
- * Reply: 1 if the user has left the room on every gateway.
+ * Reply: 1 if the user has left the room on every gateway. The room's size
+ * is counted with the leaver, as join counts it with the joiner, so a room
+ * that saw a user's `joined` sees its `left`.
  */
-static const char gw_lua_leave[] = "redis.call('ZREM', KEYS[2], ARGV[1])\n"
-                                   "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"
-                                   "if redis.call('ZCARD', KEYS[2]) == 0 then\n"
-                                   "  if redis.call('ZREM', KEYS[1], ARGV[2]) == 1 then\n"
-                                   "    if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[5]) then\n"
-                                   "      redis.call('PUBLISH', KEYS[3], ARGV[4])\n"
-                                   "    end\n"
-                                   "    return 1\n"
-                                   "  end\n"
-                                   "end\n"
-                                   "return 0\n";
+static const char gw_lua_leave[] =
+    "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])\n"
+    "if redis.call('ZCARD', KEYS[2]) ~= 0 then return 0 end\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])\n"
+    "if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then return 0 end\n"
+    "if redis.call('ZCARD', KEYS[1]) + 1 <= tonumber(ARGV[5]) then\n"
+    "  redis.call('PUBLISH', KEYS[3], ARGV[4])\n"
+    "end\n"
+    "return 1\n";
 
 /*
  * KEYS[1] herald:presence:{<room>}; ARGV[1] now ms

@@ -4,7 +4,7 @@ answers, idempotent chat retries and the script calls of the refresh."""
 import socket
 import time
 
-from herald_stack import Stack, TestRun, wait_until
+from herald_stack import Stack, TestRun, free_port, http_get, wait_until
 from herald_ws import WsClient, WsClosed
 
 PRESENCE_TTL = 3
@@ -59,6 +59,20 @@ def main():
             if m.get("user_id") == user and "ref" not in m:
                 return m
 
+    def spawn_gateway(name):
+        port = free_port()
+        stack.spawn(name, "herald-gateway", {"HERALD_GATEWAY_PORT": port,
+                                             "HERALD_GATEWAY_DEV_USER_QUERY": "true",
+                                             "HERALD_GATEWAY_NODE_ID": name})
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, f"{name} ready")
+        stack.gateway_ports.append(port)
+        return len(stack.gateway_ports) - 1
+
+    def room_set(room):
+        """The room's presence set as stored (read without pruning anything)."""
+        flat = stack.redis.cmd("ZRANGE", "herald:presence:{%s}" % room, 0, -1, "WITHSCORES")
+        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
     def present(c, room, user):
         return user in presence(c, room)["users"]
 
@@ -89,6 +103,55 @@ def main():
             check(users == ["asker"], f"presence of team:42 lists {users}")
         t.check("presence_of_team_42_does_not_list_the_gateway_of_user_42_in_team",
                 node_id_is_never_listed_as_a_user)
+
+        def dead_gateways_users_are_pruned_by_live_refresh():
+            # Two users on a gateway that is killed, one member on a live one
+            # (3 users: still within presence_events_max).
+            doomed = spawn_gateway("doomed")
+            live = ws(0, "keeper")
+            join(live, "churn")
+            for i in range(2):
+                c = ws(doomed, f"ghost{i}")
+                join(c, "churn", subscribers=2)
+                recv_event(live, "joined", f"ghost{i}")
+            stack.services["doomed"].kill9()
+            ghosts = {f"ghost{i}" for i in range(2)}
+            # Once their expiry has passed, the keeper's refresh must drop them
+            # (no presence query is made, which would prune them too).
+            wait_until(lambda: max(v for u, v in room_set("churn").items() if u in ghosts)
+                       < redis_now_ms(stack), PRESENCE_TTL + 5, "ghosts expired")
+            wait_until(lambda: not ghosts & set(room_set("churn")), PRESENCE_TTL + 5,
+                       "ghosts pruned from the room set")
+            # With the ghosts counted the room would have 4 users, over the bound.
+            newbie = ws(1, "newbie")
+            join(newbie, "churn", subscribers=2)
+            recv_event(live, "joined", "newbie")
+            newbie.send_json({"type": "leave", "room": "churn"})
+            recv_event(live, "left", "newbie")
+        t.check("kill9_gateways_users_are_pruned_by_refresh_and_events_keep_flowing",
+                dead_gateways_users_are_pruned_by_live_refresh)
+
+        def events_bound_is_the_same_for_join_and_leave():
+            # presence_events_max is 3: a room of up to 3 users (the joiner or
+            # leaver counted) gets both events, a 4th user gets neither.
+            watcher = ws(0, "b1")
+            join(watcher, "bound")
+            others = {}
+            for u in ("b2", "b3", "b4"):
+                others[u] = ws(1, u)
+                join(others[u], "bound", subscribers=2)
+            recv_event(watcher, "joined", "b2")
+            recv_event(watcher, "joined", "b3")
+            others["b4"].send_json({"type": "leave", "room": "bound"})
+            others["b4"].recv_type("left")
+            others["b3"].send_json({"type": "leave", "room": "bound"})
+            others["b3"].recv_type("left")
+            m = watcher.recv_json()
+            while m.get("type") not in ("joined", "left") or "ref" in m:
+                m = watcher.recv_json()
+            check(m == {"type": "left", "room": "bound", "user_id": "b3"},
+                  f"the next event after b4 joined and left, then b3 left: {m}")
+        t.check("joined_and_left_events_use_one_room_size_bound", events_bound_is_the_same_for_join_and_leave)
     finally:
         for c in opened:
             try:
