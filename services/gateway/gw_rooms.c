@@ -12,15 +12,31 @@
 #include <string.h>
 
 /*
- * KEYS[1] room-messages stream, KEYS[2] room channel
- * ARGV[1] id, ARGV[2] room, ARGV[3] payload JSON, ARGV[4] message frame
- * Reply: the stream entry id.
+ * KEYS[1] room-messages stream, KEYS[2] room channel, KEYS[3] the sender's
+ * idempotency key (hr_proto_chat_idem_key) or "" when the client sent none
+ * ARGV[1] id, ARGV[2] room, ARGV[3] payload JSON, ARGV[4] message frame,
+ * ARGV[5] message text (only with a key), ARGV[6] created_at, ARGV[7] key TTL s
+ * Reply: {0, stream entry id} published; {1, "<id><created_at>"} of the
+ * message this key already published (nothing written: a retry); {2, ""} the
+ * key was used for another text. The key stores sha1hex(text) .. id ..
+ * created_at, set in the same script as the XADD, so "published" and
+ * "recorded" cannot disagree.
  */
 static const char gw_lua_chat[] =
+    "if KEYS[3] ~= '' then\n"
+    "  local prev = redis.call('GET', KEYS[3])\n"
+    "  if prev then\n"
+    "    if string.sub(prev, 1, 40) ~= redis.sha1hex(ARGV[5]) then return {2, ''} end\n"
+    "    return {1, string.sub(prev, 41)}\n"
+    "  end\n"
+    "end\n"
     "local sid = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'room', ARGV[2], 'payload', "
     "ARGV[3])\n"
     "redis.call('PUBLISH', KEYS[2], ARGV[4])\n"
-    "return sid\n";
+    "if KEYS[3] ~= '' then\n"
+    "  redis.call('SET', KEYS[3], redis.sha1hex(ARGV[5]) .. ARGV[1] .. ARGV[6], 'EX', ARGV[7])\n"
+    "end\n"
+    "return {0, sid}\n";
 
 /*
  * KEYS[1] herald:presence:{<room>} (user → expiry ms), KEYS[2]
@@ -126,30 +142,125 @@ gw_rooms_send_error(gw_rooms_t *r, uint64_t conn_id, const char *code, const cha
 
 /* ---- chat ---- */
 
+/* One publish waiting for its script's reply. */
+typedef struct {
+    gw_rooms_t *r;
+    char id[HR_UUID_STR_LEN];
+    int keyed;     /* the client sent an idempotency key */
+    char *room;    /* owned; set only when keyed (to rebuild a retried message) */
+    char *from;    /* owned; likewise */
+    char *message; /* owned; likewise */
+} gw_chat_q_t;
+
+static void
+gw_chat_q_free(gw_chat_q_t *q)
+{
+    hr_free(q->room);
+    hr_free(q->from);
+    hr_free(q->message);
+    hr_free(q);
+}
+
+/* The stored payload {"id","room","from","message","created_at"}; owned by the caller. */
+static char *
+gw_rooms_payload(const char *id, const char *room, const char *from, const char *message,
+                 const char *created)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "room", room);
+    cJSON_AddStringToObject(o, "from", from);
+    cJSON_AddStringToObject(o, "message", message);
+    cJSON_AddStringToObject(o, "created_at", created);
+    char *payload = hr_json_print(o);
+    cJSON_Delete(o);
+    return payload;
+}
+
+/*
+ * A retry of a message this key already published: the sender gets that
+ * message again (same id and created_at, so the same frame) with its ref and
+ * "duplicate":true; the room is not sent anything.
+ */
+static void
+gw_rooms_answer_duplicate(gw_rooms_t *r, gw_pending_t *pd, gw_chat_q_t *q, const redisReply *prev)
+{
+    if (prev->type != REDIS_REPLY_STRING || prev->len < HR_UUID_STR_LEN - 1 ||
+        prev->len - (HR_UUID_STR_LEN - 1) >= HR_TIME_ISO_LEN) {
+        gw_rooms_send_error(r, pd->conn_id, "internal", "unreadable idempotency record", pd->ref);
+        return;
+    }
+    char id[HR_UUID_STR_LEN], created[HR_TIME_ISO_LEN];
+    memcpy(id, prev->str, HR_UUID_STR_LEN - 1);
+    id[HR_UUID_STR_LEN - 1] = '\0';
+    size_t cl = prev->len - (HR_UUID_STR_LEN - 1);
+    memcpy(created, prev->str + HR_UUID_STR_LEN - 1, cl);
+    created[cl] = '\0';
+    char *payload = gw_rooms_payload(id, q->room, q->from, q->message, created);
+    size_t pl = strlen(payload), rl = pd->ref ? strlen(pd->ref) : 0;
+    char *frame = hr_malloc(pl + rl + 64);
+    /* The room's frame ({"type":"message",…}) with the ref and the flag before its brace. */
+    int fl =
+        snprintf(frame, pl + rl + 64, "{\"type\":\"message\",%.*s%s%s,\"duplicate\":true}",
+                 (int)(pl - 2), payload + 1, pd->ref ? ",\"ref\":" : "", pd->ref ? pd->ref : "");
+    hr_free(payload);
+    gw_conn_t *c = gw_hub_conn_get(r->o.hub, pd->conn_id);
+    if (c != NULL) {
+        gw_msg_t *m = gw_msg_create(frame, (size_t)fl);
+        gw_conn_send(r->o.hub, c, m);
+        gw_msg_release(m);
+    }
+    hr_free(frame);
+}
+
 static void
 gw_rooms_chat_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
     HR_UNUSED(ac);
-    gw_rooms_t *r = privdata == NULL ? NULL : ((void **)privdata)[0];
-    char *id = ((char **)privdata)[1];
-    hr_free(privdata);
+    gw_chat_q_t *q = privdata;
+    gw_rooms_t *r = q->r;
     redisReply *rep = reply;
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        gw_pending_t *pd = hr_dict_del(r->pending, id, strlen(id));
-        hr_log_warn("chat_publish_failed", "id=%s error=\"%s\"", id,
-                    rep ? rep->str : "redis connection lost");
-        if (pd != NULL) {
-            gw_rooms_send_error(r, pd->conn_id, "unavailable",
-                                "message not sent: redis unavailable, retry", pd->ref);
-            gw_pending_free(pd);
-        }
+    long long outcome = 0;
+    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[0]->type == REDIS_REPLY_INTEGER)
+        outcome = rep->element[0]->integer;
+    else if (rep != NULL && rep->type != REDIS_REPLY_ERROR)
+        outcome = -1;
+    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && outcome == 0) {
+        /* Published: the room's copy brings the sender its ref (gw_rooms_deliver). */
+        gw_chat_q_free(q);
+        return;
     }
-    hr_free(id);
+    gw_pending_t *pd = hr_dict_del(r->pending, q->id, strlen(q->id));
+    if (rep == NULL) {
+        /* The watchdog or a lost connection: the script may have run or not. */
+        hr_log_warn("chat_publish_unknown", "id=%s error=\"redis connection lost\"", q->id);
+        if (pd != NULL)
+            gw_rooms_send_error(r, pd->conn_id, "outcome_unknown",
+                                q->keyed ? "redis did not answer: the message may have been "
+                                           "published; retry with the same idempotency_key"
+                                         : "redis did not answer: the message may have been "
+                                           "published; a retry may duplicate it",
+                                pd->ref);
+    } else if (rep->type == REDIS_REPLY_ERROR || outcome < 0) {
+        hr_log_warn("chat_publish_failed", "id=%s error=\"%s\"", q->id,
+                    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        if (pd != NULL)
+            gw_rooms_send_error(r, pd->conn_id, "unavailable",
+                                "message not sent: redis refused it, retry", pd->ref);
+    } else if (pd != NULL && outcome == 1) {
+        gw_rooms_answer_duplicate(r, pd, q, rep->element[1]);
+    } else if (pd != NULL) {
+        gw_rooms_send_error(r, pd->conn_id, "idempotency_conflict",
+                            "this idempotency_key was used for another message", pd->ref);
+    }
+    gw_pending_free(pd);
+    gw_chat_q_free(q);
 }
 
 int
 gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *message,
-                 const cJSON *ref)
+                 const char *idem_key, const cJSON *ref)
 {
     if (!hr_redis_async_ready(r->o.redis))
         return HR_AGAIN;
@@ -160,14 +271,8 @@ gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *mess
     hr_uuid_format(u, id);
     hr_time_format_iso(hr_uuid7_ms(u), created);
 
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", id);
-    cJSON_AddStringToObject(o, "room", room);
-    cJSON_AddStringToObject(o, "from", gw_conn_user_id(c));
-    cJSON_AddStringToObject(o, "message", message);
-    cJSON_AddStringToObject(o, "created_at", created);
-    char *payload = hr_json_print(o);
-    cJSON_Delete(o);
+    const char *from = gw_conn_user_id(c);
+    char *payload = gw_rooms_payload(id, room, from, message, created);
     /* The frame is the payload with "type" first: {"type":"message","id":…}. */
     size_t pl = strlen(payload);
     char *frame = hr_malloc(pl + 32);
@@ -175,27 +280,41 @@ gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *mess
 
     char stream_key[] = HR_STREAM_ROOM_MESSAGES;
     char ch[GW_ROOM_MAX + 32];
-    int chl = snprintf(ch, sizeof(ch), "%s%s", HR_CHANNEL_ROOM_PREFIX, room);
-    const char *argv[] = {"EVAL", gw_lua_chat, "2", stream_key, ch, id, room, payload, frame};
+    char ikey[GW_ROOM_MAX + HR_USER_ID_MAX + HR_CHAT_IDEM_KEY_MAX + 48] = "";
+    size_t chl = hr_proto_room_channel(ch, sizeof(ch), room);
+    size_t ikl = idem_key ? hr_proto_chat_idem_key(ikey, sizeof(ikey), room, from, idem_key) : 0;
+    char sttl[16];
+    snprintf(sttl, sizeof(sttl), "%d", HR_CHAT_IDEM_TTL_S);
+    const char *argv[] = {"EVAL", gw_lua_chat, "3",   stream_key,         ch,      ikey, id,
+                          room,   payload,     frame, ikl ? message : "", created, sttl};
     size_t argvlen[] = {4,
                         sizeof(gw_lua_chat) - 1,
                         1,
                         strlen(stream_key),
-                        (size_t)chl,
+                        chl,
+                        ikl,
                         strlen(id),
                         strlen(room),
                         pl,
-                        (size_t)fl};
+                        (size_t)fl,
+                        ikl ? strlen(message) : 0,
+                        strlen(created),
+                        strlen(sttl)};
 
-    void **priv = hr_malloc(2 * sizeof(void *));
-    priv[0] = r;
-    priv[1] = hr_strdup(id);
-    int rc = hr_redis_async_argv(r->o.redis, gw_rooms_chat_done, priv, 9, argv, argvlen);
+    gw_chat_q_t *q = hr_calloc(1, sizeof(*q));
+    q->r = r;
+    memcpy(q->id, id, sizeof(q->id));
+    if (ikl > 0) {
+        q->keyed = 1;
+        q->room = hr_strdup(room);
+        q->from = hr_strdup(from);
+        q->message = hr_strdup(message);
+    }
+    int rc = hr_redis_async_argv(r->o.redis, gw_rooms_chat_done, q, 13, argv, argvlen);
     hr_free(payload);
     hr_free(frame);
     if (rc != 0) {
-        hr_free(priv[1]);
-        hr_free(priv);
+        gw_chat_q_free(q);
         return HR_AGAIN;
     }
     gw_pending_t *pd = hr_calloc(1, sizeof(*pd));

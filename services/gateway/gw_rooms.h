@@ -41,11 +41,13 @@ void gw_rooms_destroy(gw_rooms_t *r);
 void gw_rooms_on_ready(gw_rooms_t *r);
 
 /**
- * Publishes message from c (a member of room). Returns 0, or HR_AGAIN when
- * Redis is unreachable (nothing was sent).
+ * Publishes message from c (a member of room). idem_key (NULL or 1..
+ * HR_CHAT_IDEM_KEY_MAX visible ASCII) makes a retry with the same key, user
+ * and room answer the first message instead of publishing again. Returns 0,
+ * or HR_AGAIN when Redis is unreachable (nothing was sent).
  */
 int gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *message,
-                     const cJSON *ref);
+                     const char *idem_key, const cJSON *ref);
 /** Hub hook: a user's first local socket joined / last one left room. */
 void gw_rooms_presence_changed(gw_rooms_t *r, const char *room, const char *user_id, int joined);
 /** Answers c with the room's users across all gateways. HR_AGAIN if Redis is down. */

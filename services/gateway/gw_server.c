@@ -252,16 +252,25 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const c
             gw_send_error(s, ss, "unavailable", "presence unavailable, retry", ref);
     } else { /* publish */
         const cJSON *jmsg = cJSON_GetObjectItemCaseSensitive(root, "message");
+        /* Optional: makes a retry after `outcome_unknown` safe (gw_rooms_publish). */
+        const cJSON *jkey = cJSON_GetObjectItemCaseSensitive(root, "idempotency_key");
         if (jmsg == NULL) {
             gw_send_error(s, ss, "missing_field", "message is required", ref);
         } else if (!cJSON_IsString(jmsg) || jmsg->valuestring[0] == '\0' ||
                    strlen(jmsg->valuestring) > HR_MESSAGE_MAX) {
             gw_send_error(s, ss, "invalid_field", "message must be a string of 1-4096 bytes", ref);
+        } else if (jkey != NULL &&
+                   (!cJSON_IsString(jkey) ||
+                    !hr_proto_token_valid(jkey->valuestring, strlen(jkey->valuestring),
+                                          HR_CHAT_IDEM_KEY_MAX))) {
+            gw_send_error(s, ss, "invalid_field",
+                          "idempotency_key must be 1-64 visible ASCII characters", ref);
         } else if (!gw_conn_in_room(&ss->conn, room)) {
             gw_send_error(s, ss, "not_member", "join the room before publishing to it", ref);
         } else if (!gw_session_take_token(s, ss)) {
             gw_send_error(s, ss, "rate_limited", "publishing too fast; slow down", ref);
-        } else if (gw_rooms_publish(s->rooms, &ss->conn, room, jmsg->valuestring, ref) != 0) {
+        } else if (gw_rooms_publish(s->rooms, &ss->conn, room, jmsg->valuestring,
+                                    jkey ? jkey->valuestring : NULL, ref) != 0) {
             gw_send_error(s, ss, "unavailable", "message not sent: redis unavailable, retry", ref);
         }
     }

@@ -20,6 +20,36 @@ def redis_now_ms(stack):
     return int(sec) * 1000 + int(usec) // 1000
 
 
+def redis_raw(stack):
+    return socket.create_connection(("127.0.0.1", stack.redis_port), timeout=10)
+
+
+SLEEP_4S = ("local s = redis.call('TIME') local e = s[1] * 1000000 + s[2] + 4000000 local n "
+            "repeat n = redis.call('TIME') until n[1] * 1000000 + n[2] >= e return 1")
+
+
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def redis_busy(stack):
+    """Whether Redis is blocked (a PING gets no answer within 0.3 s)."""
+    s = redis_raw(stack)
+    try:
+        s.sendall(b"PING\r\n")
+        s.settimeout(0.3)
+        try:
+            return not s.recv(16)
+        except socket.timeout:
+            return True
+    finally:
+        s.close()
+
+
 def main():
     t = TestRun()
     stack = Stack(gateways=2, services=("gateway",), extra_env={
@@ -152,6 +182,63 @@ def main():
             check(m == {"type": "left", "room": "bound", "user_id": "b3"},
                   f"the next event after b4 joined and left, then b3 left: {m}")
         t.check("joined_and_left_events_use_one_room_size_bound", events_bound_is_the_same_for_join_and_leave)
+
+        def chat_retry_after_unknown_outcome_is_published_once():
+            sender = ws(0, "sender")
+            reader = ws(1, "reader")
+            join(sender, "idem")
+            join(reader, "idem", subscribers=2)
+            before = stack.redis.cmd("XLEN", "herald:stream:room_messages")
+            # Block Redis past the gateway's 2 s command watchdog. DEBUG SLEEP
+            # needs enable-debug-command; a 4 s script blocks Redis the same way
+            # (under the 5 s busy-script threshold).
+            sleeper = redis_raw(stack)
+            sleeper.sendall(resp("EVAL", SLEEP_4S, "0"))
+            wait_until(lambda: redis_busy(stack), 5, "redis to be asleep")
+            frame = {"type": "publish", "room": "idem", "message": "exactly once",
+                     "idempotency_key": "k-1", "ref": "r1"}
+            sender.send_json(frame)
+            err = sender.recv_type("error", timeout=10)
+            check(err["code"] == "outcome_unknown" and err["ref"] == "r1", err)
+            sleeper.settimeout(10)
+            check(sleeper.recv(16).startswith(b":1"), "the sleeping script answered")
+            sleeper.close()
+            # The script did run after all: this is the case a retry could duplicate.
+            wait_until(lambda: stack.redis.cmd("XLEN", "herald:stream:room_messages") == before + 1,
+                       5, "the first attempt's entry")
+            first = reader.recv_type("message")
+            check(first["message"] == "exactly once", first)
+            wait_until(lambda: http_get(stack.gateway_ports[0], "/healthz")[0] == 200, 15,
+                       "gateway's command connection back")
+            sender.send_json(frame)
+            again = sender.recv_type("message")
+            while again.get("ref") != "r1":
+                again = sender.recv_type("message")
+            check(again["id"] == first["id"] and again.get("duplicate") is True
+                  and again["created_at"] == first["created_at"], (again, first))
+            sender.send_json({"type": "publish", "room": "idem", "message": "next"})
+            nxt = reader.recv_type("message")
+            check(nxt["message"] == "next", f"reader got a second copy: {nxt}")
+            check(stack.redis.cmd("XLEN", "herald:stream:room_messages") == before + 2,
+                  "one stream entry per message")
+            # The same key for another text is refused, and nothing is written.
+            sender.send_json({"type": "publish", "room": "idem", "message": "other",
+                              "idempotency_key": "k-1", "ref": "r2"})
+            err = sender.recv_type("error")
+            check(err["code"] == "idempotency_conflict" and err["ref"] == "r2", err)
+            # The key is scoped per user and room: the reader may use it too.
+            join(reader, "idem")
+            reader.send_json({"type": "publish", "room": "idem", "message": "exactly once",
+                              "idempotency_key": "k-1", "ref": "r3"})
+            mine = reader.recv_type("message")
+            while mine.get("ref") != "r3":
+                mine = reader.recv_type("message")
+            check("duplicate" not in mine and mine["from"] == "reader", mine)
+            sender.send_json({"type": "publish", "room": "idem", "message": "x",
+                              "idempotency_key": "bad key"})
+            check(sender.recv_type("error")["code"] == "invalid_field", "bad key refused")
+        t.check("chat_retry_after_unknown_outcome_is_published_once",
+                chat_retry_after_unknown_outcome_is_published_once)
     finally:
         for c in opened:
             try:
