@@ -81,11 +81,26 @@ static const char gw_lua_leave[] =
     "return 1\n";
 
 /*
- * KEYS[1] herald:presence:{<room>}; ARGV[1] now ms
- * Reply: the users present (expired ones are removed first).
+ * KEYS[1] herald:presence:{<room>}; ARGV[1] now ms, ARGV[2] cursor ("0" to
+ * start), ARGV[3] page size
+ * Reply: {next cursor ("0" when done), user, …}. Expired users are removed
+ * first. ZSCAN in steps of 20 until a page is full: each answer costs
+ * O(page), not O(room), and stays far below a socket's queue limit. ZSCAN
+ * may list a user on two pages (SCAN's guarantee: every user present for the
+ * whole walk is listed at least once).
  */
-static const char gw_lua_presence[] = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
-                                      "return redis.call('ZRANGE', KEYS[1], 0, -1)\n";
+static const char gw_lua_presence[] =
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
+    "local now, page, cur, out = tonumber(ARGV[1]), tonumber(ARGV[3]), ARGV[2], {''}\n"
+    "repeat\n"
+    "  local r = redis.call('ZSCAN', KEYS[1], cur, 'COUNT', 20)\n"
+    "  cur = r[1]\n"
+    "  for i = 1, #r[2], 2 do\n"
+    "    if tonumber(r[2][i + 1]) > now then out[#out + 1] = r[2][i] end\n"
+    "  end\n"
+    "until cur == '0' or #out > page\n"
+    "out[1] = cur\n"
+    "return out\n";
 
 #define GW_PENDING_MAX_AGE_MS 10000
 
@@ -432,16 +447,24 @@ gw_rooms_presence_done(redisAsyncContext *ac, void *reply, void *privdata)
     HR_UNUSED(ac);
     gw_presence_q_t *q = privdata;
     redisReply *rep = reply;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_STRING) {
+        if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+            hr_log_warn("presence_query_failed", "error=\"%s\"", rep->str);
         gw_rooms_send_error(q->r, q->conn_id, "unavailable", "presence unavailable, retry", q->ref);
     } else {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "presence");
         cJSON_AddStringToObject(o, "room", q->room);
         cJSON *users = cJSON_AddArrayToObject(o, "users");
-        for (size_t i = 0; i < rep->elements; i++)
+        for (size_t i = 1; i < rep->elements; i++)
             if (rep->element[i]->type == REDIS_REPLY_STRING)
                 cJSON_AddItemToArray(users, cJSON_CreateString(rep->element[i]->str));
+        const char *next = rep->element[0]->str;
+        if (strcmp(next, "0") == 0)
+            cJSON_AddNullToObject(o, "cursor");
+        else
+            cJSON_AddStringToObject(o, "cursor", next);
         if (q->ref != NULL)
             cJSON_AddRawToObject(o, "ref", q->ref);
         gw_rooms_send(q->r, q->conn_id, o);
@@ -452,21 +475,30 @@ gw_rooms_presence_done(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 int
-gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const cJSON *ref)
+gw_rooms_cursor_valid(const char *cursor)
 {
-    char k1[GW_ROOM_MAX + 32], snow[24];
+    size_t n = strspn(cursor, "0123456789");
+    return n > 0 && n <= 20 && cursor[n] == '\0';
+}
+
+int
+gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *cursor,
+                        const cJSON *ref)
+{
+    char k1[GW_ROOM_MAX + 32], snow[24], spage[16];
     hr_proto_presence_key(k1, sizeof(k1), room, NULL);
     snprintf(snow, sizeof(snow), "%llu", (unsigned long long)hr_now_ms());
-    const char *argv[] = {"EVAL", gw_lua_presence, "1", k1, snow};
-    size_t argvlen[5];
-    for (int i = 0; i < 5; i++)
+    snprintf(spage, sizeof(spage), "%d", HR_PRESENCE_PAGE);
+    const char *argv[] = {"EVAL", gw_lua_presence, "1", k1, snow, cursor ? cursor : "0", spage};
+    size_t argvlen[7];
+    for (int i = 0; i < 7; i++)
         argvlen[i] = strlen(argv[i]);
     gw_presence_q_t *q = hr_calloc(1, sizeof(*q));
     q->r = r;
     q->conn_id = c->id;
     q->ref = ref ? hr_json_print(ref) : NULL;
     q->room = hr_strdup(room);
-    if (hr_redis_async_argv(r->o.redis, gw_rooms_presence_done, q, 5, argv, argvlen) != 0) {
+    if (hr_redis_async_argv(r->o.redis, gw_rooms_presence_done, q, 7, argv, argvlen) != 0) {
         hr_free(q->ref);
         hr_free(q->room);
         hr_free(q);

@@ -248,7 +248,13 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const c
         }
         gw_send_room_ack(s, ss, "left", room, ref);
     } else if (strcmp(type, "presence") == 0) {
-        if (gw_rooms_presence_query(s->rooms, &ss->conn, room, ref) != 0)
+        /* Optional: the `cursor` of the previous page (proto/ws.md). */
+        const cJSON *jcur = cJSON_GetObjectItemCaseSensitive(root, "cursor");
+        const char *cursor = cJSON_IsString(jcur) ? jcur->valuestring : NULL;
+        if (jcur != NULL && !cJSON_IsNull(jcur) &&
+            (cursor == NULL || !gw_rooms_cursor_valid(cursor)))
+            gw_send_error(s, ss, "invalid_field", "cursor must be one a presence answer gave", ref);
+        else if (gw_rooms_presence_query(s->rooms, &ss->conn, room, cursor, ref) != 0)
             gw_send_error(s, ss, "unavailable", "presence unavailable, retry", ref);
     } else { /* publish */
         const cJSON *jmsg = cJSON_GetObjectItemCaseSensitive(root, "message");

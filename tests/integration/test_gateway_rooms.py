@@ -239,6 +239,40 @@ def main():
             check(sender.recv_type("error")["code"] == "invalid_field", "bad key refused")
         t.check("chat_retry_after_unknown_outcome_is_published_once",
                 chat_retry_after_unknown_outcome_is_published_once)
+
+        def presence_of_a_huge_room_comes_in_pages():
+            # 3,000 users of ~100 bytes (~320 KB as one answer) against a 64 KiB
+            # socket queue; written straight into the room set, as gateways would.
+            exp = redis_now_ms(stack) + 120000
+            everyone = {f"{i:05d}-" + "u" * 94 for i in range(3000)}
+            names = sorted(everyone)
+            for i in range(0, len(names), 500):
+                args = []
+                for n in names[i:i + 500]:
+                    args += [exp, n]
+                stack.redis.cmd("ZADD", "herald:presence:{big}", *args)
+            stack.redis.cmd("ZADD", "herald:presence:{big}", 1, "long-gone")
+            asker = ws(0, "asker2")
+            join(asker, "big")
+            everyone.add("asker2")
+            seen, cursor, pages = set(), None, 0
+            while True:
+                p = presence(asker, "big", cursor)
+                pages += 1
+                check(len(p["users"]) <= 200, f"page of {len(p['users'])} users")
+                seen |= set(p["users"])
+                cursor = p["cursor"]
+                if cursor is None:
+                    break
+                check(pages < 200, "presence pages never end")
+            check(seen == everyone, f"missing {len(everyone - seen)}, extra {seen - everyone}")
+            check(pages >= 15, f"only {pages} pages")
+            asker.send_json({"type": "ping", "ref": "alive"})
+            check(asker.recv_type("pong")["ref"] == "alive", "asker still connected")
+            asker.send_json({"type": "presence", "room": "big", "cursor": "x1"})
+            check(asker.recv_type("error")["code"] == "invalid_field", "bad cursor refused")
+        t.check("presence_of_a_huge_room_comes_in_pages_within_the_queue_limit",
+                presence_of_a_huge_room_comes_in_pages)
     finally:
         for c in opened:
             try:
