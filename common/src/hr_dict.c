@@ -30,11 +30,13 @@ hr_dict_hash(const char *key, size_t klen)
     return h;
 }
 
+#define HR_DICT_MIN_MASK 15 /* 16 buckets: a table never shrinks below this */
+
 hr_dict_t *
 hr_dict_create(void)
 {
     hr_dict_t *d = hr_calloc(1, sizeof(*d));
-    d->mask = 15;
+    d->mask = HR_DICT_MIN_MASK;
     d->buckets = hr_calloc(d->mask + 1, sizeof(*d->buckets));
     return d;
 }
@@ -78,10 +80,10 @@ hr_dict_get(const hr_dict_t *d, const char *key, size_t klen)
     return *pe ? (*pe)->val : NULL;
 }
 
+/* Rehashes every entry into 2^k buckets (nmask = 2^k - 1). */
 static void
-hr_dict_grow(hr_dict_t *d)
+hr_dict_resize(hr_dict_t *d, size_t nmask)
 {
-    size_t nmask = d->mask * 2 + 1;
     hr_dict_entry_t **nb = hr_calloc(nmask + 1, sizeof(*nb));
     for (size_t i = 0; i <= d->mask; i++) {
         hr_dict_entry_t *e = d->buckets[i];
@@ -116,7 +118,7 @@ hr_dict_set(hr_dict_t *d, const char *key, size_t klen, void *val)
     e->key[klen] = '\0';
     *pe = e;
     if (++d->size > d->mask + 1)
-        hr_dict_grow(d);
+        hr_dict_resize(d, d->mask * 2 + 1);
     return NULL;
 }
 
@@ -131,6 +133,13 @@ hr_dict_del(hr_dict_t *d, const char *key, size_t klen)
     *pe = e->next;
     hr_free(e);
     d->size--;
+    /*
+     * Shrink at load 1/8 to load 1/2 (after a spike of sockets the tables
+     * would keep their peak size forever); the gap to the grow threshold
+     * keeps a size near a boundary from resizing on every call.
+     */
+    if (d->mask > HR_DICT_MIN_MASK && d->size * 8 < d->mask + 1)
+        hr_dict_resize(d, d->mask / 4 > HR_DICT_MIN_MASK ? d->mask / 4 : HR_DICT_MIN_MASK);
     return val;
 }
 

@@ -1,5 +1,6 @@
 /*
- * A string-keyed hash table (chained, power-of-two buckets, grows at load 1).
+ * A string-keyed hash table (chained, power-of-two buckets, grows at load 1,
+ * shrinks at load 1/8 down to 16 buckets).
  * Keys are copied and owned by the table; values are borrowed pointers the
  * caller owns.
  */
