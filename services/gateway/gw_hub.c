@@ -447,6 +447,48 @@ gw_hub_foreach_presence(gw_hub_t *h, void (*fn)(const char *room, const char *us
 }
 
 typedef struct {
+    void (*fn)(const char *, void *);
+    void *ud;
+} gw_name_iter_t;
+
+static int
+gw_hub_iter_room_name(const char *key, size_t klen, void *val, void *ud)
+{
+    HR_UNUSED(key);
+    HR_UNUSED(klen);
+    gw_name_iter_t *it = ud;
+    it->fn(((gw_room_t *)val)->name, it->ud);
+    return 0;
+}
+
+void
+gw_hub_foreach_room(gw_hub_t *h, void (*fn)(const char *room, void *ud), void *ud)
+{
+    gw_name_iter_t it = {fn, ud};
+    hr_dict_foreach(h->rooms, gw_hub_iter_room_name, &it);
+}
+
+static int
+gw_hub_iter_user_name(const char *key, size_t klen, void *val, void *ud)
+{
+    HR_UNUSED(klen);
+    HR_UNUSED(val);
+    gw_name_iter_t *it = ud;
+    it->fn(key, it->ud);
+    return 0;
+}
+
+void
+gw_hub_foreach_room_user(gw_hub_t *h, const char *room, void (*fn)(const char *user, void *ud),
+                         void *ud)
+{
+    gw_room_t *r = gw_hub_room_find(h, room);
+    gw_name_iter_t it = {fn, ud};
+    if (r != NULL)
+        hr_dict_foreach(r->users, gw_hub_iter_user_name, &it);
+}
+
+typedef struct {
     void (*fn)(gw_conn_t *, void *);
     void *ud;
 } gw_conn_iter_t;

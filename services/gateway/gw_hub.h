@@ -106,6 +106,11 @@ int gw_conn_in_room(const gw_conn_t *c, const char *room);
 gw_conn_t *gw_hub_conn_get(gw_hub_t *h, uint64_t id);
 /** Local sockets in a room (0 if unknown). */
 uint32_t gw_hub_room_size(gw_hub_t *h, const char *room);
+/** Calls fn for every room with a local member (fn must not join or leave). */
+void gw_hub_foreach_room(gw_hub_t *h, void (*fn)(const char *room, void *ud), void *ud);
+/** Calls fn for every user with a local socket in room (fn must not join or leave). */
+void gw_hub_foreach_room_user(gw_hub_t *h, const char *room, void (*fn)(const char *user, void *ud),
+                              void *ud);
 /** Calls fn for every (room, user) with at least one local socket. */
 void gw_hub_foreach_presence(gw_hub_t *h,
                              void (*fn)(const char *room, const char *user_id, void *ud), void *ud);

@@ -102,6 +102,65 @@ static const char gw_lua_presence[] =
     "out[1] = cur\n"
     "return out\n";
 
+/*
+ * The periodic refresh of one room, batched: KEYS[1] herald:presence:{<room>},
+ * KEYS[2] room channel, KEYS[2 + i] herald:presence:{<room>}:<user i>
+ * ARGV[1] gateway, ARGV[2] now ms, ARGV[3] expiry ms, ARGV[4] key ttl s,
+ * ARGV[5] largest room that gets events, ARGV[6] the joined frame up to the
+ * user id ({"type":"joined","room":"<room>","user_id":), ARGV[6 + i] user i
+ * Reply: how many of the users were not present (expired, or lost with a
+ * Redis restart): they get their `joined` as in the join script. Expired
+ * entries are pruned first.
+ */
+static const char gw_lua_refresh[] =
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])\n"
+    "local fresh = {}\n"
+    "for i = 7, #ARGV do\n"
+    "  local k = KEYS[i - 4]\n"
+    "  redis.call('ZADD', k, ARGV[3], ARGV[1])\n"
+    "  redis.call('EXPIRE', k, ARGV[4])\n"
+    "  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then fresh[#fresh + 1] = ARGV[i] end\n"
+    "  redis.call('ZADD', KEYS[1], 'GT', ARGV[3], ARGV[i])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "if #fresh > 0 and redis.call('ZCARD', KEYS[1]) <= tonumber(ARGV[5]) then\n"
+    "  for _, u in ipairs(fresh) do\n"
+    "    redis.call('PUBLISH', KEYS[2], ARGV[6] .. cjson.encode(u) .. '}')\n"
+    "  end\n"
+    "end\n"
+    "return #fresh\n";
+
+/* The scripts, loaded with SCRIPT LOAD on every READY and called by EVALSHA. */
+typedef enum {
+    GW_LUA_CHAT,
+    GW_LUA_JOIN,
+    GW_LUA_LEAVE,
+    GW_LUA_REFRESH,
+    GW_LUA_PRESENCE,
+    GW_LUA_N
+} gw_lua_id_t;
+
+static const struct {
+    const char *text;
+    size_t len;
+    const char *name;
+} gw_lua[GW_LUA_N] = {
+    [GW_LUA_CHAT] = {gw_lua_chat, sizeof(gw_lua_chat) - 1, "chat"},
+    [GW_LUA_JOIN] = {gw_lua_join, sizeof(gw_lua_join) - 1, "join"},
+    [GW_LUA_LEAVE] = {gw_lua_leave, sizeof(gw_lua_leave) - 1, "leave"},
+    [GW_LUA_REFRESH] = {gw_lua_refresh, sizeof(gw_lua_refresh) - 1, "refresh"},
+    [GW_LUA_PRESENCE] = {gw_lua_presence, sizeof(gw_lua_presence) - 1, "presence"},
+};
+
+/*
+ * The refresh is spread over the period (presence_ttl_s / 3) in slices: a
+ * room is refreshed in the slice its name hashes to, so 10k rooms do not all
+ * go out in one loop turn. A room's users go in batches of at most
+ * GW_REFRESH_BATCH per script call.
+ */
+#define GW_REFRESH_SLICES 10
+#define GW_REFRESH_BATCH 256
+
 #define GW_PENDING_MAX_AGE_MS 10000
 
 /* A published chat message whose sender waits for its own copy with its ref. */
@@ -116,8 +175,10 @@ struct gw_rooms_s {
     gw_rooms_opts_t o;
     char *node_id; /* owned */
     hr_uuid_gen_t uuid;
-    hr_dict_t *pending;  /* message id → gw_pending_t (owned) */
-    uv_timer_t *refresh; /* owned (closed through uv) */
+    hr_dict_t *pending;     /* message id → gw_pending_t (owned) */
+    uv_timer_t *refresh;    /* owned (closed through uv) */
+    uint32_t slice;         /* the refresh slice the next tick serves */
+    char sha[GW_LUA_N][41]; /* SCRIPT LOAD's answers; "" until then (EVAL is used) */
 };
 
 static void
@@ -153,6 +214,129 @@ gw_rooms_send_error(gw_rooms_t *r, uint64_t conn_id, const char *code, const cha
     if (ref_json != NULL)
         cJSON_AddRawToObject(o, "ref", ref_json);
     gw_rooms_send(r, conn_id, o);
+}
+
+/* ---- scripts: EVALSHA, EVAL until loaded or after NOSCRIPT ---- */
+
+/* A call sent as EVALSHA: its arguments are kept to resend it as EVAL on NOSCRIPT. */
+typedef struct {
+    gw_rooms_t *r;
+    gw_lua_id_t id;
+    redisCallbackFn *cb;
+    void *priv;
+    int nargs;
+    const char **args; /* point into this block, after the struct */
+    size_t *lens;
+} gw_eval_t;
+
+static int gw_rooms_eval_send(gw_rooms_t *r, gw_lua_id_t id, int sha, int nargs,
+                              const char *const *args, const size_t *lens, redisCallbackFn *cb,
+                              void *priv);
+
+typedef struct {
+    gw_rooms_t *r;
+    gw_lua_id_t id;
+} gw_load_t;
+
+static void
+gw_rooms_loaded(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    gw_load_t *l = privdata;
+    redisReply *rep = reply;
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && rep->len == 40)
+        memcpy(l->r->sha[l->id], rep->str, 41);
+    else if (rep != NULL)
+        hr_log_warn("script_load_failed", "script=%s error=\"%s\"", gw_lua[l->id].name,
+                    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    hr_free(l);
+}
+
+static void
+gw_rooms_load(gw_rooms_t *r, gw_lua_id_t id)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", gw_lua[id].text};
+    size_t argvlen[] = {6, 4, gw_lua[id].len};
+    gw_load_t *l = hr_malloc(sizeof(*l));
+    l->r = r;
+    l->id = id;
+    if (hr_redis_async_argv(r->o.redis, gw_rooms_loaded, l, 3, argv, argvlen) != 0)
+        hr_free(l);
+}
+
+static void
+gw_rooms_eval_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    gw_eval_t *e = privdata;
+    redisReply *rep = reply;
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        /* The script cache was flushed (SCRIPT FLUSH, a restart): resend as EVAL, reload. */
+        gw_rooms_t *r = e->r;
+        hr_log_warn("script_missing", "script=%s", gw_lua[e->id].name);
+        if (r->sha[e->id][0] != '\0') {
+            r->sha[e->id][0] = '\0';
+            gw_rooms_load(r, e->id);
+        }
+        if (gw_rooms_eval_send(r, e->id, 0, e->nargs, e->args, e->lens, e->cb, e->priv) != 0)
+            e->cb(ac, NULL, e->priv);
+    } else {
+        e->cb(ac, reply, e->priv);
+    }
+    hr_free(e);
+}
+
+/*
+ * Sends script id with args (numkeys, the keys, then its ARGV), as EVALSHA
+ * when sha is set, else EVAL. Returns 0, or HR_AGAIN when not sent (cb is
+ * not called).
+ */
+static int
+gw_rooms_eval_send(gw_rooms_t *r, gw_lua_id_t id, int sha, int nargs, const char *const *args,
+                   const size_t *lens, redisCallbackFn *cb, void *priv)
+{
+    const char **argv = hr_malloc((size_t)(nargs + 2) * sizeof(*argv));
+    size_t *argvlen = hr_malloc((size_t)(nargs + 2) * sizeof(*argvlen));
+    argv[0] = sha ? "EVALSHA" : "EVAL";
+    argvlen[0] = strlen(argv[0]);
+    argv[1] = sha ? r->sha[id] : gw_lua[id].text;
+    argvlen[1] = sha ? 40 : gw_lua[id].len;
+    memcpy(argv + 2, args, (size_t)nargs * sizeof(*argv));
+    memcpy(argvlen + 2, lens, (size_t)nargs * sizeof(*argvlen));
+    gw_eval_t *e = NULL;
+    if (sha) {
+        size_t bytes = 0;
+        for (int i = 0; i < nargs; i++)
+            bytes += lens[i];
+        size_t arrays = (size_t)nargs * (sizeof(char *) + sizeof(size_t));
+        e = hr_malloc(sizeof(*e) + arrays + bytes);
+        *e = (gw_eval_t){r, id, cb, priv, nargs, NULL, NULL};
+        e->lens = (size_t *)(void *)(e + 1);
+        e->args = (const char **)(void *)(e->lens + nargs);
+        char *p = (char *)(e->args + nargs);
+        for (int i = 0; i < nargs; i++) {
+            memcpy(p, args[i], lens[i]);
+            e->args[i] = p;
+            e->lens[i] = lens[i];
+            p += lens[i];
+        }
+    }
+    int rc = sha ? hr_redis_async_argv(r->o.redis, gw_rooms_eval_done, e, nargs + 2, argv, argvlen)
+                 : hr_redis_async_argv(r->o.redis, cb, priv, nargs + 2, argv, argvlen);
+    hr_free(argv);
+    hr_free(argvlen);
+    if (rc != 0) {
+        hr_free(e);
+        return HR_AGAIN;
+    }
+    return 0;
+}
+
+/* Runs script id: 40 bytes of sha instead of the script's text once it is loaded. */
+static int
+gw_rooms_eval(gw_rooms_t *r, gw_lua_id_t id, int nargs, const char *const *args, const size_t *lens,
+              redisCallbackFn *cb, void *priv)
+{
+    return gw_rooms_eval_send(r, id, r->sha[id][0] != '\0', nargs, args, lens, cb, priv);
 }
 
 /* ---- chat ---- */
@@ -300,21 +484,19 @@ gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *mess
     size_t ikl = idem_key ? hr_proto_chat_idem_key(ikey, sizeof(ikey), room, from, idem_key) : 0;
     char sttl[16];
     snprintf(sttl, sizeof(sttl), "%d", HR_CHAT_IDEM_TTL_S);
-    const char *argv[] = {"EVAL", gw_lua_chat, "3",   stream_key,         ch,      ikey, id,
-                          room,   payload,     frame, ikl ? message : "", created, sttl};
-    size_t argvlen[] = {4,
-                        sizeof(gw_lua_chat) - 1,
-                        1,
-                        strlen(stream_key),
-                        chl,
-                        ikl,
-                        strlen(id),
-                        strlen(room),
-                        pl,
-                        (size_t)fl,
-                        ikl ? strlen(message) : 0,
-                        strlen(created),
-                        strlen(sttl)};
+    const char *args[] = {"3",   stream_key,         ch,      ikey, id, room, payload,
+                          frame, ikl ? message : "", created, sttl};
+    size_t lens[] = {1,
+                     strlen(stream_key),
+                     chl,
+                     ikl,
+                     strlen(id),
+                     strlen(room),
+                     pl,
+                     (size_t)fl,
+                     ikl ? strlen(message) : 0,
+                     strlen(created),
+                     strlen(sttl)};
 
     gw_chat_q_t *q = hr_calloc(1, sizeof(*q));
     q->r = r;
@@ -325,7 +507,7 @@ gw_rooms_publish(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *mess
         q->from = hr_strdup(from);
         q->message = hr_strdup(message);
     }
-    int rc = hr_redis_async_argv(r->o.redis, gw_rooms_chat_done, q, 13, argv, argvlen);
+    int rc = gw_rooms_eval(r, GW_LUA_CHAT, 11, args, lens, gw_rooms_chat_done, q);
     hr_free(payload);
     hr_free(frame);
     if (rc != 0) {
@@ -385,10 +567,9 @@ static void
 gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int joined)
 {
     char k1[GW_ROOM_MAX + 32], k2[GW_ROOM_MAX + HR_USER_ID_MAX + 32], ch[GW_ROOM_MAX + 32];
-    size_t l1 = hr_proto_presence_key(k1, sizeof(k1), room, NULL);
-    size_t l2 = hr_proto_presence_key(k2, sizeof(k2), room, user);
-    size_t lc = hr_proto_room_channel(ch, sizeof(ch), room);
-    if (l1 == 0 || l2 == 0 || lc == 0)
+    if (hr_proto_presence_key(k1, sizeof(k1), room, NULL) == 0 ||
+        hr_proto_presence_key(k2, sizeof(k2), room, user) == 0 ||
+        hr_proto_room_channel(ch, sizeof(ch), room) == 0)
         return;
 
     cJSON *o = cJSON_CreateObject();
@@ -407,21 +588,17 @@ gw_rooms_presence_send(gw_rooms_t *r, const char *room, const char *user, int jo
     char smax[16];
     snprintf(smax, sizeof(smax), "%d", r->o.presence_events_max);
     if (joined) {
-        const char *argv[] = {"EVAL", gw_lua_join, "3",  k1,   k2,    ch,  r->node_id,
-                              user,   snow,        sexp, sttl, frame, smax};
-        size_t argvlen[13];
-        for (int i = 0; i < 13; i++)
-            argvlen[i] = strlen(argv[i]);
-        argvlen[3] = l1, argvlen[4] = l2, argvlen[5] = lc;
-        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 13, argv, argvlen);
-    } else {
-        const char *argv[] = {"EVAL",     gw_lua_leave, "3",  k1,    k2,  ch,
-                              r->node_id, user,         snow, frame, smax};
-        size_t argvlen[11];
+        const char *args[] = {"3", k1, k2, ch, r->node_id, user, snow, sexp, sttl, frame, smax};
+        size_t lens[11];
         for (int i = 0; i < 11; i++)
-            argvlen[i] = strlen(argv[i]);
-        argvlen[3] = l1, argvlen[4] = l2, argvlen[5] = lc;
-        hr_redis_async_argv(r->o.redis, gw_rooms_ignore_reply, NULL, 11, argv, argvlen);
+            lens[i] = strlen(args[i]);
+        gw_rooms_eval(r, GW_LUA_JOIN, 11, args, lens, gw_rooms_ignore_reply, NULL);
+    } else {
+        const char *args[] = {"3", k1, k2, ch, r->node_id, user, snow, frame, smax};
+        size_t lens[9];
+        for (int i = 0; i < 9; i++)
+            lens[i] = strlen(args[i]);
+        gw_rooms_eval(r, GW_LUA_LEAVE, 9, args, lens, gw_rooms_ignore_reply, NULL);
     }
     hr_free(frame);
 }
@@ -489,16 +666,16 @@ gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const cha
     hr_proto_presence_key(k1, sizeof(k1), room, NULL);
     snprintf(snow, sizeof(snow), "%llu", (unsigned long long)hr_now_ms());
     snprintf(spage, sizeof(spage), "%d", HR_PRESENCE_PAGE);
-    const char *argv[] = {"EVAL", gw_lua_presence, "1", k1, snow, cursor ? cursor : "0", spage};
-    size_t argvlen[7];
-    for (int i = 0; i < 7; i++)
-        argvlen[i] = strlen(argv[i]);
+    const char *args[] = {"1", k1, snow, cursor ? cursor : "0", spage};
+    size_t lens[5];
+    for (int i = 0; i < 5; i++)
+        lens[i] = strlen(args[i]);
     gw_presence_q_t *q = hr_calloc(1, sizeof(*q));
     q->r = r;
     q->conn_id = c->id;
     q->ref = ref ? hr_json_print(ref) : NULL;
     q->room = hr_strdup(room);
-    if (hr_redis_async_argv(r->o.redis, gw_rooms_presence_done, q, 7, argv, argvlen) != 0) {
+    if (gw_rooms_eval(r, GW_LUA_PRESENCE, 5, args, lens, gw_rooms_presence_done, q) != 0) {
         hr_free(q->ref);
         hr_free(q->room);
         hr_free(q);
@@ -509,10 +686,105 @@ gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const cha
 
 /* ---- periodic refresh ---- */
 
+/* One room's users, borrowed from the hub for the length of one refresh. */
+typedef struct {
+    const char **users; /* owned array of borrowed names */
+    size_t n, cap;
+} gw_userlist_t;
+
 static void
-gw_rooms_refresh_one(const char *room, const char *user, void *ud)
+gw_rooms_collect_user(const char *user, void *ud)
 {
-    gw_rooms_presence_send(ud, room, user, 1);
+    gw_userlist_t *l = ud;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->users = hr_realloc(l->users, l->cap * sizeof(*l->users));
+    }
+    l->users[l->n++] = user;
+}
+
+/* One refresh script for up to GW_REFRESH_BATCH users of room. */
+static void
+gw_rooms_refresh_batch(gw_rooms_t *r, const char *room, const char *const *users, size_t n,
+                       const char *snow, const char *sexp, const char *sttl, const char *smax)
+{
+    enum { KCAP = GW_ROOM_MAX + HR_USER_ID_MAX + 32 };
+    char k1[GW_ROOM_MAX + 32], ch[GW_ROOM_MAX + 32], head[GW_ROOM_MAX + 64], snk[16];
+    hr_proto_presence_key(k1, sizeof(k1), room, NULL);
+    hr_proto_room_channel(ch, sizeof(ch), room);
+    snprintf(head, sizeof(head), "{\"type\":\"joined\",\"room\":\"%s\",\"user_id\":", room);
+    snprintf(snk, sizeof(snk), "%zu", n + 2);
+    int nargs = (int)(1 + 2 + n + 6 + n);
+    const char **args = hr_malloc((size_t)nargs * sizeof(*args));
+    size_t *lens = hr_malloc((size_t)nargs * sizeof(*lens));
+    char *keys = hr_malloc(n * KCAP);
+    int a = 0;
+    args[a++] = snk;
+    args[a++] = k1;
+    args[a++] = ch;
+    for (size_t i = 0; i < n; i++) {
+        char *k = keys + i * KCAP;
+        if (hr_proto_presence_key(k, KCAP, room, users[i]) == 0)
+            snprintf(k, KCAP, "%s", k1); /* cannot happen: user ids are <= 128 bytes */
+        args[a++] = k;
+    }
+    args[a++] = r->node_id;
+    args[a++] = snow;
+    args[a++] = sexp;
+    args[a++] = sttl;
+    args[a++] = smax;
+    args[a++] = head;
+    for (size_t i = 0; i < n; i++)
+        args[a++] = users[i];
+    for (int i = 0; i < nargs; i++)
+        lens[i] = strlen(args[i]);
+    gw_rooms_eval(r, GW_LUA_REFRESH, nargs, args, lens, gw_rooms_ignore_reply, NULL);
+    hr_free(keys);
+    hr_free(lens);
+    hr_free(args);
+}
+
+/* Re-asserts every (room, user) this gateway holds in room. */
+static void
+gw_rooms_refresh_room(gw_rooms_t *r, const char *room)
+{
+    gw_userlist_t l = {NULL, 0, 0};
+    gw_hub_foreach_room_user(r->o.hub, room, gw_rooms_collect_user, &l);
+    uint64_t now = hr_now_ms();
+    char snow[24], sexp[24], sttl[16], smax[16];
+    snprintf(snow, sizeof(snow), "%llu", (unsigned long long)now);
+    snprintf(sexp, sizeof(sexp), "%llu",
+             (unsigned long long)(now + (uint64_t)r->o.presence_ttl_s * 1000));
+    snprintf(sttl, sizeof(sttl), "%d", r->o.presence_ttl_s * 2);
+    snprintf(smax, sizeof(smax), "%d", r->o.presence_events_max);
+    for (size_t i = 0; i < l.n; i += GW_REFRESH_BATCH) {
+        size_t n = l.n - i < GW_REFRESH_BATCH ? l.n - i : GW_REFRESH_BATCH;
+        gw_rooms_refresh_batch(r, room, l.users + i, n, snow, sexp, sttl, smax);
+    }
+    hr_free(l.users);
+}
+
+/* The refresh slice of a room: FNV-1a of its name. */
+static uint32_t
+gw_rooms_slice_of(const char *room)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)room; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % GW_REFRESH_SLICES;
+}
+
+typedef struct {
+    gw_rooms_t *r;
+    int all; /* every room, whatever its slice */
+} gw_refresh_iter_t;
+
+static void
+gw_rooms_refresh_if_due(const char *room, void *ud)
+{
+    gw_refresh_iter_t *it = ud;
+    if (it->all || gw_rooms_slice_of(room) == it->r->slice)
+        gw_rooms_refresh_room(it->r, room);
 }
 
 typedef struct {
@@ -536,16 +808,27 @@ gw_rooms_sweep_one(const char *key, size_t klen, void *val, void *ud)
 void
 gw_rooms_on_ready(gw_rooms_t *r)
 {
-    gw_hub_foreach_presence(r->o.hub, gw_rooms_refresh_one, r);
+    /* Scripts load first; calls until their answers use EVAL (Redis may have restarted). */
+    for (int i = 0; i < GW_LUA_N; i++) {
+        r->sha[i][0] = '\0';
+        gw_rooms_load(r, (gw_lua_id_t)i);
+    }
+    /* Everything at once: after an outage presence must come back within one round trip. */
+    gw_refresh_iter_t it = {r, 1};
+    gw_hub_foreach_room(r->o.hub, gw_rooms_refresh_if_due, &it);
 }
 
 static void
 gw_rooms_refresh_fire(uv_timer_t *t)
 {
     gw_rooms_t *r = t->data;
+    gw_refresh_iter_t it = {r, 0};
     if (hr_redis_async_ready(r->o.redis))
-        gw_hub_foreach_presence(r->o.hub, gw_rooms_refresh_one, r);
-    /* Chat messages whose copy never came back (subscription lost) are forgotten. */
+        gw_hub_foreach_room(r->o.hub, gw_rooms_refresh_if_due, &it);
+    r->slice = (r->slice + 1) % GW_REFRESH_SLICES;
+    if (r->slice != 0)
+        return;
+    /* Once per period: chat messages whose copy never came back (subscription lost). */
     gw_sweep_t sw = {hr_mono_ms(), NULL, 0};
     hr_dict_foreach(r->pending, gw_rooms_sweep_one, &sw);
     for (size_t i = 0; i < sw.nold; i++) {
@@ -569,7 +852,8 @@ gw_rooms_create(const gw_rooms_opts_t *o)
     r->refresh = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(o->loop, r->refresh);
     r->refresh->data = r;
-    uint64_t every = (uint64_t)r->o.presence_ttl_s * 1000 / 3;
+    /* Each room every presence_ttl_s / 3, in GW_REFRESH_SLICES ticks. */
+    uint64_t every = (uint64_t)r->o.presence_ttl_s * 1000 / 3 / GW_REFRESH_SLICES;
     uv_timer_start(r->refresh, gw_rooms_refresh_fire, every, every);
     return r;
 }

@@ -280,6 +280,86 @@ def main():
             except OSError:
                 pass
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
+
+    # The refresh's script calls, counted on a Redis of their own.
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_PRESENCE_TTL_S": PRESENCE_TTL, "HERALD_GATEWAY_MAX_ROOMS": 10})
+    opened = []
+
+    def script_calls():
+        info = stack.redis.cmd("INFO", "commandstats")
+        calls = {}
+        for line in info.splitlines():
+            if line.startswith("cmdstat_eval"):
+                name, rest = line.split(":", 1)
+                calls[name[len("cmdstat_"):]] = int(rest.split(",")[0].split("=")[1])
+        return calls.get("eval", 0), calls.get("evalsha", 0)
+
+    try:
+        users = [f"h{i}" for i in range(29)] + ["x/y"]
+        socks = {}
+        for u in users:
+            c = WsClient("127.0.0.1", stack.gateway_ports[0], f"/ws?user_id={u}")
+            opened.append(c)
+            c.recv_type("welcome")
+            c.send_json({"type": "join", "room": "hot", "ref": 1})
+            c.recv_type("joined")
+            socks[u] = c
+
+        def hot_set():
+            flat = stack.redis.cmd("ZRANGE", "herald:presence:{hot}", 0, -1, "WITHSCORES")
+            return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+        def refresh_is_one_evalsha_per_room():
+            wait_until(lambda: len(hot_set()) == 30, 5, "30 users present")
+            eval0, sha0 = script_calls()
+            before = hot_set()
+            wait_until(lambda: all(v > before[u] for u, v in hot_set().items()), 5,
+                       "every user refreshed")
+            eval1, sha1 = script_calls()
+            check(eval1 == eval0, f"{eval1 - eval0} EVALs (full script text) in the refresh")
+            check(1 <= sha1 - sha0 <= 4, f"{sha1 - sha0} EVALSHAs for one room of 30 users")
+        t.check("presence_refresh_is_one_evalsha_per_room_not_one_eval_per_user",
+                refresh_is_one_evalsha_per_room)
+
+        def refresh_restores_lost_presence_with_events():
+            watcher = socks["h0"]
+            stack.redis.cmd("DEL", "herald:presence:{hot}")
+            wait_until(lambda: len(hot_set()) == 30, 5, "the refresh to restore all 30 users")
+            deadline = time.monotonic() + 5
+            while True:
+                m = watcher.recv_type("joined", max(0.01, deadline - time.monotonic()))
+                if m.get("user_id") == "x/y" and "ref" not in m:
+                    break
+            check(m == {"type": "joined", "room": "hot", "user_id": "x/y"}, m)
+        t.check("refresh_restores_lost_presence_and_announces_it",
+                refresh_restores_lost_presence_with_events)
+
+        def noscript_falls_back_to_eval():
+            stack.redis.cmd("SCRIPT", "FLUSH")
+            c = socks["h1"]
+            c.send_json({"type": "publish", "room": "hot", "message": "after flush", "ref": "f"})
+            m = c.recv_type("message")
+            while m.get("ref") != "f":
+                m = c.recv_type("message")
+            check(m["message"] == "after flush", m)
+            c.send_json({"type": "presence", "room": "hot"})
+            check(len(c.recv_type("presence")["users"]) == 30, "presence after flush")
+            # The scripts are loaded again: the next refreshes are EVALSHA.
+            eval0, sha0 = script_calls()
+            before = hot_set()
+            wait_until(lambda: all(v > before[u] for u, v in hot_set().items()), 5,
+                       "every user refreshed")
+            wait_until(lambda: script_calls()[1] > sha0, 5, "EVALSHA again")
+        t.check("scripts_flushed_from_redis_fall_back_to_eval_and_reload",
+                noscript_falls_back_to_eval)
+    finally:
+        for c in opened:
+            try:
+                c.close()
+            except OSError:
+                pass
+        t.check("refresh_gateway_exits_cleanly", stack.stop)
     t.finish()
 
 
