@@ -159,6 +159,45 @@ HR_TEST(join_and_leave_subscribe_rooms_and_report_presence_per_user)
     gw_hub_destroy(h);
 }
 
+static void
+list_name(const char *name, void *ud)
+{
+    recorder_t *r = ud;
+    size_t n = strlen(r->log);
+    snprintf(r->log + n, sizeof(r->log) - n, "%s;", name);
+}
+
+HR_TEST(rooms_and_their_local_users_are_walked_once_each)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    fake_conn_t a1, a2, b;
+    gw_conn_init(h, &a1.conn, &fake_ops);
+    gw_conn_init(h, &a2.conn, &fake_ops);
+    gw_conn_init(h, &b.conn, &fake_ops);
+    gw_hub_attach(h, &a1.conn, "alice");
+    gw_hub_attach(h, &a2.conn, "alice");
+    gw_hub_attach(h, &b.conn, "bob");
+    gw_hub_join(h, &a1.conn, "lobby");
+    gw_hub_join(h, &a2.conn, "lobby");
+    gw_hub_join(h, &b.conn, "quiet");
+
+    recorder_t names = {{0}};
+    gw_hub_foreach_room(h, list_name, &names);
+    HR_CHECK(strcmp(names.log, "lobby;quiet;") == 0 || strcmp(names.log, "quiet;lobby;") == 0);
+    names.log[0] = '\0';
+    gw_hub_foreach_room_user(h, "lobby", list_name, &names);
+    HR_CHECK_EQ_STR(names.log, "alice;"); /* two sockets, one user */
+    names.log[0] = '\0';
+    gw_hub_foreach_room_user(h, "nowhere", list_name, &names);
+    HR_CHECK_EQ_STR(names.log, "");
+
+    gw_hub_detach(h, &a1.conn);
+    gw_hub_detach(h, &a2.conn);
+    gw_hub_detach(h, &b.conn);
+    gw_hub_destroy(h);
+}
+
 HR_TEST(disconnect_cleans_every_membership_and_unsubscribes)
 {
     recorder_t rec;
