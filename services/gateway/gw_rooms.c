@@ -713,32 +713,37 @@ gw_rooms_refresh_batch(gw_rooms_t *r, const char *room, const char *const *users
     hr_proto_presence_key(k1, sizeof(k1), room, NULL);
     hr_proto_room_channel(ch, sizeof(ch), room);
     snprintf(head, sizeof(head), "{\"type\":\"joined\",\"room\":\"%s\",\"user_id\":", room);
-    snprintf(snk, sizeof(snk), "%zu", n + 2);
-    int nargs = (int)(1 + 2 + n + 6 + n);
+    char *keys = hr_malloc(n * KCAP);
+    const char **kept = hr_malloc(n * sizeof(*kept));
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        /* A name whose key does not fit (longer than any valid user id) is skipped. */
+        if (hr_proto_presence_key(keys + m * KCAP, KCAP, room, users[i]) != 0)
+            kept[m++] = users[i];
+    }
+    snprintf(snk, sizeof(snk), "%zu", m + 2);
+    int nargs = (int)(1 + 2 + m + 6 + m);
     const char **args = hr_malloc((size_t)nargs * sizeof(*args));
     size_t *lens = hr_malloc((size_t)nargs * sizeof(*lens));
-    char *keys = hr_malloc(n * KCAP);
     int a = 0;
     args[a++] = snk;
     args[a++] = k1;
     args[a++] = ch;
-    for (size_t i = 0; i < n; i++) {
-        char *k = keys + i * KCAP;
-        if (hr_proto_presence_key(k, KCAP, room, users[i]) == 0)
-            snprintf(k, KCAP, "%s", k1); /* cannot happen: user ids are <= 128 bytes */
-        args[a++] = k;
-    }
+    for (size_t i = 0; i < m; i++)
+        args[a++] = keys + i * KCAP;
     args[a++] = r->node_id;
     args[a++] = snow;
     args[a++] = sexp;
     args[a++] = sttl;
     args[a++] = smax;
     args[a++] = head;
-    for (size_t i = 0; i < n; i++)
-        args[a++] = users[i];
+    for (size_t i = 0; i < m; i++)
+        args[a++] = kept[i];
     for (int i = 0; i < nargs; i++)
         lens[i] = strlen(args[i]);
-    gw_rooms_eval(r, GW_LUA_REFRESH, nargs, args, lens, gw_rooms_ignore_reply, NULL);
+    if (m > 0)
+        gw_rooms_eval(r, GW_LUA_REFRESH, nargs, args, lens, gw_rooms_ignore_reply, NULL);
+    hr_free(kept);
     hr_free(keys);
     hr_free(lens);
     hr_free(args);
