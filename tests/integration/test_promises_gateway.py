@@ -183,8 +183,9 @@ def main():
                 check(err["code"] == "unavailable" and err.get("ref") == "q", "presence unavailable", err)
             finally:
                 stack.start_redis()
-            for port in stack.gateway_ports:
-                wait_until(lambda: healthz(port)[0] == 200, 15, f"gateway :{port} recovered")
+                # Also when a check above failed: the next checks need the gateways back.
+                for port in stack.gateway_ports:
+                    wait_until(lambda: healthz(port)[0] == 200, 15, f"gateway :{port} recovered")
             # The error said retry; the retry goes through, and the refused
             # message never shows up before it.
             c.send_json({"type": "publish", "room": "dark", "message": "now", "ref": "p2"})

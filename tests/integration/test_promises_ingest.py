@@ -68,7 +68,8 @@ def main():
                     check(hdr.get("retry-after") == "1", "Retry-After while down", path, hdr)
             finally:
                 stack.start_redis()
-            wait_until(lambda: request(port, "GET", "/healthz")[0] == 200, 15, "ingest reconnected")
+                # Also when a check above failed: the next checks need ingest back.
+                wait_until(lambda: request(port, "GET", "/healthz")[0] == 200, 15, "ingest reconnected")
             s, _, a = wait_until(lambda: (lambda x: x if x[0] != 503 else None)(post(body, h)), 10,
                                  "the script loaded again")
             check(s == 202, "same key accepted after the outage", s, a)
