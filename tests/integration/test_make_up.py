@@ -70,6 +70,14 @@ def alive(pid):
         return False
 
 
+def cwd_under(pid, top):
+    """redis-server runs in var/, postgres in var/pg: a recycled pid does not."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").startswith(top + os.sep)
+    except OSError:
+        return False
+
+
 def listening(port):
     import socket
     s = socket.socket()
@@ -233,8 +241,8 @@ def main():
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for pid in started:  # only what herald-up.sh started, by pid
-            if alive(pid):
+        for pid in started:  # only what herald-up.sh started, by pid, if it is still that
+            if alive(pid) and (pid in session_pids(proc.pid) or cwd_under(pid, tmp)):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
     t.finish()
