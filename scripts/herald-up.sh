@@ -2,11 +2,17 @@
 # Runs the whole Herald stack on this machine: redis-server and a PostgreSQL
 # cluster whose data lives in var/, migrations, two gateways, ingest, worker
 # and history. Ctrl-C stops everything.
+#
+# Ports come from REDIS_PORT, PG_PORT, INGEST_PORT, HISTORY_PORT, GATEWAY1_PORT,
+# GATEWAY2_PORT and DEMO_PORT (defaults below); HERALD_UP_VAR moves var/ (data
+# and logs) elsewhere; HERALD_UP_DEMO_DIR serves an already built demo from that
+# directory instead of building examples/client (tests/integration/test_make_up.py
+# uses all of them to run a private copy).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build}
 case "$build" in /*) ;; *) build="$top/$build" ;; esac
-var="$top/var"
+var=${HERALD_UP_VAR:-$top/var}
 mkdir -p "$var/log"
 
 : "${REDIS_PORT:=16379}" "${PG_PORT:=15432}" "${INGEST_PORT:=8080}" "${HISTORY_PORT:=8082}"
@@ -22,7 +28,12 @@ stop_all() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   as_postgres "$PG_BIN/pg_ctl" -D "$var/pg" -m fast -w stop >/dev/null 2>&1 || true
-  if [ -f "$var/redis.pid" ]; then kill "$(cat "$var/redis.pid")" 2>/dev/null || true; fi
+  if [ -f "$var/redis.pid" ]; then
+    # Wait for it (it rewrites its AOF on the way out): "stopped" means stopped.
+    rp=$(cat "$var/redis.pid")
+    kill "$rp" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$rp" 2>/dev/null || break; sleep 0.1; done
+  fi
   echo "herald: stopped"
 }
 trap "stop_all; exit 0" INT TERM
@@ -67,7 +78,10 @@ start history history HERALD_HISTORY_PORT="$HISTORY_PORT"
 
 # The React demo (examples/client), built once and served as static files.
 demo=""
-if command -v npm >/dev/null 2>&1; then
+demo_dist="$top/examples/client/dist"
+if [ -n "${HERALD_UP_DEMO_DIR:-}" ]; then
+  demo_dist=$HERALD_UP_DEMO_DIR
+elif command -v npm >/dev/null 2>&1; then
   client="$top/examples/client"
   if [ ! -f "$client/dist/index.html" ] || [ -n "$(find "$client/src" "$client/index.html" \
         "$client/package-lock.json" -newer "$client/dist/index.html" 2>/dev/null | head -1)" ]; then
@@ -77,12 +91,12 @@ if command -v npm >/dev/null 2>&1; then
       echo "herald: demo client build failed (see var/log/demo-build.log); the stack runs without it"
     fi
   fi
-  if [ -f "$client/dist/index.html" ]; then
-    python3 -m http.server "$DEMO_PORT" --bind 127.0.0.1 --directory "$client/dist" \
-      >>"$var/log/demo.log" 2>&1 &
-    pids+=($!)
-    demo="http://127.0.0.1:$DEMO_PORT/?user=alice&gateway=ws://127.0.0.1:$GATEWAY1_PORT&history=http://127.0.0.1:$HISTORY_PORT"
-  fi
+fi
+if [ -f "$demo_dist/index.html" ]; then
+  python3 -m http.server "$DEMO_PORT" --bind 127.0.0.1 --directory "$demo_dist" \
+    >>"$var/log/demo.log" 2>&1 &
+  pids+=($!)
+  demo="http://127.0.0.1:$DEMO_PORT/?user=alice&gateway=ws://127.0.0.1:$GATEWAY1_PORT&history=http://127.0.0.1:$HISTORY_PORT"
 fi
 
 for url in "http://127.0.0.1:$INGEST_PORT/healthz" "http://127.0.0.1:$HISTORY_PORT/healthz" \
