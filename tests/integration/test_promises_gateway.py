@@ -127,11 +127,11 @@ def main():
             nxt = next_for_a()
             check(nxt.get("type") == "message" and nxt["message"] == "after c",
                   "no joined event once the room is larger than presence_events_max", nxt)
-            members = r.cmd("ZRANGE", "herald:presence:big", 0, -1)
+            members = r.cmd("ZRANGE", "herald:presence:{big}", 0, -1)
             check(sorted(members) == ["ev_a", "ev_b", "ev_c"], "all three present", members)
             c.send_json({"type": "leave", "room": "big", "ref": "l3"})
             check(c.recv_type("left").get("ref") == "l3", "c's leave answered")
-            wait_until(lambda: "ev_c" not in r.cmd("ZRANGE", "herald:presence:big", 0, -1), 5,
+            wait_until(lambda: "ev_c" not in r.cmd("ZRANGE", "herald:presence:{big}", 0, -1), 5,
                        "c gone from presence")
             b.send_json({"type": "publish", "room": "big", "message": "after c left", "ref": "s2"})
             nxt = next_for_a()
@@ -146,7 +146,7 @@ def main():
         def presence_keys_expire_without_refresh():
             c = ws(1, "ghost")
             join(c, "expiring", "e")
-            keys = ["herald:presence:expiring", "herald:presence:expiring:ghost"]
+            keys = ["herald:presence:{expiring}", "herald:presence:{expiring}:ghost"]
             for k in keys:
                 ttl = r.cmd("PTTL", k)
                 check(0 < ttl <= 2 * PRESENCE_TTL * 1000, "key expires within 2 x presence_ttl_s", k, ttl)
