@@ -30,7 +30,8 @@
 /*
  * Dead letters (proto/redis.md): an entry the worker could not store is
  * XADDed to HR_STREAM_DEAD_LETTER with these fields, then its original
- * field/value pairs unchanged, and acked on its own stream.
+ * field/value pairs unchanged (more than HR_DEAD_INLINE_MAX items: one
+ * HR_FIELD_DEAD_FIELDS value instead), and acked on its own stream after.
  */
 #define HR_FIELD_DEAD_STREAM "dead_stream"         /* the stream it came from */
 #define HR_FIELD_DEAD_SID "dead_sid"               /* its entry id there */
@@ -39,6 +40,9 @@
 #define HR_FIELD_DEAD_CONSUMER "dead_consumer"     /* the worker that gave up */
 #define HR_FIELD_DEAD_AT "dead_at"                 /* ms since the epoch, decimal */
 #define HR_DEAD_LETTER_MAXLEN "1000000"            /* XADD MAXLEN ~ bound */
+/* The original items as netstrings, "<len>:<bytes>," each, back to back. */
+#define HR_FIELD_DEAD_FIELDS "dead_fields"
+#define HR_DEAD_INLINE_MAX 64 /* items copied as fields; more go in HR_FIELD_DEAD_FIELDS */
 
 /*
  * Idempotency (proto/redis.md): HR_KEY_IDEMPOTENCY_PREFIX + <len(scope)> + ":"

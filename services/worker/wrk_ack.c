@@ -10,21 +10,34 @@
 #include <string.h>
 
 /*
- * Dead letter, atomic so an entry is dead-lettered exactly once.
+ * Dead letter, atomic so an entry is dead-lettered once, written before the
+ * ack so a failure (any error stops the script) leaves the entry pending
+ * rather than acked without a trace.
  * KEYS[1] the entry's stream, KEYS[2] HR_STREAM_DEAD_LETTER
- * ARGV[1] group, ARGV[2] entry id, ARGV[3] MAXLEN ~ bound, ARGV[4..] the dead
- * letter's field/value pairs
- * Reply: 1 moved, 0 no longer pending here (someone else handled it).
+ * ARGV[1] group, ARGV[2] entry id, ARGV[3] MAXLEN ~ bound, ARGV[4] "1" when
+ * the Redis server changed since the entry was read (its pending list may be
+ * gone), ARGV[5..] the dead letter's field/value pairs (bounded: the
+ * original fields past HR_DEAD_INLINE_MAX items travel as one value).
+ * Reply: 1 dead-lettered and acked; 2 dead-lettered, nothing to ack (group or
+ * pending entry lost with a Redis restart); 0 no longer pending here and the
+ * server is the same (another consumer handled it).
  */
 static const char wrk_lua_dead[] =
-    "if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end\n"
-    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))\n"
+    "local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)\n"
+    "local held = ok and type(p) == 'table' and #p > 0\n"
+    "if ok and not held and ARGV[4] ~= '1' then return 0 end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 5))\n"
+    "if not held then return 2 end\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
-/* Appends the dead letter of entry e (meta fields, then its original fields). */
+/*
+ * Appends the dead letter of entry e: meta fields, then its original fields,
+ * inline or encoded into fields (which the arguments then borrow).
+ */
 static void
 wrk_dead_args(wrk_worker_t *w, const wrk_entry_t *e, const char **argv, size_t *argvlen,
-              size_t *argc, char *deliveries, char *at)
+              size_t *argc, char *deliveries, char *at, wrk_buf_t *fields)
 {
     size_t n = *argc;
 #define WRK_ARG(s, l) (argv[n] = (s), argvlen[n++] = (l))
@@ -42,9 +55,25 @@ wrk_dead_args(wrk_worker_t *w, const wrk_entry_t *e, const char **argv, size_t *
     WRK_ARG(at, strlen(at));
     const char *p = e->raw;
     /* An odd trailing item cannot be a field/value pair: XADD would refuse it. */
-    for (size_t i = 0; i < e->nraw - e->nraw % 2; i++) {
-        WRK_ARG(p, e->rawlen[i]);
-        p += e->rawlen[i];
+    size_t items = e->nraw - e->nraw % 2;
+    if (items <= HR_DEAD_INLINE_MAX && e->nraw % 2 == 0) {
+        for (size_t i = 0; i < items; i++) {
+            WRK_ARG(p, e->rawlen[i]);
+            p += e->rawlen[i];
+        }
+    } else {
+        /* Too many for one script call (Lua's unpack stops near 8,000), or odd: one value. */
+        fields->len = 0;
+        for (size_t i = 0; i < e->nraw; i++) {
+            char num[24];
+            int nl = snprintf(num, sizeof(num), "%zu:", e->rawlen[i]);
+            wrk_buf_append(fields, num, (size_t)nl);
+            wrk_buf_append(fields, p, e->rawlen[i]);
+            wrk_buf_append(fields, ",", 1);
+            p += e->rawlen[i];
+        }
+        WRK_ARG(HR_FIELD_DEAD_FIELDS, strlen(HR_FIELD_DEAD_FIELDS));
+        WRK_ARG(fields->len > 0 ? fields->data : "", fields->len);
     }
 #undef WRK_ARG
     *argc = n;
@@ -52,11 +81,11 @@ wrk_dead_args(wrk_worker_t *w, const wrk_entry_t *e, const char **argv, size_t *
 
 /*
  * Acknowledges the committed batch in one pipeline: every dead letter by the
- * atomic script (XACK + XADD to the dead-letter stream), then one XACK per
+ * atomic script (XADD to the dead-letter stream, then XACK), then one XACK per
  * stream for the rest, except entries left pending on purpose (receipts
  * waiting for their row). Empties the batch. Returns 0, or HR_AGAIN (batch
- * kept, still committed: the ack is retried after reconnecting; the script
- * cannot dead-letter an entry twice).
+ * kept, still committed: the ack is retried after reconnecting, skipping the
+ * dead letters already written).
  */
 int
 wrk_ack(wrk_worker_t *w)
@@ -65,11 +94,15 @@ wrk_ack(wrk_worker_t *w)
     size_t sent = 0, dead = 0;
     char at[24];
     snprintf(at, sizeof(at), "%" PRIu64, hr_now_ms());
+    /* Read from another server than this one (a restart, a failover): dead-letter regardless. */
+    const char *lost = strcmp(w->batch_run_id, w->redis_run_id) != 0 ? "1" : "0";
+    size_t *dead_at = hr_malloc((b->len ? b->len : 1) * sizeof(*dead_at));
+    wrk_buf_t *fields = hr_calloc(b->len ? b->len : 1, sizeof(*fields));
     for (size_t i = 0; i < b->len; i++) {
         wrk_entry_t *e = &b->entries[i];
-        if (e->reason == NULL || e->no_ack)
+        if (e->reason == NULL || e->no_ack || e->dead_done)
             continue;
-        size_t cap = 9 + 12 + e->nraw;
+        size_t cap = 9 + 12 + 2 + (e->nraw <= HR_DEAD_INLINE_MAX ? e->nraw : 0);
         const char **argv = hr_malloc(cap * sizeof(*argv));
         size_t *argvlen = hr_malloc(cap * sizeof(*argvlen));
         char deliveries[16];
@@ -82,15 +115,17 @@ wrk_ack(wrk_worker_t *w)
                               HR_STREAM_DEAD_LETTER,
                               HR_GROUP_WORKERS,
                               e->sid,
-                              HR_DEAD_LETTER_MAXLEN};
+                              HR_DEAD_LETTER_MAXLEN,
+                              lost};
         for (size_t k = 0; k < HR_ARRAY_LEN(head); k++) {
             argv[argc] = head[k];
             argvlen[argc++] = strlen(head[k]);
         }
-        wrk_dead_args(w, e, argv, argvlen, &argc, deliveries, at);
+        wrk_dead_args(w, e, argv, argvlen, &argc, deliveries, at, &fields[dead]);
         redisAppendCommandArgv(w->redis, (int)argc, argv, argvlen);
         hr_free(argv);
         hr_free(argvlen);
+        dead_at[dead] = i;
         sent++;
         dead++;
     }
@@ -114,8 +149,11 @@ wrk_ack(wrk_worker_t *w)
         redisAppendCommandArgv(w->redis, (int)argc, w->argv, w->argvlen);
         sent++;
     }
+    for (size_t k = 0; k < dead; k++)
+        wrk_buf_free(&fields[k]);
+    hr_free(fields);
     int rc = 0;
-    size_t moved = 0;
+    size_t moved = 0, unacked = 0;
     for (size_t k = 0; k < sent; k++) {
         redisReply *r = NULL;
         if (redisGetReply(w->redis, (void **)&r) != REDIS_OK || r == NULL) {
@@ -123,24 +161,40 @@ wrk_ack(wrk_worker_t *w)
             snprintf(err, sizeof(err), "XACK: %s", w->redis->errstr);
             wrk_link_fail(&w->redis_link, err);
             wrk_redis_drop(w);
+            hr_free(dead_at);
             return HR_AGAIN;
         }
-        if (r->type == REDIS_REPLY_ERROR && rc == 0) {
-            char err[256];
-            snprintf(err, sizeof(err), "XACK: %s", r->str);
-            wrk_link_fail(&w->redis_link, err);
+        if (r->type == REDIS_REPLY_ERROR) {
+            char err[256], safe[200];
+            snprintf(err, sizeof(err), "%s: %s", k < dead ? "dead letter" : "XACK",
+                     wrk_log_safe(safe, sizeof(safe), r->str));
+            if (k < dead)
+                hr_log_error("dead_letter_failed", "sid=%s error=\"%s\" action=left_pending",
+                             b->entries[dead_at[k]].sid, err);
+            if (rc == 0)
+                wrk_link_fail(&w->redis_link, err);
             rc = HR_AGAIN;
         } else if (k < dead && r->type == REDIS_REPLY_INTEGER) {
-            moved += (size_t)r->integer;
+            /* Written: an ack retry must not write it again. */
+            if (r->integer > 0)
+                b->entries[dead_at[k]].dead_done = 1;
+            moved += r->integer > 0;
+            unacked += r->integer == 2;
         }
         freeReplyObject(r);
     }
+    hr_free(dead_at);
     if (rc != 0) {
         wrk_redis_drop(w);
         return rc;
     }
     if (moved > 0)
         hr_log_warn("dead_lettered", "count=%zu stream=%s", moved, HR_STREAM_DEAD_LETTER);
+    if (unacked > 0)
+        hr_log_warn("dead_lettered_unpending",
+                    "count=%zu reason=\"their pending entries were lost (Redis restarted or "
+                    "failed over since they were read)\"",
+                    unacked);
     w->stats.dead += moved;
     w->stats.batches++;
     wrk_batch_clear(b);

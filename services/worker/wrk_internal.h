@@ -44,6 +44,8 @@ struct wrk_worker_s {
     const char **kv;           /* owned array, one entry's fields (borrowed strings) */
     size_t *kvlen;             /* owned */
     size_t kvcap;
+    char redis_run_id[48]; /* INFO run_id of the server connected to, "" if unknown */
+    char batch_run_id[48]; /* redis_run_id when the batch in flight was read */
     wrk_stats_t stats;
 };
 

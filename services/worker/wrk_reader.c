@@ -293,6 +293,8 @@ wrk_fetch(wrk_worker_t *w)
 {
     size_t got;
     int rc;
+    if (w->batch.len == 0)
+        memcpy(w->batch_run_id, w->redis_run_id, sizeof(w->batch_run_id));
     for (int s = 0; s < WRK_NSTREAMS; s++) {
         if (!w->read_pending[s])
             continue;

@@ -218,6 +218,32 @@ wrk_reread_pending(wrk_worker_t *w)
 }
 
 /*
+ * Records the server's run_id (new at every restart): a batch read from
+ * another run lost its pending entries with it, so its dead letters are
+ * written whatever XPENDING says (wrk_ack). 0 or HR_AGAIN.
+ */
+static int
+wrk_redis_run_id(wrk_worker_t *w)
+{
+    const char *argv[] = {"INFO", "server"};
+    redisReply *r = wrk_redis_cmd(w, (int)HR_ARRAY_LEN(argv), argv, NULL);
+    if (r == NULL)
+        return HR_AGAIN;
+    w->redis_run_id[0] = '\0';
+    const char *p = r->type == REDIS_REPLY_STRING ? strstr(r->str, "run_id:") : NULL;
+    if (p != NULL) {
+        p += 7;
+        size_t n = strcspn(p, "\r\n");
+        if (n >= sizeof(w->redis_run_id))
+            n = sizeof(w->redis_run_id) - 1;
+        memcpy(w->redis_run_id, p, n);
+        w->redis_run_id[n] = '\0';
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/*
  * Makes w->redis usable: connects, sets the reply timeout, ensures the groups,
  * and schedules a re-read of this consumer's pending entries (delivered before
  * a disconnect, never acked). Returns 0 or HR_AGAIN (outage recorded).
@@ -247,7 +273,7 @@ wrk_redis_ready(wrk_worker_t *w)
     if (r == NULL)
         return HR_AGAIN;
     freeReplyObject(r);
-    if (wrk_redis_group(w) != 0)
+    if (wrk_redis_group(w) != 0 || wrk_redis_run_id(w) != 0)
         return HR_AGAIN;
     wrk_link_ok(&w->redis_link);
     wrk_reread_pending(w);

