@@ -42,6 +42,12 @@
 #define HR_DEAD_LETTER_MAXLEN "1000000"            /* XADD MAXLEN ~ bound */
 /* The original items as netstrings, "<len>:<bytes>," each, back to back. */
 #define HR_FIELD_DEAD_FIELDS "dead_fields"
+/*
+ * Hash of failed store attempts (proto/redis.md): field "<stream>/<entry id>"
+ * of an entry delivered more than once, value the attempts made while
+ * PostgreSQL was reachable. Deleted when the entry is acked.
+ */
+#define HR_KEY_WORKER_ATTEMPTS "herald:worker:attempts"
 #define HR_DEAD_INLINE_MAX 64 /* items copied as fields; more go in HR_FIELD_DEAD_FIELDS */
 
 /*

@@ -149,6 +149,30 @@ wrk_ack(wrk_worker_t *w)
         redisAppendCommandArgv(w->redis, (int)argc, w->argv, w->argvlen);
         sent++;
     }
+    /* Entries done with (stored or dead-lettered) drop their attempt counts. */
+    size_t nattempt = 0;
+    char(*afield)[WRK_SID_MAX + 64] = hr_malloc((b->len ? b->len : 1) * sizeof(*afield));
+    for (size_t i = 0; i < b->len; i++) {
+        const wrk_entry_t *e = &b->entries[i];
+        if (!e->counted || e->no_ack)
+            continue;
+        if (nattempt == 0) {
+            w->argv[0] = "HDEL";
+            w->argvlen[0] = 4;
+            w->argv[1] = HR_KEY_WORKER_ATTEMPTS;
+            w->argvlen[1] = strlen(HR_KEY_WORKER_ATTEMPTS);
+        }
+        int n = snprintf(afield[nattempt], sizeof(afield[nattempt]), "%s/%s",
+                         wrk_stream_name(e->stream), e->sid);
+        w->argv[2 + nattempt] = afield[nattempt];
+        w->argvlen[2 + nattempt] = (size_t)n;
+        nattempt++;
+    }
+    if (nattempt > 0) {
+        redisAppendCommandArgv(w->redis, (int)(2 + nattempt), w->argv, w->argvlen);
+        sent++;
+    }
+    hr_free(afield);
     for (size_t k = 0; k < dead; k++)
         wrk_buf_free(&fields[k]);
     hr_free(fields);

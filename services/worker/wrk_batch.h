@@ -70,6 +70,8 @@ typedef struct {
     int is_row;            /* 1: n holds a row to insert (or a receipt to apply); 0: rejected */
     int no_ack;            /* leave pending (a receipt whose row is not there yet) */
     int dead_done;         /* its dead letter is written: an ack retry skips it */
+    int counted;           /* one store attempt counted in HR_KEY_WORKER_ATTEMPTS */
+    unsigned attempts;     /* that count, when counted */
     unsigned deliveries;   /* from XPENDING when known, else 1 */
     uint64_t delivered_ms; /* a receipt's delivered_at */
     hr_notification_t n;   /* owned strings when is_row (receipt: id, user_id) */

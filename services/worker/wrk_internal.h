@@ -86,6 +86,14 @@ int wrk_commit(wrk_worker_t *w);
 int wrk_stream_index(const char *n, size_t len);
 /** Fills the empty batch. 0 (the batch may be empty) or HR_AGAIN. */
 int wrk_fetch(wrk_worker_t *w);
+/**
+ * Before a store attempt with PostgreSQL reachable: counts one attempt
+ * (HR_KEY_WORKER_ATTEMPTS) for every re-delivered row of the batch not yet
+ * counted, and rejects those past worker.max_deliveries. 0 or HR_AGAIN.
+ */
+int wrk_count_attempts(wrk_worker_t *w);
+/** Takes back the attempts counted for this batch (PostgreSQL became unreachable). */
+void wrk_uncount_attempts(wrk_worker_t *w);
 
 /* ---- wrk_ack.c ---- */
 /** Acks the committed batch and writes its dead letters; empties it. 0 or HR_AGAIN. */

@@ -70,8 +70,9 @@ wrk_take_entries(wrk_worker_t *w, int s, const redisReply *list)
 
 /*
  * Entries batch[from..len) of stream s were delivered before (re-read or
- * claimed): looks up their delivery counts (XPENDING) and sets aside, for the
- * dead-letter stream, those delivered more than worker.max_deliveries times.
+ * claimed): looks up their delivery counts (XPENDING), for the dead letter and
+ * for wrk_count_attempts(); a delivery count alone never makes an entry
+ * poison (re-reads, restarts and claims raise it while PostgreSQL is down).
  * Receipts are exempt: they are retried on purpose until
  * worker.receipt_max_age_ms. Returns 0 or HR_AGAIN (Redis failed).
  */
@@ -103,15 +104,6 @@ wrk_check_deliveries(wrk_worker_t *w, int s, size_t from)
             break;
         wrk_entry_t *e = &b->entries[i];
         e->deliveries = (unsigned)p->element[3]->integer;
-        if (e->deliveries > (unsigned)w->cfg->max_deliveries && e->is_row) {
-            char reason[128];
-            snprintf(reason, sizeof(reason), "delivered %u times without being stored",
-                     e->deliveries);
-            hr_log_error("entry_poison", "sid=%s stream=%s deliveries=%u", e->sid,
-                         wrk_stream_name(s), e->deliveries);
-            wrk_batch_reject_reason(b, i, reason);
-            w->stats.rejected++;
-        }
     }
     freeReplyObject(r);
     return 0;
@@ -325,4 +317,94 @@ wrk_fetch(wrk_worker_t *w)
             return w->batch.len > 0 ? 0 : rc;
     }
     return 0;
+}
+
+/* The attempts hash field of entry e: "<stream>/<sid>". */
+static size_t
+wrk_attempt_field(const wrk_entry_t *e, char *out, size_t cap)
+{
+    int n = snprintf(out, cap, "%s/%s", wrk_stream_name(e->stream), e->sid);
+    return n < 0 ? 0 : ((size_t)n >= cap ? cap - 1 : (size_t)n);
+}
+
+/*
+ * Sends HINCRBY by for every entry selected by want (counted or not), one
+ * pipeline; sets the entries' attempts from the replies. 0 or HR_AGAIN.
+ */
+static int
+wrk_attempts_add(wrk_worker_t *w, int counted, long by)
+{
+    wrk_batch_t *b = &w->batch;
+    size_t sent = 0;
+    char incr[8];
+    snprintf(incr, sizeof(incr), "%ld", by);
+    for (size_t i = 0; i < b->len; i++) {
+        wrk_entry_t *e = &b->entries[i];
+        int want =
+            counted ? e->counted
+                    : (e->is_row && e->stream != WRK_S_RECEIPT && e->deliveries > 1 && !e->counted);
+        if (!want)
+            continue;
+        char field[WRK_SID_MAX + 64];
+        size_t fl = wrk_attempt_field(e, field, sizeof(field));
+        const char *argv[] = {"HINCRBY", HR_KEY_WORKER_ATTEMPTS, field, incr};
+        size_t argvlen[] = {7, strlen(HR_KEY_WORKER_ATTEMPTS), fl, strlen(incr)};
+        redisAppendCommandArgv(w->redis, 4, argv, argvlen);
+        sent++;
+    }
+    int rc = 0;
+    for (size_t i = 0, k = 0; k < sent; i++) {
+        wrk_entry_t *e = &b->entries[i];
+        int want =
+            counted ? e->counted
+                    : (e->is_row && e->stream != WRK_S_RECEIPT && e->deliveries > 1 && !e->counted);
+        if (!want)
+            continue;
+        k++;
+        redisReply *r = NULL;
+        if (redisGetReply(w->redis, (void **)&r) != REDIS_OK || r == NULL) {
+            char err[256];
+            snprintf(err, sizeof(err), "HINCRBY: %s", w->redis->errstr);
+            wrk_link_fail(&w->redis_link, err);
+            wrk_redis_drop(w);
+            return HR_AGAIN;
+        }
+        if (r->type == REDIS_REPLY_INTEGER) {
+            e->attempts = r->integer < 0 ? 0 : (unsigned)r->integer;
+            e->counted = !counted;
+        } else {
+            rc = HR_AGAIN;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+int
+wrk_count_attempts(wrk_worker_t *w)
+{
+    if (w->redis == NULL || wrk_attempts_add(w, 0, 1) != 0)
+        return HR_AGAIN;
+    wrk_batch_t *b = &w->batch;
+    for (size_t i = 0; i < b->len; i++) {
+        wrk_entry_t *e = &b->entries[i];
+        if (!e->counted || !e->is_row || e->attempts <= (unsigned)w->cfg->max_deliveries)
+            continue;
+        char reason[160];
+        snprintf(reason, sizeof(reason),
+                 "%u store attempts failed (a worker crashed storing it, or postgres refused it)",
+                 e->attempts);
+        hr_log_error("entry_poison", "sid=%s stream=%s attempts=%u deliveries=%u", e->sid,
+                     wrk_stream_name(e->stream), e->attempts, e->deliveries);
+        wrk_batch_reject_reason(b, i, reason);
+        w->stats.rejected++;
+    }
+    return 0;
+}
+
+void
+wrk_uncount_attempts(wrk_worker_t *w)
+{
+    if (w->redis != NULL)
+        wrk_attempts_add(w, 1, -1);
 }

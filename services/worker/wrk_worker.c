@@ -29,8 +29,10 @@ const hr_cfg_field_t wrk_config_fields[] = {
     /* worker.flush_ms: a batch is stored once it holds batch_size entries or is this old. */
     {"worker.flush_ms", HR_CFG_INT, offsetof(wrk_config_t, flush_ms), "50", 0, 60000},
     /*
-     * worker.max_deliveries: an entry delivered more often than this without
-     * being stored (it crashed workers) goes to the dead-letter stream.
+     * worker.max_deliveries: an entry whose store was attempted more often
+     * than this with PostgreSQL reachable, without success (it crashed
+     * workers), goes to the dead-letter stream. Re-reads, restarts and claims
+     * while PostgreSQL is down do not count.
      */
     {"worker.max_deliveries", HR_CFG_INT, offsetof(wrk_config_t, max_deliveries), "10", 1, 1000},
     /* worker.receipt_retry_ms: how soon a receipt that found no row is tried again. */
@@ -340,9 +342,14 @@ wrk_worker_step(wrk_worker_t *w)
             return 0;
     }
     if (!b->committed) {
+        /* Only attempts made with PostgreSQL reachable count towards poison. */
+        if (wrk_pg_ready(w) == 0 && wrk_redis_ready(w) == 0)
+            wrk_count_attempts(w);
         int rc = wrk_commit(w);
         if (rc == HR_ERR)
             return HR_ERR;
+        if (rc != 0 && w->pg == NULL && wrk_redis_ready(w) == 0)
+            wrk_uncount_attempts(w);
         if (rc != 0) {
             wrk_backoff_sleep(w, &w->pg_link);
             return 0;

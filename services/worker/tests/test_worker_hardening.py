@@ -121,6 +121,31 @@ def main():
             check(f["payload"] == "{garbage" and "dead_fields" not in f, f"inline fields: {f}")
         t.check("worker_dead_letter_of_a_small_entry_keeps_its_fields_inline",
                 small_poison_entry_keeps_inline_fields)
+
+        def postgres_down_across_restarts_is_not_poison():
+            nid, user, payload = envelope("pgdown", 1)
+            stack.stop_postgres()
+            try:
+                sid = add_notifications(stack.redis, [(nid, user, payload)])[0]
+                wait_until(lambda: pending(stack) == 1, 10, "the entry read and held")
+                # Each restart re-reads it: its delivery count passes max_deliveries=2.
+                for _ in range(3):
+                    check(worker.terminate() == 0, "worker exits 0 while postgres is down")
+                    rereads = worker.log_text().count("event=pending_reread")
+                    worker.start()
+                    wait_until(lambda: worker.log_text().count("event=pending_reread") > rereads
+                               or dead_of(stack, sid), 10, "the restarted worker re-read it")
+                    check(not dead_of(stack, sid), "a healthy entry was dead-lettered while postgres was down")
+                deliveries = stack.redis.cmd("XPENDING", NOTIFY, GROUP, "-", "+", 1)[0][3]
+                check(deliveries > 2, f"delivered {deliveries} times, more than max_deliveries")
+            finally:
+                stack.start_postgres()
+            wait_until(lambda: count_rows(stack, f"id = '{nid}'") == 1, 20, "the row stored once postgres is back")
+            wait_until(lambda: pending(stack) == 0, 5, "nothing pending")
+            check(not dead_of(stack, sid), "not dead-lettered")
+            check(stack.redis.cmd("HLEN", "herald:worker:attempts") == 0, "attempt counts cleaned up")
+        t.check("worker_restarted_while_postgres_is_down_dead_letters_nothing_and_stores_once_back",
+                postgres_down_across_restarts_is_not_poison)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
