@@ -174,9 +174,13 @@ void hr_proto_assign_id(hr_notification_t *n, hr_uuid_gen_t *gen, uint64_t now_m
  */
 char *hr_proto_envelope_encode(const hr_notification_t *n, size_t *len);
 
+/** Whether JSON text holds a NUL character (a 0 byte or a \u0000 escape). */
+int hr_proto_json_has_nul(const char *json, size_t len);
+
 /**
  * Parses an envelope as stored in the stream (worker side). Returns 0, or
- * HR_DECLINED with err filled when any field is missing or malformed.
+ * HR_DECLINED with err filled when any field is missing or malformed, or the
+ * text holds a NUL character (PostgreSQL cannot store it).
  */
 int hr_proto_envelope_decode(const char *json, size_t len, hr_notification_t *n, char *err,
                              size_t errlen);

@@ -129,9 +129,11 @@ void wrk_batch_reject(wrk_batch_t *b, size_t i);
 /** Like wrk_batch_reject() and records why (copied) for its dead letter. */
 void wrk_batch_reject_reason(wrk_batch_t *b, size_t i, const char *reason);
 
-/** Replaces out's content with the COPY text of the batch's notification rows, in order. */
-void wrk_batch_copy_text(const wrk_batch_t *b, wrk_buf_t *out);
-/** Replaces out's content with the COPY text (WRK_ROOM_COLUMNS) of its room messages. */
-void wrk_batch_copy_rooms(const wrk_batch_t *b, wrk_buf_t *out);
+/** Replaces out's content with the COPY text of the notification rows of entries [lo, hi), in
+ * order. */
+void wrk_batch_copy_text(const wrk_batch_t *b, size_t lo, size_t hi, wrk_buf_t *out);
+/** Replaces out's content with the COPY text (WRK_ROOM_COLUMNS) of the room messages of [lo, hi).
+ */
+void wrk_batch_copy_rooms(const wrk_batch_t *b, size_t lo, size_t hi, wrk_buf_t *out);
 
 #endif

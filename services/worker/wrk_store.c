@@ -27,9 +27,6 @@ static const char wrk_sql_copy[] = "COPY " WRK_STAGE " (" WRK_COPY_COLUMNS ") FR
 static const char wrk_sql_insert[] =
     "INSERT INTO notifications (" WRK_COPY_COLUMNS ") SELECT " WRK_COPY_COLUMNS " FROM " WRK_STAGE
     " ON CONFLICT (id) DO NOTHING";
-static const char wrk_sql_insert_one[] =
-    "INSERT INTO notifications (" WRK_COPY_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
-    " ON CONFLICT (id) DO NOTHING";
 #define WRK_ROOM_STAGE "room_messages_stage"
 static const char wrk_sql_room_stage[] =
     "CREATE TEMP TABLE IF NOT EXISTS " WRK_ROOM_STAGE
@@ -38,9 +35,6 @@ static const char wrk_sql_room_copy[] = "COPY " WRK_ROOM_STAGE " (" WRK_ROOM_COL
 static const char wrk_sql_room_insert[] =
     "INSERT INTO room_messages (" WRK_ROOM_COLUMNS ") SELECT " WRK_ROOM_COLUMNS
     " FROM " WRK_ROOM_STAGE " ON CONFLICT (id) DO NOTHING";
-static const char wrk_sql_room_insert_one[] =
-    "INSERT INTO room_messages (" WRK_ROOM_COLUMNS ") VALUES ($1, $2, $3, $4, $5)"
-    " ON CONFLICT (id) DO NOTHING";
 /*
  * Receipts, $1 uuid[] and $2 ms since the epoch (bigint[]): sets delivered_at
  * (the earliest receipt of each id) where it is still NULL, and returns the
@@ -161,8 +155,9 @@ wrk_pg_ready(wrk_worker_t *w)
  * connection, leaves the connection idle (results drained, ROLLBACK) or drops
  * it if it is broken. Returns HR_DECLINED when PostgreSQL refused the data
  * itself (SQLSTATE class 22 data exception or 23 integrity violation) on a
- * live connection, so a row-by-row retry can isolate the culprit; HR_AGAIN
- * for everything else.
+ * live connection, so a bisection can isolate the culprit; HR_AGAIN for
+ * everything else (w->pg NULL afterwards if the connection is gone). err
+ * ends in " sqlstate=XXXXX" when the server gave one.
  */
 static int
 wrk_pg_failed(wrk_worker_t *w, PGresult *r, const char *step, char *err, size_t errlen)
@@ -237,38 +232,67 @@ wrk_pg_copy(wrk_worker_t *w, const char *sql, char *err, size_t errlen)
     return 0;
 }
 
-/* Marks the receipts whose id is in the result (ids without a row) no_ack. */
-static void
-wrk_mark_missing(wrk_worker_t *w, PGresult *r, size_t only)
+/* FNV-1a of a NUL-terminated string. */
+static uint64_t
+wrk_hash(const char *s)
 {
-    wrk_batch_t *b = &w->batch;
-    int n = PQntuples(r);
-    for (int k = 0; k < n; k++) {
-        const char *id = PQgetvalue(r, k, 0);
-        for (size_t i = 0; i < b->len; i++) {
-            wrk_entry_t *e = &b->entries[i];
-            if (e->stream == WRK_S_RECEIPT && e->is_row && (only == (size_t)-1 || only == i) &&
-                strcmp(e->n.id, id) == 0)
-                e->no_ack = 1;
-        }
-    }
+    uint64_t h = 1469598103934665603ull;
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
 }
 
 /*
- * Applies receipts (all of the batch, or entry only) in the open transaction;
- * those whose row does not exist are marked no_ack. 0 or wrk_pg_failed()'s code.
+ * Marks the receipts of entries [lo, hi) whose id is in the result (ids
+ * without a row) no_ack. A hash set of the result: a big batch of waiting
+ * receipts costs O(n), not one string compare per pair.
+ */
+static void
+wrk_mark_missing(wrk_worker_t *w, PGresult *r, size_t lo, size_t hi)
+{
+    wrk_batch_t *b = &w->batch;
+    int n = PQntuples(r);
+    if (n <= 0)
+        return;
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n)
+        cap *= 2;
+    const char **set = hr_calloc(cap, sizeof(*set)); /* borrowed from r */
+    for (int k = 0; k < n; k++) {
+        const char *id = PQgetvalue(r, k, 0);
+        size_t at = (size_t)wrk_hash(id) & (cap - 1);
+        while (set[at] != NULL && strcmp(set[at], id) != 0)
+            at = (at + 1) & (cap - 1);
+        set[at] = id;
+    }
+    for (size_t i = lo; i < hi; i++) {
+        wrk_entry_t *e = &b->entries[i];
+        if (e->stream != WRK_S_RECEIPT || !e->is_row)
+            continue;
+        size_t at = (size_t)wrk_hash(e->n.id) & (cap - 1);
+        while (set[at] != NULL && strcmp(set[at], e->n.id) != 0)
+            at = (at + 1) & (cap - 1);
+        if (set[at] != NULL)
+            e->no_ack = 1;
+    }
+    hr_free(set);
+}
+
+/*
+ * Applies the receipts of entries [lo, hi) in the open transaction; those
+ * whose row does not exist are marked no_ack. 0 or wrk_pg_failed()'s code.
  */
 static int
-wrk_pg_receipts(wrk_worker_t *w, size_t only, char *err, size_t errlen)
+wrk_pg_receipts(wrk_worker_t *w, size_t lo, size_t hi, char *err, size_t errlen)
 {
     wrk_batch_t *b = &w->batch;
     wrk_buf_t ids = {0}, ms = {0};
     wrk_buf_append(&ids, "{", 1);
     wrk_buf_append(&ms, "{", 1);
     int first = 1;
-    for (size_t i = 0; i < b->len; i++) {
+    for (size_t i = lo; i < hi; i++) {
         wrk_entry_t *e = &b->entries[i];
-        if (e->stream != WRK_S_RECEIPT || !e->is_row || (only != (size_t)-1 && only != i))
+        if (e->stream != WRK_S_RECEIPT || !e->is_row)
             continue;
         char num[32];
         int nl = snprintf(num, sizeof(num), "%s%" PRIu64, first ? "" : ",", e->delivered_ms);
@@ -286,119 +310,181 @@ wrk_pg_receipts(wrk_worker_t *w, size_t only, char *err, size_t errlen)
     wrk_buf_free(&ms);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         return wrk_pg_failed(w, r, "UPDATE receipts", err, errlen);
-    wrk_mark_missing(w, r, only);
+    wrk_mark_missing(w, r, lo, hi);
     PQclear(r);
     return 0;
 }
 
 /*
- * Stores the batch in one transaction: notifications and room messages by
- * COPY into staging tables and INSERT ... SELECT ... ON CONFLICT (id) DO
- * NOTHING, receipts by one UPDATE, then COMMIT. Sets *inserted to the rows
- * that were new. Returns 0 once committed, else wrk_pg_failed()'s code
- * (nothing committed).
+ * Stores the rows of entries [lo, hi) in one transaction: notifications and
+ * room messages by COPY into staging tables and INSERT ... SELECT ... ON
+ * CONFLICT (id) DO NOTHING, receipts by one UPDATE, then COMMIT. Adds the
+ * rows that were new to *inserted. Returns 0 once committed (or nothing to
+ * store), else wrk_pg_failed()'s code (nothing of the range committed).
  */
 static int
-wrk_pg_store_copy(wrk_worker_t *w, uint64_t *inserted, char *err, size_t errlen)
+wrk_pg_store_range(wrk_worker_t *w, size_t lo, size_t hi, uint64_t *inserted, char *err,
+                   size_t errlen)
 {
     wrk_batch_t *b = &w->batch;
-    uint64_t n = 0;
-    *inserted = 0;
+    size_t nrows[WRK_NSTREAMS] = {0};
+    for (size_t i = lo; i < hi; i++) {
+        b->entries[i].no_ack = 0;
+        if (b->entries[i].is_row)
+            nrows[b->entries[i].stream]++;
+    }
+    if (nrows[WRK_S_NOTIFY] + nrows[WRK_S_ROOM] + nrows[WRK_S_RECEIPT] == 0)
+        return 0;
+    uint64_t n = 0, got = 0;
     int rc = wrk_pg_cmd(w, "BEGIN", NULL, err, errlen);
     if (rc != 0)
         return rc;
-    if (b->nrows[WRK_S_NOTIFY] > 0) {
-        wrk_batch_copy_text(b, &w->copy);
+    if (nrows[WRK_S_NOTIFY] > 0) {
+        wrk_batch_copy_text(b, lo, hi, &w->copy);
         if ((rc = wrk_pg_copy(w, wrk_sql_copy, err, errlen)) != 0 ||
             (rc = wrk_pg_cmd(w, wrk_sql_insert, &n, err, errlen)) != 0)
             return rc;
-        *inserted += n;
+        got += n;
     }
-    if (b->nrows[WRK_S_ROOM] > 0) {
-        wrk_batch_copy_rooms(b, &w->copy);
+    if (nrows[WRK_S_ROOM] > 0) {
+        wrk_batch_copy_rooms(b, lo, hi, &w->copy);
         if ((rc = wrk_pg_copy(w, wrk_sql_room_copy, err, errlen)) != 0 ||
             (rc = wrk_pg_cmd(w, wrk_sql_room_insert, &n, err, errlen)) != 0)
             return rc;
-        *inserted += n;
+        got += n;
     }
-    if (b->nrows[WRK_S_RECEIPT] > 0 && (rc = wrk_pg_receipts(w, (size_t)-1, err, errlen)) != 0)
+    if (nrows[WRK_S_RECEIPT] > 0 && (rc = wrk_pg_receipts(w, lo, hi, err, errlen)) != 0)
         return rc;
-    return wrk_pg_cmd(w, "COMMIT", NULL, err, errlen);
+    if ((rc = wrk_pg_cmd(w, "COMMIT", NULL, err, errlen)) != 0)
+        return rc;
+    *inserted += got;
+    return 0;
 }
 
+/* One isolation round over the batch after PostgreSQL refused it whole. */
+typedef struct {
+    size_t progress;  /* ranges committed this round */
+    size_t *suspects; /* owned: single entries that failed with a non-data error */
+    char (*why)[512]; /* owned: their errors */
+    size_t nsuspects;
+    uint64_t inserted;
+    char err[512]; /* the last error */
+} wrk_isolate_t;
+
+/* Entries [lo, hi) holding a row. */
+static size_t
+wrk_rows_in(const wrk_batch_t *b, size_t lo, size_t hi)
+{
+    size_t n = 0;
+    for (size_t i = lo; i < hi; i++)
+        n += b->entries[i].is_row != 0;
+    return n;
+}
+
+#define WRK_SUSPECTS_MAX 3 /* this many lone failures and no success: not the rows' fault */
+
 /*
- * The slow path after PostgreSQL refused the batch's data: one transaction,
- * each row under its own savepoint, so a row PostgreSQL refuses is rejected
- * (logged, acked without a row) and the others still commit. Returns 0 once
- * committed, HR_AGAIN on anything but a data error.
+ * Stores [lo, hi) or, when PostgreSQL refuses it, its halves, down to single
+ * entries: one PostgreSQL refuses as data (class 22/23) is rejected at once;
+ * one that fails alone with any other error is a suspect, rejected at the end
+ * of the round only if something else was stored (so a server-wide error,
+ * a revoked grant or a schema mismatch, rejects nothing). Returns 0, or
+ * HR_AGAIN to end the round (PostgreSQL unreachable, or WRK_SUSPECTS_MAX
+ * suspects and no progress).
  */
 static int
-wrk_pg_store_rows(wrk_worker_t *w, uint64_t *inserted, char *err, size_t errlen)
+wrk_pg_isolate(wrk_worker_t *w, wrk_isolate_t *iso, size_t lo, size_t hi)
 {
     wrk_batch_t *b = &w->batch;
-    *inserted = 0;
-    int rc = wrk_pg_cmd(w, "BEGIN", NULL, err, errlen);
-    for (size_t i = 0; rc == 0 && i < b->len; i++) {
-        wrk_entry_t *e = &b->entries[i];
-        if (!e->is_row)
-            continue;
-        if ((rc = wrk_pg_cmd(w, "SAVEPOINT wrk_row", NULL, err, errlen)) != 0)
-            break;
-        PGresult *r;
-        if (e->stream == WRK_S_RECEIPT) {
-            rc = wrk_pg_receipts(w, i, err, errlen);
-            if (rc == 0) {
-                rc = wrk_pg_cmd(w, "RELEASE SAVEPOINT wrk_row", NULL, err, errlen);
-                continue;
-            }
-            if (rc != HR_DECLINED)
-                break;
-            /* wrk_pg_failed() rolled the whole transaction back: start over without it. */
-            wrk_batch_reject_reason(b, i, "postgres refused the receipt");
-            w->stats.rejected++;
-            return HR_DECLINED;
-        } else if (e->stream == WRK_S_ROOM) {
-            const char *params[5] = {e->n.id, e->n.room, e->n.user_id, e->n.message,
-                                     e->n.created_at};
-            r = PQexecParams(w->pg, wrk_sql_room_insert_one, 5, NULL, params, NULL, NULL, 0);
-        } else {
-            const char *params[7] = {e->n.id,      e->n.user_id,   e->n.room,      e->n.type,
-                                     e->n.message, e->n.data_json, e->n.created_at};
-            r = PQexecParams(w->pg, wrk_sql_insert_one, 7, NULL, params, NULL, NULL, 0);
-        }
-        if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-            *inserted += strtoull(PQcmdTuples(r), NULL, 10);
-            PQclear(r);
-            rc = wrk_pg_cmd(w, "RELEASE SAVEPOINT wrk_row", NULL, err, errlen);
-            continue;
-        }
-        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        if (state == NULL || (strncmp(state, "22", 2) != 0 && strncmp(state, "23", 2) != 0)) {
-            rc = wrk_pg_failed(w, r, "INSERT", err, errlen);
-            rc = rc == HR_DECLINED ? HR_AGAIN : rc;
-            break;
-        }
-        char why[512], safe[512];
-        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-        snprintf(why, sizeof(why), "%s sqlstate=%s", msg ? msg : "?", state);
-        PQclear(r);
+    size_t rows = wrk_rows_in(b, lo, hi);
+    if (rows == 0)
+        return 0;
+    int rc = wrk_pg_store_range(w, lo, hi, &iso->inserted, iso->err, sizeof(iso->err));
+    if (rc == 0) {
+        iso->progress++;
+        return 0;
+    }
+    if (w->pg == NULL)
+        return HR_AGAIN;
+    if (rows > 1) {
+        /* Split at the middle row, so both halves hold rows. */
+        size_t mid = lo, seen = 0;
+        while (seen < rows / 2)
+            seen += b->entries[mid++].is_row != 0;
+        if ((rc = wrk_pg_isolate(w, iso, lo, mid)) != 0)
+            return rc;
+        return wrk_pg_isolate(w, iso, mid, hi);
+    }
+    size_t i = lo;
+    while (!b->entries[i].is_row)
+        i++;
+    wrk_entry_t *e = &b->entries[i];
+    char safe[512], reason[600];
+    if (rc == HR_DECLINED) {
         hr_log_error("entry_rejected", "sid=%s id=%s reason=\"postgres refused the row: %s\"",
-                     e->sid, e->n.id, wrk_log_safe(safe, sizeof(safe), why));
-        char reason[600];
-        snprintf(reason, sizeof(reason), "postgres refused the row: %s", why);
+                     e->sid, e->n.id, wrk_log_safe(safe, sizeof(safe), iso->err));
+        snprintf(reason, sizeof(reason), "postgres refused the row: %s", iso->err);
         wrk_batch_reject_reason(b, i, reason); /* dead-lettered with the ack */
         w->stats.rejected++;
-        rc = wrk_pg_cmd(w, "ROLLBACK TO SAVEPOINT wrk_row", NULL, err, errlen);
+        return 0;
     }
-    if (rc == 0)
-        rc = wrk_pg_cmd(w, "COMMIT", NULL, err, errlen);
-    return rc == HR_DECLINED ? HR_AGAIN : rc;
+    iso->suspects[iso->nsuspects] = i;
+    snprintf(iso->why[iso->nsuspects], sizeof(iso->why[0]), "%s", iso->err);
+    iso->nsuspects++;
+    return iso->progress == 0 && iso->nsuspects >= WRK_SUSPECTS_MAX ? HR_AGAIN : 0;
 }
 
 /*
- * Commits the batch's rows (nothing to do if every entry was rejected).
- * Returns 0 and marks the batch committed, HR_AGAIN after a transient failure
- * (outage recorded, batch kept for a retry), HR_ERR on a fatal one.
+ * After PostgreSQL refused the whole batch: a bisection round (see
+ * wrk_pg_isolate). ~2 log2(n) transactions per culprit instead of one per
+ * row. Returns 0 when every row is stored or rejected, else HR_AGAIN.
+ */
+static int
+wrk_pg_store_isolating(wrk_worker_t *w, uint64_t *inserted, char *err, size_t errlen)
+{
+    wrk_batch_t *b = &w->batch;
+    wrk_isolate_t iso = {0};
+    iso.suspects = hr_calloc(b->len ? b->len : 1, sizeof(*iso.suspects));
+    iso.why = hr_calloc(b->len ? b->len : 1, sizeof(*iso.why));
+    int rc = wrk_pg_isolate(w, &iso, 0, b->len);
+    if (rc == 0 && iso.nsuspects > 0 && iso.progress == 0)
+        rc = HR_AGAIN; /* every try failed: nothing tells the rows apart */
+    if (rc == 0) {
+        for (size_t k = 0; k < iso.nsuspects; k++) {
+            wrk_entry_t *e = &b->entries[iso.suspects[k]];
+            char safe[512], reason[600];
+            hr_log_error("entry_rejected",
+                         "sid=%s id=%s reason=\"postgres failed on this entry alone: %s\"", e->sid,
+                         e->n.id, wrk_log_safe(safe, sizeof(safe), iso.why[k]));
+            snprintf(reason, sizeof(reason), "postgres failed on this entry alone: %s", iso.why[k]);
+            wrk_batch_reject_reason(b, iso.suspects[k], reason);
+            w->stats.rejected++;
+        }
+    }
+    snprintf(err, errlen, "%s", iso.err);
+    *inserted = iso.inserted;
+    hr_free(iso.suspects);
+    hr_free(iso.why);
+    return rc;
+}
+
+/* Logs a refusal of a live PostgreSQL, at error level for as long as it lasts. */
+static void
+wrk_log_refused(wrk_worker_t *w, const char *err, const char *action)
+{
+    char safe[512];
+    hr_log_error("store_failed", "rows=%zu repeats=%u error=\"%s\" action=%s", w->batch.rows,
+                 w->refused_repeats, wrk_log_safe(safe, sizeof(safe), err), action);
+}
+
+/*
+ * Commits the batch's rows (nothing to do if every entry was rejected). The
+ * whole batch in one transaction first; a data refusal (class 22/23), or the
+ * same other error twice in a row on a live connection (a statement timeout,
+ * a permission, a schema mismatch, a limit), starts a bisection round that
+ * stores the rest and rejects the culprits. Returns 0 and marks the batch
+ * committed, HR_AGAIN after a failure (outage recorded or refusal logged,
+ * batch kept for a retry), HR_ERR on a fatal one.
  */
 int
 wrk_commit(wrk_worker_t *w)
@@ -415,31 +501,40 @@ wrk_commit(wrk_worker_t *w)
 
     char err[512];
     uint64_t inserted = 0, t0 = hr_mono_us();
-    for (size_t i = 0; i < b->len; i++)
-        b->entries[i].no_ack = 0;
-    rc = wrk_pg_store_copy(w, &inserted, err, sizeof(err));
+    rc = wrk_pg_store_range(w, 0, b->len, &inserted, err, sizeof(err));
     if (rc == HR_AGAIN && reused && w->pg == NULL) {
         /* The idle connection had died (e.g. a server restart): one fresh try before
          * calling it an outage. */
         if ((rc = wrk_pg_ready(w)) != 0)
             return rc;
-        rc = wrk_pg_store_copy(w, &inserted, err, sizeof(err));
+        rc = wrk_pg_store_range(w, 0, b->len, &inserted, err, sizeof(err));
     }
-    if (rc == HR_DECLINED) {
-        char safe[512];
-        hr_log_warn("batch_refused", "rows=%zu error=\"%s\" action=row_by_row", b->rows,
-                    wrk_log_safe(safe, sizeof(safe), err));
-        /* Each round sets aside at least one refused entry. */
-        for (size_t k = 0; rc == HR_DECLINED && k <= b->len; k++) {
-            for (size_t i = 0; i < b->len; i++)
-                b->entries[i].no_ack = 0;
-            rc = wrk_pg_store_rows(w, &inserted, err, sizeof(err));
+    if (rc != 0 && w->pg != NULL) {
+        const char *st = strstr(err, "sqlstate=");
+        char state[8] = "";
+        if (st != NULL)
+            snprintf(state, sizeof(state), "%.5s", st + 9);
+        int same = w->refused_repeats > 0 && strcmp(state, w->refused_state) == 0;
+        w->refused_repeats = same ? w->refused_repeats + 1 : 1;
+        snprintf(w->refused_state, sizeof(w->refused_state), "%s", state);
+        if (rc == HR_DECLINED || w->refused_repeats >= 2) {
+            wrk_log_refused(w, err, "isolate");
+            rc = wrk_pg_store_isolating(w, &inserted, err, sizeof(err));
+        } else {
+            wrk_log_refused(w, err, "retry");
+            rc = HR_AGAIN;
+        }
+        if (rc != 0 && w->pg != NULL) {
+            wrk_log_refused(w, err, "retry_with_backoff");
+            return HR_AGAIN;
         }
     }
     if (rc != 0) {
         wrk_link_fail(&w->pg_link, err);
         return HR_AGAIN;
     }
+    w->refused_repeats = 0;
+    w->refused_state[0] = '\0';
     wrk_link_ok(&w->pg_link);
     b->committed = 1;
     w->stats.rows += b->rows;

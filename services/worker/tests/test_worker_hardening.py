@@ -146,6 +146,72 @@ def main():
             check(stack.redis.cmd("HLEN", "herald:worker:attempts") == 0, "attempt counts cleaned up")
         t.check("worker_restarted_while_postgres_is_down_dead_letters_nothing_and_stores_once_back",
                 postgres_down_across_restarts_is_not_poison)
+
+        def statement_timeout_isolates_the_culprit():
+            # One row whose insert outlasts statement_timeout: the batch holding it can never
+            # commit whole. The rest must be stored and the culprit dead-lettered.
+            stack.psql("CREATE FUNCTION herald_slow() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN IF NEW.message = 'slow' THEN PERFORM pg_sleep(3); END IF; "
+                       "RETURN NEW; END $$")
+            stack.psql("CREATE TRIGGER herald_slow BEFORE INSERT ON notifications "
+                       "FOR EACH ROW EXECUTE FUNCTION herald_slow()")
+            stack.psql("ALTER DATABASE herald SET statement_timeout = '400ms'")
+            try:
+                check(worker.terminate() == 0, "worker stops")
+                items = [envelope("slow", i, "slow" if i == 1500 else None) for i in range(3000)]
+                sids = add_notifications(stack.redis, items)
+                worker.start()  # a new session: it gets the statement_timeout
+                wait_until(lambda: count_rows(stack, "user_id LIKE 'slow%'") == 2999, 60,
+                           "the 2,999 other rows stored")
+                wait_until(lambda: dead_of(stack, sids[1500]), 10, "the culprit dead-lettered")
+                f = dead_of(stack, sids[1500])[0]
+                check("57014" in f["dead_reason"], f"reason names the statement timeout: {f['dead_reason']}")
+                wait_until(lambda: pending(stack) == 0, 10, "nothing pending")
+                check(count_rows(stack, f"id = '{items[1500][0]}'") == 0, "the culprit has no row")
+                check("event=store_failed" in worker.log_text() and "level=error" in worker.log_text(),
+                      "the refusal is logged at error level")
+            finally:
+                stack.psql("DROP TRIGGER herald_slow ON notifications")
+                stack.psql("ALTER DATABASE herald RESET statement_timeout")
+        t.check("worker_statement_timeout_isolates_the_culprit_and_stores_the_rest",
+                statement_timeout_isolates_the_culprit)
+
+        def one_bad_row_is_found_by_bisection():
+            # Every INSERT statement on notifications bumps a sequence (not rolled back).
+            stack.psql("CREATE SEQUENCE herald_inserts")
+            stack.psql("CREATE FUNCTION herald_count() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN PERFORM nextval('herald_inserts'); RETURN NULL; END $$")
+            stack.psql("CREATE TRIGGER herald_count BEFORE INSERT ON notifications "
+                       "FOR EACH STATEMENT EXECUTE FUNCTION herald_count()")
+            stack.psql("ALTER TABLE notifications ADD CONSTRAINT herald_no_bad CHECK (message <> 'bad')")
+            try:
+                check(worker.terminate() == 0, "worker stops")
+                items = [envelope("bis", i, "bad" if i == 2000 else None) for i in range(3000)]
+                sids = add_notifications(stack.redis, items)
+                before = int(stack.psql("SELECT last_value FROM herald_inserts"))
+                worker.start()
+                wait_until(lambda: count_rows(stack, "user_id LIKE 'bis%'") == 2999, 60, "2,999 rows")
+                wait_until(lambda: dead_of(stack, sids[2000]), 10, "the bad row dead-lettered")
+                check("23514" in dead_of(stack, sids[2000])[0]["dead_reason"], "reason: the CHECK")
+                statements = int(stack.psql("SELECT last_value FROM herald_inserts")) - before
+                # Bisection: about 2 log2(3000) ~ 24 statements; row by row it was ~3,000.
+                check(statements < 100, f"{statements} INSERT statements for one bad row in 3,000")
+            finally:
+                stack.psql("ALTER TABLE notifications DROP CONSTRAINT herald_no_bad")
+                stack.psql("DROP TRIGGER herald_count ON notifications")
+        t.check("worker_finds_one_bad_row_by_bisection_not_row_by_row", one_bad_row_is_found_by_bisection)
+
+        def nul_in_message_is_refused_not_truncated():
+            nid = uuid7(int(time.time() * 1000), 7)
+            created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+            payload = ('{"id":"%s","user_id":"nul","type":"t","message":"visible\\u0000hidden",'
+                       '"data":null,"created_at":"%s"}' % (nid, created))
+            sid = add_notifications(stack.redis, [(nid, "nul", payload)])[0]
+            wait_until(lambda: dead_of(stack, sid), 10, "the dead letter")
+            check("NUL" in dead_of(stack, sid)[0]["dead_reason"], "reason names the NUL")
+            check(count_rows(stack, f"id = '{nid}'") == 0, "no truncated row stored")
+        t.check("worker_refuses_a_nul_in_message_instead_of_storing_it_truncated",
+                nul_in_message_is_refused_not_truncated)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
