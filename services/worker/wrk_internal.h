@@ -44,6 +44,7 @@ struct wrk_worker_s {
     const char **kv;           /* owned array, one entry's fields (borrowed strings) */
     size_t *kvlen;             /* owned */
     size_t kvcap;
+    int notify_backlog;       /* the last read of notifications returned a full count */
     char refused_state[8];    /* SQLSTATE of the last refusal of the batch in flight */
     unsigned refused_repeats; /* consecutive refusals with that SQLSTATE */
     char redis_run_id[48];    /* INFO run_id of the server connected to, "" if unknown */

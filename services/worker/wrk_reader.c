@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Claims take at most 1/WRK_CLAIM_SHARE of a batch per stream and step. */
+#define WRK_CLAIM_SHARE 4
+
 /*
  * Moves a list of stream entries ([id, [field, value, ...] or nil], ...) of
  * stream s into the batch, logging each rejected one. Returns how many
@@ -155,10 +158,10 @@ wrk_fetch_error(wrk_worker_t *w, const char *cmd, redisReply *r)
 
 /* XREADGROUP of this consumer's own pending entries of stream s after its cursor. */
 static int
-wrk_fetch_pending(wrk_worker_t *w, int s, size_t *got)
+wrk_fetch_pending(wrk_worker_t *w, int s, size_t want, size_t *got)
 {
-    char count[16];
-    snprintf(count, sizeof(count), "%d", w->cfg->batch_size);
+    char count[24];
+    snprintf(count, sizeof(count), "%zu", want);
     const char *argv[] = {"XREADGROUP", "GROUP",   HR_GROUP_WORKERS,   w->consumer,         "COUNT",
                           count,        "STREAMS", wrk_stream_name(s), w->pending_cursor[s]};
     *got = 0;
@@ -180,36 +183,54 @@ wrk_fetch_pending(wrk_worker_t *w, int s, size_t *got)
     return wrk_check_deliveries(w, s, from);
 }
 
-/* XREADGROUP of new entries of every stream, up to count each, blocking up to block_ms. */
+/*
+ * XREADGROUP of new entries, up to count of each stream, blocking up to
+ * block_ms (0: not at all). While the notifications stream has a backlog
+ * (the last read returned a full count of it) receipts are not read: they
+ * would only wait, pending, for rows still behind in that backlog, and their
+ * retries would crowd out the entries that carry those rows.
+ */
 static int
 wrk_fetch_new(wrk_worker_t *w, int count, int block_ms, size_t *got)
 {
     char cnt[16], block[16];
     snprintf(cnt, sizeof(cnt), "%d", count);
-    snprintf(block, sizeof(block), "%d", block_ms < 1 ? 1 : block_ms);
-    const char *argv[] = {"XREADGROUP",
-                          "GROUP",
-                          HR_GROUP_WORKERS,
-                          w->consumer,
-                          "COUNT",
-                          cnt,
-                          "BLOCK",
-                          block,
-                          "STREAMS",
-                          wrk_stream_name(0),
-                          wrk_stream_name(1),
-                          wrk_stream_name(2),
-                          ">",
-                          ">",
-                          ">"};
+    snprintf(block, sizeof(block), "%d", block_ms);
+    const char *argv[16];
+    size_t argc = 0;
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = HR_GROUP_WORKERS;
+    argv[argc++] = w->consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = cnt;
+    if (block_ms > 0) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block;
+    }
+    argv[argc++] = "STREAMS";
+    int nstreams = 0;
+    for (int s = 0; s < WRK_NSTREAMS; s++) {
+        if (s == WRK_S_RECEIPT && w->notify_backlog)
+            continue;
+        argv[argc++] = wrk_stream_name(s);
+        nstreams++;
+    }
+    for (int s = 0; s < nstreams; s++)
+        argv[argc++] = ">";
     *got = 0;
-    redisReply *r = wrk_redis_cmd(w, (int)HR_ARRAY_LEN(argv), argv, NULL);
+    size_t from = w->batch.len;
+    redisReply *r = wrk_redis_cmd(w, (int)argc, argv, NULL);
     if (r == NULL)
         return HR_AGAIN;
     if (r->type == REDIS_REPLY_ERROR)
         return wrk_fetch_error(w, "XREADGROUP", r);
     *got = wrk_take_xread(w, r);
     freeReplyObject(r);
+    size_t notify = 0;
+    for (size_t i = from; i < w->batch.len; i++)
+        notify += w->batch.entries[i].stream == WRK_S_NOTIFY;
+    w->notify_backlog = notify >= (size_t)count;
     return 0;
 }
 
@@ -221,11 +242,11 @@ wrk_fetch_new(wrk_worker_t *w, int count, int block_ms, size_t *got)
  * gone from the PEL: log them.
  */
 static int
-wrk_fetch_claim(wrk_worker_t *w, int s, size_t *got)
+wrk_fetch_claim(wrk_worker_t *w, int s, size_t want, size_t *got)
 {
-    char count[16], idle[16];
+    char count[24], idle[16];
     int idle_ms = s == WRK_S_RECEIPT ? w->cfg->receipt_retry_ms : w->cfg->claim_idle_ms;
-    snprintf(count, sizeof(count), "%d", w->cfg->batch_size);
+    snprintf(count, sizeof(count), "%zu", want);
     snprintf(idle, sizeof(idle), "%d", idle_ms);
     const char *argv[] = {"XAUTOCLAIM", wrk_stream_name(s), HR_GROUP_WORKERS, w->consumer,
                           idle,         w->claim_cursor[s], "COUNT",          count};
@@ -275,46 +296,55 @@ wrk_fetch_claim(wrk_worker_t *w, int s, size_t *got)
 /*
  * Fills the empty batch, in order of priority: this consumer's own pending
  * entries (after a (re)connect), entries abandoned by other consumers (and
- * receipts due for a retry), then new entries: it keeps reading until the
- * batch holds worker.batch_size entries or worker.flush_ms have passed since
- * the first arrived (a first read blocks up to block_ms). Returns 0 (the
- * batch may still be empty) or HR_AGAIN after a Redis failure.
+ * receipts due for a retry, at most WRK_CLAIM_SHARE of a batch per stream
+ * and step), then, in the same step, new entries: it keeps reading until
+ * the batch holds worker.batch_size entries or worker.flush_ms have passed
+ * since the first arrived (a first read into an empty batch blocks up to
+ * block_ms). So a backlog of waiting receipts cannot starve new entries.
+ * Returns 0 (the batch may still be empty) or HR_AGAIN after a Redis failure.
  */
 int
 wrk_fetch(wrk_worker_t *w)
 {
-    size_t got;
-    int rc;
-    if (w->batch.len == 0)
+    wrk_batch_t *b = &w->batch;
+    size_t got, want = (size_t)w->cfg->batch_size;
+    size_t claim_max = want / WRK_CLAIM_SHARE > 0 ? want / WRK_CLAIM_SHARE : 1;
+    int rc, reread = 0;
+    if (b->len == 0)
         memcpy(w->batch_run_id, w->redis_run_id, sizeof(w->batch_run_id));
-    for (int s = 0; s < WRK_NSTREAMS; s++) {
+    for (int s = 0; s < WRK_NSTREAMS && b->len < want; s++) {
         if (!w->read_pending[s])
             continue;
-        if ((rc = wrk_fetch_pending(w, s, &got)) != 0)
+        /* Receipts are retries by nature: bounded like claims, so rows come first. */
+        size_t n = want - b->len;
+        if (s == WRK_S_RECEIPT && n > claim_max)
+            n = claim_max;
+        if ((rc = wrk_fetch_pending(w, s, n, &got)) != 0)
             return rc;
-        if (got > 0)
-            return 0;
+        reread += got > 0;
     }
-    for (int s = 0; s < WRK_NSTREAMS; s++) {
+    /* Claims could return entries just re-read (a consumer's own idle receipts). */
+    for (int s = 0; s < WRK_NSTREAMS && !reread && b->len < want; s++) {
         int idle = s == WRK_S_RECEIPT ? w->cfg->receipt_retry_ms : w->cfg->claim_idle_ms;
         if (idle <= 0 || hr_mono_ms() < w->next_claim_ms[s])
             continue;
-        if ((rc = wrk_fetch_claim(w, s, &got)) != 0)
+        size_t n = want - b->len < claim_max ? want - b->len : claim_max;
+        if ((rc = wrk_fetch_claim(w, s, n, &got)) != 0)
             return rc;
-        if (got > 0)
-            return 0;
     }
-    size_t want = (size_t)w->cfg->batch_size;
-    if ((rc = wrk_fetch_new(w, w->cfg->batch_size, w->cfg->block_ms, &got)) != 0)
-        return rc;
+    if (b->len >= want)
+        return 0;
+    /* Each stream may return COUNT entries: the batch holds three times batch_size. */
+    int first_block = b->len == 0 ? w->cfg->block_ms : 0;
+    if ((rc = wrk_fetch_new(w, (int)(want - b->len), first_block, &got)) != 0)
+        return b->len > 0 ? 0 : rc;
     uint64_t deadline = hr_mono_ms() + (uint64_t)w->cfg->flush_ms;
-    while (got > 0 && w->batch.len < want && !*w->stop) {
+    while (got > 0 && b->len < want && !*w->stop) {
         uint64_t now = hr_mono_ms();
         if (now >= deadline)
             break;
-        /* Each stream may return COUNT entries: the batch holds three times batch_size. */
-        if ((rc = wrk_fetch_new(w, (int)(want - w->batch.len), (int)(deadline - now), &got)) != 0)
-            return w->batch.len > 0 ? 0 : rc;
+        if ((rc = wrk_fetch_new(w, (int)(want - b->len), (int)(deadline - now), &got)) != 0)
+            return b->len > 0 ? 0 : rc;
     }
     return 0;
 }

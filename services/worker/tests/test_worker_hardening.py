@@ -93,6 +93,34 @@ def netstrings(s):
     return items
 
 
+class Monitor:
+    """Redis MONITOR on its own connection: every command the server runs, in order."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        self.sock.sendall(resp("MONITOR"))
+        check(self.f.readline().strip() == b"+OK", "MONITOR started")
+        self.lines = []
+        self.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for line in self.f:
+                self.lines.append(line.decode(errors="replace"))
+        except (OSError, ValueError):
+            pass
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
 def main():
     t = TestRun()
     stack = Stack(services=("worker",), workers=1,
@@ -212,6 +240,42 @@ def main():
             check(count_rows(stack, f"id = '{nid}'") == 0, "no truncated row stored")
         t.check("worker_refuses_a_nul_in_message_instead_of_storing_it_truncated",
                 nul_in_message_is_refused_not_truncated)
+
+        def receipts_backlog_does_not_starve_new_entries():
+            # 60,000 receipts whose rows never come, left by a consumer gone for good: each
+            # is claimed for a retry once idle receipt_retry_ms (2 s). A new notification
+            # must be read and stored in the first steps, not after a pass over the backlog.
+            check(worker.terminate() == 0, "worker stops")
+            ms = int(time.time() * 1000)
+            rids = [uuid7(ms, i) for i in range(60000)]
+            pipeline(stack.redis, [("XADD", RECEIPTS, "*", "id", r, "delivered_at", ms) for r in rids])
+            # The worker created the group at its start: a ghost consumer takes them all.
+            got = stack.redis.cmd("XREADGROUP", "GROUP", GROUP, "ghost", "COUNT", 60000,
+                                  "STREAMS", RECEIPTS, ">")
+            last = got[0][1][-1][0]
+            check(len(got[0][1]) == 60000, "the ghost holds 60,000 receipts")
+            wait_until(lambda: stack.redis.cmd("XPENDING", RECEIPTS, GROUP, "IDLE", 2100, last, last, 1),
+                       10, "the whole backlog idle past receipt_retry_ms")
+            nid, user, payload = envelope("fresh", 1)
+            sid = add_notifications(stack.redis, [(nid, user, payload)])[0]
+            mon = Monitor(stack.redis_port)
+            try:
+                worker.start()
+                wait_until(lambda: count_rows(stack, f"id = '{nid}'") == 1, 60, "the new row")
+                wait_until(lambda: any('"XACK" "%s"' % NOTIFY in l and sid in l for l in mon.lines), 10,
+                           "its ack")
+            finally:
+                mon.close()
+            lines = list(mon.lines)
+            acked = next(i for i, l in enumerate(lines) if '"XACK" "%s"' % NOTIFY in l and sid in l)
+            claims = sum(1 for l in lines[:acked] if '"XAUTOCLAIM" "%s"' % RECEIPTS in l)
+            claimed_before = stack.redis.cmd("XPENDING", RECEIPTS, GROUP)[0]
+            check(claims <= 3, f"{claims} receipt claims ran before the new entry was acked")
+            check(claimed_before > 0, "the backlog is still waiting")
+            # Drop the backlog so later checks start clean (the worker recreates the group).
+            stack.redis.cmd("DEL", RECEIPTS)
+        t.check("worker_stores_new_entries_while_a_large_receipts_backlog_waits",
+                receipts_backlog_does_not_starve_new_entries)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
