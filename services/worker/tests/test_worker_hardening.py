@@ -276,6 +276,29 @@ def main():
             stack.redis.cmd("DEL", RECEIPTS)
         t.check("worker_stores_new_entries_while_a_large_receipts_backlog_waits",
                 receipts_backlog_does_not_starve_new_entries)
+
+        def rejected_entry_survives_redis_restart():
+            # PostgreSQL down: the worker holds a batch of one row and one malformed entry.
+            # Redis restarts empty (no AOF): the group and its pending list are gone.
+            nid, user, payload = envelope("rst", 1)
+            stack.stop_postgres()
+            try:
+                r = stack.redis
+                r.cmd("MULTI")
+                r.cmd("XADD", NOTIFY, "*", "id", nid, "user_id", user, "payload", payload)
+                r.cmd("XADD", NOTIFY, "*", "id", "x", "user_id", "y", "payload", "{restart")
+                sids = r.cmd("EXEC")
+                wait_until(lambda: pending(stack) == 2, 10, "the batch held")
+                stack.stop_redis()
+                stack.start_redis()
+                wait_until(lambda: stack.redis.cmd("EXISTS", NOTIFY) == 1, 15, "the worker back on the new Redis")
+            finally:
+                stack.start_postgres()
+            wait_until(lambda: count_rows(stack, f"id = '{nid}'") == 1, 20, "the row stored")
+            wait_until(lambda: dead_of(stack, sids[1]), 10, "the malformed entry dead-lettered on the new server")
+            check(dead_of(stack, sids[1])[0]["payload"] == "{restart", "with its fields")
+        t.check("worker_dead_letters_rejected_entries_held_through_a_redis_restart",
+                rejected_entry_survives_redis_restart)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
