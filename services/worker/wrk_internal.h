@@ -44,11 +44,13 @@ struct wrk_worker_s {
     const char **kv;           /* owned array, one entry's fields (borrowed strings) */
     size_t *kvlen;             /* owned */
     size_t kvcap;
-    int notify_backlog;       /* the last read of notifications returned a full count */
-    char refused_state[8];    /* SQLSTATE of the last refusal of the batch in flight */
-    unsigned refused_repeats; /* consecutive refusals with that SQLSTATE */
-    char redis_run_id[48];    /* INFO run_id of the server connected to, "" if unknown */
-    char batch_run_id[48];    /* redis_run_id when the batch in flight was read */
+    int notify_backlog;        /* the last read of notifications returned a full count */
+    char refused_state[8];     /* SQLSTATE of the last refusal of the batch in flight */
+    unsigned refused_repeats;  /* consecutive refusals with that SQLSTATE */
+    uint64_t redis_clock_ms;   /* Redis TIME in ms at redis_clock_mono; 0 if never read */
+    uint64_t redis_clock_mono; /* hr_mono_ms() when it was read */
+    char redis_run_id[48];     /* INFO run_id of the server connected to, "" if unknown */
+    char batch_run_id[48];     /* redis_run_id when the batch in flight was read */
     wrk_stats_t stats;
 };
 
@@ -71,6 +73,13 @@ int wrk_redis_error(wrk_worker_t *w, const char *cmd, redisReply *r);
 int wrk_redis_group(wrk_worker_t *w);
 /** Schedules a re-read of this consumer's pending entries on every stream. */
 void wrk_reread_pending(wrk_worker_t *w);
+/**
+ * Reads Redis TIME: the clock stream entry ids are made of, so a receipt's age
+ * is measured on it, whatever the skew of this host's clock. 0 or HR_AGAIN.
+ */
+int wrk_redis_clock(wrk_worker_t *w);
+/** Redis's clock now, in ms since the epoch (last TIME + monotonic time since). */
+uint64_t wrk_redis_now_ms(const wrk_worker_t *w);
 /** Makes w->redis usable. 0 or HR_AGAIN (outage recorded). */
 int wrk_redis_ready(wrk_worker_t *w);
 

@@ -252,6 +252,9 @@ wrk_fetch_claim(wrk_worker_t *w, int s, size_t want, size_t *got)
                           idle,         w->claim_cursor[s], "COUNT",          count};
     *got = 0;
     size_t from = w->batch.len;
+    /* Claimed receipts are aged (wrk_commit): on a fresh reading of Redis's clock. */
+    if (s == WRK_S_RECEIPT && wrk_redis_clock(w) != 0)
+        return HR_AGAIN;
     redisReply *r = wrk_redis_cmd(w, (int)HR_ARRAY_LEN(argv), argv, NULL);
     if (r == NULL)
         return HR_AGAIN;

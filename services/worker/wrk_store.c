@@ -540,8 +540,9 @@ wrk_commit(wrk_worker_t *w)
     w->stats.rows += b->rows;
     w->stats.inserted += inserted;
 
-    /* Receipts whose row is missing stay pending, unless they waited too long. */
-    uint64_t now = hr_now_ms();
+    /* Receipts whose row is missing stay pending, unless they waited too long (on the clock
+     * of their stream ids: Redis's). */
+    uint64_t now = wrk_redis_now_ms(w);
     size_t waiting = 0;
     for (size_t i = 0; i < b->len; i++) {
         wrk_entry_t *e = &b->entries[i];

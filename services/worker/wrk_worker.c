@@ -245,6 +245,31 @@ wrk_redis_run_id(wrk_worker_t *w)
     return 0;
 }
 
+int
+wrk_redis_clock(wrk_worker_t *w)
+{
+    const char *argv[] = {"TIME"};
+    redisReply *r = wrk_redis_cmd(w, 1, argv, NULL);
+    if (r == NULL)
+        return HR_AGAIN;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        w->redis_clock_ms = strtoull(r->element[0]->str, NULL, 10) * 1000 +
+                            strtoull(r->element[1]->str, NULL, 10) / 1000;
+        w->redis_clock_mono = hr_mono_ms();
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+uint64_t
+wrk_redis_now_ms(const wrk_worker_t *w)
+{
+    if (w->redis_clock_ms == 0)
+        return hr_now_ms();
+    return w->redis_clock_ms + (hr_mono_ms() - w->redis_clock_mono);
+}
+
 /*
  * Makes w->redis usable: connects, sets the reply timeout, ensures the groups,
  * and schedules a re-read of this consumer's pending entries (delivered before
@@ -275,7 +300,7 @@ wrk_redis_ready(wrk_worker_t *w)
     if (r == NULL)
         return HR_AGAIN;
     freeReplyObject(r);
-    if (wrk_redis_group(w) != 0 || wrk_redis_run_id(w) != 0)
+    if (wrk_redis_group(w) != 0 || wrk_redis_run_id(w) != 0 || wrk_redis_clock(w) != 0)
         return HR_AGAIN;
     wrk_link_ok(&w->redis_link);
     wrk_reread_pending(w);

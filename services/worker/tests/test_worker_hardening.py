@@ -299,6 +299,28 @@ def main():
             check(dead_of(stack, sids[1])[0]["payload"] == "{restart", "with its fields")
         t.check("worker_dead_letters_rejected_entries_held_through_a_redis_restart",
                 rejected_entry_survives_redis_restart)
+
+        def receipt_updates_are_hot():
+            def stats():
+                upd, hot = stack.psql("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                                      "WHERE relname = 'notifications'").split("|")
+                return int(upd), int(hot)
+            items = [envelope("hot", i) for i in range(5000)]
+            add_notifications(stack.redis, items)
+            wait_until(lambda: count_rows(stack, "user_id LIKE 'hot%'") == 5000, 30, "5,000 rows")
+            upd0, hot0 = stats()
+            ms = int(time.time() * 1000)
+            pipeline(stack.redis, [("XADD", RECEIPTS, "*", "id", nid, "user_id", user, "delivered_at", ms)
+                                   for nid, user, _ in items])
+            wait_until(lambda: count_rows(stack, "user_id LIKE 'hot%' AND delivered_at IS NOT NULL") == 5000,
+                       30, "5,000 receipts applied")
+            # Statistics reach the view when the worker's session reports them (up to ~10 s idle).
+            wait_until(lambda: stats()[0] - upd0 >= 5000, 30, "the updates counted")
+            upd, hot = stats()
+            ratio = (hot - hot0) / (upd - upd0)
+            print(f"# hot ratio {ratio:.3f}", flush=True)
+            check(ratio >= 0.7, f"{hot - hot0} of {upd - upd0} receipt updates were HOT ({ratio:.0%})")
+        t.check("worker_receipt_updates_are_mostly_hot", receipt_updates_are_hot)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
