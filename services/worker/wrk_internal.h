@@ -31,6 +31,7 @@ struct wrk_worker_s {
     redisContext *redis;         /* owned; NULL when disconnected */
     PGconn *pg;                  /* owned; NULL when disconnected */
     int migrated;                /* migrations ran on some connection */
+    int migrate_failed;          /* the last try failed on a live connection: retried first */
     wrk_link_t redis_link, pg_link;
     int read_pending[WRK_NSTREAMS]; /* own pending entries not yet re-read since connect */
     char pending_cursor[WRK_NSTREAMS][WRK_SID_MAX];
@@ -88,7 +89,7 @@ int wrk_redis_ready(wrk_worker_t *w);
 PGconn *wrk_pg_connect(const char *conninfo, char *err, size_t errlen);
 /** Closes the PostgreSQL connection. */
 void wrk_pg_drop(wrk_worker_t *w);
-/** Makes w->pg usable (migrating on the first connection). 0, HR_AGAIN or HR_ERR. */
+/** Makes w->pg usable (migrating on the first connection). 0 or HR_AGAIN. */
 int wrk_pg_ready(wrk_worker_t *w);
 /** Commits the batch's rows. 0 (batch committed), HR_AGAIN or HR_ERR. */
 int wrk_commit(wrk_worker_t *w);

@@ -1,4 +1,5 @@
-/* The worker's PostgreSQL stage: connection, migrations, COPY, the row-by-row fallback, receipts.
+/* The worker's PostgreSQL stage: connection, migrations, COPY, bisection of a refused batch,
+ * receipts.
  */
 #include "wrk_internal.h"
 #include "herald/hr_alloc.h"
@@ -103,9 +104,9 @@ wrk_pg_drop(wrk_worker_t *w)
 
 /*
  * Makes w->pg usable: connects, migrates on the first connection of the
- * process, creates the staging table. Returns 0, HR_AGAIN on a transient
- * failure (outage recorded), or HR_ERR when a migration fails on a live
- * connection (logged; the schema needs a human).
+ * process, creates the staging table. Returns 0 or HR_AGAIN: an outage
+ * (recorded), or a migration that failed on a live connection (logged at
+ * error level, retried with backoff like an outage).
  */
 int
 wrk_pg_ready(wrk_worker_t *w)
@@ -129,13 +130,17 @@ wrk_pg_ready(wrk_worker_t *w)
                 wrk_link_fail(&w->pg_link, err);
                 return HR_AGAIN;
             }
+            /* A lock_timeout, a lock held by a long transaction, a fix on its way: retry, at
+             * error level each time, for as long as it lasts. */
             char safe[512];
-            hr_log_error("migration_failed", "dir=%s error=\"%s\"", w->cfg->migrations_dir,
-                         wrk_log_safe(safe, sizeof(safe), err));
-            return HR_ERR;
+            hr_log_error("migration_failed", "dir=%s error=\"%s\" action=retry_with_backoff",
+                         w->cfg->migrations_dir, wrk_log_safe(safe, sizeof(safe), err));
+            w->migrate_failed = 1;
+            return HR_AGAIN;
         }
         hr_log_info("migrated", "applied=%d dir=%s", applied, w->cfg->migrations_dir);
         w->migrated = 1;
+        w->migrate_failed = 0;
     }
     if (hr_pg_exec(c, wrk_sql_stage, err, sizeof(err)) != 0 ||
         hr_pg_exec(c, wrk_sql_room_stage, err, sizeof(err)) != 0) {

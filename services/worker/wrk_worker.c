@@ -356,6 +356,11 @@ int
 wrk_worker_step(wrk_worker_t *w)
 {
     wrk_batch_t *b = &w->batch;
+    /* A failed migration is retried on its own, not only when a batch needs PostgreSQL. */
+    if (w->migrate_failed && wrk_pg_ready(w) != 0) {
+        wrk_backoff_sleep(w, &w->pg_link);
+        return 0;
+    }
     if (b->len == 0) {
         if (wrk_redis_ready(w) == 0)
             wrk_maintain(w);
@@ -395,8 +400,7 @@ wrk_worker_run(wrk_worker_t *w)
                 wrk_stream_name(2), w->cfg->batch_size, w->cfg->flush_ms, w->cfg->block_ms,
                 w->cfg->max_deliveries);
     /* Migrate now if PostgreSQL is up; otherwise on the first connection. */
-    if (wrk_pg_ready(w) == HR_ERR)
-        return HR_ERR;
+    wrk_pg_ready(w);
     while (!*w->stop) {
         if (wrk_worker_step(w) == HR_ERR)
             return HR_ERR;

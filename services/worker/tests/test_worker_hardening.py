@@ -5,7 +5,9 @@ restart, HOT receipt updates. Real binaries against a private Redis and
 PostgreSQL (tests/integration/herald_stack.py)."""
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 
@@ -119,6 +121,22 @@ class Monitor:
         except OSError:
             pass
         self.sock.close()
+
+
+# migrations/004_room_notifications.sql as first released (one transaction, CHECK validated, index built).
+OLD_004 = """-- Herald schema, version 4: notifications addressed to a room.
+-- POST /notifications with "room" instead of "user_id" stores ONE row for the
+-- room (room set, user_id NULL); the live frame goes to the room's members of
+-- the moment (proto/redis.md). Exactly one of user_id and room is set.
+
+ALTER TABLE notifications ADD COLUMN room text;
+ALTER TABLE notifications ALTER COLUMN user_id DROP NOT NULL;
+ALTER TABLE notifications ADD CONSTRAINT notifications_one_target
+    CHECK ((user_id IS NULL) <> (room IS NULL));
+
+-- A room's notifications newest first; user rows are not indexed here.
+CREATE INDEX notifications_room_id_idx ON notifications (room, id DESC) WHERE room IS NOT NULL;
+"""
 
 
 def main():
@@ -321,6 +339,131 @@ def main():
             print(f"# hot ratio {ratio:.3f}", flush=True)
             check(ratio >= 0.7, f"{hot - hot0} of {upd - upd0} receipt updates were HOT ({ratio:.0%})")
         t.check("worker_receipt_updates_are_mostly_hot", receipt_updates_are_hot)
+
+        mig_src = os.path.join(os.environ.get("HERALD_SOURCE_DIR", "."), "migrations")
+
+        def migrations_dir(name, files):
+            d = os.path.join(stack.tmp, name)
+            os.makedirs(d, exist_ok=True)
+            for f in files:
+                shutil.copy(os.path.join(mig_src, f), d)
+            return d
+
+        def db_url(db):
+            return f"host=127.0.0.1 port={stack.pg_port} dbname={db} user=postgres"
+
+        def migrate(db, d):
+            env = dict(stack.env, HERALD_POSTGRES_URL=db_url(db), HERALD_WORKER_MIGRATIONS_DIR=d)
+            return subprocess.run([stack.binary("herald-worker"), "--migrate"], env=env,
+                                  capture_output=True, text=True)
+
+        def spawn_migrator(key, db, d):
+            # Redis db 1: this worker never takes entries meant for worker1.
+            return stack.spawn(key, "herald-worker", {
+                "HERALD_POSTGRES_URL": db_url(db), "HERALD_WORKER_MIGRATIONS_DIR": d,
+                "HERALD_REDIS_URL": f"redis://127.0.0.1:{stack.redis_port}/1",
+                "HERALD_WORKER_CONSUMER": key})
+
+        all_files = sorted(f for f in os.listdir(mig_src) if f.endswith(".sql"))
+
+        def failing_migration_is_retried():
+            stack.psql("CREATE DATABASE herald_mfail", db="postgres")
+            d = migrations_dir("mig_fail", all_files)
+            broken = os.path.join(d, "900_broken.sql")
+            with open(broken, "w") as f:
+                f.write("SELECT 1 / 0;\n")
+            m = spawn_migrator("migrator_fail", "herald_mfail", d)
+            wait_until(lambda: m.log_text().count("event=migration_failed") >= 2 or m.proc.poll() is not None,
+                       20, "the migration failing twice")
+            check(m.proc.poll() is None, "the worker keeps running after a migration error")
+            check("action=retry_with_backoff" in m.log_text(), "logged as retried")
+            with open(broken, "w") as f:
+                f.write("SELECT 1;\n")
+            wait_until(lambda: "event=migrated" in m.log_text(), 20, "the fixed migration applied")
+            check(m.terminate() == 0, "clean exit")
+        t.check("worker_retries_a_migration_that_fails_on_a_live_connection", failing_migration_is_retried)
+
+        def migration_does_not_lock_out_readers():
+            # A database at version 3 with rows, and a transaction holding a read lock on them.
+            stack.psql("CREATE DATABASE herald_m3", db="postgres")
+            out = migrate("herald_m3", migrations_dir("mig3", all_files[:3]))
+            check(out.returncode == 0, f"migrated to 3: {out.stdout}{out.stderr}")
+            stack.psql("INSERT INTO notifications (id, user_id, type, message, created_at) "
+                       "SELECT gen_random_uuid(), 'u' || i, 't', 'm', now() FROM generate_series(1, 1000) i",
+                       db="herald_m3")
+            env = dict(os.environ, PGAPPNAME="herald_long_tx")
+            long_tx = subprocess.Popen(["psql", "-h", "127.0.0.1", "-p", str(stack.pg_port), "-U", "postgres",
+                                        "-d", "herald_m3", "-At"], env=env, stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL)
+            try:
+                long_tx.stdin.write(b"BEGIN;\nSELECT count(*) FROM notifications;\n")
+                long_tx.stdin.flush()
+                wait_until(lambda: stack.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                              "'herald_long_tx' AND state = 'idle in transaction'",
+                                              db="postgres") == "1", 10, "the long transaction open")
+                m = spawn_migrator("migrator_lock", "herald_m3", migrations_dir("mig_all", all_files))
+                wait_until(lambda: "event=migration_failed" in m.log_text(), 30,
+                           "004 giving up on its lock (lock_timeout)")
+                check(m.proc.poll() is None, "still running, retrying")
+                # A reader queued behind a waiting ALTER would wait as long as the ALTER does.
+                env = dict(os.environ, PGOPTIONS="-c statement_timeout=20000")
+                reader = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(stack.pg_port), "-U", "postgres",
+                                         "-d", "herald_m3", "-At", "-c", "SELECT count(*) FROM notifications"],
+                                        env=env, capture_output=True, text=True)
+                check(reader.returncode == 0 and reader.stdout.strip() == "1000",
+                      f"a reader gets in while the migration waits: {reader.stderr}")
+            finally:
+                long_tx.stdin.write(b"COMMIT;\n")
+                long_tx.stdin.close()
+                long_tx.wait(10)
+            wait_until(lambda: "event=migrated" in m.log_text(), 30, "the migrations done once the lock is free")
+            got = stack.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations",
+                             db="herald_m3")
+            check(got == ",".join(all_files), f"every file applied: {got}")
+            check(stack.psql("SELECT convalidated FROM pg_constraint WHERE conname = 'notifications_one_target'",
+                             db="herald_m3") == "t", "the CHECK validated")
+            check(stack.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                             "'notifications_room_id_idx'::regclass", db="herald_m3") == "t", "the index valid")
+            check(m.terminate() == 0, "clean exit")
+        t.check("migrations_give_up_a_lock_behind_a_long_transaction_and_retry_without_blocking_readers",
+                migration_does_not_lock_out_readers)
+
+        def migrated_with_the_old_004_ends_the_same():
+            stack.psql("CREATE DATABASE herald_m4", db="postgres")
+            d = migrations_dir("mig_old4", all_files[:3])
+            with open(os.path.join(d, "004_room_notifications.sql"), "w") as f:
+                f.write(OLD_004)
+            out = migrate("herald_m4", d)
+            check(out.returncode == 0, f"migrated with the old 004: {out.stdout}{out.stderr}")
+            out = migrate("herald_m4", migrations_dir("mig_all", all_files))
+            check(out.returncode == 0, f"the rest applied on top: {out.stdout}{out.stderr}")
+            check(out.stdout.count("event=migration_applied") + out.stderr.count("event=migration_applied")
+                  == len(all_files) - 4, f"only the files after 004: {out.stdout}{out.stderr}")
+            check(stack.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                             "'notifications_room_id_idx'::regclass", db="herald_m4") == "t", "the index valid")
+        t.check("a_database_migrated_with_the_first_004_takes_the_new_files", migrated_with_the_old_004_ends_the_same)
+
+        def attempts_past_the_limit_dead_letter_then_replay_stores():
+            # As if workers had crashed storing it: its attempts count is past max_deliveries=2.
+            nid, user, payload = envelope("crash", 1)
+            check(worker.terminate() == 0, "worker stops")
+            sid = add_notifications(stack.redis, [(nid, user, payload)])[0]
+            stack.redis.cmd("XREADGROUP", "GROUP", GROUP, "worker1", "COUNT", 1, "STREAMS", NOTIFY, ">")
+            stack.redis.cmd("XCLAIM", NOTIFY, GROUP, "worker1", 0, sid, "RETRYCOUNT", 3)
+            stack.redis.cmd("HSET", "herald:worker:attempts", f"{NOTIFY}/{sid}", 2)
+            worker.start()
+            wait_until(lambda: dead_of(stack, sid), 15, "the dead letter")
+            check("store attempts failed" in dead_of(stack, sid)[0]["dead_reason"], "reason: attempts")
+            check(count_rows(stack, f"id = '{nid}'") == 0, "no row")
+            check(stack.redis.cmd("HLEN", "herald:worker:attempts") == 0, "its count deleted")
+            out = subprocess.run([stack.binary("herald-worker"), "--replay-dead-letter"], env=stack.env,
+                                 capture_output=True, text=True, timeout=30)
+            check(out.returncode == 0 and "event=replay_done replayed=" in out.stdout + out.stderr,
+                  out.stdout + out.stderr)
+            wait_until(lambda: count_rows(stack, f"id = '{nid}'") == 1, 15, "the replayed row")
+            check(not dead_of(stack, sid), "the dead letter is gone")
+        t.check("worker_dead_letters_an_entry_past_max_store_attempts_and_replay_stores_it",
+                attempts_past_the_limit_dead_letter_then_replay_stores)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
