@@ -367,6 +367,32 @@ hr_proto_token_valid(const char *s, size_t len, size_t max)
     return 1;
 }
 
+/*
+ * Whether JSON text holds a NUL character: a raw 0 byte or a \u0000 escape
+ * (a 'u' after an odd run of backslashes). cJSON decodes the escape into a
+ * C string that silently ends there, and PostgreSQL text and jsonb refuse
+ * it, so envelopes holding one are refused whole.
+ */
+int
+hr_proto_json_has_nul(const char *json, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (json[i] == '\0')
+            return 1;
+        if (json[i] != '\\')
+            continue;
+        size_t run = 0;
+        while (i < len && json[i] == '\\') {
+            run++;
+            i++;
+        }
+        if (run % 2 == 1 && len - i >= 5 && memcmp(json + i, "u0000", 5) == 0)
+            return 1;
+        i--; /* the loop's i++ looks at the character after the run */
+    }
+    return 0;
+}
+
 int
 hr_proto_room_message_decode(const char *json, size_t len, hr_notification_t *n, char *err,
                              size_t errlen)
@@ -375,6 +401,10 @@ hr_proto_room_message_decode(const char *json, size_t len, hr_notification_t *n,
     uint8_t u[16];
 
     memset(n, 0, sizeof(*n));
+    if (hr_proto_json_has_nul(json, len)) {
+        snprintf(err, errlen, "room message holds a NUL character (\\u0000)");
+        return HR_DECLINED;
+    }
     if (hr_json_parse_object(json, len, &root, err, errlen) != 0)
         return HR_DECLINED;
     const char *id = hr_json_get_str(root, "id");
@@ -456,6 +486,10 @@ hr_proto_envelope_decode(const char *json, size_t len, hr_notification_t *n, cha
     uint8_t u[16];
 
     memset(n, 0, sizeof(*n));
+    if (hr_proto_json_has_nul(json, len)) {
+        snprintf(err, errlen, "envelope holds a NUL character (\\u0000)");
+        return HR_DECLINED;
+    }
     if (hr_json_parse_object(json, len, &root, err, errlen) != 0)
         return HR_DECLINED;
 

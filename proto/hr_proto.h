@@ -31,7 +31,8 @@
 /*
  * Dead letters (proto/redis.md): an entry the worker could not store is
  * XADDed to HR_STREAM_DEAD_LETTER with these fields, then its original
- * field/value pairs unchanged, and acked on its own stream.
+ * field/value pairs unchanged (more than HR_DEAD_INLINE_MAX items: one
+ * HR_FIELD_DEAD_FIELDS value instead), and acked on its own stream after.
  */
 #define HR_FIELD_DEAD_STREAM "dead_stream"         /* the stream it came from */
 #define HR_FIELD_DEAD_SID "dead_sid"               /* its entry id there */
@@ -40,6 +41,15 @@
 #define HR_FIELD_DEAD_CONSUMER "dead_consumer"     /* the worker that gave up */
 #define HR_FIELD_DEAD_AT "dead_at"                 /* ms since the epoch, decimal */
 #define HR_DEAD_LETTER_MAXLEN "1000000"            /* XADD MAXLEN ~ bound */
+/* The original items as netstrings, "<len>:<bytes>," each, back to back. */
+#define HR_FIELD_DEAD_FIELDS "dead_fields"
+/*
+ * Hash of failed store attempts (proto/redis.md): field "<stream>/<entry id>"
+ * of an entry delivered more than once, value the attempts made while
+ * PostgreSQL was reachable. Deleted when the entry is acked.
+ */
+#define HR_KEY_WORKER_ATTEMPTS "herald:worker:attempts"
+#define HR_DEAD_INLINE_MAX 64 /* items copied as fields; more go in HR_FIELD_DEAD_FIELDS */
 
 /*
  * Idempotency (proto/redis.md): HR_KEY_IDEMPOTENCY_PREFIX + <len(scope)> + ":"
@@ -165,9 +175,13 @@ void hr_proto_assign_id(hr_notification_t *n, hr_uuid_gen_t *gen, uint64_t now_m
  */
 char *hr_proto_envelope_encode(const hr_notification_t *n, size_t *len);
 
+/** Whether JSON text holds a NUL character (a 0 byte or a \u0000 escape). */
+int hr_proto_json_has_nul(const char *json, size_t len);
+
 /**
  * Parses an envelope as stored in the stream (worker side). Returns 0, or
- * HR_DECLINED with err filled when any field is missing or malformed.
+ * HR_DECLINED with err filled when any field is missing or malformed, or the
+ * text holds a NUL character (PostgreSQL cannot store it).
  */
 int hr_proto_envelope_decode(const char *json, size_t len, hr_notification_t *n, char *err,
                              size_t errlen);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Arbitrary but fixed: the key every Herald process locks to migrate. */
 #define HR_PG_MIGRATE_LOCK 0x6865726c64L
@@ -70,6 +71,47 @@ hr_pg_read_file(const char *path, char *err, size_t errlen)
     return buf;
 }
 
+/* A file whose first line is this runs outside a transaction (CREATE INDEX CONCURRENTLY). */
+#define HR_PG_NO_TX_MARK "-- herald:no-transaction"
+
+/*
+ * Runs sql's statements one by one in autocommit, split at each ';' that ends
+ * a line outside a $$ body (so a DO block is one statement). Returns 0 or
+ * HR_ERR with err filled.
+ */
+static int
+hr_pg_exec_each(PGconn *c, char *sql, char *err, size_t errlen)
+{
+    char *start = sql;
+    int dollar = 0;
+    for (char *p = sql;; p++) {
+        if (*p == '$' && p[1] == '$') {
+            dollar = !dollar;
+            p++;
+            continue;
+        }
+        int end = *p == '\0';
+        if (!end && !(*p == ';' && !dollar && (p[1] == '\n' || p[1] == '\0')))
+            continue;
+        char keep = end ? '\0' : p[1];
+        if (!end)
+            p[1] = '\0';
+        PGresult *r = PQexec(c, start);
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (!end)
+            p[1] = keep;
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+            snprintf(err, errlen, "%s", PQerrorMessage(c));
+            err[strcspn(err, "\n")] = '\0';
+            return HR_ERR;
+        }
+        if (end || keep == '\0')
+            return 0;
+        start = p + 1;
+    }
+}
+
 /* Applies one file unless already recorded; the check is inside the lock. */
 static int
 hr_pg_apply(PGconn *c, const char *dir, const char *name, int *applied, char *err, size_t errlen)
@@ -93,13 +135,18 @@ hr_pg_apply(PGconn *c, const char *dir, const char *name, int *applied, char *er
     if (sql == NULL)
         return HR_ERR;
 
-    int rc = hr_pg_exec(c, "BEGIN", err, errlen);
-    if (rc == 0 && (rc = hr_pg_exec(c, sql, err, errlen)) != 0) {
+    int no_tx = strncmp(sql, HR_PG_NO_TX_MARK, strlen(HR_PG_NO_TX_MARK)) == 0;
+    int rc = no_tx ? 0 : hr_pg_exec(c, "BEGIN", err, errlen);
+    if (rc == 0 && (rc = no_tx ? hr_pg_exec_each(c, sql, err, errlen)
+                               : hr_pg_exec(c, sql, err, errlen)) != 0) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%s: %s", name, err);
         snprintf(err, errlen, "%s", msg);
     }
     hr_free(sql);
+    /* Without a transaction each statement committed: only the record is left. */
+    if (rc != 0 && no_tx)
+        return HR_ERR;
     if (rc == 0) {
         r = PQexecParams(c, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, params,
                          NULL, NULL, 0);
@@ -143,9 +190,32 @@ hr_pg_migrate(PGconn *c, const char *dir, int *applied, char *err, size_t errlen
     closedir(d);
     qsort(names, n, sizeof(*names), hr_pg_cmp_names);
 
+    /*
+     * Polled, not pg_advisory_lock(): a session waiting inside that statement
+     * holds a snapshot, which a CREATE INDEX CONCURRENTLY of the lock holder
+     * waits for: a deadlock.
+     */
     char sql[128];
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%ld)", HR_PG_MIGRATE_LOCK);
-    int rc = hr_pg_exec(c, sql, err, errlen);
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%ld)", HR_PG_MIGRATE_LOCK);
+    int rc;
+    for (;;) {
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+            snprintf(err, errlen, "%s", PQerrorMessage(c));
+            err[strcspn(err, "\n")] = '\0';
+            PQclear(r);
+            rc = HR_ERR;
+            break;
+        }
+        int got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        if (got) {
+            rc = 0;
+            break;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000L};
+        nanosleep(&ts, NULL);
+    }
     if (rc == 0)
         rc = hr_pg_exec(c,
                         "CREATE TABLE IF NOT EXISTS schema_migrations ("

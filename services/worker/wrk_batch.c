@@ -232,6 +232,11 @@ wrk_row_valid(const hr_notification_t *n, char *err, size_t errlen)
                  n->created_at);
         return 0;
     }
+    /* jsonb refuses \u0000 (22P05): data is kept as the envelope's raw text. */
+    if (n->data_json != NULL && hr_proto_json_has_nul(n->data_json, strlen(n->data_json))) {
+        snprintf(err, errlen, "envelope data holds a NUL character (\\u0000)");
+        return 0;
+    }
     const char *names[] = {"user_id", "room", "type", "message", "data"};
     const char *vals[] = {n->user_id, n->room, n->type, n->message, n->data_json};
     for (size_t i = 0; i < HR_ARRAY_LEN(vals); i++) {
@@ -418,20 +423,20 @@ wrk_batch_reject_reason(wrk_batch_t *b, size_t i, const char *reason)
 }
 
 void
-wrk_batch_copy_text(const wrk_batch_t *b, wrk_buf_t *out)
+wrk_batch_copy_text(const wrk_batch_t *b, size_t lo, size_t hi, wrk_buf_t *out)
 {
     out->len = 0;
-    for (size_t i = 0; i < b->len; i++) {
+    for (size_t i = lo; i < hi && i < b->len; i++) {
         if (b->entries[i].is_row && b->entries[i].stream == WRK_S_NOTIFY)
             wrk_copy_row(out, &b->entries[i].n);
     }
 }
 
 void
-wrk_batch_copy_rooms(const wrk_batch_t *b, wrk_buf_t *out)
+wrk_batch_copy_rooms(const wrk_batch_t *b, size_t lo, size_t hi, wrk_buf_t *out)
 {
     out->len = 0;
-    for (size_t i = 0; i < b->len; i++) {
+    for (size_t i = lo; i < hi && i < b->len; i++) {
         const wrk_entry_t *e = &b->entries[i];
         if (!e->is_row || e->stream != WRK_S_ROOM)
             continue;

@@ -69,6 +69,9 @@ typedef struct {
     int stream;            /* WRK_S_* */
     int is_row;            /* 1: n holds a row to insert (or a receipt to apply); 0: rejected */
     int no_ack;            /* leave pending (a receipt whose row is not there yet) */
+    int dead_done;         /* its dead letter is written: an ack retry skips it */
+    int counted;           /* one store attempt counted in HR_KEY_WORKER_ATTEMPTS */
+    unsigned attempts;     /* that count, when counted */
     unsigned deliveries;   /* from XPENDING when known, else 1 */
     uint64_t delivered_ms; /* a receipt's delivered_at */
     hr_notification_t n;   /* owned strings when is_row (receipt: id, user_id) */
@@ -126,9 +129,11 @@ void wrk_batch_reject(wrk_batch_t *b, size_t i);
 /** Like wrk_batch_reject() and records why (copied) for its dead letter. */
 void wrk_batch_reject_reason(wrk_batch_t *b, size_t i, const char *reason);
 
-/** Replaces out's content with the COPY text of the batch's notification rows, in order. */
-void wrk_batch_copy_text(const wrk_batch_t *b, wrk_buf_t *out);
-/** Replaces out's content with the COPY text (WRK_ROOM_COLUMNS) of its room messages. */
-void wrk_batch_copy_rooms(const wrk_batch_t *b, wrk_buf_t *out);
+/** Replaces out's content with the COPY text of the notification rows of entries [lo, hi), in
+ * order. */
+void wrk_batch_copy_text(const wrk_batch_t *b, size_t lo, size_t hi, wrk_buf_t *out);
+/** Replaces out's content with the COPY text (WRK_ROOM_COLUMNS) of the room messages of [lo, hi).
+ */
+void wrk_batch_copy_rooms(const wrk_batch_t *b, size_t lo, size_t hi, wrk_buf_t *out);
 
 #endif

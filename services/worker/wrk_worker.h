@@ -81,9 +81,9 @@ wrk_worker_t *wrk_worker_create(const wrk_config_t *cfg, volatile sig_atomic_t *
 
 /**
  * Runs until *stop: migrates at start, then reads, stores and acks batches,
- * reconnecting with backoff through Redis and PostgreSQL outages. Returns 0
- * after a clean stop, HR_ERR on a fatal error (a migration that fails on a
- * live connection), logged.
+ * reconnecting with backoff through Redis and PostgreSQL outages and
+ * retrying a migration that fails (logged at error level each time). Returns
+ * 0 after a clean stop, HR_ERR on a fatal error, logged.
  */
 int wrk_worker_run(wrk_worker_t *w);
 

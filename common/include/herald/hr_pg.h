@@ -14,8 +14,10 @@ int hr_pg_exec(PGconn *c, const char *sql, char *err, size_t errlen);
 /**
  * Applies every migrations/NNN_name.sql in dir not yet recorded in
  * schema_migrations, in name order, each in its own transaction, under an
- * advisory lock so several processes may call it at once. Sets *applied to
- * how many ran. Returns 0 or HR_ERR with err filled.
+ * advisory lock so several processes may call it at once. A file whose first
+ * line is "-- herald:no-transaction" runs statement by statement outside a
+ * transaction (CREATE INDEX CONCURRENTLY), so it must be safe to re-run.
+ * Sets *applied to how many ran. Returns 0 or HR_ERR with err filled.
  */
 int hr_pg_migrate(PGconn *c, const char *dir, int *applied, char *err, size_t errlen);
 

@@ -259,7 +259,7 @@ HR_TEST(batch_copy_text_holds_only_rows_in_stream_order)
     rc = add3(&b, "1-2", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "u2", e2, err, sizeof(err));
     HR_CHECK_EQ_INT(rc, 0);
     wrk_buf_t t = {0};
-    wrk_batch_copy_text(&b, &t);
+    wrk_batch_copy_text(&b, 0, b.len, &t);
     wrk_buf_append(&t, "", 1);
     HR_CHECK_EQ_STR(t.data,
                     ID1 "\tu1\t\\N\tdefault\tone\t\\N\t" TS1
@@ -270,7 +270,7 @@ HR_TEST(batch_copy_text_holds_only_rows_in_stream_order)
     wrk_batch_reject(&b, 0); /* twice: no effect */
     HR_CHECK_EQ_INT(b.rows, 1);
     HR_CHECK_EQ_INT(b.len, 3);
-    wrk_batch_copy_text(&b, &t);
+    wrk_batch_copy_text(&b, 0, b.len, &t);
     HR_CHECK(t.len > 36 && memcmp(t.data, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", 36) == 0);
     HR_CHECK_EQ_INT(t.data[t.len - 1], '\n');
 
@@ -278,6 +278,55 @@ HR_TEST(batch_copy_text_holds_only_rows_in_stream_order)
     HR_CHECK_EQ_INT(b.len, 0);
     HR_CHECK_EQ_INT(b.rows, 0);
     HR_CHECK_EQ_INT(b.cap, 4);
+    wrk_buf_free(&t);
+    hr_free(e1);
+    hr_free(e2);
+    wrk_batch_free(&b);
+}
+
+HR_TEST(batch_refuses_nul_in_message_or_data_but_keeps_an_escaped_backslash_u)
+{
+    wrk_batch_t b;
+    wrk_batch_init(&b, 8);
+    char err[256];
+    /* Written by hand: the encoder would escape the backslash of \u0000. */
+    const char *msg_nul =
+        "{\"id\":\"" ID1 "\",\"user_id\":\"alice\",\"type\":\"t\","
+        "\"message\":\"before\\u0000after\",\"data\":null,\"created_at\":\"" TS1 "\"}";
+    const char *data_nul =
+        "{\"id\":\"" ID1 "\",\"user_id\":\"alice\",\"type\":\"t\","
+        "\"message\":\"m\",\"data\":{\"k\":\"a\\u0000\"},\"created_at\":\"" TS1 "\"}";
+    const char *escaped = "{\"id\":\"" ID1 "\",\"user_id\":\"alice\",\"type\":\"t\","
+                          "\"message\":\"a\\\\u0000b\",\"data\":{\"k\":\"\\\\\\\\u0000\"},"
+                          "\"created_at\":\"" TS1 "\"}";
+    int rc = add3(&b, "1-1", ID1, "alice", msg_nul, err, sizeof(err));
+    HR_CHECK_EQ_INT(rc, HR_DECLINED);
+    HR_CHECK(strstr(err, "NUL") != NULL);
+    rc = add3(&b, "1-2", ID1, "alice", data_nul, err, sizeof(err));
+    HR_CHECK_EQ_INT(rc, HR_DECLINED);
+    HR_CHECK(strstr(err, "NUL") != NULL);
+    rc = add3(&b, "1-3", ID1, "alice", escaped, err, sizeof(err));
+    HR_CHECK_EQ_INT(rc, 0);
+    HR_CHECK_EQ_STR(b.entries[2].n.message, "a\\u0000b");
+    HR_CHECK_EQ_INT(b.rows, 1);
+    wrk_batch_free(&b);
+}
+
+HR_TEST(batch_copy_text_of_a_range_holds_only_its_rows)
+{
+    wrk_batch_t b;
+    wrk_batch_init(&b, 4);
+    char err[256];
+    char *e1 = envelope(ID1, "alice", "one", NULL, TS1);
+    char *e2 = envelope("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "bob", "two", NULL, TS1);
+    int rc = add3(&b, "1-1", ID1, "alice", e1, err, sizeof(err));
+    HR_CHECK_EQ_INT(rc, 0);
+    rc = add3(&b, "1-2", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "bob", e2, err, sizeof(err));
+    HR_CHECK_EQ_INT(rc, 0);
+    wrk_buf_t t = {0};
+    wrk_batch_copy_text(&b, 1, 2, &t);
+    HR_CHECK(t.len > 36 && memcmp(t.data, "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", 36) == 0);
+    HR_CHECK_EQ_INT(memchr(t.data, '\n', t.len) == t.data + t.len - 1, 1);
     wrk_buf_free(&t);
     hr_free(e1);
     hr_free(e2);

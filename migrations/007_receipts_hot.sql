@@ -1,0 +1,23 @@
+-- Herald schema, version 5: room on each page for the delivered_at update.
+--
+-- Every notification is updated once soon after it is inserted: the receipt
+-- sets delivered_at (services/worker, one UPDATE per batch of receipts).
+-- delivered_at is in no index, so that update can be HOT (no new index
+-- entries, the new version on the same page) if the page has room for the
+-- new version. With the default fillfactor 100 the worker's COPY fills
+-- every page, so almost none were (100k receipts: 323 HOT updates); each
+-- other one wrote a new entry into every index of the table and left the old
+-- version to VACUUM.
+--
+-- A batch of receipts updates most rows of a page in one transaction, when
+-- the old versions are not dead yet, so the page must hold both: 50 keeps
+-- half of each new page free for them. The table is not bigger for it in the
+-- end: without HOT the new versions went to new pages anyway, and the free
+-- half is reused once the old versions are pruned. Applies to pages written
+-- from now on (existing pages keep their layout until rewritten).
+--
+-- SET (fillfactor) takes a SHARE UPDATE EXCLUSIVE lock: reads and writes go
+-- on; the lock_timeout keeps it from queueing behind a long transaction and
+-- blocking others behind itself (the worker retries the migration).
+SET LOCAL lock_timeout = '5s';
+ALTER TABLE notifications SET (fillfactor = 50);
