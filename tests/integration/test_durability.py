@@ -292,6 +292,8 @@ def main():
             stack.redis.cmd("XREADGROUP", "GROUP", GROUP, "ghost", "COUNT", "1", "STREAMS", NOTIFY, ">")
             # As if five workers had died holding it.
             stack.redis.cmd("XCLAIM", NOTIFY, GROUP, "ghost", "0", sid, "RETRYCOUNT", "9")
+            # Only store attempts count towards poison (issue 9 item 2), not deliveries.
+            stack.redis.cmd("HSET", "herald:worker:attempts", f"{NOTIFY}/{sid}", "9")
             w1.start()
             w2.start()
             wait_until(lambda: any(f.get("dead_sid") == sid for _, f in dead_letters(stack)), 15,
