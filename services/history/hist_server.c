@@ -244,9 +244,7 @@ hist_params_parse(const char *query, hist_params_t *q, hr_proto_err_t *e)
             char raw[HIST_CURSOR_LEN + 2];
             int n = hist_unescape(v, vlen, raw, sizeof(raw), 1);
             /* An empty value means "first page", as a client echoing a null cursor sends. */
-            if (n == 0)
-                continue;
-            if (n < 0 || hist_cursor_decode(raw, (size_t)n, q->cursor) != 0)
+            if (n != 0 && (n < 0 || hist_cursor_decode(raw, (size_t)n, q->cursor) != 0))
                 return hist_fail(e, HR_E_INVALID_FIELD,
                                  "%s must be a next_cursor returned by a previous page", key);
         } else if (kl > 0 && strcmp(key, "status") == 0) {
