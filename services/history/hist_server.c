@@ -27,6 +27,7 @@
 
 #define HIST_ALLOW_GET "GET, HEAD, OPTIONS"
 #define HIST_ALLOW_POST "POST, OPTIONS"
+#define HIST_ALLOW_ANY "GET, HEAD, POST, OPTIONS"
 
 const hr_cfg_field_t hist_config_fields[] = {
     {"history.host", HR_CFG_STR, offsetof(hist_config_t, host), "127.0.0.1", 0, 0},
@@ -37,6 +38,10 @@ const hr_cfg_field_t hist_config_fields[] = {
     {"history.pg_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, pg_timeout_ms), "5000", 10,
      600000},
     {"history.drain_ms", HR_CFG_INT, offsetof(hist_config_t, drain_ms), "5000", 0, 600000},
+    {"history.max_connections", HR_CFG_INT, offsetof(hist_config_t, max_connections), "0", 0,
+     1000000},
+    {"history.header_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, header_timeout_ms), "10000",
+     10, 600000},
     {"postgres.url", HR_CFG_STR, offsetof(hist_config_t, postgres_url),
      "host=127.0.0.1 port=5432 dbname=herald user=postgres", 0, 0},
     {"redis.url", HR_CFG_STR, offsetof(hist_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
@@ -48,11 +53,10 @@ const size_t hist_config_nfields = HR_ARRAY_LEN(hist_config_fields);
 struct hist_server_s {
     struct event_base *base;  /* borrowed */
     const hist_config_t *cfg; /* borrowed */
-    struct evhttp *http;      /* owned */
-    int port;
-    hist_db_t *db;           /* owned */
-    hr_redis_async_t *redis; /* owned: PUBLISH of read/unread events */
-    hr_http_drain_t drain;   /* listener, requests in flight, stop */
+    hr_http_t *http;          /* owned */
+    hist_db_t *db;            /* owned */
+    hr_redis_async_t *redis;  /* owned: PUBLISH of read/unread events */
+    hr_http_drain_t drain;    /* listener, requests in flight, stop */
 };
 
 /* ---- query string and path ---- */
@@ -686,14 +690,6 @@ hist_call_done(int status, const PGresult *r, void *arg)
     }
     cJSON *root = NULL;
     switch (c->route) {
-    case HIST_R_HEALTH: {
-        char body[128];
-        int n =
-            snprintf(body, sizeof(body), "{\"status\":\"ok\",\"postgres\":\"up\",\"redis\":\"%s\"}",
-                     hr_redis_async_ready(s->redis) ? "up" : "down");
-        hist_call_reply(c, 200, body, (size_t)n);
-        return;
-    }
     case HIST_R_LIST:
         root = hist_page_json(r, c->params.limit, 0);
         if (root != NULL)
@@ -752,6 +748,7 @@ hist_call_done(int status, const PGresult *r, void *arg)
         cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_ACOL_UNREAD));
         break;
     }
+    case HIST_R_HEALTH:
     case HIST_R_NONE:
         break;
     }
@@ -821,9 +818,6 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
     const char *uid = c->params.user_id;
 
     switch (route) {
-    case HIST_R_HEALTH:
-        hist_call_submit(c, HIST_Q_PING, 0, NULL);
-        return;
     case HIST_R_LIST: {
         static const hist_q_t by_status[] = {
             [HIST_STATUS_ALL] = HIST_Q_LIST_ALL,
@@ -859,10 +853,31 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
         hist_call_submit(c, HIST_Q_READ_ALL, 2, params);
         return;
     }
+    case HIST_R_HEALTH:
     case HIST_R_NONE:
         break;
     }
     hist_call_error(c, 404, HR_E_NOT_FOUND, "no such endpoint");
+}
+
+/*
+ * Liveness from the pool's state, never through its queue: under load the
+ * queue is full of real work, and a probe that waits there (or is refused
+ * with 503) gets a busy, healthy instance restarted. Up while at least one
+ * PostgreSQL connection is open, and not draining.
+ */
+static void
+hist_handle_health(hist_server_t *s, struct evhttp_request *req)
+{
+    int pg = hist_db_alive(s->db) > 0;
+    int ok = pg && !s->drain.draining;
+    char body[128];
+    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\"}",
+                     ok ? "ok" : "unavailable", pg ? "up" : "down",
+                     hr_redis_async_ready(s->redis) ? "up" : "down");
+    if (!ok)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    hr_http_send_json(req, ok ? 200 : 503, body, (size_t)n);
 }
 
 /* CORS preflight: nothing to send but what the browser may do next. */
@@ -901,13 +916,16 @@ hist_route(struct evhttp_request *req, void *arg)
 
     int post = hist_route_is_post(route);
     const char *allow = post ? HIST_ALLOW_POST : HIST_ALLOW_GET;
-    if (route == HIST_R_NONE) {
+    if (m == EVHTTP_REQ_OPTIONS) {
+        /* Unknown paths too: a failed preflight would hide the JSON 404 from the page. */
+        hist_handle_preflight(s, req, route == HIST_R_NONE ? HIST_ALLOW_ANY : allow);
+    } else if (route == HIST_R_NONE) {
         hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
-    } else if (m == EVHTTP_REQ_OPTIONS) {
-        hist_handle_preflight(s, req, allow);
     } else if (post ? m != EVHTTP_REQ_POST : (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)) {
         evhttp_add_header(h, "Allow", allow);
         hr_http_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
+    } else if (route == HIST_R_HEALTH) {
+        hist_handle_health(s, req);
     } else if (s->drain.draining) {
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
     } else {
@@ -944,15 +962,21 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
         hr_free(s);
         return NULL;
     }
-    s->http = hr_http_listen(base, cfg->host, cfg->port, HIST_BODY_MAX, &s->port,
-                             &s->drain.listener, err, errlen);
+    hr_http_opts_t ho = {.host = cfg->host,
+                         .port = cfg->port,
+                         .max_body = HIST_BODY_MAX,
+                         .cors_origin = cfg->cors_origin,
+                         .max_connections = cfg->max_connections,
+                         .header_timeout_ms = cfg->header_timeout_ms,
+                         .cb = hist_route,
+                         .cbarg = s};
+    s->http = hr_http_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hist_db_destroy(s->db);
         hr_free(s);
         return NULL;
     }
-    evhttp_set_gencb(s->http, hist_route, s);
     s->drain.base = base;
     s->drain.http = s->http;
     return s;
@@ -961,7 +985,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
 int
 hist_server_port(const hist_server_t *s)
 {
-    return s->port;
+    return hr_http_port(s->http);
 }
 
 void
@@ -983,6 +1007,6 @@ hist_server_destroy(hist_server_t *s)
     hist_db_destroy(s->db);
     hr_redis_async_destroy(s->redis);
     hr_http_drain_clear(&s->drain);
-    evhttp_free(s->http);
+    hr_http_destroy(s->http);
     hr_free(s);
 }
