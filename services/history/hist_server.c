@@ -35,6 +35,8 @@ const hr_cfg_field_t hist_config_fields[] = {
     {"history.cors_origin", HR_CFG_STR, offsetof(hist_config_t, cors_origin), "*", 0, 0},
     {"history.pg_pool_size", HR_CFG_INT, offsetof(hist_config_t, pg_pool_size), "4", 1, 64},
     {"history.pg_queue_max", HR_CFG_INT, offsetof(hist_config_t, pg_queue_max), "1024", 0, 1000000},
+    {"history.pg_queue_wait_ms", HR_CFG_INT, offsetof(hist_config_t, pg_queue_wait_ms), "2000", 0,
+     600000},
     {"history.pg_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, pg_timeout_ms), "5000", 10,
      600000},
     {"history.drain_ms", HR_CFG_INT, offsetof(hist_config_t, drain_ms), "5000", 0, 600000},
@@ -350,10 +352,12 @@ hist_route_is_post(hist_route_t r)
  * A request that waits for the pool. libevent 2.1 stops reading a connection
  * once a request is read (and its read callback must not run while the
  * request is open), so it never notices a client that hangs up before the
- * answer. The call watches the socket itself (peek, never read): on EOF it
- * frees the evhttp connection, whose close callback withdraws a query still
- * queued; a query already running finishes (a write still publishes its
- * event) and its answer is dropped.
+ * answer. The call watches the socket itself (peek, never read): on a reset
+ * it frees the evhttp connection, whose close callback withdraws a query
+ * still queued; a query already running finishes (a write still publishes
+ * its event) and its answer is dropped. A FIN is not a hang-up (it may be a
+ * half-close): queued requests of clients that left that way are bounded by
+ * pg_queue_wait_ms instead.
  */
 typedef struct {
     hist_server_t *srv;              /* borrowed */
@@ -365,6 +369,10 @@ typedef struct {
     hist_params_t params;
     char id[HR_UUID_STR_LEN];     /* {id} of the path */
     char room[HIST_ROOM_MAX + 1]; /* {room} of the path */
+    char newest[HR_UUID_STR_LEN]; /* read-all: the bound its chunks mark up to; "" before */
+    char next[HR_UUID_STR_LEN];   /* read-all: where the next chunk starts (<=) */
+    long long updated;            /* read-all: rows its chunks marked so far */
+    long long unread_above;       /* read-all: unread rows above the bound (capped) */
 } hist_call_t;
 
 static void hist_call_closed(struct evhttp_connection *evcon, void *arg);
@@ -379,10 +387,10 @@ hist_call_unwatch(hist_call_t *c)
 }
 
 /*
- * The client's socket became readable while its request waits: EOF or an
- * error means the client is gone (free the connection: hist_call_closed runs
- * and c may be freed); bytes mean a pipelined request, which evhttp will read
- * after our answer, so the watch ends there.
+ * The client's socket became readable while its request waits: an error
+ * means the client is gone (free the connection: hist_call_closed runs and c
+ * may be freed); EOF ends the watch (see hist_call_t); bytes mean a pipelined
+ * request, which evhttp will read after our answer, so the watch ends there.
  */
 static void
 hist_call_peek(evutil_socket_t fd, short what, void *arg)
@@ -398,6 +406,16 @@ hist_call_peek(evutil_socket_t fd, short what, void *arg)
     hist_call_unwatch(c);
     if (n > 0 || c->evcon == NULL)
         return;
+    /*
+     * EOF: the client may only have half-closed (shutdown(SHUT_WR), which
+     * HTTP/1.1 allows) and still be reading, so it gets its answer; a client
+     * that is really gone makes the write fail. Only an error (a reset) says
+     * it is gone.
+     */
+    if (n == 0) {
+        hr_log_debug("client_half_closed", "route=%d", (int)c->route);
+        return;
+    }
     evhttp_connection_free(c->evcon);
 }
 
@@ -465,12 +483,16 @@ hist_call_error(hist_call_t *c, int status, const char *code, const char *messag
     hist_call_free(c);
 }
 
-/* Answers a query that PostgreSQL could not serve; status is HR_AGAIN or HR_ERR. */
+/* Answers a query that PostgreSQL could not serve (a hist_db_cb status). */
 static void
 hist_call_db_error(hist_call_t *c, int status)
 {
     if (status == HR_AGAIN)
         hist_call_error(c, 503, HR_E_UNAVAILABLE, "postgres is not reachable; retry");
+    else if (status == HIST_DB_SLOW)
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "the query took too long; retry");
+    else if (status == HIST_DB_WAITED)
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "waited too long for a connection; retry");
     else
         hist_call_error(c, 500, HR_E_INTERNAL, "the query failed");
 }
@@ -584,6 +606,16 @@ hist_room_item_json(const PGresult *r, int row)
     return o;
 }
 
+/* unread_count, exact up to HIST_UNREAD_CAP; past it the cap and unread_capped: true. */
+static void
+hist_add_unread(cJSON *root, long long n)
+{
+    cJSON_AddNumberToObject(root, "unread_count",
+                            (double)(n > HIST_UNREAD_CAP ? HIST_UNREAD_CAP : n));
+    if (n > HIST_UNREAD_CAP)
+        cJSON_AddTrueToObject(root, "unread_capped");
+}
+
 /* Serializes root (consumed) and answers 200. */
 static void
 hist_call_reply_obj(hist_call_t *c, cJSON *root)
@@ -678,6 +710,60 @@ hist_publish_mark(hist_server_t *s, const char *user_id, const char *type, const
 
 /* ---- query results ---- */
 
+/*
+ * Read-all as a series of short statements, so a user with a million unread
+ * rows neither hits statement_timeout (a single UPDATE could never succeed)
+ * nor holds a pool connection for seconds: the bound (the newest unread id up
+ * to up_to, and the unread count above it), then chunks of
+ * HIST_READ_ALL_CHUNK, each its own transaction and back in the queue behind
+ * other users' requests, each starting where the last one ended, until one
+ * comes back short. Every chunk is
+ * idempotent; one re-sent after a lost connection may report 0 for rows it
+ * had already marked, so updated can undercount then, but the read_all frame
+ * does not depend on it: once the chunks are done, everything up to the
+ * bound is read, whoever marked it.
+ */
+static void
+hist_read_all_step(hist_call_t *c, const PGresult *r)
+{
+    hist_server_t *s = c->srv;
+    char chunk[16];
+    snprintf(chunk, sizeof(chunk), "%d", HIST_READ_ALL_CHUNK);
+    if (c->newest[0] == '\0') {
+        if (PQgetisnull(r, 0, HIST_ACOL_NEWEST)) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddNumberToObject(root, "updated", 0);
+            cJSON_AddNullToObject(root, "up_to");
+            hist_add_unread(root, hist_int(r, 0, HIST_ACOL_UNREAD));
+            hist_call_reply_obj(c, root);
+            return;
+        }
+        snprintf(c->newest, sizeof(c->newest), "%s", PQgetvalue(r, 0, HIST_ACOL_NEWEST));
+        c->unread_above = hist_int(r, 0, HIST_ACOL_UNREAD);
+        snprintf(c->next, sizeof(c->next), "%s", c->newest);
+    } else {
+        long long n = hist_int(r, 0, HIST_KCOL_MARKED);
+        c->updated += n;
+        if (!PQgetisnull(r, 0, HIST_KCOL_OLDEST))
+            snprintf(c->next, sizeof(c->next), "%s", PQgetvalue(r, 0, HIST_KCOL_OLDEST));
+        if (n < HIST_READ_ALL_CHUNK || PQgetisnull(r, 0, HIST_KCOL_OLDEST)) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "type", "read_all");
+            cJSON_AddStringToObject(f, "up_to", c->newest);
+            hist_publish(s, c->params.user_id, f);
+            cJSON_Delete(f);
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddNumberToObject(root, "updated", (double)c->updated);
+            cJSON_AddStringToObject(root, "up_to", c->newest);
+            hist_add_unread(root, c->unread_above);
+            hist_call_reply_obj(c, root);
+            return;
+        }
+    }
+    const char *params[] = {c->params.user_id, c->next, chunk};
+    hist_call_submit(c, HIST_Q_READ_ALL_CHUNK, 3, params);
+}
+
 static void
 hist_call_done(int status, const PGresult *r, void *arg)
 {
@@ -693,16 +779,14 @@ hist_call_done(int status, const PGresult *r, void *arg)
     case HIST_R_LIST:
         root = hist_page_json(r, c->params.limit, 0);
         if (root != NULL)
-            cJSON_AddNumberToObject(
-                root, "unread_count",
-                (double)(PQntuples(r) > 0 ? hist_int(r, 0, HIST_COL_UNREAD) : 0));
+            hist_add_unread(root, PQntuples(r) > 0 ? hist_int(r, 0, HIST_COL_UNREAD) : 0);
         break;
     case HIST_R_ROOM_MESSAGES:
         root = hist_page_json(r, c->params.limit, 1);
         break;
     case HIST_R_UNREAD_COUNT:
         root = cJSON_CreateObject();
-        cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, 0));
+        hist_add_unread(root, hist_int(r, 0, 0));
         break;
     case HIST_R_GET:
         if (PQntuples(r) == 0) {
@@ -723,31 +807,13 @@ hist_call_done(int status, const PGresult *r, void *arg)
         if (item != NULL) {
             root = cJSON_CreateObject();
             cJSON_AddItemToObject(root, "notification", item);
-            cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_COL_UNREAD));
+            hist_add_unread(root, hist_int(r, 0, HIST_COL_UNREAD));
         }
         break;
     }
-    case HIST_R_READ_ALL: {
-        long long updated = hist_int(r, 0, HIST_ACOL_UPDATED);
-        const char *newest =
-            PQgetisnull(r, 0, HIST_ACOL_NEWEST) ? NULL : PQgetvalue(r, 0, HIST_ACOL_NEWEST);
-        /* The newest id marked bounds exactly what changed; nothing marked, nothing to say. */
-        if (updated > 0 && newest != NULL) {
-            cJSON *f = cJSON_CreateObject();
-            cJSON_AddStringToObject(f, "type", "read_all");
-            cJSON_AddStringToObject(f, "up_to", newest);
-            hist_publish(s, c->params.user_id, f);
-            cJSON_Delete(f);
-        }
-        root = cJSON_CreateObject();
-        cJSON_AddNumberToObject(root, "updated", (double)updated);
-        if (newest != NULL)
-            cJSON_AddStringToObject(root, "up_to", newest);
-        else
-            cJSON_AddNullToObject(root, "up_to");
-        cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_ACOL_UNREAD));
-        break;
-    }
+    case HIST_R_READ_ALL:
+        hist_read_all_step(c, r);
+        return;
     case HIST_R_HEALTH:
     case HIST_R_NONE:
         break;
@@ -850,7 +916,7 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
     }
     case HIST_R_READ_ALL: {
         const char *params[] = {uid, p.up_to[0] != '\0' ? c->params.up_to : NULL};
-        hist_call_submit(c, HIST_Q_READ_ALL, 2, params);
+        hist_call_submit(c, HIST_Q_READ_ALL_BOUND, 2, params);
         return;
     }
     case HIST_R_HEALTH:
@@ -946,6 +1012,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     hist_db_opts_t dbo = {.conninfo = cfg->postgres_url,
                           .pool_size = cfg->pg_pool_size,
                           .queue_max = cfg->pg_queue_max,
+                          .queue_wait_ms = cfg->pg_queue_wait_ms,
                           .query_timeout_ms = cfg->pg_timeout_ms,
                           .backoff_min_ms = HIST_PG_BACKOFF_MIN_MS,
                           .backoff_max_ms = HIST_PG_BACKOFF_MAX_MS};

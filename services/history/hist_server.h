@@ -28,6 +28,7 @@ typedef struct {
     char *cors_origin;  /* owned: Access-Control-Allow-Origin; "" sends no CORS headers */
     int pg_pool_size;
     int pg_queue_max;      /* requests that may wait for a free connection, then 503 */
+    int pg_queue_wait_ms;  /* how long one may wait for it, then 503; 0: no limit */
     int pg_timeout_ms;     /* statement_timeout of every query */
     int drain_ms;          /* how long SIGTERM waits for requests in flight */
     int max_connections;   /* open HTTP connections; 0: derived from the file limit */
