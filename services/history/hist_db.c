@@ -23,10 +23,15 @@
 #define HIST_UUID_MAX "'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid"
 #define HIST_STR_(x) #x
 #define HIST_STR(x) HIST_STR_(x)
-/* count(*) of the rows a WHERE clause on notifications (alias c) finds, stopped at CAP + 1. */
+/*
+ * count(*) of the rows a WHERE clause on notifications (alias c) finds,
+ * stopped at CAP + 1. The ORDER BY keeps the plan on the (user_id, id DESC)
+ * indexes: for a user who owns most of the table the planner would otherwise
+ * pick a sequential scan through everyone else's rows.
+ */
 #define HIST_COUNT_CAPPED(where)                                                                   \
     "(SELECT count(*) FROM (SELECT 1 FROM notifications c WHERE " where                            \
-    " LIMIT " HIST_STR(HIST_UNREAD_CAP) " + 1) capped)"
+    " ORDER BY c.id DESC LIMIT " HIST_STR(HIST_UNREAD_CAP) " + 1) capped)"
 /* A notification row as HIST_COL_* lists it, read from alias p. */
 #define HIST_COLS(p)                                                                               \
     p ".id::text, " p ".user_id, " p ".type, " p ".message, " p ".data::text, " HIST_MS(           \
@@ -96,15 +101,21 @@ static const struct {
      * is safe. It also returns the oldest id it looked at, where the next
      * chunk starts: rows just marked stay in the partial index until vacuum,
      * and starting from the top again would step over all of them each time.
+     * The ids go to the UPDATE as an array so it looks them up by primary
+     * key: as a join the planner may hash the whole table for a user who owns
+     * most of it.
      */
     [HIST_Q_READ_ALL_CHUNK] =
         {"hist_read_all_chunk",
-         "WITH k AS (SELECT n.id FROM notifications n"
-         "           WHERE n.user_id = $1 AND n.read_at IS NULL"
-         "             AND n.id <= $2::uuid ORDER BY n.id DESC LIMIT $3),"
-         " u AS (UPDATE notifications n SET read_at = now() FROM k"
-         "       WHERE n.id = k.id AND n.read_at IS NULL RETURNING 1)"
-         " SELECT (SELECT count(*) FROM u), (SELECT k.id::text FROM k ORDER BY k.id LIMIT 1)"},
+         "WITH k AS MATERIALIZED (SELECT n.id FROM notifications n"
+         "           WHERE n.user_id = $1 AND n.read_at IS NULL AND n.id <= $2::uuid"
+         "           ORDER BY n.id DESC LIMIT " HIST_STR(
+             HIST_READ_ALL_CHUNK) "),"
+                                  " u AS (UPDATE notifications n SET read_at = now()"
+                                  "       WHERE n.id = ANY (ARRAY(SELECT k.id FROM k)) AND "
+                                  "n.read_at IS NULL RETURNING 1)"
+                                  " SELECT (SELECT count(*) FROM u), (SELECT k.id::text FROM k "
+                                  "ORDER BY k.id LIMIT 1)"},
     [HIST_Q_UNREAD_COUNT] = {"hist_unread_count",
                              "SELECT " HIST_COUNT_CAPPED("c.user_id = $1 AND c.read_at IS NULL")},
     [HIST_Q_ROOM_MESSAGES] =

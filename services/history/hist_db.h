@@ -30,7 +30,7 @@ typedef enum {
     HIST_Q_MARK_READ,      /* $1 id, $2 user_id */
     HIST_Q_MARK_UNREAD,    /* $1 id, $2 user_id */
     HIST_Q_READ_ALL_BOUND, /* $1 user_id, $2 up_to uuid|NULL */
-    HIST_Q_READ_ALL_CHUNK, /* $1 user_id, $2 newest uuid, $3 chunk size */
+    HIST_Q_READ_ALL_CHUNK, /* $1 user_id, $2 uuid where the chunk starts (<=) */
     HIST_Q_UNREAD_COUNT,   /* $1 user_id */
     HIST_Q_ROOM_MESSAGES,  /* $1 room, $2 before uuid|NULL, $3 limit+1 */
     HIST_Q_COUNT
@@ -66,7 +66,7 @@ enum { HIST_RCOL_ID, HIST_RCOL_ROOM, HIST_RCOL_FROM, HIST_RCOL_MESSAGE, HIST_RCO
 /*
  * Columns of HIST_Q_READ_ALL_BOUND: the newest unread id up to the bound
  * (NULL when nothing is unread), the (capped) unread count above the bound.
- * HIST_Q_READ_ALL_CHUNK marks at most $3 of the unread rows up to $2, newest
+ * HIST_Q_READ_ALL_CHUNK marks at most HIST_READ_ALL_CHUNK of the unread rows up to $2, newest
  * first, and returns how many it marked and the oldest id it took (the next
  * chunk's $2): read-all repeats it until a chunk comes back short, each chunk
  * its own short transaction.
