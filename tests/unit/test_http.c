@@ -8,6 +8,7 @@
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_http.h"
+#include "herald/hr_http_parse.h"
 #include "herald/hr_json.h"
 
 #include <event2/buffer.h>

@@ -9,10 +9,6 @@
 /* Defaults of the protections every Herald HTTP listener has (hr_http_opts_t). */
 #define HR_HTTP_HEADER_TIMEOUT_MS 10000 /* a request head must arrive within this */
 #define HR_HTTP_IDLE_TIMEOUT_S 60       /* a keep-alive connection may idle this long */
-#define HR_HTTP_HEAD_MAX (32 * 1024)    /* request line and header fields: 431 beyond */
-#define HR_HTTP_URI_MAX 8192            /* request target: 414 beyond */
-#define HR_HTTP_FIELDS_MAX 100          /* header fields per request: 431 beyond */
-
 /** A body limit for one path (exact match); other paths get hr_http_opts_t.max_body. */
 typedef struct {
     const char *path; /* borrowed */
@@ -57,33 +53,6 @@ int hr_http_connections(const hr_http_t *h);
 void hr_http_stop_accepting(hr_http_t *h);
 /** Closes every connection and frees the server. */
 void hr_http_destroy(hr_http_t *h);
-
-/** Why hr_http_head_check refused a request head: HTTP status, stable code, message. */
-typedef struct {
-    int status;
-    const char *code;    /* borrowed: static */
-    const char *message; /* borrowed: static */
-} hr_http_refusal_t;
-
-/** What hr_http_head_check learned from an accepted head. */
-typedef struct {
-    const char *path; /* borrowed: into the head, up to '?' or the space */
-    size_t path_len;
-    int has_length; /* a Content-Length was given */
-    unsigned long long length;
-    int chunked; /* Transfer-Encoding: chunked */
-} hr_http_head_t;
-
-/**
- * Checks a complete request head buf[0..len) (request line through the empty
- * line, CRLF line ends). Returns 0 with *out filled, or a refusal index > 0
- * (hr_http_refusal()).
- */
-int hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out);
-/** Checks just the request line (without its CRLF); 0 or a refusal index. */
-int hr_http_line_check(const char *line, size_t len);
-/** The refusal behind an index returned above (a static row). */
-const hr_http_refusal_t *hr_http_refusal(int idx);
 
 /** Answers with a JSON body (not copied past the call); to HEAD, its headers only. */
 void hr_http_send_json(struct evhttp_request *req, int status, const char *json, size_t len);
