@@ -110,6 +110,8 @@ struct hr_http_conn_s {
     size_t limit;                 /* body limit of the current request */
     struct evbuffer *head;        /* owned: HR_HTTP_C_CHUNKED, the head minus Transfer-Encoding */
     struct evbuffer *body;        /* owned: HR_HTTP_C_CHUNKED, the decoded body */
+    size_t scan; /* HR_HTTP_C_HEAD: bytes of src already searched for the head's end */
+    int line_ok; /* HR_HTTP_C_HEAD: the request line was found and checked */
     hr_http_chstate_t ch;
     size_t ch_left, trailer_len;
 };
@@ -238,7 +240,8 @@ static int
 hr_http_take_head(hr_http_conn_t *c, struct evbuffer *src, struct evbuffer *dst)
 {
     /* Empty lines before a request line are allowed (RFC 9112 2.2). */
-    while (evbuffer_get_length(src) >= 2 && memcmp(evbuffer_pullup(src, 2), "\r\n", 2) == 0)
+    while (c->scan == 0 && evbuffer_get_length(src) >= 2 &&
+           memcmp(evbuffer_pullup(src, 2), "\r\n", 2) == 0)
         evbuffer_drain(src, 2);
     size_t avail = evbuffer_get_length(src);
     if (avail == 0)
@@ -248,43 +251,59 @@ hr_http_take_head(hr_http_conn_t *c, struct evbuffer *src, struct evbuffer *dst)
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         evtimer_add(c->deadline, &tv);
     }
-    /* The request line alone tells an HTTP/0.9 or HTTP/2 client, a bad method, a huge URI. */
-    struct evbuffer_ptr nl = evbuffer_search(src, "\n", 1, NULL);
-    if (nl.pos < 0) {
-        if (avail > HR_HTTP_URI_MAX + 64) {
-            hr_http_refuse(c, HR_HTTP_R_URI_LONG, dst);
+    /*
+     * The request line alone tells an HTTP/0.9 or HTTP/2 client, a bad
+     * method, a huge URI. Searches resume where the last call stopped
+     * (c->scan), so a head sent a byte per packet costs linear time.
+     */
+    struct evbuffer_ptr from;
+    if (!c->line_ok) {
+        evbuffer_ptr_set(src, &from, c->scan, EVBUFFER_PTR_SET);
+        struct evbuffer_ptr nl = evbuffer_search(src, "\n", 1, &from);
+        if (nl.pos < 0) {
+            c->scan = avail;
+            if (avail > HR_HTTP_URI_MAX + 64) {
+                hr_http_refuse(c, HR_HTTP_R_URI_LONG, dst);
+                return 1;
+            }
+            return 0;
+        }
+        const char *line = (const char *)evbuffer_pullup(src, nl.pos + 1);
+        if (memchr(line, '\0', (size_t)nl.pos) != NULL) {
+            hr_http_refuse(c, HR_HTTP_R_CTL, dst);
             return 1;
         }
-        return 0;
+        if (nl.pos == 0 || line[nl.pos - 1] != '\r') {
+            hr_http_refuse(c, HR_HTTP_R_BARE_LF, dst);
+            return 1;
+        }
+        int rc = hr_http_line_check(line, (size_t)nl.pos - 1);
+        if (rc != 0) {
+            hr_http_refuse(c, rc, dst);
+            return 1;
+        }
+        c->line_ok = 1;
+        c->scan = (size_t)nl.pos + 1;
     }
-    const char *line = (const char *)evbuffer_pullup(src, nl.pos + 1);
-    if (memchr(line, '\0', (size_t)nl.pos) != NULL) {
-        hr_http_refuse(c, HR_HTTP_R_CTL, dst);
-        return 1;
-    }
-    if (nl.pos == 0 || line[nl.pos - 1] != '\r') {
-        hr_http_refuse(c, HR_HTTP_R_BARE_LF, dst);
-        return 1;
-    }
-    int rc = hr_http_line_check(line, (size_t)nl.pos - 1);
-    if (rc != 0) {
-        hr_http_refuse(c, rc, dst);
-        return 1;
-    }
-    struct evbuffer_ptr end = evbuffer_search(src, "\r\n\r\n", 4, NULL);
+    evbuffer_ptr_set(src, &from, c->scan >= 3 ? c->scan - 3 : 0, EVBUFFER_PTR_SET);
+    struct evbuffer_ptr end = evbuffer_search(src, "\r\n\r\n", 4, &from);
     if (end.pos < 0) {
         /* A bare-LF head would never end with CRLFCRLF: refuse it now, not at the deadline. */
-        struct evbuffer_ptr lf2 = evbuffer_search(src, "\n\n", 2, NULL);
+        evbuffer_ptr_set(src, &from, c->scan >= 1 ? c->scan - 1 : 0, EVBUFFER_PTR_SET);
+        struct evbuffer_ptr lf2 = evbuffer_search(src, "\n\n", 2, &from);
         if (lf2.pos >= 0) {
             hr_http_refuse(c, HR_HTTP_R_BARE_LF, dst);
             return 1;
         }
+        c->scan = avail;
         if (avail > HR_HTTP_HEAD_MAX) {
             hr_http_refuse(c, HR_HTTP_R_HEAD_LARGE, dst);
             return 1;
         }
         return 0;
     }
+    c->scan = 0;
+    c->line_ok = 0;
     size_t hlen = (size_t)end.pos + 4;
     if (hlen > HR_HTTP_HEAD_MAX) {
         hr_http_refuse(c, HR_HTTP_R_HEAD_LARGE, dst);
@@ -292,7 +311,7 @@ hr_http_take_head(hr_http_conn_t *c, struct evbuffer *src, struct evbuffer *dst)
     }
     const char *head = (const char *)evbuffer_pullup(src, (ev_ssize_t)hlen);
     hr_http_head_t h;
-    rc = memchr(head, '\0', hlen) != NULL ? HR_HTTP_R_CTL : hr_http_head_check(head, hlen, &h);
+    int rc = memchr(head, '\0', hlen) != NULL ? HR_HTTP_R_CTL : hr_http_head_check(head, hlen, &h);
     if (rc != 0) {
         hr_http_refuse(c, rc, dst);
         return 1;

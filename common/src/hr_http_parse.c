@@ -1,5 +1,6 @@
 #include "herald/hr_http_parse.h"
 #include "herald/hr_core.h"
+#include "hr_proto.h"
 
 #include <string.h>
 #include <strings.h>
@@ -7,33 +8,34 @@
 /* ---- refusals: what a request that fails the framing checks is told ---- */
 
 static const hr_http_refusal_t hr_http_refusals[HR_HTTP_R_COUNT] = {
-    [HR_HTTP_R_NONE] = {500, "internal", "no refusal"},
-    [HR_HTTP_R_LINE] = {400, "bad_request",
+    [HR_HTTP_R_NONE] = {500, HR_E_INTERNAL, "no refusal"},
+    [HR_HTTP_R_LINE] = {400, HR_E_BAD_REQUEST,
                         "the request line must be: method SP target SP HTTP/1.x"},
-    [HR_HTTP_R_VERSION] = {505, "http_version_not_supported",
-                           "only HTTP/1.0 and HTTP/1.1 are served"},
-    [HR_HTTP_R_METHOD_UNKNOWN] = {501, "not_implemented", "unknown method"},
-    [HR_HTTP_R_METHOD] = {405, "method_not_allowed", "TRACE and CONNECT are not served"},
-    [HR_HTTP_R_TARGET] = {400, "bad_request", "the request target must be a path of visible ASCII"},
-    [HR_HTTP_R_URI_LONG] = {414, "uri_too_long", "the request target is longer than 8192 bytes"},
-    [HR_HTTP_R_HEAD_LARGE] = {431, "header_too_large",
+    [HR_HTTP_R_VERSION] = {505, HR_E_VERSION, "only HTTP/1.0 and HTTP/1.1 are served"},
+    [HR_HTTP_R_METHOD_UNKNOWN] = {501, HR_E_NOT_IMPLEMENTED, "unknown method"},
+    [HR_HTTP_R_METHOD] = {405, HR_E_METHOD, "TRACE and CONNECT are not served"},
+    [HR_HTTP_R_TARGET] = {400, HR_E_BAD_REQUEST,
+                          "the request target must be a path of visible ASCII"},
+    [HR_HTTP_R_URI_LONG] = {414, HR_E_URI_TOO_LONG, "the request target is longer than 8192 bytes"},
+    [HR_HTTP_R_HEAD_LARGE] = {431, HR_E_HEADER_TOO_LARGE,
                               "the request head is larger than 32 KiB or has more than 100 fields"},
-    [HR_HTTP_R_BARE_LF] = {400, "bad_request", "lines must end with CRLF"},
-    [HR_HTTP_R_CTL] = {400, "bad_request", "the request head holds a control character"},
-    [HR_HTTP_R_FIELD] = {400, "bad_request",
+    [HR_HTTP_R_BARE_LF] = {400, HR_E_BAD_REQUEST, "lines must end with CRLF"},
+    [HR_HTTP_R_CTL] = {400, HR_E_BAD_REQUEST, "the request head holds a control character"},
+    [HR_HTTP_R_FIELD] = {400, HR_E_BAD_REQUEST,
                          "a header field must be name \":\" value, with no space before the colon"},
-    [HR_HTTP_R_FOLD] = {400, "bad_request", "folded header lines are not accepted"},
-    [HR_HTTP_R_LENGTH] = {400, "bad_request", "Content-Length must be a decimal number"},
-    [HR_HTTP_R_LENGTHS] = {400, "bad_request", "Content-Length is given with different values"},
-    [HR_HTTP_R_CODING] = {501, "not_implemented", "the only transfer coding served is chunked"},
-    [HR_HTTP_R_TE_AND_LENGTH] = {400, "bad_request",
+    [HR_HTTP_R_FOLD] = {400, HR_E_BAD_REQUEST, "folded header lines are not accepted"},
+    [HR_HTTP_R_LENGTH] = {400, HR_E_BAD_REQUEST, "Content-Length must be a decimal number"},
+    [HR_HTTP_R_LENGTHS] = {400, HR_E_BAD_REQUEST, "Content-Length is given with different values"},
+    [HR_HTTP_R_CODING] = {501, HR_E_NOT_IMPLEMENTED, "the only transfer coding served is chunked"},
+    [HR_HTTP_R_TE_AND_LENGTH] = {400, HR_E_BAD_REQUEST,
                                  "Transfer-Encoding and Content-Length together"},
-    [HR_HTTP_R_TE_HTTP10] = {400, "bad_request", "Transfer-Encoding in an HTTP/1.0 request"},
-    [HR_HTTP_R_HOST] = {400, "bad_request", "an HTTP/1.1 request needs a Host header"},
-    [HR_HTTP_R_HOSTS] = {400, "bad_request", "Host is given more than once"},
-    [HR_HTTP_R_BODY_LARGE] = {413, "body_too_large", "the body is larger than this endpoint takes"},
-    [HR_HTTP_R_CHUNK] = {400, "bad_request", "malformed chunked body"},
-    [HR_HTTP_R_TIMEOUT] = {408, "request_timeout", "the request head did not arrive in time"},
+    [HR_HTTP_R_TE_HTTP10] = {400, HR_E_BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request"},
+    [HR_HTTP_R_HOST] = {400, HR_E_BAD_REQUEST, "an HTTP/1.1 request needs a Host header"},
+    [HR_HTTP_R_HOSTS] = {400, HR_E_BAD_REQUEST, "Host is given more than once"},
+    [HR_HTTP_R_BODY_LARGE] = {413, HR_E_BODY_TOO_LARGE,
+                              "the body is larger than this endpoint takes"},
+    [HR_HTTP_R_CHUNK] = {400, HR_E_BAD_REQUEST, "malformed chunked body"},
+    [HR_HTTP_R_TIMEOUT] = {408, HR_E_REQUEST_TIMEOUT, "the request head did not arrive in time"},
 };
 
 const hr_http_refusal_t *
