@@ -246,6 +246,8 @@ hr_http_take_head(hr_http_conn_t *c, struct evbuffer *src, struct evbuffer *dst)
     size_t avail = evbuffer_get_length(src);
     if (avail == 0)
         return 0;
+    /* A lone CR may start such an empty line: wait for the next byte. */
+    int lone_cr = c->scan == 0 && avail == 1 && *evbuffer_pullup(src, 1) == '\r';
     if (!evtimer_pending(c->deadline, NULL)) {
         int ms = c->srv->header_timeout_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -256,6 +258,8 @@ hr_http_take_head(hr_http_conn_t *c, struct evbuffer *src, struct evbuffer *dst)
      * method, a huge URI. Searches resume where the last call stopped
      * (c->scan), so a head sent a byte per packet costs linear time.
      */
+    if (lone_cr)
+        return 0;
     struct evbuffer_ptr from;
     if (!c->line_ok) {
         evbuffer_ptr_set(src, &from, c->scan, EVBUFFER_PTR_SET);

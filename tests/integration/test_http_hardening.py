@@ -234,6 +234,23 @@ def main():
             check(s2 == 200, (s2, b2))
         t.check("a_head_sent_a_byte_at_a_time_is_cut_at_the_deadline", slowloris_cut_at_header_deadline)
 
+        def head_in_single_bytes_is_served():
+            # A prompt client whose head arrives one byte per packet (a terminator split
+            # across packets included) is served, on both services, twice on one connection.
+            for port in (ip, hp):
+                s = connect(port)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    rest = b""
+                    for _ in range(2):
+                        for b in b"\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\r\n":
+                            s.sendall(bytes([b]))
+                        st, h, body, rest = read_response(s, rest)
+                        check(st == 200, (port, st, body))
+                finally:
+                    s.close()
+        t.check("a_head_arriving_a_byte_per_packet_is_served", head_in_single_bytes_is_served)
+
         def connection_cap_holds():
             port = free_port()
             svc = stack.spawn("history_cap", "herald-history",
