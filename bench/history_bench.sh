@@ -15,10 +15,13 @@
 #   page2    GET /notifications?user_id=<random>&cursor=<…>      (a page mid-inbox)
 #   count    GET /notifications/unread-count?user_id=<random>
 #
-# and prints p50/p99 latency and req/s for each.
+# and prints p50/p99 latency and req/s for each. Then one heavy user with
+# HEAVY unread rows (default 1,000,000): the time of its unread count, first
+# page, one mark and read-all (once each, after a warm-up; curl -w).
 #
 # usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count]  (default: all)
 # env:   ROWS (10000000) USERS (10000) READ_PCT (70) DURATION (15 s per scenario)
+#        HEAVY (1000000 unread rows of user "heavy"; 0 skips it)
 #        CONNS (32) THREADS (2) POOL (history.pg_pool_size, 4) KEEP=1 keeps $WORK
 #
 # Every process the script starts is stopped by pid on exit, failure or Ctrl-C.
@@ -29,6 +32,7 @@ BUILD=${BUILD_DIR:-$ROOT/build-hist-bench}
 ROWS=${ROWS:-10000000}
 USERS=${USERS:-10000}
 READ_PCT=${READ_PCT:-70}
+HEAVY=${HEAVY:-1000000}
 DURATION=${DURATION:-15}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
@@ -125,6 +129,18 @@ for ((lo = 1; lo <= ROWS; lo += CHUNK)); do
               FROM generate_series($lo, $hi) g) s"
     log "  $hi rows"
 done
+if [ "$HEAVY" -gt 0 ]; then
+    # The heavy user's rows are older than everything above (ms before base_ms), all unread.
+    log "loading $HEAVY unread rows for user heavy"
+    "${PSQL[@]}" -d herald -c "
+        INSERT INTO notifications (id, user_id, type, message, data, created_at, delivered_at)
+        SELECT (lpad(to_hex(ms), 12, '0') || '7' || lpad(to_hex(g % 4096), 3, '0') || 'a'
+                || lpad(to_hex(g), 15, '0'))::uuid,
+               'heavy', 'bench', 'heavy number ' || g, NULL, ts, ts
+        FROM (SELECT g, $base_ms - $HEAVY - 1000 + g AS ms,
+                     to_timestamp(($base_ms - $HEAVY - 1000 + g) / 1000.0) AS ts
+              FROM generate_series(1, $HEAVY) g) s"
+fi
 log "VACUUM ANALYZE, CHECKPOINT"
 "${PSQL[@]}" -d herald -c "VACUUM ANALYZE notifications"
 # Flush the load's dirty pages now, not as a checkpoint in the middle of a run.
@@ -190,6 +206,21 @@ for sc in "${scenarios[@]}"; do
         -s "$WORK/random_user.lua" "http://127.0.0.1:$HIST_PORT")
     printf '%-7s %s\n' "$sc" "$(echo "$out" | sed -n 's/^RESULT //p')"
 done
+if [ "$HEAVY" -gt 0 ]; then
+    # status and ms of one request; -X method, path
+    one() { curl -s -o /dev/null -w '%{http_code} %{time_total}' -X "$1" "http://127.0.0.1:$HIST_PORT$2" |
+        awk '{ printf "status=%s ms=%.1f", $1, $2 * 1000 }'; }
+    one GET "/notifications/unread-count?user_id=heavy" >/dev/null
+    one GET "/notifications?user_id=heavy" >/dev/null
+    HID=$(curl -sf "http://127.0.0.1:$HIST_PORT/notifications?user_id=heavy&limit=1" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["id"])')
+    echo "heavy   unread_rows=$HEAVY"
+    echo "heavy   count     $(one GET "/notifications/unread-count?user_id=heavy")"
+    echo "heavy   inbox     $(one GET "/notifications?user_id=heavy")"
+    echo "heavy   mark      $(one POST "/notifications/$HID/read?user_id=heavy")"
+    echo "heavy   read_all  $(one POST "/notifications/read-all?user_id=heavy")"
+    echo "heavy   count     $(one GET "/notifications/unread-count?user_id=heavy") (after read-all)"
+fi
 if grep -q "level=error" "$WORK/history.log"; then
     echo "history logged errors:" >&2
     grep "level=error" "$WORK/history.log" | head >&2

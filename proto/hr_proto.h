@@ -85,6 +85,13 @@
 #define HR_E_UNAVAILABLE "unavailable"
 #define HR_E_INTERNAL "internal"
 #define HR_E_IDEMPOTENCY_CONFLICT "idempotency_conflict"
+/* HTTP framing, answered by common/src/hr_http.c before any endpoint. */
+#define HR_E_BAD_REQUEST "bad_request"
+#define HR_E_URI_TOO_LONG "uri_too_long"
+#define HR_E_HEADER_TOO_LARGE "header_too_large"
+#define HR_E_REQUEST_TIMEOUT "request_timeout"
+#define HR_E_NOT_IMPLEMENTED "not_implemented"
+#define HR_E_VERSION "http_version_not_supported"
 
 /** Why a request was refused: HTTP status, stable code, human message. */
 typedef struct {

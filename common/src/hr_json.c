@@ -175,6 +175,51 @@ hr_json_scan_value(hr_json_scan_t *s)
     }
 }
 
+static int
+hr_json_cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * Whether an object anywhere in the tree names a member twice. Parsers
+ * disagree on which one counts (cJSON keeps the first, JavaScript and jsonb
+ * the last), so a body that says user_id twice could mean two users. Small
+ * objects are compared pairwise, big ones sorted: n log n at worst.
+ */
+static int
+hr_json_has_duplicate(const cJSON *item)
+{
+    for (; item != NULL; item = item->next) {
+        if (cJSON_IsObject(item)) {
+            size_t n = 0;
+            for (const cJSON *c = item->child; c != NULL; c = c->next)
+                n++;
+            if (n > 1 && n <= 16) {
+                for (const cJSON *a = item->child; a != NULL; a = a->next)
+                    for (const cJSON *b = a->next; b != NULL; b = b->next)
+                        if (strcmp(a->string, b->string) == 0)
+                            return 1;
+            } else if (n > 16) {
+                const char **names = hr_malloc(n * sizeof(*names));
+                size_t i = 0;
+                for (const cJSON *c = item->child; c != NULL; c = c->next)
+                    names[i++] = c->string;
+                qsort(names, n, sizeof(*names), hr_json_cmp_names);
+                int dup = 0;
+                for (i = 1; i < n && !dup; i++)
+                    dup = strcmp(names[i - 1], names[i]) == 0;
+                hr_free(names);
+                if (dup)
+                    return 1;
+            }
+        }
+        if ((cJSON_IsObject(item) || cJSON_IsArray(item)) && hr_json_has_duplicate(item->child))
+            return 1;
+    }
+    return 0;
+}
+
 int
 hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t errlen)
 {
@@ -204,6 +249,11 @@ hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         snprintf(err, errlen, "body must be a JSON object");
+        return HR_DECLINED;
+    }
+    if (hr_json_has_duplicate(root)) {
+        cJSON_Delete(root);
+        snprintf(err, errlen, "an object names the same member twice");
         return HR_DECLINED;
     }
     *out = root;

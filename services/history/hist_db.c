@@ -3,6 +3,7 @@
 #include "herald/hr_core.h"
 #include "herald/hr_log.h"
 #include "herald/hr_redis.h"
+#include "herald/hr_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,17 @@
 #define HIST_MS(col) "floor(extract(epoch FROM " col ") * 1000)::int8"
 /* The greatest uuid: "no cursor" binds NULL and the comparison uses this instead. */
 #define HIST_UUID_MAX "'ffffffff-ffff-ffff-ffff-ffffffffffff'::uuid"
+#define HIST_STR_(x) #x
+#define HIST_STR(x) HIST_STR_(x)
+/*
+ * count(*) of the rows a WHERE clause on notifications (alias c) finds,
+ * stopped at CAP + 1. The ORDER BY keeps the plan on the (user_id, id DESC)
+ * indexes: for a user who owns most of the table the planner would otherwise
+ * pick a sequential scan through everyone else's rows.
+ */
+#define HIST_COUNT_CAPPED(where)                                                                   \
+    "(SELECT count(*) FROM (SELECT 1 FROM notifications c WHERE " where                            \
+    " ORDER BY c.id DESC LIMIT " HIST_STR(HIST_UNREAD_CAP) " + 1) capped)"
 /* A notification row as HIST_COL_* lists it, read from alias p. */
 #define HIST_COLS(p)                                                                               \
     p ".id::text, " p ".user_id, " p ".type, " p ".message, " p ".data::text, " HIST_MS(           \
@@ -36,12 +48,15 @@
 #define HIST_LIST_SQL(filter)                                                                      \
     "SELECT " HIST_COLS(                                                                           \
         "p") ", c.unread"                                                                          \
-             " FROM (SELECT count(*) AS unread FROM notifications"                                 \
-             "       WHERE user_id = $1 AND read_at IS NULL) c"                                    \
-             " LEFT JOIN LATERAL (SELECT n.* FROM notifications n"                                 \
-             "       WHERE n.user_id = $1 AND n.id < coalesce($2::uuid, " HIST_UUID_MAX            \
-             ") " filter "       ORDER BY n.id DESC LIMIT $3) p ON true"                           \
-             " ORDER BY p.id DESC"
+             " FROM (SELECT " HIST_COUNT_CAPPED(                                                   \
+                 "c.user_id = $1 AND c.read_at IS NULL") " AS unread) c"                           \
+                                                         " LEFT JOIN LATERAL (SELECT n.* FROM "    \
+                                                         "notifications n"                         \
+                                                         "       WHERE n.user_id = $1 AND n.id < " \
+                                                         "coalesce($2::uuid, " HIST_UUID_MAX       \
+                                                         ") " filter "       ORDER BY n.id DESC "  \
+                                                         "LIMIT $3) p ON true"                     \
+                                                         " ORDER BY p.id DESC"
 
 /*
  * Mark one notification read or unread. The count in the same statement sees
@@ -54,9 +69,11 @@
     "           WHERE id = $1::uuid AND user_id = $2 RETURNING *)"                                 \
     " SELECT " HIST_COLS(                                                                          \
         "n") ","                                                                                   \
-             " (SELECT count(*) FROM notifications c WHERE c.user_id = $2 AND c.read_at IS NULL"   \
-             "   AND c.id <> $1::uuid) + CASE WHEN n.read_at IS NULL THEN 1 ELSE 0 END"            \
-             " FROM u n"
+             " " HIST_COUNT_CAPPED(                                                                \
+                 "c.user_id = $2 AND c.read_at IS NULL AND c.id <> $1::uuid") " + CASE WHEN "      \
+                                                                              "n.read_at IS NULL " \
+                                                                              "THEN 1 ELSE 0 END"  \
+                                                                              " FROM u n"
 
 static const struct {
     const char *name;
@@ -71,23 +88,36 @@ static const struct {
                                              " WHERE n.id = $1::uuid AND n.user_id = $2"},
     [HIST_Q_MARK_READ] = {"hist_mark_read", HIST_MARK_SQL("coalesce(read_at, now())")},
     [HIST_Q_MARK_UNREAD] = {"hist_mark_unread", HIST_MARK_SQL("NULL")},
+    /* The newest unread id up to $2 (all when NULL): what read-all marks and announces. */
+    [HIST_Q_READ_ALL_BOUND] = {"hist_read_all_bound",
+                               "SELECT (SELECT n.id::text FROM notifications n"
+                               "        WHERE n.user_id = $1 AND n.read_at IS NULL"
+                               "          AND n.id <= coalesce($2::uuid, " HIST_UUID_MAX ")"
+                               "        ORDER BY n.id DESC LIMIT 1), " HIST_COUNT_CAPPED(
+                                   "c.user_id = $1 AND c.read_at IS NULL"
+                                   " AND c.id > coalesce($2::uuid, " HIST_UUID_MAX ")")},
     /*
-     * Everything unread up to $2 (all when NULL) becomes read. Returns the
-     * count marked, the newest id marked (what the read_all frame carries)
-     * and the unread rows left above the bound.
+     * One chunk of read-all: idempotent, so a re-send after a lost connection
+     * is safe. It also returns the oldest id it looked at, where the next
+     * chunk starts: rows just marked stay in the partial index until vacuum,
+     * and starting from the top again would step over all of them each time.
+     * The ids go to the UPDATE as an array so it looks them up by primary
+     * key: as a join the planner may hash the whole table for a user who owns
+     * most of it.
      */
-    [HIST_Q_READ_ALL] = {"hist_read_all",
-                         "WITH u AS (UPDATE notifications SET read_at = now()"
-                         "           WHERE user_id = $1 AND read_at IS NULL"
-                         "             AND id <= coalesce($2::uuid, " HIST_UUID_MAX ")"
-                         "           RETURNING id)"
-                         " SELECT (SELECT count(*) FROM u),"
-                         " (SELECT u.id::text FROM u ORDER BY u.id DESC LIMIT 1),"
-                         " (SELECT count(*) FROM notifications c WHERE c.user_id = $1"
-                         "   AND c.read_at IS NULL AND c.id > coalesce($2::uuid, " HIST_UUID_MAX
-                         "))"},
-    [HIST_Q_UNREAD_COUNT] = {"hist_unread_count", "SELECT count(*) FROM notifications"
-                                                  " WHERE user_id = $1 AND read_at IS NULL"},
+    [HIST_Q_READ_ALL_CHUNK] =
+        {"hist_read_all_chunk",
+         "WITH k AS MATERIALIZED (SELECT n.id FROM notifications n"
+         "           WHERE n.user_id = $1 AND n.read_at IS NULL AND n.id <= $2::uuid"
+         "           ORDER BY n.id DESC LIMIT " HIST_STR(
+             HIST_READ_ALL_CHUNK) "),"
+                                  " u AS (UPDATE notifications n SET read_at = now()"
+                                  "       WHERE n.id = ANY (ARRAY(SELECT k.id FROM k)) AND "
+                                  "n.read_at IS NULL RETURNING 1)"
+                                  " SELECT (SELECT count(*) FROM u), (SELECT k.id::text FROM k "
+                                  "ORDER BY k.id LIMIT 1)"},
+    [HIST_Q_UNREAD_COUNT] = {"hist_unread_count",
+                             "SELECT " HIST_COUNT_CAPPED("c.user_id = $1 AND c.read_at IS NULL")},
     [HIST_Q_ROOM_MESSAGES] =
         {"hist_room_messages",
          "SELECT m.id::text, m.room, m.user_id, m.message, " HIST_MS(
@@ -116,7 +146,8 @@ struct hist_op_s {
     hist_db_cb cb;
     void *arg; /* borrowed: the caller's */
     int queued;
-    int retried; /* already re-sent once after a lost connection */
+    int retried;          /* already re-sent once after a lost connection */
+    uint64_t deadline_ms; /* monotonic: answered HIST_DB_WAITED if still queued then; 0 none */
 };
 
 typedef struct {
@@ -138,11 +169,13 @@ struct hist_db_s {
     char options[64];        /* libpq "options": statement_timeout */
     int query_timeout_ms;
     int queue_max;
+    int queue_wait_ms;
     int nconns;
     hist_conn_t *conns; /* owned array */
     hist_op_t *head, *tail;
     int queued;
-    struct event *kick; /* owned: runs dispatch on the next loop turn */
+    struct event *kick;       /* owned: runs dispatch on the next loop turn */
+    struct event *queue_wait; /* owned: expires queued ops at the head's deadline */
     int destroying;
     int down_logged; /* "postgres_down" said since the last connection */
 };
@@ -268,6 +301,41 @@ hist_db_fail_queue_if_down(hist_db_t *db)
     }
 }
 
+/*
+ * Answers HIST_DB_WAITED to every queued op past its deadline and arms the
+ * timer for the next one. Ops are queued in deadline order (a re-sent op goes
+ * to the front with none), so the scan stops at the first live one.
+ */
+static void
+hist_db_expire(hist_db_t *db)
+{
+    uint64_t now = hr_mono_ms();
+    hist_op_t *op = db->head;
+    while (op != NULL) {
+        hist_op_t *next = op->next;
+        if (op->deadline_ms != 0) {
+            if (op->deadline_ms > now) {
+                uint64_t ms = op->deadline_ms - now;
+                struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+                evtimer_add(db->queue_wait, &tv);
+                return;
+            }
+            hist_queue_unlink(db, op);
+            hist_op_finish(op, HIST_DB_WAITED, NULL);
+        }
+        op = next;
+    }
+}
+
+static void
+hist_db_queue_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hist_db_t *db = arg;
+    hist_db_expire(db);
+}
+
 static void
 hist_db_kick(hist_db_t *db)
 {
@@ -336,10 +404,13 @@ hist_conn_fail(hist_conn_t *c, const char *why)
  * once: it had been working, so the server is likely back or coming back; a
  * failing attempt then paces itself by backoff. A running op is sent again
  * once on another connection (every statement is a read or an idempotent
- * write); a second loss answers it HR_AGAIN.
+ * write); a second loss answers it HR_AGAIN. With slow, the connection
+ * stopped answering within the query timeout: the statement is not sent
+ * again (it would hold a second connection as long), it is answered
+ * HIST_DB_SLOW.
  */
 static void
-hist_conn_lost(hist_conn_t *c, const char *why)
+hist_conn_lost_as(hist_conn_t *c, const char *why, int slow)
 {
     hist_db_t *db = c->db;
     if (c->state == HIST_CONN_PREPARING) {
@@ -357,8 +428,11 @@ hist_conn_lost(hist_conn_t *c, const char *why)
     hist_conn_close(c);
     hist_conn_schedule(c, 0);
     if (op != NULL) {
-        if (!op->retried && !db->destroying) {
+        if (slow) {
+            hist_op_finish(op, HIST_DB_SLOW, NULL);
+        } else if (!op->retried && !db->destroying) {
             op->retried = 1;
+            op->deadline_ms = 0;
             hist_queue_push(db, op, 1);
         } else {
             hist_op_finish(op, HR_AGAIN, NULL);
@@ -366,6 +440,12 @@ hist_conn_lost(hist_conn_t *c, const char *why)
     }
     hist_db_fail_queue_if_down(db);
     hist_db_kick(db);
+}
+
+static void
+hist_conn_lost(hist_conn_t *c, const char *why)
+{
+    hist_conn_lost_as(c, why, 0);
 }
 
 /* Flushes what libpq buffered and waits for the answer (and for writability if needed). */
@@ -499,9 +579,15 @@ hist_conn_command_done(hist_conn_t *c)
         snprintf(err, sizeof(err), "%s", PQerrorMessage(c->pg));
         hist_db_oneline(err);
         const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        hr_log_error("query_failed", "conn=%d stmt=%s sqlstate=%s error=\"%s\"", c->idx,
-                     hist_db_stmts[op->q].name, code != NULL ? code : "-", err);
-        hist_op_finish(op, HR_ERR, NULL);
+        /* 57014: statement_timeout (or a cancel): the server is busy, not broken. */
+        int slow = code != NULL && strcmp(code, "57014") == 0;
+        if (slow)
+            hr_log_warn("query_timeout", "conn=%d stmt=%s error=\"%s\"", c->idx,
+                        hist_db_stmts[op->q].name, err);
+        else
+            hr_log_error("query_failed", "conn=%d stmt=%s sqlstate=%s error=\"%s\"", c->idx,
+                         hist_db_stmts[op->q].name, code != NULL ? code : "-", err);
+        hist_op_finish(op, slow ? HIST_DB_SLOW : HR_ERR, NULL);
     }
     PQclear(res);
     hist_db_dispatch(db);
@@ -512,8 +598,10 @@ static void
 hist_conn_read(hist_conn_t *c, short what)
 {
     if (what & EV_TIMEOUT) {
-        hist_conn_lost(c, c->state == HIST_CONN_PREPARING ? "prepare timed out"
-                                                          : "no answer within the query timeout");
+        if (c->state == HIST_CONN_PREPARING)
+            hist_conn_lost(c, "prepare timed out");
+        else
+            hist_conn_lost_as(c, "no answer within the query timeout", 1);
         return;
     }
     int want_write = 0;
@@ -659,6 +747,8 @@ hist_db_create(struct event_base *base, const hist_db_opts_t *opts, char *err, s
     db->conninfo = hr_strdup(opts->conninfo);
     db->query_timeout_ms = opts->query_timeout_ms;
     db->queue_max = opts->queue_max;
+    db->queue_wait_ms = opts->queue_wait_ms;
+    db->queue_wait = evtimer_new(base, hist_db_queue_wait_cb, db);
     snprintf(db->options, sizeof(db->options), "-c statement_timeout=%d", opts->query_timeout_ms);
     db->kick = event_new(base, -1, 0, hist_db_kick_cb, db);
     db->nconns = opts->pool_size > 0 ? opts->pool_size : 1;
@@ -698,6 +788,7 @@ hist_db_destroy(hist_db_t *db)
         event_free(c->timer);
     }
     event_free(db->kick);
+    event_free(db->queue_wait);
     hr_free(db->conns);
     hr_free(db->conninfo);
     hr_free(db);
@@ -722,6 +813,13 @@ hist_db_submit(hist_db_t *db, hist_q_t q, int nparams, const char *const *params
         op->params[i] = hr_strdup(params[i]);
     op->cb = cb;
     op->arg = arg;
+    if (db->queue_wait_ms > 0) {
+        op->deadline_ms = hr_mono_ms() + (uint64_t)db->queue_wait_ms;
+        if (!evtimer_pending(db->queue_wait, NULL)) {
+            struct timeval tv = {db->queue_wait_ms / 1000, (db->queue_wait_ms % 1000) * 1000};
+            evtimer_add(db->queue_wait, &tv);
+        }
+    }
     hist_queue_push(db, op, 0);
     hist_db_kick(db);
     *out = op;

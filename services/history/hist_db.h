@@ -22,16 +22,17 @@
  * Parameters are listed as $n; every one is bound as text.
  */
 typedef enum {
-    HIST_Q_PING,          /* SELECT 1 */
-    HIST_Q_LIST_ALL,      /* $1 user_id, $2 cursor uuid|NULL, $3 limit+1 */
-    HIST_Q_LIST_UNREAD,   /* same */
-    HIST_Q_LIST_READ,     /* same */
-    HIST_Q_GET,           /* $1 id, $2 user_id */
-    HIST_Q_MARK_READ,     /* $1 id, $2 user_id */
-    HIST_Q_MARK_UNREAD,   /* $1 id, $2 user_id */
-    HIST_Q_READ_ALL,      /* $1 user_id, $2 up_to uuid|NULL */
-    HIST_Q_UNREAD_COUNT,  /* $1 user_id */
-    HIST_Q_ROOM_MESSAGES, /* $1 room, $2 before uuid|NULL, $3 limit+1 */
+    HIST_Q_PING,           /* SELECT 1 */
+    HIST_Q_LIST_ALL,       /* $1 user_id, $2 cursor uuid|NULL, $3 limit+1 */
+    HIST_Q_LIST_UNREAD,    /* same */
+    HIST_Q_LIST_READ,      /* same */
+    HIST_Q_GET,            /* $1 id, $2 user_id */
+    HIST_Q_MARK_READ,      /* $1 id, $2 user_id */
+    HIST_Q_MARK_UNREAD,    /* $1 id, $2 user_id */
+    HIST_Q_READ_ALL_BOUND, /* $1 user_id, $2 up_to uuid|NULL */
+    HIST_Q_READ_ALL_CHUNK, /* $1 user_id, $2 uuid where the chunk starts (<=) */
+    HIST_Q_UNREAD_COUNT,   /* $1 user_id */
+    HIST_Q_ROOM_MESSAGES,  /* $1 room, $2 before uuid|NULL, $3 limit+1 */
     HIST_Q_COUNT
 } hist_q_t;
 
@@ -55,9 +56,24 @@ enum {
 /* Columns of HIST_Q_ROOM_MESSAGES. */
 enum { HIST_RCOL_ID, HIST_RCOL_ROOM, HIST_RCOL_FROM, HIST_RCOL_MESSAGE, HIST_RCOL_CREATED_AT };
 
-/* Columns of HIST_Q_READ_ALL: how many were marked, the newest marked id (NULL if none), unread
- * left. */
-enum { HIST_ACOL_UPDATED, HIST_ACOL_NEWEST, HIST_ACOL_UNREAD };
+/*
+ * Unread counts stop at HIST_UNREAD_CAP + 1: a count must not read a
+ * million index entries for one badge. More than HIST_UNREAD_CAP means
+ * "HIST_UNREAD_CAP or more" (proto/openapi.yaml: unread_capped).
+ */
+#define HIST_UNREAD_CAP 1000
+
+/*
+ * Columns of HIST_Q_READ_ALL_BOUND: the newest unread id up to the bound
+ * (NULL when nothing is unread), the (capped) unread count above the bound.
+ * HIST_Q_READ_ALL_CHUNK marks at most HIST_READ_ALL_CHUNK of the unread rows up to $2, newest
+ * first, and returns how many it marked and the oldest id it took (the next
+ * chunk's $2): read-all repeats it until a chunk comes back short, each chunk
+ * its own short transaction.
+ */
+enum { HIST_ACOL_NEWEST, HIST_ACOL_UNREAD };
+enum { HIST_KCOL_MARKED, HIST_KCOL_OLDEST };
+#define HIST_READ_ALL_CHUNK 2000
 
 #define HIST_DB_MAX_PARAMS 4
 
@@ -65,6 +81,7 @@ typedef struct {
     const char *conninfo; /* libpq conninfo or URI; copied */
     int pool_size;        /* connections, >= 1 */
     int queue_max;        /* queries that may wait for a connection */
+    int queue_wait_ms;    /* how long one may wait there; 0: no limit */
     int query_timeout_ms; /* statement_timeout; the client gives up a little later */
     uint32_t backoff_min_ms, backoff_max_ms;
 } hist_db_opts_t;
@@ -76,9 +93,13 @@ typedef struct hist_op_s hist_op_t;
  * Outcome of a query, called exactly once unless the op was cancelled while
  * queued: status 0 with r (borrowed, cleared after the call); HR_AGAIN when
  * PostgreSQL could not be reached (answer 503, the pool reconnects by
- * itself); HR_ERR when a healthy connection refused the statement (answer
- * 500; logged here).
+ * itself); HIST_DB_SLOW when the statement ran out of time (statement_timeout,
+ * SQLSTATE 57014, or no answer at all: never re-sent) and HIST_DB_WAITED
+ * when it waited in the queue past queue_wait_ms (both 503); HR_ERR when a
+ * healthy connection refused the statement (answer 500; logged here).
  */
+#define HIST_DB_SLOW (-20)
+#define HIST_DB_WAITED (-21)
 typedef void (*hist_db_cb)(int status, const PGresult *r, void *arg);
 
 /**

@@ -27,6 +27,7 @@
 
 #define HIST_ALLOW_GET "GET, HEAD, OPTIONS"
 #define HIST_ALLOW_POST "POST, OPTIONS"
+#define HIST_ALLOW_ANY "GET, HEAD, POST, OPTIONS"
 
 const hr_cfg_field_t hist_config_fields[] = {
     {"history.host", HR_CFG_STR, offsetof(hist_config_t, host), "127.0.0.1", 0, 0},
@@ -34,9 +35,15 @@ const hr_cfg_field_t hist_config_fields[] = {
     {"history.cors_origin", HR_CFG_STR, offsetof(hist_config_t, cors_origin), "*", 0, 0},
     {"history.pg_pool_size", HR_CFG_INT, offsetof(hist_config_t, pg_pool_size), "4", 1, 64},
     {"history.pg_queue_max", HR_CFG_INT, offsetof(hist_config_t, pg_queue_max), "1024", 0, 1000000},
+    {"history.pg_queue_wait_ms", HR_CFG_INT, offsetof(hist_config_t, pg_queue_wait_ms), "2000", 0,
+     600000},
     {"history.pg_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, pg_timeout_ms), "5000", 10,
      600000},
     {"history.drain_ms", HR_CFG_INT, offsetof(hist_config_t, drain_ms), "5000", 0, 600000},
+    {"history.max_connections", HR_CFG_INT, offsetof(hist_config_t, max_connections), "0", 0,
+     1000000},
+    {"history.header_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, header_timeout_ms), "10000",
+     10, 600000},
     {"postgres.url", HR_CFG_STR, offsetof(hist_config_t, postgres_url),
      "host=127.0.0.1 port=5432 dbname=herald user=postgres", 0, 0},
     {"redis.url", HR_CFG_STR, offsetof(hist_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
@@ -48,234 +55,11 @@ const size_t hist_config_nfields = HR_ARRAY_LEN(hist_config_fields);
 struct hist_server_s {
     struct event_base *base;  /* borrowed */
     const hist_config_t *cfg; /* borrowed */
-    struct evhttp *http;      /* owned */
-    int port;
-    hist_db_t *db;           /* owned */
-    hr_redis_async_t *redis; /* owned: PUBLISH of read/unread events */
-    hr_http_drain_t drain;   /* listener, requests in flight, stop */
+    hr_http_t *http;          /* owned */
+    hist_db_t *db;            /* owned */
+    hr_redis_async_t *redis;  /* owned: PUBLISH of read/unread events */
+    hr_http_drain_t drain;    /* listener, requests in flight, stop */
 };
-
-/* ---- query string and path ---- */
-
-static int
-hist_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/*
- * Decodes s[0..n) (%XX escapes; '+' as space when plus_space, as in a query
- * string) into out, NUL-terminated. Returns the decoded length, or -1 when an
- * escape is malformed, decodes to a NUL byte, or the result does not fit in cap.
- */
-static int
-hist_unescape(const char *s, size_t n, char *out, size_t cap, int plus_space)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '+' && plus_space) {
-            c = ' ';
-        } else if (c == '%') {
-            int hi = i + 2 < n ? hist_hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hist_hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return -1;
-            c = (char)(hi << 4 | lo);
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return -1;
-        out[o++] = c;
-    }
-    out[o] = '\0';
-    return (int)o;
-}
-
-static int
-hist_fail(hr_proto_err_t *e, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    e->status = 400;
-    e->code = code;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof(e->message), fmt, ap);
-    va_end(ap);
-    return HR_DECLINED;
-}
-
-/* The rule ingest applies to user_id: UTF-8, no control characters. */
-static int
-hist_valid_name(const char *s, size_t n, size_t max)
-{
-    if (n == 0 || n > max || !hr_utf8_valid(s, n))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f)
-            return 0;
-    }
-    return 1;
-}
-
-/* The gateway's rule for room names (proto/ws.md): 1..HIST_ROOM_MAX of A-Za-z0-9_.:@- . */
-static int
-hist_room_valid(const char *s)
-{
-    size_t n = strlen(s);
-    return n >= 1 && n <= HIST_ROOM_MAX &&
-           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-") == n;
-}
-
-/* Parses a UUID's text (either case) into its lowercase form; 0 or HR_DECLINED. */
-static int
-hist_id_normalize(const char *s, char out[HR_UUID_STR_LEN])
-{
-    uint8_t u[16];
-    if (strlen(s) != HR_UUID_STR_LEN - 1 || hr_uuid_parse(s, u) != 0)
-        return HR_DECLINED;
-    hr_uuid_format(u, out);
-    return 0;
-}
-
-static const char hist_b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-int
-hist_cursor_encode(const char *id, char out[HIST_CURSOR_LEN + 1])
-{
-    uint8_t u[18] = {0};
-    if (hr_uuid_parse(id, u) != 0)
-        return HR_DECLINED;
-    size_t o = 0;
-    for (size_t i = 0; i < 16; i += 3) {
-        uint32_t v = (uint32_t)u[i] << 16 | (uint32_t)u[i + 1] << 8 | u[i + 2];
-        for (int k = 3; k >= 0 && o < HIST_CURSOR_LEN; k--)
-            out[o++] = hist_b64url[(v >> (6 * k)) & 63];
-    }
-    out[o] = '\0';
-    return 0;
-}
-
-int
-hist_cursor_decode(const char *s, size_t n, char out[HR_UUID_STR_LEN])
-{
-    if (n != HIST_CURSOR_LEN)
-        return HR_DECLINED;
-    uint8_t u[18] = {0};
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *p = s[i] != '\0' ? strchr(hist_b64url, s[i]) : NULL;
-        if (p == NULL)
-            return HR_DECLINED;
-        acc = acc << 6 | (uint32_t)(p - hist_b64url);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            u[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    /* 22 characters carry 132 bits: the 4 left over must be zero (one spelling per cursor). */
-    if (o != 16 || acc != 0)
-        return HR_DECLINED;
-    hr_uuid_format(u, out);
-    return 0;
-}
-
-/* The integer 1..HIST_LIMIT_MAX in v[0..n); 0 if it is not one. */
-static int
-hist_parse_limit(const char *v, size_t n)
-{
-    char num[8];
-    int len = hist_unescape(v, n, num, sizeof(num), 1);
-    if (len <= 0)
-        return 0;
-    for (int i = 0; i < len; i++)
-        if (num[i] < '0' || num[i] > '9')
-            return 0;
-    long l = strtol(num, NULL, 10);
-    return l >= 1 && l <= HIST_LIMIT_MAX ? (int)l : 0;
-}
-
-int
-hist_params_parse(const char *query, hist_params_t *q, hr_proto_err_t *e)
-{
-    memset(q, 0, sizeof(*q));
-    q->limit = HIST_LIMIT_DEFAULT;
-    q->status = HIST_STATUS_ALL;
-    int have_user = 0, have_limit = 0, have_cursor = 0, have_status = 0, have_up_to = 0;
-
-    for (const char *p = query != NULL ? query : ""; *p != '\0';) {
-        size_t seg = strcspn(p, "&");
-        const char *eq = memchr(p, '=', seg);
-        size_t klen = eq != NULL ? (size_t)(eq - p) : seg;
-        const char *v = eq != NULL ? eq + 1 : p + seg;
-        size_t vlen = eq != NULL ? seg - klen - 1 : 0;
-        char key[16];
-        int kl = hist_unescape(p, klen, key, sizeof(key), 1);
-
-        if (kl > 0 && strcmp(key, "user_id") == 0) {
-            if (have_user++)
-                return hist_fail(e, HR_E_INVALID_FIELD, "user_id must be given once");
-            int n = hist_unescape(v, vlen, q->user_id, sizeof(q->user_id), 1);
-            if (n < 0 || !hist_valid_name(q->user_id, (size_t)n, HR_USER_ID_MAX))
-                return hist_fail(e, HR_E_INVALID_FIELD,
-                                 "user_id must be 1-%d bytes of UTF-8 without control characters",
-                                 HR_USER_ID_MAX);
-        } else if (kl > 0 && strcmp(key, "limit") == 0) {
-            if (have_limit++)
-                return hist_fail(e, HR_E_INVALID_FIELD, "limit must be given once");
-            q->limit = hist_parse_limit(v, vlen);
-            if (q->limit == 0)
-                return hist_fail(e, HR_E_INVALID_FIELD, "limit must be an integer from 1 to %d",
-                                 HIST_LIMIT_MAX);
-        } else if (kl > 0 && (strcmp(key, "cursor") == 0 || strcmp(key, "before") == 0)) {
-            if (have_cursor++)
-                return hist_fail(e, HR_E_INVALID_FIELD, "%s must be given once", key);
-            char raw[HIST_CURSOR_LEN + 2];
-            int n = hist_unescape(v, vlen, raw, sizeof(raw), 1);
-            /* An empty value means "first page", as a client echoing a null cursor sends. */
-            if (n == 0)
-                continue;
-            if (n < 0 || hist_cursor_decode(raw, (size_t)n, q->cursor) != 0)
-                return hist_fail(e, HR_E_INVALID_FIELD,
-                                 "%s must be a next_cursor returned by a previous page", key);
-        } else if (kl > 0 && strcmp(key, "status") == 0) {
-            if (have_status++)
-                return hist_fail(e, HR_E_INVALID_FIELD, "status must be given once");
-            char st[8];
-            int n = hist_unescape(v, vlen, st, sizeof(st), 1);
-            if (n > 0 && strcmp(st, "all") == 0)
-                q->status = HIST_STATUS_ALL;
-            else if (n > 0 && strcmp(st, "unread") == 0)
-                q->status = HIST_STATUS_UNREAD;
-            else if (n > 0 && strcmp(st, "read") == 0)
-                q->status = HIST_STATUS_READ;
-            else
-                return hist_fail(e, HR_E_INVALID_FIELD, "status must be unread, read or all");
-        } else if (kl > 0 && strcmp(key, "up_to") == 0) {
-            if (have_up_to++)
-                return hist_fail(e, HR_E_INVALID_FIELD, "up_to must be given once");
-            char raw[HR_UUID_STR_LEN + 1];
-            int n = hist_unescape(v, vlen, raw, sizeof(raw), 1);
-            if (n < 0 || hist_id_normalize(raw, q->up_to) != 0)
-                return hist_fail(e, HR_E_INVALID_FIELD, "up_to must be a notification id");
-        }
-        p += seg;
-        if (*p == '&')
-            p++;
-    }
-    return 0;
-}
 
 /* ---- routes ---- */
 
@@ -348,10 +132,12 @@ hist_route_is_post(hist_route_t r)
  * A request that waits for the pool. libevent 2.1 stops reading a connection
  * once a request is read (and its read callback must not run while the
  * request is open), so it never notices a client that hangs up before the
- * answer. The call watches the socket itself (peek, never read): on EOF it
- * frees the evhttp connection, whose close callback withdraws a query still
- * queued; a query already running finishes (a write still publishes its
- * event) and its answer is dropped.
+ * answer. The call watches the socket itself (peek, never read): on a reset
+ * it frees the evhttp connection, whose close callback withdraws a query
+ * still queued; a query already running finishes (a write still publishes
+ * its event) and its answer is dropped. A FIN is not a hang-up (it may be a
+ * half-close): queued requests of clients that left that way are bounded by
+ * pg_queue_wait_ms instead.
  */
 typedef struct {
     hist_server_t *srv;              /* borrowed */
@@ -363,6 +149,10 @@ typedef struct {
     hist_params_t params;
     char id[HR_UUID_STR_LEN];     /* {id} of the path */
     char room[HIST_ROOM_MAX + 1]; /* {room} of the path */
+    char newest[HR_UUID_STR_LEN]; /* read-all: the bound its chunks mark up to; "" before */
+    char next[HR_UUID_STR_LEN];   /* read-all: where the next chunk starts (<=) */
+    long long updated;            /* read-all: rows its chunks marked so far */
+    long long unread_above;       /* read-all: unread rows above the bound (capped) */
 } hist_call_t;
 
 static void hist_call_closed(struct evhttp_connection *evcon, void *arg);
@@ -377,10 +167,10 @@ hist_call_unwatch(hist_call_t *c)
 }
 
 /*
- * The client's socket became readable while its request waits: EOF or an
- * error means the client is gone (free the connection: hist_call_closed runs
- * and c may be freed); bytes mean a pipelined request, which evhttp will read
- * after our answer, so the watch ends there.
+ * The client's socket became readable while its request waits: an error
+ * means the client is gone (free the connection: hist_call_closed runs and c
+ * may be freed); EOF ends the watch (see hist_call_t); bytes mean a pipelined
+ * request, which evhttp will read after our answer, so the watch ends there.
  */
 static void
 hist_call_peek(evutil_socket_t fd, short what, void *arg)
@@ -396,6 +186,16 @@ hist_call_peek(evutil_socket_t fd, short what, void *arg)
     hist_call_unwatch(c);
     if (n > 0 || c->evcon == NULL)
         return;
+    /*
+     * EOF: the client may only have half-closed (shutdown(SHUT_WR), which
+     * HTTP/1.1 allows) and still be reading, so it gets its answer; a client
+     * that is really gone makes the write fail. Only an error (a reset) says
+     * it is gone.
+     */
+    if (n == 0) {
+        hr_log_debug("client_half_closed", "route=%d", (int)c->route);
+        return;
+    }
     evhttp_connection_free(c->evcon);
 }
 
@@ -463,12 +263,16 @@ hist_call_error(hist_call_t *c, int status, const char *code, const char *messag
     hist_call_free(c);
 }
 
-/* Answers a query that PostgreSQL could not serve; status is HR_AGAIN or HR_ERR. */
+/* Answers a query that PostgreSQL could not serve (a hist_db_cb status). */
 static void
 hist_call_db_error(hist_call_t *c, int status)
 {
     if (status == HR_AGAIN)
         hist_call_error(c, 503, HR_E_UNAVAILABLE, "postgres is not reachable; retry");
+    else if (status == HIST_DB_SLOW)
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "the query took too long; retry");
+    else if (status == HIST_DB_WAITED)
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "waited too long for a connection; retry");
     else
         hist_call_error(c, 500, HR_E_INTERNAL, "the query failed");
 }
@@ -582,6 +386,16 @@ hist_room_item_json(const PGresult *r, int row)
     return o;
 }
 
+/* unread_count, exact up to HIST_UNREAD_CAP; past it the cap and unread_capped: true. */
+static void
+hist_add_unread(cJSON *root, long long n)
+{
+    cJSON_AddNumberToObject(root, "unread_count",
+                            (double)(n > HIST_UNREAD_CAP ? HIST_UNREAD_CAP : n));
+    if (n > HIST_UNREAD_CAP)
+        cJSON_AddTrueToObject(root, "unread_capped");
+}
+
 /* Serializes root (consumed) and answers 200. */
 static void
 hist_call_reply_obj(hist_call_t *c, cJSON *root)
@@ -676,6 +490,58 @@ hist_publish_mark(hist_server_t *s, const char *user_id, const char *type, const
 
 /* ---- query results ---- */
 
+/*
+ * Read-all as a series of short statements, so a user with a million unread
+ * rows neither hits statement_timeout (a single UPDATE could never succeed)
+ * nor holds a pool connection for seconds: the bound (the newest unread id up
+ * to up_to, and the unread count above it), then chunks of
+ * HIST_READ_ALL_CHUNK, each its own transaction and back in the queue behind
+ * other users' requests, each starting where the last one ended, until one
+ * comes back short. Every chunk is
+ * idempotent; one re-sent after a lost connection may report 0 for rows it
+ * had already marked, so updated can undercount then, but the read_all frame
+ * does not depend on it: once the chunks are done, everything up to the
+ * bound is read, whoever marked it.
+ */
+static void
+hist_read_all_step(hist_call_t *c, const PGresult *r)
+{
+    hist_server_t *s = c->srv;
+    if (c->newest[0] == '\0') {
+        if (PQgetisnull(r, 0, HIST_ACOL_NEWEST)) {
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddNumberToObject(root, "updated", 0);
+            cJSON_AddNullToObject(root, "up_to");
+            hist_add_unread(root, hist_int(r, 0, HIST_ACOL_UNREAD));
+            hist_call_reply_obj(c, root);
+            return;
+        }
+        snprintf(c->newest, sizeof(c->newest), "%s", PQgetvalue(r, 0, HIST_ACOL_NEWEST));
+        c->unread_above = hist_int(r, 0, HIST_ACOL_UNREAD);
+        snprintf(c->next, sizeof(c->next), "%s", c->newest);
+    } else {
+        long long n = hist_int(r, 0, HIST_KCOL_MARKED);
+        c->updated += n;
+        if (!PQgetisnull(r, 0, HIST_KCOL_OLDEST))
+            snprintf(c->next, sizeof(c->next), "%s", PQgetvalue(r, 0, HIST_KCOL_OLDEST));
+        if (n < HIST_READ_ALL_CHUNK || PQgetisnull(r, 0, HIST_KCOL_OLDEST)) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "type", "read_all");
+            cJSON_AddStringToObject(f, "up_to", c->newest);
+            hist_publish(s, c->params.user_id, f);
+            cJSON_Delete(f);
+            cJSON *root = cJSON_CreateObject();
+            cJSON_AddNumberToObject(root, "updated", (double)c->updated);
+            cJSON_AddStringToObject(root, "up_to", c->newest);
+            hist_add_unread(root, c->unread_above);
+            hist_call_reply_obj(c, root);
+            return;
+        }
+    }
+    const char *params[] = {c->params.user_id, c->next};
+    hist_call_submit(c, HIST_Q_READ_ALL_CHUNK, 2, params);
+}
+
 static void
 hist_call_done(int status, const PGresult *r, void *arg)
 {
@@ -688,27 +554,17 @@ hist_call_done(int status, const PGresult *r, void *arg)
     }
     cJSON *root = NULL;
     switch (c->route) {
-    case HIST_R_HEALTH: {
-        char body[128];
-        int n =
-            snprintf(body, sizeof(body), "{\"status\":\"ok\",\"postgres\":\"up\",\"redis\":\"%s\"}",
-                     hr_redis_async_ready(s->redis) ? "up" : "down");
-        hist_call_reply(c, 200, body, (size_t)n);
-        return;
-    }
     case HIST_R_LIST:
         root = hist_page_json(r, c->params.limit, 0);
         if (root != NULL)
-            cJSON_AddNumberToObject(
-                root, "unread_count",
-                (double)(PQntuples(r) > 0 ? hist_int(r, 0, HIST_COL_UNREAD) : 0));
+            hist_add_unread(root, PQntuples(r) > 0 ? hist_int(r, 0, HIST_COL_UNREAD) : 0);
         break;
     case HIST_R_ROOM_MESSAGES:
         root = hist_page_json(r, c->params.limit, 1);
         break;
     case HIST_R_UNREAD_COUNT:
         root = cJSON_CreateObject();
-        cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, 0));
+        hist_add_unread(root, hist_int(r, 0, 0));
         break;
     case HIST_R_GET:
         if (PQntuples(r) == 0) {
@@ -729,31 +585,14 @@ hist_call_done(int status, const PGresult *r, void *arg)
         if (item != NULL) {
             root = cJSON_CreateObject();
             cJSON_AddItemToObject(root, "notification", item);
-            cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_COL_UNREAD));
+            hist_add_unread(root, hist_int(r, 0, HIST_COL_UNREAD));
         }
         break;
     }
-    case HIST_R_READ_ALL: {
-        long long updated = hist_int(r, 0, HIST_ACOL_UPDATED);
-        const char *newest =
-            PQgetisnull(r, 0, HIST_ACOL_NEWEST) ? NULL : PQgetvalue(r, 0, HIST_ACOL_NEWEST);
-        /* The newest id marked bounds exactly what changed; nothing marked, nothing to say. */
-        if (updated > 0 && newest != NULL) {
-            cJSON *f = cJSON_CreateObject();
-            cJSON_AddStringToObject(f, "type", "read_all");
-            cJSON_AddStringToObject(f, "up_to", newest);
-            hist_publish(s, c->params.user_id, f);
-            cJSON_Delete(f);
-        }
-        root = cJSON_CreateObject();
-        cJSON_AddNumberToObject(root, "updated", (double)updated);
-        if (newest != NULL)
-            cJSON_AddStringToObject(root, "up_to", newest);
-        else
-            cJSON_AddNullToObject(root, "up_to");
-        cJSON_AddNumberToObject(root, "unread_count", (double)hist_int(r, 0, HIST_ACOL_UNREAD));
-        break;
-    }
+    case HIST_R_READ_ALL:
+        hist_read_all_step(c, r);
+        return;
+    case HIST_R_HEALTH:
     case HIST_R_NONE:
         break;
     }
@@ -823,9 +662,6 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
     const char *uid = c->params.user_id;
 
     switch (route) {
-    case HIST_R_HEALTH:
-        hist_call_submit(c, HIST_Q_PING, 0, NULL);
-        return;
     case HIST_R_LIST: {
         static const hist_q_t by_status[] = {
             [HIST_STATUS_ALL] = HIST_Q_LIST_ALL,
@@ -858,13 +694,34 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
     }
     case HIST_R_READ_ALL: {
         const char *params[] = {uid, p.up_to[0] != '\0' ? c->params.up_to : NULL};
-        hist_call_submit(c, HIST_Q_READ_ALL, 2, params);
+        hist_call_submit(c, HIST_Q_READ_ALL_BOUND, 2, params);
         return;
     }
+    case HIST_R_HEALTH:
     case HIST_R_NONE:
         break;
     }
     hist_call_error(c, 404, HR_E_NOT_FOUND, "no such endpoint");
+}
+
+/*
+ * Liveness from the pool's state, never through its queue: under load the
+ * queue is full of real work, and a probe that waits there (or is refused
+ * with 503) gets a busy, healthy instance restarted. Up while at least one
+ * PostgreSQL connection is open, and not draining.
+ */
+static void
+hist_handle_health(hist_server_t *s, struct evhttp_request *req)
+{
+    int pg = hist_db_alive(s->db) > 0;
+    int ok = pg && !s->drain.draining;
+    char body[128];
+    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\"}",
+                     ok ? "ok" : "unavailable", pg ? "up" : "down",
+                     hr_redis_async_ready(s->redis) ? "up" : "down");
+    if (!ok)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+    hr_http_send_json(req, ok ? 200 : 503, body, (size_t)n);
 }
 
 /* CORS preflight: nothing to send but what the browser may do next. */
@@ -903,13 +760,16 @@ hist_route(struct evhttp_request *req, void *arg)
 
     int post = hist_route_is_post(route);
     const char *allow = post ? HIST_ALLOW_POST : HIST_ALLOW_GET;
-    if (route == HIST_R_NONE) {
+    if (m == EVHTTP_REQ_OPTIONS) {
+        /* Unknown paths too: a failed preflight would hide the JSON 404 from the page. */
+        hist_handle_preflight(s, req, route == HIST_R_NONE ? HIST_ALLOW_ANY : allow);
+    } else if (route == HIST_R_NONE) {
         hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
-    } else if (m == EVHTTP_REQ_OPTIONS) {
-        hist_handle_preflight(s, req, allow);
     } else if (post ? m != EVHTTP_REQ_POST : (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)) {
         evhttp_add_header(h, "Allow", allow);
         hr_http_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
+    } else if (route == HIST_R_HEALTH) {
+        hist_handle_health(s, req);
     } else if (s->drain.draining) {
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
     } else {
@@ -930,6 +790,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     hist_db_opts_t dbo = {.conninfo = cfg->postgres_url,
                           .pool_size = cfg->pg_pool_size,
                           .queue_max = cfg->pg_queue_max,
+                          .queue_wait_ms = cfg->pg_queue_wait_ms,
                           .query_timeout_ms = cfg->pg_timeout_ms,
                           .backoff_min_ms = HIST_PG_BACKOFF_MIN_MS,
                           .backoff_max_ms = HIST_PG_BACKOFF_MAX_MS};
@@ -946,15 +807,21 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
         hr_free(s);
         return NULL;
     }
-    s->http = hr_http_listen(base, cfg->host, cfg->port, HIST_BODY_MAX, &s->port,
-                             &s->drain.listener, err, errlen);
+    hr_http_opts_t ho = {.host = cfg->host,
+                         .port = cfg->port,
+                         .max_body = HIST_BODY_MAX,
+                         .cors_origin = cfg->cors_origin,
+                         .max_connections = cfg->max_connections,
+                         .header_timeout_ms = cfg->header_timeout_ms,
+                         .cb = hist_route,
+                         .cbarg = s};
+    s->http = hr_http_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hist_db_destroy(s->db);
         hr_free(s);
         return NULL;
     }
-    evhttp_set_gencb(s->http, hist_route, s);
     s->drain.base = base;
     s->drain.http = s->http;
     return s;
@@ -963,7 +830,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
 int
 hist_server_port(const hist_server_t *s)
 {
-    return s->port;
+    return hr_http_port(s->http);
 }
 
 void
@@ -985,6 +852,6 @@ hist_server_destroy(hist_server_t *s)
     hist_db_destroy(s->db);
     hr_redis_async_destroy(s->redis);
     hr_http_drain_clear(&s->drain);
-    evhttp_free(s->http);
+    hr_http_destroy(s->http);
     hr_free(s);
 }

@@ -7,19 +7,12 @@
 #define HERALD_HIST_SERVER_H
 
 #include "hist_db.h"
+#include "hist_params.h"
 #include "hr_proto.h"
 #include "herald/hr_config.h"
 
 #include <event2/event.h>
 #include <stddef.h>
-
-/* Page size of GET /notifications and GET /rooms/{room}/messages (proto/openapi.yaml). */
-#define HIST_LIMIT_DEFAULT 20
-#define HIST_LIMIT_MAX 100
-/* A room name: 1..HIST_ROOM_MAX characters of A-Za-z0-9_.:@- (proto/ws.md). */
-#define HIST_ROOM_MAX 64
-/* An opaque page cursor: base64url (no padding) of the 16 bytes of the last id. */
-#define HIST_CURSOR_LEN 22
 
 typedef struct {
     char *host; /* owned */
@@ -27,42 +20,22 @@ typedef struct {
     char *postgres_url; /* owned: libpq conninfo or URI */
     char *cors_origin;  /* owned: Access-Control-Allow-Origin; "" sends no CORS headers */
     int pg_pool_size;
-    int pg_queue_max;     /* requests that may wait for a free connection, then 503 */
-    int pg_timeout_ms;    /* statement_timeout of every query */
-    int drain_ms;         /* how long SIGTERM waits for requests in flight */
-    char *redis_url;      /* owned: where read/unread events are published */
-    int redis_timeout_ms; /* watchdog of the publish connection */
-    char *log_level;      /* owned */
+    int pg_queue_max;      /* requests that may wait for a free connection, then 503 */
+    int pg_queue_wait_ms;  /* how long one may wait for it, then 503; 0: no limit */
+    int pg_timeout_ms;     /* statement_timeout of every query */
+    int drain_ms;          /* how long SIGTERM waits for requests in flight */
+    int max_connections;   /* open HTTP connections; 0: derived from the file limit */
+    int header_timeout_ms; /* a request head must arrive within this, else 408 */
+    char *redis_url;       /* owned: where read/unread events are published */
+    int redis_timeout_ms;  /* watchdog of the publish connection */
+    char *log_level;       /* owned */
 } hist_config_t;
 
 /** The settings of herald-history, for hr_config_load(). */
 extern const hr_cfg_field_t hist_config_fields[];
 extern const size_t hist_config_nfields;
 
-typedef enum { HIST_STATUS_ALL, HIST_STATUS_UNREAD, HIST_STATUS_READ } hist_status_t;
-
-/** Query-string parameters, validated; which ones an endpoint reads is its business. */
-typedef struct {
-    char user_id[HR_USER_ID_MAX + 1]; /* "" when absent */
-    int limit;                        /* HIST_LIMIT_DEFAULT when absent */
-    char cursor[HR_UUID_STR_LEN];     /* decoded id of cursor= or before=; "" when absent */
-    hist_status_t status;
-    char up_to[HR_UUID_STR_LEN]; /* normalized id; "" when absent */
-} hist_params_t;
-
 typedef struct hist_server_s hist_server_t;
-
-/**
- * Parses a query string (NULL when there is none). Known keys: user_id,
- * limit, cursor (or before), status, up_to; each at most once; others are
- * ignored. Returns 0 with p filled, or HR_DECLINED with e filled (400).
- */
-int hist_params_parse(const char *query, hist_params_t *p, hr_proto_err_t *e);
-
-/** Writes the cursor naming id (a UUID's text) into out; 0 or HR_DECLINED. */
-int hist_cursor_encode(const char *id, char out[HIST_CURSOR_LEN + 1]);
-/** Decodes a cursor into the id's text; 0 or HR_DECLINED when malformed. */
-int hist_cursor_decode(const char *s, size_t n, char out[HR_UUID_STR_LEN]);
 
 /** Binds the HTTP port, starts the PostgreSQL pool and the Redis publisher; NULL with err filled.
  */

@@ -69,8 +69,7 @@ static const char ing_lua_notify[] =
 struct ing_server_s {
     struct event_base *base; /* borrowed */
     const ing_config_t *cfg; /* borrowed */
-    struct evhttp *http;     /* owned */
-    int port;
+    hr_http_t *http;         /* owned */
     hr_redis_async_t *redis; /* owned */
     hr_uuid_gen_t uuid;
     hr_http_drain_t drain; /* listener, requests in flight, stop */
@@ -540,14 +539,20 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
         hr_free(s);
         return NULL;
     }
-    s->http = hr_http_listen(base, cfg->host, cfg->port, HR_BATCH_BODY_MAX, &s->port,
-                             &s->drain.listener, err, errlen);
+    static const hr_http_body_rule_t bodies[] = {{"/notifications", HR_BODY_MAX}};
+    hr_http_opts_t ho = {.host = cfg->host,
+                         .port = cfg->port,
+                         .max_body = HR_BATCH_BODY_MAX,
+                         .rules = bodies,
+                         .nrules = HR_ARRAY_LEN(bodies),
+                         .cb = ing_route,
+                         .cbarg = s};
+    s->http = hr_http_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hr_free(s);
         return NULL;
     }
-    evhttp_set_gencb(s->http, ing_route, s);
     s->drain.base = base;
     s->drain.http = s->http;
     return s;
@@ -556,7 +561,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
 int
 ing_server_port(const ing_server_t *s)
 {
-    return s->port;
+    return hr_http_port(s->http);
 }
 
 void
@@ -572,6 +577,6 @@ ing_server_destroy(ing_server_t *s)
         return;
     hr_http_drain_clear(&s->drain);
     hr_redis_async_destroy(s->redis);
-    evhttp_free(s->http);
+    hr_http_destroy(s->http);
     hr_free(s);
 }

@@ -8,6 +8,7 @@
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_http.h"
+#include "herald/hr_http_parse.h"
 #include "herald/hr_json.h"
 
 #include <event2/buffer.h>
@@ -15,6 +16,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* is_json on a request that has (or lacks) the given Content-Type. */
@@ -146,18 +148,15 @@ round_trip(ctx_t *c, enum evhttp_cmd_type method, const char *uri, const char *c
     memset(c, 0, sizeof(*c));
     c->base = event_base_new();
     char err[128];
-    int port = 0;
-    struct evhttp_bound_socket *sock = NULL;
-    struct evhttp *http =
-        hr_http_listen(c->base, "127.0.0.1", 0, HR_BODY_MAX, &port, &sock, err, sizeof(err));
+    hr_http_opts_t o = {.host = "127.0.0.1", .max_body = HR_BODY_MAX, .cb = server_cb, .cbarg = c};
+    hr_http_t *http = hr_http_create(c->base, &o, err, sizeof(err));
     if (!HR_CHECK(http != NULL)) {
         HR_FAIL("listen: %s", err);
         event_base_free(c->base);
         return HR_ERR;
     }
-    HR_CHECK(sock != NULL);
+    int port = hr_http_port(http);
     HR_CHECK_CMP_INT(port, >, 0);
-    evhttp_set_gencb(http, server_cb, c);
 
     struct evhttp_connection *conn =
         evhttp_connection_base_new(c->base, NULL, "127.0.0.1", (ev_uint16_t)port);
@@ -176,7 +175,7 @@ round_trip(ctx_t *c, enum evhttp_cmd_type method, const char *uri, const char *c
     HR_CHECK(c->done);
 
     evhttp_connection_free(conn);
-    evhttp_free(http);
+    hr_http_destroy(http);
     event_base_free(c->base);
     return c->done ? 0 : HR_ERR;
 }
@@ -185,25 +184,97 @@ HR_TEST(listen_on_port_0_reports_the_bound_port)
 {
     struct event_base *base = event_base_new();
     char err[128];
-    int port = -1;
-    struct evhttp *http =
-        hr_http_listen(base, "127.0.0.1", 0, HR_BODY_MAX, &port, NULL, err, sizeof(err));
+    hr_http_opts_t o = {.host = "127.0.0.1", .max_body = HR_BODY_MAX, .cb = server_cb};
+    hr_http_t *http = hr_http_create(base, &o, err, sizeof(err));
     HR_REQUIRE(http != NULL);
+    int port = hr_http_port(http);
     HR_CHECK_CMP_INT(port, >, 0);
     HR_CHECK_CMP_INT(port, <=, 65535);
 
     /* The same port again is taken: an error naming it, not a crash. */
-    int port2 = -1;
-    struct evhttp *again =
-        hr_http_listen(base, "127.0.0.1", port, HR_BODY_MAX, &port2, NULL, err, sizeof(err));
+    o.port = port;
+    hr_http_t *again = hr_http_create(base, &o, err, sizeof(err));
     HR_CHECK(again == NULL);
     char want[32];
     snprintf(want, sizeof(want), "%d", port);
     HR_CHECK_CONTAINS(err, want);
-    if (again != NULL)
-        evhttp_free(again);
-    evhttp_free(http);
+    hr_http_destroy(again);
+    hr_http_destroy(http);
     event_base_free(base);
+}
+
+/* hr_http_head_check on a literal head; returns the refusal's status, or 0. */
+static int
+head_status(const char *head)
+{
+    size_t len = strlen(head);
+    char *buf = hr_test_memdup(head, len);
+    hr_http_head_t h;
+    int idx = hr_http_head_check(buf, len, &h);
+    free(buf);
+    return idx == 0 ? 0 : hr_http_refusal(idx)->status;
+}
+
+HR_TEST(head_check_accepts_plain_requests)
+{
+    HR_CHECK_EQ_INT(head_status("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.0\r\n\r\n"), 0);
+    HR_CHECK_EQ_INT(head_status("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+    HR_CHECK_EQ_INT(
+        head_status("POST /n?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 42, 42\r\n\r\n"), 0);
+    const char *t = "POST /n/batch?x HTTP/1.1\r\nhost:x\r\nTransfer-Encoding:  Chunked \r\n\r\n";
+    hr_http_head_t h;
+    HR_REQUIRE_EQ_INT(hr_http_head_check(t, strlen(t), &h), 0);
+    HR_CHECK(h.chunked);
+    HR_CHECK_EQ_MEM(h.path, h.path_len, "/n/batch", 8);
+}
+
+HR_TEST(head_check_refuses_ambiguous_framing)
+{
+    /* Two lengths, a spaced or unknown coding, both framings at once. */
+    HR_CHECK_EQ_INT(head_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                                "Content-Length: 2\r\n\r\n"),
+                    400);
+    HR_CHECK_EQ_INT(head_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(head_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(
+        head_status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+        400);
+    HR_CHECK_EQ_INT(
+        head_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(
+        head_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"), 501);
+    HR_CHECK_EQ_INT(head_status("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                "Content-Length: 3\r\n\r\n"),
+                    400);
+    HR_CHECK_EQ_INT(head_status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+}
+
+HR_TEST(head_check_refuses_bad_lines_hosts_and_characters)
+{
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\r\n\r\n"), 400);                       /* no Host */
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400); /* two */
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\nHost: x\n\n"), 400);                  /* bare LF */
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\r\nHost: x\rY\r\n\r\n"), 400);         /* bare CR */
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\r\nHost: x\x01\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(head_status("GET / HTTP/1.1\r\nNo-Colon\r\nHost: x\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(head_status("GET /\r\n\r\n"), 400); /* HTTP/0.9 */
+    HR_CHECK_EQ_INT(head_status("PRI * HTTP/2.0\r\n\r\n"), 505);
+    HR_CHECK_EQ_INT(head_status("TRACE / HTTP/1.1\r\nHost: x\r\n\r\n"), 405);
+    HR_CHECK_EQ_INT(head_status("CONNECT a:1 HTTP/1.1\r\nHost: x\r\n\r\n"), 405);
+    HR_CHECK_EQ_INT(head_status("BREW / HTTP/1.1\r\nHost: x\r\n\r\n"), 501);
+    HR_CHECK_EQ_INT(head_status("GET http://a/ HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(head_status("GET /\x80 HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    HR_CHECK_EQ_INT(head_status("GET  / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    /* A NUL inside Host (after "x") cuts nothing short: the length is what counts. */
+    static const char nul[] = "GET / HTTP/1.1\r\nHost: x\0y\r\n\r\n";
+    hr_http_head_t h;
+    HR_CHECK_CMP_INT(hr_http_head_check(nul, sizeof(nul) - 1, &h), >, 0);
+
+    char big[HR_HTTP_URI_MAX + 64];
+    snprintf(big, sizeof(big), "GET /%0*d HTTP/1.1\r\nHost: x\r\n\r\n", HR_HTTP_URI_MAX, 0);
+    HR_CHECK_EQ_INT(head_status(big), 414);
 }
 
 HR_TEST(send_json_sets_status_content_type_and_a_final_newline)

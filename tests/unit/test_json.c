@@ -5,6 +5,7 @@
 #include "herald/hr_core.h"
 #include "herald/hr_json.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Parses text from an exact-size heap copy, so reading past len is an ASan report. */
@@ -161,6 +162,47 @@ HR_TEST(parse_object_accepts_every_json_number_form)
     char err[128];
     HR_CHECK_EQ_INT(
         parse("{\"a\":[0,-0,1,-1,0.5,-0.5,1e5,1E5,1e+5,1e-5,1.5E-5,10]}", &o, err, sizeof(err)), 0);
+    cJSON_Delete(o);
+}
+
+HR_TEST(parse_object_refuses_a_member_named_twice_at_any_depth)
+{
+    static const char *const bad[] = {
+        "{\"user_id\":\"alice\",\"user_id\":\"bob\"}",
+        "{\"a\":1,\"b\":2,\"a\":1}",
+        /* an escape spells the same name */
+        "{\"user_id\":\"alice\",\"user\\u005fid\":\"bob\"}",
+        "{\"data\":{\"k\":1,\"k\":2}}",
+        "{\"data\":[{\"x\":{\"k\":1,\"k\":2}}]}",
+    };
+    char err[128];
+    for (size_t i = 0; i < HR_ARRAY_LEN(bad); i++) {
+        cJSON *o = (cJSON *)1;
+        HR_CHECK_EQ_INT(parse(bad[i], &o, err, sizeof(err)), HR_DECLINED);
+        HR_CHECK(o == NULL);
+        HR_CHECK_CONTAINS(err, "twice");
+    }
+}
+
+HR_TEST(parse_object_finds_a_duplicate_among_many_members)
+{
+    char text[40000];
+    size_t n = 0;
+    n += (size_t)snprintf(text + n, sizeof(text) - n, "{");
+    for (int i = 0; i < 2000; i++)
+        n += (size_t)snprintf(text + n, sizeof(text) - n, "\"k%d\":%d,", i, i);
+    snprintf(text + n, sizeof(text) - n, "\"k1999\":0}");
+    cJSON *o;
+    char err[128];
+    HR_CHECK_EQ_INT(parse(text, &o, err, sizeof(err)), HR_DECLINED);
+    /* The same names, each once: accepted. */
+    text[n - 1] = '}';
+    text[n] = '\0';
+    HR_REQUIRE_EQ_INT(parse(text, &o, err, sizeof(err)), 0);
+    cJSON_Delete(o);
+    /* Equal names in different objects are not duplicates. */
+    HR_REQUIRE_EQ_INT(parse("{\"a\":{\"a\":1},\"b\":[{\"a\":1},{\"a\":2}]}", &o, err, sizeof(err)),
+                      0);
     cJSON_Delete(o);
 }
 

@@ -1,4 +1,4 @@
-/* evhttp helpers shared by ingest and history: JSON answers and errors. */
+/* The HTTP layer shared by ingest and history: listener, framing checks, JSON answers. */
 #ifndef HERALD_HR_HTTP_H
 #define HERALD_HR_HTTP_H
 
@@ -6,17 +6,55 @@
 #include <event2/http.h>
 #include <stddef.h>
 
-/**
- * Binds an evhttp server on host:port (port 0 picks one) with evhttp's own
- * limits set above Herald's, so our JSON errors are the ones clients see.
- * *bound gets the port actually bound, *sock (if not NULL) the listener. Returns the server (owned
- * by caller) or NULL with err filled.
- */
-struct evhttp *hr_http_listen(struct event_base *base, const char *host, int port, size_t max_body,
-                              int *bound, struct evhttp_bound_socket **sock, char *err,
-                              size_t errlen);
+/* Defaults of the protections every Herald HTTP listener has (hr_http_opts_t). */
+#define HR_HTTP_HEADER_TIMEOUT_MS 10000 /* a request head must arrive within this */
+#define HR_HTTP_IDLE_TIMEOUT_S 60       /* a keep-alive connection may idle this long */
+/** A body limit for one path (exact match); other paths get hr_http_opts_t.max_body. */
+typedef struct {
+    const char *path; /* borrowed */
+    size_t max;
+} hr_http_body_rule_t;
 
-/** Answers with a JSON body (not copied past the call). */
+typedef struct {
+    const char *host; /* borrowed */
+    int port;         /* 0 picks one */
+    size_t max_body;  /* bodies of paths without a rule; larger is 413 before it is read */
+    const hr_http_body_rule_t *rules; /* borrowed, nrules of them */
+    size_t nrules;
+    const char *cors_origin; /* borrowed; NULL or "": no CORS headers on hr_http's own answers */
+    int max_connections;     /* 0: derived from the file limit */
+    int header_timeout_ms;   /* 0: HR_HTTP_HEADER_TIMEOUT_MS */
+    void (*cb)(struct evhttp_request *req, void *arg); /* every request that passed the checks */
+    void *cbarg;                                       /* borrowed */
+} hr_http_opts_t;
+
+typedef struct hr_http_s hr_http_t;
+
+/**
+ * Binds an HTTP server whose connections pass through Herald's framing checks
+ * before evhttp parses them: the request line, header fields (bare LF, NUL,
+ * obs-fold, space before the colon, Host), Content-Length (one value, within
+ * the path's limit, checked before the body is read) and chunked bodies
+ * (decoded here, handed to evhttp with a Content-Length). Whatever fails is
+ * answered in JSON ({"error":…}, CORS headers included) and the connection
+ * closed, so evhttp's own HTML error pages never reach a client. It also
+ * answers 408 to a head that is not complete within header_timeout_ms, 503
+ * past max_connections, and pauses accepting while the process is out of
+ * file descriptors instead of spinning. Returns the server (owned by the
+ * caller) or NULL with err filled.
+ */
+hr_http_t *hr_http_create(struct event_base *base, const hr_http_opts_t *opts, char *err,
+                          size_t errlen);
+/** The port actually bound. */
+int hr_http_port(const hr_http_t *h);
+/** Open connections (accepted and not yet closed). */
+int hr_http_connections(const hr_http_t *h);
+/** Closes the listener (idempotent); open connections carry on. */
+void hr_http_stop_accepting(hr_http_t *h);
+/** Closes every connection and frees the server. */
+void hr_http_destroy(hr_http_t *h);
+
+/** Answers with a JSON body (not copied past the call); to HEAD, its headers only. */
 void hr_http_send_json(struct evhttp_request *req, int status, const char *json, size_t len);
 
 /** Answers {"error":{"code":code,"message":message}} with status. */
@@ -36,17 +74,16 @@ const char *hr_http_body(struct evhttp_request *req, size_t *len);
 char *hr_http_path(struct evhttp_request *req);
 
 /**
- * Graceful stop of an evhttp server: the listener closes at once (open
+ * Graceful stop of an HTTP server: the listener closes at once (open
  * connections get 503 from the service), requests waiting on a backend are
  * counted, and the loop exits when the last one is answered or after
  * drain_ms, whichever comes first.
  */
 typedef struct {
-    struct event_base *base;              /* borrowed */
-    struct evhttp *http;                  /* borrowed */
-    struct evhttp_bound_socket *listener; /* owned by http; NULL once closed */
-    struct event *timer;                  /* owned */
-    unsigned inflight;                    /* requests waiting on Redis or PostgreSQL */
+    struct event_base *base; /* borrowed */
+    hr_http_t *http;         /* borrowed */
+    struct event *timer;     /* owned */
+    unsigned inflight;       /* requests waiting on Redis or PostgreSQL */
     int draining;
 } hr_http_drain_t;
 

@@ -9,15 +9,16 @@
 void hr_json_init(void);
 /**
  * Parses exactly len bytes as one JSON value (RFC 8259, strictly: no raw
- * control characters in strings, no "01" or "1.") that must be an object.
+ * control characters in strings, no "01" or "1.", no object naming a member
+ * twice, at any depth) that must be an object.
  * Returns 0 and *out (owned by the caller), or HR_DECLINED with err filled.
  */
 int hr_json_parse_object(const char *buf, size_t len, cJSON **out, char *err, size_t errlen);
 /**
  * The text of the value of member key in the JSON object buf[0..len), which
  * hr_json_parse_object() accepted, without insignificant white space and
- * otherwise as sent (numbers keep every digit). The first such member, as
- * cJSON finds it. Owned by the caller (hr_free), or NULL if there is none.
+ * otherwise as sent (numbers keep every digit); member names are unique
+ * there. Owned by the caller (hr_free), or NULL if there is none.
  */
 char *hr_json_member_text(const char *buf, size_t len, const char *key);
 /** The string member key, or NULL if absent or not a string (borrowed). */
