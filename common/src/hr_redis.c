@@ -6,11 +6,64 @@
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
+#include <hiredis/sds.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
+static int
+hr_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decodes s[0..len) (RFC 3986) into a new string; NULL when a %XX is
+ * malformed or decodes to NUL (a password goes to AUTH as a C string).
+ */
+static char *
+hr_pct_decode(const char *s, size_t len)
+{
+    char *out = hr_malloc(len + 1), *o = out;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '%') {
+            *o++ = s[i];
+            continue;
+        }
+        int hi = i + 1 < len ? hr_hexval(s[i + 1]) : -1;
+        int lo = i + 2 < len ? hr_hexval(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            hr_free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+static int
+hr_addr_fail(hr_redis_addr_t *out, char *err, size_t errlen, const char *what)
+{
+    snprintf(err, errlen, "redis url %s", what);
+    hr_redis_addr_clear(out);
+    return HR_DECLINED;
+}
+
+/*
+ * redis://[[user]:password@]host[:port][/db]. The userinfo ends at the LAST
+ * '@' (a password may hold '@', '/' or ':'; the host and db cannot) and is
+ * percent-decoded; host is a name, an IPv4 address or a bracketed IPv6
+ * literal ([::1]).
+ */
 int
 hr_redis_addr_parse(const char *url, hr_redis_addr_t *out, char *err, size_t errlen)
 {
@@ -23,42 +76,49 @@ hr_redis_addr_parse(const char *url, hr_redis_addr_t *out, char *err, size_t err
         return HR_DECLINED;
     }
     p += 8;
-    const char *at = strchr(p, '@');
+    const char *at = strrchr(p, '@');
     if (at != NULL) {
         /* [user]:password@ — Redis 6 ACL users are not used: password only. */
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
-        if (at > pw)
-            out->password = hr_strndup(pw, (size_t)(at - pw));
+        if (at > pw) {
+            out->password = hr_pct_decode(pw, (size_t)(at - pw));
+            if (out->password == NULL)
+                return hr_addr_fail(out, err, errlen, "has a bad %-escape in its password");
+        }
         p = at + 1;
     }
-    size_t hl = strcspn(p, ":/");
-    if (hl == 0) {
-        snprintf(err, errlen, "redis url has no host");
-        hr_redis_addr_clear(out);
-        return HR_DECLINED;
+    size_t hl;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (close == NULL || close == p + 1)
+            return hr_addr_fail(out, err, errlen, "has a bad IPv6 host (want [addr])");
+        if (strspn(p + 1, "0123456789abcdefABCDEF:.") != (size_t)(close - p - 1))
+            return hr_addr_fail(out, err, errlen, "has a bad IPv6 host (want [addr])");
+        out->host = hr_strndup(p + 1, (size_t)(close - p - 1));
+        p = close + 1;
+        if (*p != '\0' && *p != ':' && *p != '/')
+            return hr_addr_fail(out, err, errlen, "has junk after its IPv6 host");
+    } else {
+        hl = strcspn(p, ":/");
+        if (hl == 0)
+            return hr_addr_fail(out, err, errlen, "has no host");
+        out->host = hr_strndup(p, hl);
+        p += hl;
     }
-    out->host = hr_strndup(p, hl);
-    p += hl;
     if (*p == ':') {
         char *end;
         long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v <= 0 || v > 65535 || (*end != '\0' && *end != '/')) {
-            snprintf(err, errlen, "redis url has a bad port");
-            hr_redis_addr_clear(out);
-            return HR_DECLINED;
-        }
+        if (p[1] < '0' || p[1] > '9' || v <= 0 || v > 65535 || (*end != '\0' && *end != '/'))
+            return hr_addr_fail(out, err, errlen, "has a bad port");
         out->port = (int)v;
         p = end;
     }
     if (*p == '/' && p[1] != '\0') {
         char *end;
         long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || *end != '\0' || v < 0 || v > 1000) {
-            snprintf(err, errlen, "redis url has a bad database number");
-            hr_redis_addr_clear(out);
-            return HR_DECLINED;
-        }
+        if (end == p + 1 || p[1] < '0' || p[1] > '9' || *end != '\0' || v < 0 || v > 1000)
+            return hr_addr_fail(out, err, errlen, "has a bad database number");
         out->db = (int)v;
     }
     return 0;
@@ -222,6 +282,13 @@ struct hr_redis_async_s {
     void *watchdog_timer;  /* owned */
     unsigned inflight;     /* commands awaiting a reply */
     uint64_t last_progress_ms;
+    /*
+     * Bytes appended to this context's output buffer; minus what the buffer
+     * still holds, it is what reached the socket, so a command lost with
+     * the connection can tell "never sent" from "sent, outcome unknown".
+     */
+    uint64_t appended;
+    int lost_unsent; /* during a NULL-reply callback: the command never left */
     int destroying;
 };
 
@@ -230,6 +297,7 @@ typedef struct {
     hr_redis_async_t *r; /* borrowed */
     redisCallbackFn *cb;
     void *priv;
+    uint64_t start; /* r->appended before this command's bytes */
 } hr_redis_cmd_t;
 
 static void hr_redis_async_connect(hr_redis_async_t *r);
@@ -290,30 +358,49 @@ hr_redis_cmd_done(redisAsyncContext *ac, void *reply, void *privdata)
     if (r->inflight > 0)
         r->inflight--;
     r->last_progress_ms = hr_mono_ms();
+    /* With the context going away its output buffer still holds what was never written. */
+    r->lost_unsent = reply == NULL && r->appended - sdslen(ac->c.obuf) <= cmd->start;
     if (cmd->cb != NULL)
         cmd->cb(ac, reply, cmd->priv);
+    r->lost_unsent = 0;
     hr_free(cmd);
 }
 
+/* The handshake's steps: AUTH and SELECT must succeed; PING's reply marks READY. */
+static const char hr_step_auth[] = "AUTH", hr_step_select[] = "SELECT", hr_step_ping[] = "PING";
+
+/*
+ * One callback for the three handshake replies; privdata names the step.
+ * Only PING's reply makes the connection READY (AUTH and SELECT answering
+ * +OK must not: READY would fire once per step). A refused step is logged
+ * once and drops the connection, which then reconnects with backoff: a
+ * wrong password or a database the server does not have keeps the
+ * connection down (and /healthz at 503) instead of writing elsewhere.
+ */
 static void
 hr_redis_handshake_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    HR_UNUSED(privdata);
+    const char *step = privdata;
     hr_redis_async_t *r = ac->data;
     redisReply *rep = reply;
-    if (r == NULL || r->ac != ac)
+    if (r == NULL || r->ac != ac || r->state != HR_RS_CONNECTING)
         return;
     if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        hr_log_error("redis_handshake_failed", "conn=%s error=\"%s\"", r->name,
-                     rep ? rep->str : "connection lost");
+        hr_log_error("redis_handshake_failed", "conn=%s addr=%s:%d step=%s error=\"%s\"", r->name,
+                     r->addr.host, r->addr.port, step, rep ? rep->str : "connection lost");
+        /* Later steps' replies then come as NULL and find the state DISCONNECTED. */
+        r->state = HR_RS_DISCONNECTED;
         if (rep != NULL)
             redisAsyncDisconnect(ac);
         return;
     }
+    if (step != hr_step_ping)
+        return;
     r->state = HR_RS_READY;
     r->last_progress_ms = hr_mono_ms();
     hr_backoff_reset(&r->backoff);
-    hr_log_info("redis_ready", "conn=%s addr=%s:%d", r->name, r->addr.host, r->addr.port);
+    hr_log_info("redis_ready", "conn=%s addr=%s:%d db=%d", r->name, r->addr.host, r->addr.port,
+                r->addr.db);
     if (r->on_state)
         r->on_state(r, 1, r->ud);
 }
@@ -336,11 +423,15 @@ hr_redis_on_connect(const redisAsyncContext *cac, int status)
     }
     redisEnableKeepAlive(&ac->c);
     /* AUTH and SELECT are pipelined ahead of a PING whose reply marks READY. */
+    size_t before = sdslen(ac->c.obuf);
     if (r->addr.password != NULL)
-        redisAsyncCommand(ac, hr_redis_handshake_done, NULL, "AUTH %s", r->addr.password);
+        redisAsyncCommand(ac, hr_redis_handshake_done, (void *)hr_step_auth, "AUTH %s",
+                          r->addr.password);
     if (r->addr.db != 0)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", r->addr.db);
-    redisAsyncCommand(ac, hr_redis_handshake_done, NULL, "PING");
+        redisAsyncCommand(ac, hr_redis_handshake_done, (void *)hr_step_select, "SELECT %d",
+                          r->addr.db);
+    redisAsyncCommand(ac, hr_redis_handshake_done, (void *)hr_step_ping, "PING");
+    r->appended = sdslen(ac->c.obuf) - before;
 }
 
 static void
@@ -457,10 +548,13 @@ hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int ar
     cmd->r = r;
     cmd->cb = cb;
     cmd->priv = priv;
+    cmd->start = r->appended;
+    size_t before = sdslen(r->ac->c.obuf);
     if (redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, cmd, argc, argv, argvlen) != REDIS_OK) {
         hr_free(cmd);
         return HR_AGAIN;
     }
+    r->appended += sdslen(r->ac->c.obuf) - before;
     if (r->inflight++ == 0)
         r->last_progress_ms = hr_mono_ms();
     return 0;
@@ -472,9 +566,17 @@ hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *pr
 {
     if (r->state != HR_RS_READY)
         return HR_AGAIN;
+    size_t before = sdslen(r->ac->c.obuf);
     if (redisAsyncCommandArgv(r->ac, cb, priv, argc, argv, argvlen) != REDIS_OK)
         return HR_AGAIN;
+    r->appended += sdslen(r->ac->c.obuf) - before;
     return 0;
+}
+
+int
+hr_redis_async_lost_unsent(const hr_redis_async_t *r)
+{
+    return r->lost_unsent;
 }
 
 int

@@ -14,7 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/** A parsed redis://[:password@]host[:port][/db] URL. */
+/**
+ * A parsed redis://[[user]:password@]host[:port][/db] URL: the password ends
+ * at the last '@' and is percent-decoded; host may be an IPv6 literal in
+ * brackets.
+ */
 typedef struct {
     char *host; /* owned */
     int port;
@@ -87,6 +91,12 @@ int hr_redis_async_ready(const hr_redis_async_t *r);
  */
 int hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                         const char **argv, const size_t *argvlen);
+/**
+ * Inside a command callback given a NULL reply: 1 when not one byte of that
+ * command reached the socket (Redis cannot have run it: safe to report "not
+ * done"), 0 when it was sent and its outcome is unknown (it may have run).
+ */
+int hr_redis_async_lost_unsent(const hr_redis_async_t *r);
 /**
  * Sends (P)SUBSCRIBE/UNSUBSCRIBE: cb is called for every message of the
  * subscription, and with a NULL reply when the connection goes away.

@@ -1,0 +1,153 @@
+"""Ingest against a misbehaving or unusual Redis, through the real binary and a
+private redis-server: a Redis URL whose SELECT fails, passwords with '@' and
+percent-escapes, an IPv6 literal, a password-protected server (one READY per
+connect), a script cache flushed under load, and a Redis stall."""
+import json
+import re
+import socket
+import threading
+import time
+
+from herald_stack import (Redis, Stack, TestRun, free_port, http_get, http_request,
+                          post_notification, wait_until)
+
+STREAM = "herald:stream:notifications"
+
+
+def check(cond, msg):
+    """An explicit check (bare assert vanishes under PYTHONOPTIMIZE)."""
+    if not cond:
+        raise AssertionError(msg)
+
+
+def spawn_ingest(stack, key, env=None, ready=True):
+    port = free_port()
+    e = {"HERALD_INGEST_PORT": port}
+    e.update(env or {})
+    svc = stack.spawn(key, "herald-ingest", e)
+    if ready:
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, f"{key} healthz 200")
+    return port, svc
+
+
+def commandstat(redis, name):
+    """calls= of one command in INFO commandstats (0 if never called)."""
+    info = redis.cmd("INFO", "commandstats")
+    m = re.search(r"^cmdstat_" + re.escape(name) + r":calls=(\d+)", info, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def stream_messages(redis, key=STREAM):
+    """Every notification message in the stream (decoded from its payload)."""
+    out = []
+    for _sid, fields in redis.cmd("XRANGE", key, "-", "+") or []:
+        f = dict(zip(fields[::2], fields[1::2]))
+        out.append(json.loads(f["payload"])["message"])
+    return out
+
+
+def test_redis_url(t):
+    stack = Stack(services=())
+    try:
+        r = stack.redis
+        base = f"127.0.0.1:{stack.redis_port}"
+
+        def failed_select_keeps_ingest_down():
+            # The server has 16 databases: SELECT 20 fails. Ingest must not write to db 0.
+            port, svc = spawn_ingest(stack, "ingest_db20",
+                                     {"HERALD_REDIS_URL": f"redis://{base}/20"}, ready=False)
+            wait_until(lambda: svc.log_text().count("redis_handshake_failed") >= 2, 15,
+                       "two failed handshakes (the first and a reconnect)")
+            log = svc.log_text()
+            check("step=SELECT" in log, log[-2000:])
+            check("redis_ready" not in log, log[-2000:])
+            status, body = http_get(port, "/healthz")
+            check(status == 503, (status, body))
+            status, body = post_notification(port, {"user_id": "u", "message": "db20"})
+            check(status == 503 and body["error"]["code"] == "unavailable", (status, body))
+            check(r.cmd("XLEN", STREAM) == 0, "something was written to db 0")
+            svc.terminate()
+            del stack.services["ingest_db20"]
+        t.check("redis_url_with_a_database_the_server_lacks_fails_the_connect",
+                failed_select_keeps_ingest_down)
+
+        def db_in_url_is_used():
+            port, svc = spawn_ingest(stack, "ingest_db3", {"HERALD_REDIS_URL": f"redis://{base}/3"})
+            status, body = post_notification(port, {"user_id": "u", "message": "db3"})
+            check(status == 202, (status, body))
+            check(r.cmd("XLEN", STREAM) == 0, "written to db 0")
+            r.cmd("SELECT", "3")
+            try:
+                check(stream_messages(r) == ["db3"], stream_messages(r))
+            finally:
+                r.cmd("SELECT", "0")
+            svc.terminate()
+            del stack.services["ingest_db3"]
+        t.check("redis_url_database_is_selected", db_in_url_is_used)
+
+        # A password with '@', '/' and ':' in it, and an IPv6 listener.
+        password = "p@ss/w:rd"
+        r.cmd("CONFIG", "SET", "bind", "127.0.0.1 ::1")
+        r.cmd("CONFIG", "SET", "requirepass", password)  # this connection stays authenticated
+
+        def raw_at_sign_password_over_ipv6():
+            url = f"redis://:{password}@[::1]:{stack.redis_port}"
+            port, svc = spawn_ingest(stack, "ingest_v6", {"HERALD_REDIS_URL": url})
+            status, body = post_notification(port, {"user_id": "u", "message": "v6"})
+            check(status == 202, (status, body))
+            check("v6" in stream_messages(r), stream_messages(r))
+            svc.terminate()
+            del stack.services["ingest_v6"]
+        t.check("password_with_at_sign_and_ipv6_literal_connect", raw_at_sign_password_over_ipv6)
+
+        def percent_encoded_password():
+            url = f"redis://user:p%40ss%2Fw%3Ard@{base}"
+            port, svc = spawn_ingest(stack, "ingest_pct", {"HERALD_REDIS_URL": url})
+            status, body = post_notification(port, {"user_id": "u", "message": "pct"})
+            check(status == 202, (status, body))
+            check("pct" in stream_messages(r), stream_messages(r))
+            svc.terminate()
+            del stack.services["ingest_pct"]
+        t.check("percent_encoded_password_is_decoded", percent_encoded_password)
+
+        def one_ready_per_connect_with_a_password():
+            # AUTH, then PING: only PING's reply may mark READY, so one SCRIPT LOAD per connect.
+            r.cmd("CONFIG", "RESETSTAT")
+            url = f"redis://:p%40ss%2Fw%3Ard@{base}"
+            port, svc = spawn_ingest(stack, "ingest_auth", {"HERALD_REDIS_URL": url})
+            status, body = post_notification(port, {"user_id": "u", "message": "auth"})
+            check(status == 202, (status, body))
+            check(commandstat(r, "auth") == 1, r.cmd("INFO", "commandstats"))
+            check(commandstat(r, "script|load") == 1, r.cmd("INFO", "commandstats"))
+            check(svc.log_text().count("redis_ready") == 1, svc.log_text()[-2000:])
+            # Again after a reconnect: still one per connect.
+            r.cmd("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            wait_until(lambda: commandstat(r, "auth") == 2, 15, "ingest to reconnect")
+            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "ingest ready again")
+            wait_until(lambda: post_notification(port, {"user_id": "u", "message": "again"})[0]
+                       == 202, 15, "a post after the reconnect")
+            check(commandstat(r, "script|load") == 2, r.cmd("INFO", "commandstats"))
+            check(svc.log_text().count("redis_ready") == 2, svc.log_text()[-2000:])
+        t.check("password_protected_redis_fires_ready_once_and_loads_the_script_once",
+                one_ready_per_connect_with_a_password)
+
+        def wrong_password_keeps_ingest_down():
+            url = f"redis://:wrong@{base}"
+            port, svc = spawn_ingest(stack, "ingest_badpw", {"HERALD_REDIS_URL": url},
+                                     ready=False)
+            wait_until(lambda: "redis_handshake_failed" in svc.log_text(), 15, "AUTH refused")
+            check("step=AUTH" in svc.log_text(), svc.log_text()[-2000:])
+            check(http_get(port, "/healthz")[0] == 503, "healthz up with a wrong password")
+        t.check("wrong_password_is_logged_and_keeps_healthz_503", wrong_password_keeps_ingest_down)
+    finally:
+        stack.stop()
+
+
+def main():
+    t = TestRun()
+    test_redis_url(t)
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()
