@@ -77,14 +77,6 @@ struct ing_server_s {
     char script_sha[41];   /* SHA1 of ing_lua_notify once Redis has it; "" before */
 };
 
-/* One accepted request waiting for its Redis reply; freed in the reply callback. */
-typedef struct {
-    ing_server_t *srv;          /* borrowed */
-    struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
-    char *answer;               /* owned: the 202 body */
-    size_t count;               /* notifications written */
-} ing_pending_t;
-
 /* The notifications of one request, ready for the script; strings owned. */
 typedef struct {
     const char **argv; /* owned array; the strings below are owned by the slots */
@@ -92,6 +84,39 @@ typedef struct {
     char **owned;      /* owned: strings to free after sending */
     size_t argc, cap, nowned, count;
 } ing_write_t;
+
+/*
+ * One accepted request waiting for its Redis reply; freed in the reply
+ * callback. It keeps the command so that a NOSCRIPT answer (nothing was
+ * written) can be sent again as EVAL.
+ */
+typedef struct {
+    ing_server_t *srv;          /* borrowed */
+    struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
+    char *answer;               /* owned: the 202 body */
+    char *protected;            /* owned: path + body the key protects, or NULL */
+    char *idem;                 /* owned: the idempotency key's name, "" for none */
+    char ttl[16], count[24], sha[41];
+    ing_write_t w;     /* owned: the notifications' arguments */
+    const char **argv; /* owned array; strings borrowed from the fields above */
+    size_t *argvlen;   /* owned */
+    size_t argc;
+    int resent; /* already sent again as EVAL after NOSCRIPT */
+} ing_pending_t;
+
+static void ing_write_free(ing_write_t *w);
+
+static void
+ing_pending_free(ing_pending_t *p)
+{
+    ing_write_free(&p->w);
+    hr_free(p->argv);
+    hr_free(p->argvlen);
+    hr_free(p->answer);
+    hr_free(p->protected);
+    hr_free(p->idem);
+    hr_free(p);
+}
 
 static void
 ing_write_push(ing_write_t *w, const char *s, size_t len, int own)
@@ -214,22 +239,36 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
 
     if (r == NULL) {
-        hr_log_warn("publish_failed", "count=%zu error=\"redis connection lost\"", p->count);
+        hr_log_warn("publish_failed", "count=%zu error=\"redis connection lost\"", p->w.count);
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE,
                            "redis connection lost; the notification may be stored: retry with the "
                            "same Idempotency-Key");
-    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        /* The script cache was flushed: nothing was written; load it again, client retries. */
-        hr_log_warn("script_missing", "%s", "reloading");
-        p->srv->script_sha[0] = '\0';
-        ing_load_script(p->srv);
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis is reloading a script; retry");
+    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !p->resent) {
+        /*
+         * The script cache was flushed (SCRIPT FLUSH, a restart, a failover):
+         * nothing was written, so send the same command again with the
+         * script's text, and load it again once for the requests to come.
+         */
+        if (s->script_sha[0] != '\0') {
+            hr_log_warn("script_missing", "%s", "reloading");
+            s->script_sha[0] = '\0';
+            ing_load_script(s);
+        }
+        p->resent = 1;
+        p->argv[0] = "EVAL";
+        p->argvlen[0] = 4;
+        p->argv[1] = ing_lua_notify;
+        p->argvlen[1] = sizeof(ing_lua_notify) - 1;
+        if (hr_redis_async_argv(s->redis, ing_notify_done, p, (int)p->argc, p->argv, p->argvlen) ==
+            0)
+            return;
+        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
     } else if (r->type == REDIS_REPLY_ERROR) {
-        hr_log_error("publish_failed", "count=%zu error=\"%s\"", p->count, r->str);
+        hr_log_error("publish_failed", "count=%zu error=\"%s\"", p->w.count, r->str);
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis refused the write; retry");
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
                r->element[0]->type != REDIS_REPLY_INTEGER) {
-        hr_log_error("publish_failed", "count=%zu error=\"unexpected script reply\"", p->count);
+        hr_log_error("publish_failed", "count=%zu error=\"unexpected script reply\"", p->w.count);
         hr_http_send_error(p->req, 500, HR_E_INTERNAL, "unexpected reply from redis");
     } else if (r->element[0]->integer == 1 && r->element[1]->type == REDIS_REPLY_STRING) {
         hr_log_debug("idempotent_replay", "len=%zu", r->element[1]->len);
@@ -240,8 +279,7 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
     } else {
         hr_http_send_json(p->req, 202, p->answer, strlen(p->answer));
     }
-    hr_free(p->answer);
-    hr_free(p);
+    ing_pending_free(p);
     hr_http_drain_release(&s->drain);
 }
 
@@ -280,8 +318,8 @@ ing_idempotency_key(struct evhttp_request *req, char **out)
 }
 
 /*
- * Sends the write w with answer a (consumed) for req. The idempotency key
- * (borrowed, "" for none) protects path + body.
+ * Sends the write w (taken: emptied) with answer a (consumed) for req. The
+ * idempotency key (borrowed, "" for none) protects path + body.
  */
 static void
 ing_send(ing_server_t *s, struct evhttp_request *req, ing_write_t *w, cJSON *a, const char *idem,
@@ -294,59 +332,55 @@ ing_send(ing_server_t *s, struct evhttp_request *req, ing_write_t *w, cJSON *a, 
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
-    char *protected = NULL;
+    ing_pending_t *p = hr_calloc(1, sizeof(*p));
+    p->srv = s;
+    p->req = req;
+    p->answer = answer;
+    p->idem = hr_strdup(idem);
+    p->w = *w;
+    memset(w, 0, sizeof(*w));
     size_t plen = 0;
     if (idem[0] != '\0') {
         size_t pl = strlen(path);
         plen = pl + 1 + len;
-        protected = hr_malloc(plen + 1);
-        memcpy(protected, path, pl);
-        protected[pl] = '\n';
-        memcpy(protected + pl + 1, body, len);
+        p->protected = hr_malloc(plen + 1);
+        memcpy(p->protected, path, pl);
+        p->protected[pl] = '\n';
+        memcpy(p->protected + pl + 1, body, len);
     }
-    char ttl[16], count[16];
-    snprintf(ttl, sizeof(ttl), "%d", HR_IDEMPOTENCY_TTL_S);
-    snprintf(count, sizeof(count), "%zu", w->count);
+    snprintf(p->ttl, sizeof(p->ttl), "%d", HR_IDEMPOTENCY_TTL_S);
+    snprintf(p->count, sizeof(p->count), "%zu", p->w.count);
     /* EVALSHA once the script is loaded: 40 bytes instead of the script per request. */
     int sha = s->script_sha[0] != '\0';
-    const char *head[ING_ARGS_FIXED] = {sha ? "EVALSHA" : "EVAL",
-                                        sha ? s->script_sha : ing_lua_notify,
-                                        "2",
-                                        HR_STREAM_NOTIFICATIONS,
-                                        idem,
-                                        protected ? protected : "",
-                                        answer,
-                                        ttl};
-    size_t headlen[ING_ARGS_FIXED] = {sha ? 7 : 4,
-                                      sha ? 40 : sizeof(ing_lua_notify) - 1,
-                                      1,
-                                      strlen(HR_STREAM_NOTIFICATIONS),
-                                      strlen(idem),
-                                      plen,
-                                      strlen(answer),
-                                      strlen(ttl)};
-    size_t argc = ING_ARGS_FIXED + 1 + w->argc;
-    const char **argv = hr_malloc(argc * sizeof(*argv));
-    size_t *argvlen = hr_malloc(argc * sizeof(*argvlen));
-    memcpy(argv, head, sizeof(head));
-    memcpy(argvlen, headlen, sizeof(headlen));
-    argv[ING_ARGS_FIXED] = count;
-    argvlen[ING_ARGS_FIXED] = strlen(count);
-    memcpy(argv + ING_ARGS_FIXED + 1, w->argv, w->argc * sizeof(*argv));
-    memcpy(argvlen + ING_ARGS_FIXED + 1, w->argvlen, w->argc * sizeof(*argvlen));
-
-    ing_pending_t *p = hr_malloc(sizeof(*p));
-    p->srv = s;
-    p->req = req;
-    p->answer = answer;
-    p->count = w->count;
-    int rc = hr_redis_async_argv(s->redis, ing_notify_done, p, (int)argc, argv, argvlen);
-    hr_free(argv);
-    hr_free(argvlen);
-    hr_free(protected);
-    if (rc != 0) {
-        hr_free(p->answer);
-        hr_free(p);
+    if (sha)
+        memcpy(p->sha, s->script_sha, sizeof(p->sha));
+    const char *head[ING_ARGS_FIXED + 1] = {sha ? "EVALSHA" : "EVAL",
+                                            sha ? p->sha : ing_lua_notify,
+                                            "2",
+                                            HR_STREAM_NOTIFICATIONS,
+                                            p->idem,
+                                            p->protected ? p->protected : "",
+                                            answer,
+                                            p->ttl,
+                                            p->count};
+    size_t headlen[ING_ARGS_FIXED + 1] = {sha ? 7 : 4,
+                                          sha ? 40 : sizeof(ing_lua_notify) - 1,
+                                          1,
+                                          strlen(HR_STREAM_NOTIFICATIONS),
+                                          strlen(idem),
+                                          plen,
+                                          strlen(answer),
+                                          strlen(p->ttl),
+                                          strlen(p->count)};
+    p->argc = ING_ARGS_FIXED + 1 + p->w.argc;
+    p->argv = hr_malloc(p->argc * sizeof(*p->argv));
+    p->argvlen = hr_malloc(p->argc * sizeof(*p->argvlen));
+    memcpy(p->argv, head, sizeof(head));
+    memcpy(p->argvlen, headlen, sizeof(headlen));
+    memcpy(p->argv + ING_ARGS_FIXED + 1, p->w.argv, p->w.argc * sizeof(*p->argv));
+    memcpy(p->argvlen + ING_ARGS_FIXED + 1, p->w.argvlen, p->w.argc * sizeof(*p->argvlen));
+    if (hr_redis_async_argv(s->redis, ing_notify_done, p, (int)p->argc, p->argv, p->argvlen) != 0) {
+        ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }

@@ -143,9 +143,85 @@ def test_redis_url(t):
         stack.stop()
 
 
+def post_many(port, n_threads, per_thread, make_body, headers_for=None):
+    """Posts from n_threads threads; returns [(status, body, request body)]."""
+    results = []
+    lock = threading.Lock()
+
+    def run(tid):
+        for i in range(per_thread):
+            body = make_body(tid, i)
+            h = headers_for(tid, i) if headers_for else None
+            try:
+                st, rb = post_notification(port, body, h)
+            except OSError as e:
+                st, rb = None, repr(e)
+            with lock:
+                results.append((st, rb, body))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n_threads)]
+    for th in threads:
+        th.start()
+    return threads, results, lock
+
+
+def test_script_flush(t):
+    stack = Stack(services=("ingest",))
+    try:
+        r = stack.redis
+        port = stack.ingest_port
+
+        def flush_between_two_posts():
+            status, body = post_notification(port, {"user_id": "u", "message": "before"})
+            check(status == 202, (status, body))
+            r.cmd("SCRIPT", "FLUSH")
+            status, body = post_notification(port, {"user_id": "u", "message": "after"})
+            check(status == 202, (status, body))
+            check(stream_messages(r)[-2:] == ["before", "after"], stream_messages(r))
+            # Keyed and batch requests go through the same script.
+            r.cmd("SCRIPT", "FLUSH")
+            h = {"Idempotency-Key": "flush-1"}
+            b = {"notifications": [{"user_id": "a", "message": "b1"}, {"room": "r", "message": "b2"}]}
+            s1, a1 = http_request(port, "POST", "/notifications/batch", b, h)
+            check(s1 == 202, (s1, a1))
+            r.cmd("SCRIPT", "FLUSH")
+            s2, a2 = http_request(port, "POST", "/notifications/batch", b, h)
+            check(s2 == 202 and a2 == a1, (s2, a2, a1))
+            check(stream_messages(r).count("b1") == 1, stream_messages(r))
+        t.check("script_flush_between_two_posts_answers_202_and_writes_once",
+                flush_between_two_posts)
+
+        def flush_under_load():
+            r.cmd("DEL", STREAM)
+            threads, results, lock = post_many(
+                port, 8, 60, lambda k, i: {"user_id": f"u{k}", "message": f"m{k}-{i}"})
+            flushes = 0
+            done_at_flush = 0
+            while any(th.is_alive() for th in threads):
+                with lock:
+                    done = len(results)
+                if done >= done_at_flush + 40:  # a flush every 40 answers
+                    r.cmd("SCRIPT", "FLUSH")
+                    flushes += 1
+                    done_at_flush = done
+            for th in threads:
+                th.join()
+            check(flushes >= 5, f"only {flushes} flushes")
+            bad = [(st, rb) for st, rb, _ in results if st != 202]
+            check(not bad, f"{len(bad)} of {len(results)} not 202, e.g. {bad[:3]}")
+            msgs = stream_messages(r)
+            check(sorted(msgs) == sorted(b["message"] for _, _, b in results),
+                  f"{len(msgs)} stored for {len(results)} accepted")
+        t.check("script_flush_under_load_every_post_answers_202_and_is_stored_once",
+                flush_under_load)
+    finally:
+        stack.stop()
+
+
 def main():
     t = TestRun()
     test_redis_url(t)
+    test_script_flush(t)
     t.finish()
 
 
