@@ -297,7 +297,7 @@ typedef struct {
     hr_redis_async_t *r; /* borrowed */
     redisCallbackFn *cb;
     void *priv;
-    uint64_t start; /* r->appended before this command's bytes */
+    uint64_t end; /* r->appended once this command's bytes were added */
 } hr_redis_cmd_t;
 
 static void hr_redis_async_connect(hr_redis_async_t *r);
@@ -359,7 +359,8 @@ hr_redis_cmd_done(redisAsyncContext *ac, void *reply, void *privdata)
         r->inflight--;
     r->last_progress_ms = hr_mono_ms();
     /* With the context going away its output buffer still holds what was never written. */
-    r->lost_unsent = reply == NULL && r->appended - sdslen(ac->c.obuf) <= cmd->start;
+    /* Redis runs only a command it has read whole: one not all written cannot have run. */
+    r->lost_unsent = reply == NULL && r->appended - sdslen(ac->c.obuf) < cmd->end;
     if (cmd->cb != NULL)
         cmd->cb(ac, reply, cmd->priv);
     r->lost_unsent = 0;
@@ -548,13 +549,13 @@ hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int ar
     cmd->r = r;
     cmd->cb = cb;
     cmd->priv = priv;
-    cmd->start = r->appended;
     size_t before = sdslen(r->ac->c.obuf);
     if (redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, cmd, argc, argv, argvlen) != REDIS_OK) {
         hr_free(cmd);
         return HR_AGAIN;
     }
     r->appended += sdslen(r->ac->c.obuf) - before;
+    cmd->end = r->appended;
     if (r->inflight++ == 0)
         r->last_progress_ms = hr_mono_ms();
     return 0;

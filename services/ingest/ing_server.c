@@ -15,12 +15,18 @@
 #include <stdio.h>
 #include <string.h>
 
+/*
+ * redis.timeout_ms: a write without a reply this long drops the connection
+ * and answers 503 outcome_unknown. 10 s, above Redis's own stalls (an AOF
+ * fsync that blocks writes for 2 s, a fork or a big key's expiry), so a
+ * stall answers late rather than "maybe stored".
+ */
 const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.host", HR_CFG_STR, offsetof(ing_config_t, host), "127.0.0.1", 0, 0},
     {"ingest.port", HR_CFG_INT, offsetof(ing_config_t, port), "8080", 0, 65535},
     {"ingest.drain_ms", HR_CFG_INT, offsetof(ing_config_t, drain_ms), "5000", 0, 600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
-    {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "2000", 10, 600000},
+    {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(ing_config_t, log_level), "info", 0, 0},
 };
 const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
@@ -238,11 +244,19 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
     ing_server_t *s = p->srv;
     redisReply *r = reply;
 
-    if (r == NULL) {
-        hr_log_warn("publish_failed", "count=%zu error=\"redis connection lost\"", p->w.count);
+    if (r == NULL && hr_redis_async_lost_unsent(s->redis)) {
+        /* The command never reached Redis whole: nothing was stored. */
+        hr_log_warn("publish_failed", "count=%zu sent=0 error=\"redis connection lost\"",
+                    p->w.count);
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE,
-                           "redis connection lost; the notification may be stored: retry with the "
-                           "same Idempotency-Key");
+                           "redis connection lost before the write was sent; nothing was stored: "
+                           "retry");
+    } else if (r == NULL) {
+        /* Sent, no answer (stall past redis.timeout_ms, or the connection dropped). */
+        hr_log_warn("publish_failed", "count=%zu sent=1 error=\"no reply from redis\"", p->w.count);
+        hr_http_send_error(p->req, 503, HR_E_OUTCOME_UNKNOWN,
+                           "redis did not answer; the notification may be stored: retry with the "
+                           "same Idempotency-Key (a retry without one may store it twice)");
     } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !p->resent) {
         /*
          * The script cache was flushed (SCRIPT FLUSH, a restart, a failover):

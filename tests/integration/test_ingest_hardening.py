@@ -3,15 +3,29 @@ private redis-server: a Redis URL whose SELECT fails, passwords with '@' and
 percent-escapes, an IPv6 literal, a password-protected server (one READY per
 connect), a script cache flushed under load, and a Redis stall."""
 import json
+import os
 import re
 import socket
+import subprocess
 import threading
-import time
 
 from herald_stack import (Redis, Stack, TestRun, free_port, http_get, http_request,
                           post_notification, wait_until)
 
 STREAM = "herald:stream:notifications"
+
+
+class DebugStack(Stack):
+    """A Stack whose redis-server accepts DEBUG (SLEEP stalls it)."""
+
+    def start_redis(self):
+        subprocess.run(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                        "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                        "--enable-debug-command", "yes", "--pidfile", self.redis_pidfile,
+                        "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp],
+                       check=True)
+        self.redis = Redis(self.redis_port)
+        wait_until(lambda: self.redis.cmd("PING") == "PONG", 10, "redis")
 
 
 def check(cond, msg):
@@ -218,10 +232,136 @@ def test_script_flush(t):
         stack.stop()
 
 
+def client_ids(redis):
+    """Ids of the clients connected to redis other than the asking one."""
+    out = []
+    for line in redis.cmd("CLIENT", "LIST").splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if "cmd=client|list" not in line:
+            out.append(f["id"])
+    return out
+
+
+def stall(port, seconds):
+    """DEBUG SLEEP on a connection of its own (it blocks the caller); returns the
+    thread once Redis has stopped answering."""
+    th = threading.Thread(target=lambda: Redis(port).cmd("DEBUG", "SLEEP", str(seconds)))
+    th.start()
+
+    def asleep():
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s.settimeout(0.1)
+        try:
+            s.sendall(b"PING\r\n")
+            s.recv(16)
+            return False
+        except socket.timeout:
+            return True
+        finally:
+            s.close()
+    wait_until(asleep, 5, "redis to be asleep", 0.01)
+    return th
+
+
+def test_redis_stall(t):
+    # Default timeout: a 3 s stall is answered late, not with 503.
+    stack = DebugStack(services=("ingest",))
+    try:
+        r = stack.redis
+
+        def stall_of_three_seconds_answers_202():
+            sleeper = stall(stack.redis_port, 3)
+            threads, results, _ = post_many(
+                stack.ingest_port, 4, 3, lambda k, i: {"user_id": "u", "message": f"s{k}-{i}"})
+            for th in threads + [sleeper]:
+                th.join()
+            bad = [(st, rb) for st, rb, _ in results if st != 202]
+            check(not bad, f"{len(bad)} of {len(results)} not 202 after a 3 s stall: {bad[:2]}")
+            check(len(stream_messages(r)) == 12, stream_messages(r))
+        t.check("redis_stall_of_3s_with_default_timeout_answers_202", stall_of_three_seconds_answers_202)
+    finally:
+        stack.stop()
+
+    # A short timeout: requests sent before the watchdog fired get outcome_unknown
+    # (they may be stored); only requests never sent may say "unavailable".
+    stack = DebugStack(services=("ingest",), extra_env={"HERALD_REDIS_TIMEOUT_MS": "300"})
+    try:
+        r = stack.redis
+        port = stack.ingest_port
+        before = set(client_ids(r))
+        pad = "x" * 50000
+
+        def make(k, i):
+            return {"notifications": [{"user_id": f"u{k}", "message": f"t{k}-{i}-{j}",
+                                       "data": {"pad": pad}} for j in range(8)]}
+
+        def key(k, i):
+            return {"Idempotency-Key": f"stall-{k}-{i}"}
+
+        def batch_post(k, i):
+            return http_request(port, "POST", "/notifications/batch", make(k, i), key(k, i),
+                                timeout=30)
+
+        def answers_tell_sent_from_unsent():
+            sleeper = stall(stack.redis_port, 2)
+            results = []
+            lock = threading.Lock()
+
+            def run(k):
+                for i in range(2):
+                    st, body = batch_post(k, i)
+                    with lock:
+                        results.append((k, i, st, body))
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(24)]
+            for th in threads:
+                th.start()
+            for th in threads + [sleeper]:
+                th.join()
+            # The dropped connection's buffered commands run once Redis wakes; it
+            # closes that connection after reading them all.
+            try:
+                wait_until(lambda: not (before & set(client_ids(r))), 20, "old connection gone")
+            except AssertionError:
+                print("# " + r.cmd("CLIENT", "LIST").replace("\n", "\n# "))
+                print("# " + stack.services["ingest"].log_text()[-3000:].replace("\n", "\n# "))
+                raise
+            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 20, "ingest reconnected")
+            stored = stream_messages(r)
+            codes = {}
+            for k, i, st, body in results:
+                code = body["error"]["code"] if st != 202 else "202"
+                codes[code] = codes.get(code, 0) + 1
+                msgs = [f"t{k}-{i}-{j}" for j in range(8)]
+                if code == "unavailable":
+                    leaked = [m for m in msgs if m in stored]
+                    check(not leaked, f"answered 'unavailable' (not stored) but stored: {leaked}")
+                else:
+                    check(code in ("202", "outcome_unknown"), (st, body))
+            log = stack.services["ingest"].log_text()
+            print(f"# answers during the stall: {codes}; lost with the connection: "
+                  f"{log.count('sent=0')} never sent, {log.count('sent=1')} sent", flush=True)
+            check(codes.get("outcome_unknown", 0) > 0, codes)
+            # Retrying everything with the same keys stores each notification once.
+            for k, i, st, body in results:
+                if st != 202:
+                    st2, body2 = batch_post(k, i)
+                    check(st2 == 202, (st2, body2))
+            stored = stream_messages(r)
+            for k, i, _, _ in results:
+                for j in range(8):
+                    n = stored.count(f"t{k}-{i}-{j}")
+                    check(n == 1, f"t{k}-{i}-{j} stored {n} times")
+        t.check("redis_stall_past_timeout_answers_outcome_unknown_for_sent_writes",
+                answers_tell_sent_from_unsent)
+    finally:
+        stack.stop()
+
+
 def main():
     t = TestRun()
     test_redis_url(t)
     test_script_flush(t)
+    test_redis_stall(t)
     t.finish()
 
 

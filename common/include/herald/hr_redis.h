@@ -92,9 +92,10 @@ int hr_redis_async_ready(const hr_redis_async_t *r);
 int hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                         const char **argv, const size_t *argvlen);
 /**
- * Inside a command callback given a NULL reply: 1 when not one byte of that
- * command reached the socket (Redis cannot have run it: safe to report "not
- * done"), 0 when it was sent and its outcome is unknown (it may have run).
+ * Inside a command callback given a NULL reply (connection lost or watchdog):
+ * 1 when that command never reached the socket whole, so Redis cannot have
+ * run it (safe to report "not done"); 0 when it was sent and its outcome is
+ * unknown (it may have run).
  */
 int hr_redis_async_lost_unsent(const hr_redis_async_t *r);
 /**
