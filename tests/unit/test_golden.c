@@ -310,10 +310,18 @@ slurp(const char *path)
 
 HR_TEST(openapi_error_codes_are_exactly_those_of_hr_proto)
 {
-    static const char *const codes[] = {
-        HR_E_INVALID_JSON,   HR_E_INVALID_FIELD,     HR_E_MISSING_FIELD,       HR_E_UNKNOWN_FIELD,
-        HR_E_BODY_TOO_LARGE, HR_E_UNSUPPORTED_MEDIA, HR_E_NOT_FOUND,           HR_E_METHOD,
-        HR_E_UNAVAILABLE,    HR_E_INTERNAL,          HR_E_IDEMPOTENCY_CONFLICT};
+    static const char *const codes[] = {HR_E_INVALID_JSON,
+                                        HR_E_INVALID_FIELD,
+                                        HR_E_MISSING_FIELD,
+                                        HR_E_UNKNOWN_FIELD,
+                                        HR_E_BODY_TOO_LARGE,
+                                        HR_E_UNSUPPORTED_MEDIA,
+                                        HR_E_NOT_FOUND,
+                                        HR_E_METHOD,
+                                        HR_E_UNAVAILABLE,
+                                        HR_E_INTERNAL,
+                                        HR_E_IDEMPOTENCY_CONFLICT,
+                                        HR_E_OUTCOME_UNKNOWN};
     char path[1024];
     snprintf(path, sizeof(path), "%s/proto/openapi.yaml", HERALD_SOURCE_DIR);
     char *doc = slurp(path);
