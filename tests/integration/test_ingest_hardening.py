@@ -2,6 +2,7 @@
 private redis-server: a Redis URL whose SELECT fails, passwords with '@' and
 percent-escapes, an IPv6 literal, a password-protected server (one READY per
 connect), a script cache flushed under load, and a Redis stall."""
+import hashlib
 import json
 import os
 import re
@@ -357,8 +358,119 @@ def test_redis_stall(t):
         stack.stop()
 
 
+class Subscriber:
+    """A raw RESP SUBSCRIBE connection that returns published payloads as bytes."""
+
+    def __init__(self, port, *channels):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        out = [f"*{len(channels) + 1}\r\n$9\r\nSUBSCRIBE\r\n".encode()]
+        for c in channels:
+            b = c.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        self.sock.sendall(b"".join(out))
+        for _ in channels:
+            self._array()
+
+    def _array(self):
+        n = int(self.f.readline()[1:])
+        items = []
+        for _ in range(n):
+            line = self.f.readline()
+            if line[:1] == b":":
+                items.append(int(line[1:]))
+            else:
+                size = int(line[1:])
+                items.append(self.f.read(size + 2)[:-2])
+        return items
+
+    def message(self):
+        kind, channel, payload = self._array()
+        check(kind == b"message", kind)
+        return channel.decode(), payload
+
+    def close(self):
+        self.sock.close()
+
+
+def raw_stream(redis_port):
+    """Stream entries as {field: bytes}, read over a raw connection (no decoding)."""
+    s = socket.create_connection(("127.0.0.1", redis_port), timeout=5)
+    f = s.makefile("rb")
+    s.sendall(b"*4\r\n$6\r\nXRANGE\r\n$%d\r\n%s\r\n$1\r\n-\r\n$1\r\n+\r\n"
+              % (len(STREAM), STREAM.encode()))
+
+    def read():
+        line = f.readline()
+        if line[:1] == b"*":
+            return [read() for _ in range(int(line[1:]))]
+        return f.read(int(line[1:]) + 2)[:-2]
+    entries = [dict(zip(e[1][::2], e[1][1::2])) for e in read()]
+    s.close()
+    return entries
+
+
+def test_wire_contract(t):
+    stack = Stack(services=("ingest",))
+    try:
+        r = stack.redis
+        port = stack.ingest_port
+
+        def frame_and_entry_keep_their_shape():
+            sub = Subscriber(stack.redis_port, "herald:user:al\u00e9x", "herald:room:lobby")
+            try:
+                raw = ('{"user_id":"al\u00e9x","type":"t\\"q","message":"h\u00e9\\n\\u0001<>",'
+                       '"data": {"k": [1, 2.50, "x"], "big": 12345678901234567890}}').encode()
+                body = json.loads(raw)
+                st, a = post_notification(port, raw)
+                check(st == 202, (st, a))
+                channel, frame = sub.message()
+                st, b = post_notification(port, {"room": "lobby", "message": "to the room"})
+                check(st == 202, (st, b))
+                rchannel, rframe = sub.message()
+            finally:
+                sub.close()
+            e1, e2 = raw_stream(stack.redis_port)[-2:]
+            check(set(e1) == {b"id", b"user_id", b"payload"}, e1)
+            check(set(e2) == {b"id", b"room", b"payload"}, e2)
+            check(e1[b"id"].decode() == a["id"] and e1[b"user_id"] == "al\u00e9x".encode(), e1)
+            check(e2[b"room"] == b"lobby", e2)
+            head = b'{"type":"notification","notification":'
+            check(channel == "herald:user:al\u00e9x" and frame == head + e1[b"payload"] + b"}",
+                  (channel, frame))
+            check(rchannel == "herald:room:lobby" and rframe == head + e2[b"payload"] + b"}",
+                  (rchannel, rframe))
+            env = json.loads(e1[b"payload"])
+            check(list(env) == ["id", "user_id", "type", "message", "data", "created_at"], env)
+            check(env["message"] == body["message"] and env["type"] == body["type"], env)
+            # data is kept as sent, digits included.
+            check(b'"data":{"k":[1,2.50,"x"],"big":12345678901234567890},' in e1[b"payload"], e1)
+            check(env["created_at"] == a["created_at"], (env, a))
+        t.check("published_frame_and_stream_entry_keep_their_wire_shape",
+                frame_and_entry_keep_their_shape)
+
+        def idempotency_record_is_sha1_of_path_and_body_then_answer():
+            raw = b'{"user_ids":["a","b"],"message":"fan"}'
+            h = {"Idempotency-Key": "rec-1", "X-Herald-Client": "c:1"}
+            st, a = http_request(port, "POST", "/notifications", raw, h)
+            check(st == 202 and len(a["items"]) == 2, (st, a))
+            v = r.cmd("GET", "herald:idem:3:c:1:rec-1")
+            want = hashlib.sha1(b"/notifications\n" + raw).hexdigest()
+            check(v[:40] == want, (v[:40], want))
+            check(json.loads(v[40:]) == a, (v, a))
+            st2, a2 = http_request(port, "POST", "/notifications", raw, h)
+            check(st2 == 202 and a2 == a, (st2, a2))
+            st3, a3 = http_request(port, "POST", "/notifications", raw + b" ", h)
+            check(st3 == 409 and a3["error"]["code"] == "idempotency_conflict", (st3, a3))
+        t.check("idempotency_record_is_sha1_of_path_and_body_then_the_answer",
+                idempotency_record_is_sha1_of_path_and_body_then_answer)
+    finally:
+        stack.stop()
+
+
 def main():
     t = TestRun()
+    test_wire_contract(t)
     test_redis_url(t)
     test_script_flush(t)
     test_redis_stall(t)
