@@ -5,7 +5,6 @@
 #include "herald/hr_time.h"
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
 #include <hiredis/sds.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,10 +205,146 @@ typedef struct {
     void *arg;
 } hr_ev_timer_t;
 
+/*
+ * hiredis on libevent with fewer epoll_ctl than hiredis's own adapter (whose
+ * events are not persistent, so every read re-arms the fd, and every
+ * command arms EV_WRITE for a later loop turn): the read event is
+ * persistent, and once connected a command's bytes are written by a
+ * "flush" event activated at once, which libevent runs later in the same
+ * loop turn. Every command queued in that turn goes out in one write(2),
+ * without arming EV_WRITE; EV_WRITE is armed only when the socket does not
+ * take everything.
+ */
+typedef struct {
+    redisAsyncContext *ac; /* borrowed: this struct lives as long as it */
+    struct event *rev;     /* owned: EV_READ | EV_PERSIST */
+    struct event *wev;     /* owned: EV_WRITE | EV_PERSIST */
+    struct event *flush;   /* owned: activated by hand */
+    int reading, writing, flushing, in_flush;
+    int *freed; /* set while a flush writes: hiredis may free the context (and this) */
+} hr_ev_redis_t;
+
+static void
+hr_evr_read(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_redis_t *e = arg;
+    redisAsyncHandleRead(e->ac);
+}
+
+static void
+hr_evr_write(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_redis_t *e = arg;
+    redisAsyncHandleWrite(e->ac);
+}
+
+static void
+hr_evr_flush(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_redis_t *e = arg;
+    e->flushing = 0;
+    if (e->writing)
+        return;
+    /* Writes, then calls delWrite when all went out or addWrite (EV_WRITE) for the rest. */
+    int freed = 0;
+    e->freed = &freed;
+    e->in_flush = 1;
+    redisAsyncHandleWrite(e->ac);
+    if (freed)
+        return;
+    e->in_flush = 0;
+    e->freed = NULL;
+}
+
+static void
+hr_evr_add_read(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (!e->reading) {
+        e->reading = 1;
+        event_add(e->rev, NULL);
+    }
+}
+
+static void
+hr_evr_del_read(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->reading) {
+        e->reading = 0;
+        event_del(e->rev);
+    }
+}
+
+static void
+hr_evr_add_write(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->writing || e->flushing)
+        return;
+    /* Connected: write later this turn, together with the rest of the turn's commands. */
+    if ((e->ac->c.flags & REDIS_CONNECTED) && !e->in_flush) {
+        e->flushing = 1;
+        event_active(e->flush, EV_WRITE, 0);
+        return;
+    }
+    e->writing = 1;
+    event_add(e->wev, NULL);
+}
+
+static void
+hr_evr_del_write(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->writing) {
+        e->writing = 0;
+        event_del(e->wev);
+    }
+}
+
+static void
+hr_evr_cleanup(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->freed != NULL)
+        *e->freed = 1;
+    event_free(e->rev);
+    event_free(e->wev);
+    event_free(e->flush);
+    hr_free(e);
+}
+
 static int
 hr_ev_attach(redisAsyncContext *ac, void *loop)
 {
-    return redisLibeventAttach(ac, loop) == REDIS_OK ? 0 : HR_ERR;
+    if (ac->ev.data != NULL)
+        return HR_ERR;
+    hr_ev_redis_t *e = hr_calloc(1, sizeof(*e));
+    struct event_base *base = loop;
+    e->ac = ac;
+    e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, hr_evr_read, e);
+    e->wev = event_new(base, ac->c.fd, EV_WRITE | EV_PERSIST, hr_evr_write, e);
+    e->flush = event_new(base, -1, 0, hr_evr_flush, e);
+    if (e->rev == NULL || e->wev == NULL || e->flush == NULL) {
+        fprintf(stderr, "herald: event_new failed\n");
+        abort();
+    }
+    ac->ev.addRead = hr_evr_add_read;
+    ac->ev.delRead = hr_evr_del_read;
+    ac->ev.addWrite = hr_evr_add_write;
+    ac->ev.delWrite = hr_evr_del_write;
+    ac->ev.cleanup = hr_evr_cleanup;
+    ac->ev.data = e;
+    /* As hiredis's adapter: both armed while the non-blocking connect completes. */
+    hr_evr_add_read(e);
+    hr_evr_add_write(e);
+    return 0;
 }
 
 static void

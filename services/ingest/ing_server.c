@@ -115,10 +115,13 @@ typedef struct {
     struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
     ing_args_t args;            /* owned: the command */
     ing_buf_t answer;           /* owned: the 202 body */
-    char answer_inl[256];
+    char answer_inl[96];
     size_t count; /* notifications written */
     int resent;   /* already sent again as EVAL after NOSCRIPT */
 } ing_pending_t;
+
+/* glibc serves requests up to 1008 bytes from its small bins without consolidating. */
+_Static_assert(sizeof(ing_pending_t) <= 1008, "a pending request must stay a small chunk");
 
 static ing_pending_t *
 ing_pending_new(ing_server_t *s, struct evhttp_request *req)
@@ -315,13 +318,13 @@ ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, int *keyed)
     /* The scope's length first: "a:b" + "c" and "a" + "b:c" stay two keys. */
     int hl = snprintf(head, sizeof(head), "%zu:", strlen(scope));
     ing_buf_t *b = &p->args.bytes;
-    p->args.off[ING_ARG_IDEM] = b->len;
+    p->args.arg[ING_ARG_IDEM].off = b->len;
     ing_buf_adds(b, HR_KEY_IDEMPOTENCY_PREFIX);
     ing_buf_add(b, head, (size_t)hl);
     ing_buf_adds(b, scope);
     ing_buf_add(b, ":", 1);
     ing_buf_adds(b, key);
-    p->args.len[ING_ARG_IDEM] = b->len - p->args.off[ING_ARG_IDEM];
+    p->args.len[ING_ARG_IDEM] = b->len - p->args.arg[ING_ARG_IDEM].off;
     *keyed = 1;
     return 0;
 }

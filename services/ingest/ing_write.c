@@ -138,10 +138,10 @@ ing_args_init(ing_args_t *a)
     ing_buf_init(&a->bytes, a->bytes_inl, sizeof(a->bytes_inl));
     a->n = 0;
     a->cap = ING_ARGS_INLINE;
-    a->off = a->off_inl;
+    a->arg = a->arg_inl;
     a->len = a->len_inl;
-    a->argv = a->argv_inl;
-    a->argvlen = a->argvlen_inl;
+    a->argv = NULL;
+    a->argvlen = NULL;
 }
 
 size_t
@@ -149,18 +149,18 @@ ing_args_open(ing_args_t *a)
 {
     if (a->n == a->cap) {
         size_t cap = a->cap * 2;
-        if (a->off == a->off_inl) {
-            a->off = hr_malloc(cap * sizeof(*a->off));
+        if (a->arg == a->arg_inl) {
+            a->arg = hr_malloc(cap * sizeof(*a->arg));
             a->len = hr_malloc(cap * sizeof(*a->len));
-            memcpy(a->off, a->off_inl, sizeof(a->off_inl));
+            memcpy(a->arg, a->arg_inl, sizeof(a->arg_inl));
             memcpy(a->len, a->len_inl, sizeof(a->len_inl));
         } else {
-            a->off = hr_realloc(a->off, cap * sizeof(*a->off));
+            a->arg = hr_realloc(a->arg, cap * sizeof(*a->arg));
             a->len = hr_realloc(a->len, cap * sizeof(*a->len));
         }
         a->cap = cap;
     }
-    a->off[a->n] = a->bytes.len;
+    a->arg[a->n].off = a->bytes.len;
     a->len[a->n] = 0;
     return a->n++;
 }
@@ -168,7 +168,7 @@ ing_args_open(ing_args_t *a)
 void
 ing_args_close(ing_args_t *a, size_t i)
 {
-    a->len[i] = a->bytes.len - a->off[i];
+    a->len[i] = a->bytes.len - a->arg[i].off;
 }
 
 size_t
@@ -183,7 +183,7 @@ ing_args_push(ing_args_t *a, const void *s, size_t n)
 void
 ing_args_set(ing_args_t *a, size_t i, const void *s, size_t n)
 {
-    a->off[i] = a->bytes.len;
+    a->arg[i].off = a->bytes.len;
     a->len[i] = n;
     ing_buf_add(&a->bytes, s, n);
 }
@@ -191,32 +191,20 @@ ing_args_set(ing_args_t *a, size_t i, const void *s, size_t n)
 void
 ing_args_finish(ing_args_t *a)
 {
-    if (a->cap > ING_ARGS_INLINE) {
-        a->argv = hr_malloc(a->n * sizeof(*a->argv));
-        a->argvlen = hr_malloc(a->n * sizeof(*a->argvlen));
-    }
-    for (size_t i = 0; i < a->n; i++) {
-        a->argv[i] = a->bytes.p + a->off[i];
-        a->argvlen[i] = a->len[i];
-    }
+    _Static_assert(sizeof(ing_arg_t) == sizeof(const char *), "argv in place of offsets");
+    for (size_t i = 0; i < a->n; i++)
+        a->arg[i].p = a->bytes.p + a->arg[i].off;
+    a->argv = (const char **)a->arg;
+    a->argvlen = a->len;
 }
 
 void
 ing_args_free(ing_args_t *a)
 {
     ing_buf_free(&a->bytes);
-    if (a->off != a->off_inl) {
-        hr_free(a->off);
+    if (a->arg != a->arg_inl) {
+        hr_free(a->arg);
         hr_free(a->len);
     }
-    if (a->argv != a->argv_inl) {
-        hr_free(a->argv);
-        hr_free(a->argvlen);
-    }
-    a->off = a->off_inl;
-    a->len = a->len_inl;
-    a->argv = a->argv_inl;
-    a->argvlen = a->argvlen_inl;
-    a->n = 0;
-    a->cap = ING_ARGS_INLINE;
+    ing_args_init(a);
 }

@@ -33,21 +33,29 @@ void ing_envelope(ing_buf_t *b, const hr_notification_t *n);
 
 #define ING_ARGS_INLINE 16
 
+/* An argument's start: an offset into the bytes while building, a pointer after finish. */
+typedef union {
+    size_t off;
+    const char *p; /* borrowed from bytes */
+} ing_arg_t;
+
 /*
  * The arguments of one command: bytes in one buffer, each argument an
- * (offset, length) until ing_args_finish() turns them into argv pointers
- * (the buffer may move while it grows).
+ * (offset, length) until ing_args_finish() turns the offsets into argv
+ * pointers in place (the buffer may move while it grows). Small enough with
+ * its inline storage that a pending request stays under glibc's 1 KiB
+ * large-chunk threshold (a larger malloc consolidates the fast bins).
  */
 typedef struct {
     ing_buf_t bytes;
-    char bytes_inl[1024];
+    char bytes_inl[512];
     size_t n, cap;
-    size_t *off, *len; /* owned when cap > ING_ARGS_INLINE */
-    size_t off_inl[ING_ARGS_INLINE], len_inl[ING_ARGS_INLINE];
-    const char **argv; /* owned when cap > ING_ARGS_INLINE; valid after finish */
-    size_t *argvlen;
-    const char *argv_inl[ING_ARGS_INLINE];
-    size_t argvlen_inl[ING_ARGS_INLINE];
+    ing_arg_t *arg; /* owned when != arg_inl; after finish: argv */
+    size_t *len;    /* owned when != len_inl; after finish: argvlen */
+    ing_arg_t arg_inl[ING_ARGS_INLINE];
+    size_t len_inl[ING_ARGS_INLINE];
+    const char **argv; /* after finish: the pointers of arg */
+    size_t *argvlen;   /* after finish: len */
 } ing_args_t;
 
 /** Prepares a (in place: it points into itself, so it must not be moved). */

@@ -140,7 +140,7 @@ HR_TEST(args_within_inline_storage_allocate_nothing_visible)
     for (int i = 0; i < ING_ARGS_INLINE; i++)
         ing_args_push(&a, "x", 1);
     ing_args_finish(&a);
-    HR_CHECK(a.argv == a.argv_inl && a.off == a.off_inl && a.bytes.p == a.bytes_inl);
+    HR_CHECK((void *)a.argv == (void *)a.arg_inl && a.len == a.len_inl && a.bytes.p == a.bytes_inl);
     HR_CHECK(a.argvlen[ING_ARGS_INLINE - 1] == 1 && a.argv[ING_ARGS_INLINE - 1][0] == 'x');
     ing_args_free(&a);
 }
