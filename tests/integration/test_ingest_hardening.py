@@ -146,6 +146,22 @@ def test_redis_url(t):
         t.check("password_protected_redis_fires_ready_once_and_loads_the_script_once",
                 one_ready_per_connect_with_a_password)
 
+        def gateway_subscribes_once_with_a_password():
+            # The gateway's subscriber connection shares hr_redis: one SUBSCRIBE of its
+            # control channel per connect, not one per handshake reply.
+            r.cmd("CONFIG", "RESETSTAT")
+            port = free_port()
+            svc = stack.spawn("gateway_auth", "herald-gateway", {
+                "HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_NODE_ID": "gwauth",
+                "HERALD_REDIS_URL": f"redis://:p%40ss%2Fw%3Ard@{base}"})
+            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "gateway healthz 200")
+            wait_until(lambda: r.cmd("PUBSUB", "NUMSUB", "herald:gateway:gwauth")[1] == 1, 5,
+                       "control channel subscribed")
+            check(commandstat(r, "subscribe") == 1, r.cmd("INFO", "commandstats"))
+            check(svc.log_text().count("redis_ready") == 2, svc.log_text()[-2000:])  # 2 connections
+        t.check("password_protected_redis_gateway_subscribes_its_channel_once",
+                gateway_subscribes_once_with_a_password)
+
         def wrong_password_keeps_ingest_down():
             url = f"redis://:wrong@{base}"
             port, svc = spawn_ingest(stack, "ingest_badpw", {"HERALD_REDIS_URL": url},
