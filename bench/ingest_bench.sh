@@ -110,3 +110,32 @@ if command -v strace >/dev/null; then
       printf "syscalls_per_post_%s: %.2f\n", $NF, $4 / n }' "$TMP/strace.out"
   stop_ingests
 fi
+
+# 4. user-space instructions per POST (IR=1; valgrind's callgrind): does not
+#    depend on what else the machine runs, unlike the CPU time above. One
+#    connection, N_IR requests sent one after another.
+if [ "${IR:-0}" = 1 ] && command -v valgrind >/dev/null; then
+  N_IR=${N_IR:-2000}
+  ir_run() { # $1: number of requests; prints the total Ir of the process
+    env valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$INGEST" >>"$TMP/ingest.log" 2>&1 &
+    PIDS+=($!)
+    until curl -sf "http://127.0.0.1:$IPORT/healthz" >/dev/null 2>&1; do sleep 0.1; done
+    python3 - "$IPORT" "$1" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for n in range(int(sys.argv[2])):
+    body = ('{"user_id":"user%d","type":"comment","message":"bench message %d","data":{"n":%d}}'
+            % (n % 10000, n, n)).encode()
+    c.request("POST", "/notifications", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 202:
+        sys.exit(f"status {r.status}")
+PY
+    stop_ingests
+    awk '/^summary:/ {print $2}' "$TMP/cg.out"
+  }
+  ir0=$(ir_run 10)
+  ir1=$(ir_run $((N_IR + 10)))
+  awk -v a="$ir0" -v b="$ir1" -v n="$N_IR" 'BEGIN {printf "user_instructions_per_post: %.0f\n", (b - a) / n}'
+fi

@@ -674,26 +674,47 @@ hr_redis_async_inflight(const hr_redis_async_t *r)
     return r->inflight;
 }
 
+/*
+ * Queues one command, given either as argv (hiredis formats it) or already
+ * in RESP (cmd, len), with the byte accounting that tells a lost command's
+ * "never sent" from "sent".
+ */
+static int
+hr_redis_async_send(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
+                    const char **argv, const size_t *argvlen, const char *cmd, size_t len)
+{
+    if (r->state != HR_RS_READY)
+        return HR_AGAIN;
+    hr_redis_cmd_t *c = hr_malloc(sizeof(*c));
+    c->r = r;
+    c->cb = cb;
+    c->priv = priv;
+    size_t before = sdslen(r->ac->c.obuf);
+    int rc = cmd != NULL ? redisAsyncFormattedCommand(r->ac, hr_redis_cmd_done, c, cmd, len)
+                         : redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, c, argc, argv, argvlen);
+    if (rc != REDIS_OK) {
+        hr_free(c);
+        return HR_AGAIN;
+    }
+    r->appended += sdslen(r->ac->c.obuf) - before;
+    c->end = r->appended;
+    if (r->inflight++ == 0)
+        r->last_progress_ms = hr_mono_ms();
+    return 0;
+}
+
 int
 hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                     const char **argv, const size_t *argvlen)
 {
-    if (r->state != HR_RS_READY)
-        return HR_AGAIN;
-    hr_redis_cmd_t *cmd = hr_malloc(sizeof(*cmd));
-    cmd->r = r;
-    cmd->cb = cb;
-    cmd->priv = priv;
-    size_t before = sdslen(r->ac->c.obuf);
-    if (redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, cmd, argc, argv, argvlen) != REDIS_OK) {
-        hr_free(cmd);
-        return HR_AGAIN;
-    }
-    r->appended += sdslen(r->ac->c.obuf) - before;
-    cmd->end = r->appended;
-    if (r->inflight++ == 0)
-        r->last_progress_ms = hr_mono_ms();
-    return 0;
+    return hr_redis_async_send(r, cb, priv, argc, argv, argvlen, NULL, 0);
+}
+
+int
+hr_redis_async_formatted(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, const char *cmd,
+                         size_t len)
+{
+    return hr_redis_async_send(r, cb, priv, 0, NULL, NULL, cmd, len);
 }
 
 int

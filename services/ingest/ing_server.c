@@ -376,7 +376,14 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
     a->argvlen[ING_ARG_STREAM] = sizeof(HR_STREAM_NOTIFICATIONS) - 1;
     a->argv[ING_ARG_TTL] = ING_STR(HR_IDEMPOTENCY_TTL_S);
     a->argvlen[ING_ARG_TTL] = sizeof(ING_STR(HR_IDEMPOTENCY_TTL_S)) - 1;
-    if (hr_redis_async_argv(s->redis, ing_notify_done, p, (int)a->n, a->argv, a->argvlen) != 0) {
+    /* Formatted here in one pass: hiredis's own formatting is a printf per argument. */
+    char stack[2048];
+    ing_buf_t resp;
+    ing_buf_init(&resp, stack, sizeof(stack));
+    ing_resp_format(&resp, a->n, a->argv, a->argvlen);
+    int rc = hr_redis_async_formatted(s->redis, ing_notify_done, p, resp.p, resp.len);
+    ing_buf_free(&resp);
+    if (rc != 0) {
         ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;

@@ -1,6 +1,7 @@
 #include "ing_write.h"
 #include "herald/hr_alloc.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -130,6 +131,46 @@ ing_envelope(ing_buf_t *b, const hr_notification_t *n)
     ing_buf_adds(b, ",\"created_at\":\"");
     ing_buf_adds(b, n->created_at);
     ing_buf_adds(b, "\"}");
+}
+
+/* Writes v in decimal at p; returns its length. */
+static size_t
+ing_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void
+ing_resp_format(ing_buf_t *b, size_t argc, const char *const *argv, const size_t *argvlen)
+{
+    size_t total = 1 + 20 + 2;
+    for (size_t i = 0; i < argc; i++)
+        total += 1 + 20 + 2 + argvlen[i] + 2;
+    ing_buf_reserve(b, total);
+    char *p = b->p + b->len;
+    *p++ = '*';
+    p += ing_u64(p, argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (size_t i = 0; i < argc; i++) {
+        *p++ = '$';
+        p += ing_u64(p, argvlen[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], argvlen[i]);
+        p += argvlen[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    b->len = (size_t)(p - b->p);
 }
 
 void

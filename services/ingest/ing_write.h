@@ -31,6 +31,9 @@ void ing_json_str(ing_buf_t *b, const char *s);
  */
 void ing_envelope(ing_buf_t *b, const hr_notification_t *n);
 
+/** Appends the command argv (argc arguments) in RESP, as redisFormatCommandArgv() writes it. */
+void ing_resp_format(ing_buf_t *b, size_t argc, const char *const *argv, const size_t *argvlen);
+
 #define ING_ARGS_INLINE 16
 
 /* An argument's start: an offset into the bytes while building, a pointer after finish. */

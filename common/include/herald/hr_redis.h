@@ -92,6 +92,13 @@ int hr_redis_async_ready(const hr_redis_async_t *r);
 int hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                         const char **argv, const size_t *argvlen);
 /**
+ * Like hr_redis_async_argv() for a command already in RESP (cmd, len bytes:
+ * "*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument), which
+ * hiredis copies as is instead of formatting it again.
+ */
+int hr_redis_async_formatted(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, const char *cmd,
+                             size_t len);
+/**
  * Inside a command callback given a NULL reply (connection lost or watchdog):
  * 1 when that command never reached the socket whole, so Redis cannot have
  * run it (safe to report "not done"); 0 when it was sent and its outcome is

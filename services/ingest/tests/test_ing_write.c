@@ -11,6 +11,8 @@
 #include "hr_proto.h"
 #include "ing_write.h"
 
+#include <hiredis/hiredis.h>
+
 #include <stdio.h>
 #include <string.h>
 
@@ -143,6 +145,26 @@ HR_TEST(args_within_inline_storage_allocate_nothing_visible)
     HR_CHECK((void *)a.argv == (void *)a.arg_inl && a.len == a.len_inl && a.bytes.p == a.bytes_inl);
     HR_CHECK(a.argvlen[ING_ARGS_INLINE - 1] == 1 && a.argv[ING_ARGS_INLINE - 1][0] == 'x');
     ing_args_free(&a);
+}
+
+HR_TEST(resp_format_matches_hiredis)
+{
+    static char big[70000];
+    memset(big, 'z', sizeof(big));
+    const char *argv[] = {"EVALSHA", "", "2", "a\r\nb", big, "x"};
+    size_t argvlen[] = {7, 0, 1, 4, sizeof(big), 1};
+    for (size_t argc = 0; argc <= 6; argc++) {
+        char inl[16];
+        ing_buf_t b;
+        ing_buf_init(&b, inl, sizeof(inl));
+        ing_resp_format(&b, argc, argv, argvlen);
+        char *want = NULL;
+        int wl = redisFormatCommandArgv(&want, (int)argc, argv, argvlen);
+        if (!HR_CHECK(wl >= 0 && b.len == (size_t)wl && memcmp(b.p, want, b.len) == 0))
+            HR_FAIL("argc %zu", argc);
+        redisFreeCommand(want);
+        ing_buf_free(&b);
+    }
 }
 
 HR_TEST_MAIN()
