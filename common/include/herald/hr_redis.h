@@ -9,6 +9,8 @@
 #ifndef HERALD_HR_REDIS_H
 #define HERALD_HR_REDIS_H
 
+#include "herald/hr_backoff.h" /* reconnect delays; included for existing users */
+
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stddef.h>
@@ -38,16 +40,6 @@ void hr_redis_addr_clear(hr_redis_addr_t *a);
  */
 redisContext *hr_redis_connect_sync(const hr_redis_addr_t *a, int timeout_ms, char *err,
                                     size_t errlen);
-
-/** Capped exponential backoff with jitter. */
-typedef struct {
-    uint32_t min_ms, max_ms, cur_ms;
-} hr_backoff_t;
-
-void hr_backoff_init(hr_backoff_t *b, uint32_t min_ms, uint32_t max_ms);
-/** The next delay to wait; grows until max. */
-uint32_t hr_backoff_next(hr_backoff_t *b);
-void hr_backoff_reset(hr_backoff_t *b);
 
 /** What the async connection needs from an event loop. */
 typedef struct {
