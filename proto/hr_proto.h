@@ -82,7 +82,8 @@
 #define HR_E_UNSUPPORTED_MEDIA "unsupported_media_type"
 #define HR_E_NOT_FOUND "not_found"
 #define HR_E_METHOD "method_not_allowed"
-#define HR_E_UNAVAILABLE "unavailable"
+#define HR_E_UNAVAILABLE "unavailable"         /* 503: nothing was done, retry */
+#define HR_E_OUTCOME_UNKNOWN "outcome_unknown" /* 503: may be done: retry with Idempotency-Key */
 #define HR_E_INTERNAL "internal"
 #define HR_E_IDEMPOTENCY_CONFLICT "idempotency_conflict"
 /* HTTP framing, answered by common/src/hr_http.c before any endpoint. */

@@ -5,12 +5,63 @@
 #include "herald/hr_time.h"
 
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
+#include <hiredis/sds.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+static int
+hr_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Percent-decodes s[0..len) (RFC 3986) into a new string; NULL when a %XX is
+ * malformed or decodes to NUL (a password goes to AUTH as a C string).
+ */
+static char *
+hr_pct_decode(const char *s, size_t len)
+{
+    char *out = hr_malloc(len + 1), *o = out;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '%') {
+            *o++ = s[i];
+            continue;
+        }
+        int hi = i + 1 < len ? hr_hexval(s[i + 1]) : -1;
+        int lo = i + 2 < len ? hr_hexval(s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            hr_free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+static int
+hr_addr_fail(hr_redis_addr_t *out, char *err, size_t errlen, const char *what)
+{
+    snprintf(err, errlen, "redis url %s", what);
+    hr_redis_addr_clear(out);
+    return HR_DECLINED;
+}
+
+/*
+ * redis://[[user]:password@]host[:port][/db]. The userinfo ends at the LAST
+ * '@' (a password may hold '@', '/' or ':'; the host and db cannot) and is
+ * percent-decoded; host is a name, an IPv4 address or a bracketed IPv6
+ * literal ([::1]).
+ */
 int
 hr_redis_addr_parse(const char *url, hr_redis_addr_t *out, char *err, size_t errlen)
 {
@@ -23,42 +74,49 @@ hr_redis_addr_parse(const char *url, hr_redis_addr_t *out, char *err, size_t err
         return HR_DECLINED;
     }
     p += 8;
-    const char *at = strchr(p, '@');
+    const char *at = strrchr(p, '@');
     if (at != NULL) {
         /* [user]:password@ — Redis 6 ACL users are not used: password only. */
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
-        if (at > pw)
-            out->password = hr_strndup(pw, (size_t)(at - pw));
+        if (at > pw) {
+            out->password = hr_pct_decode(pw, (size_t)(at - pw));
+            if (out->password == NULL)
+                return hr_addr_fail(out, err, errlen, "has a bad %-escape in its password");
+        }
         p = at + 1;
     }
-    size_t hl = strcspn(p, ":/");
-    if (hl == 0) {
-        snprintf(err, errlen, "redis url has no host");
-        hr_redis_addr_clear(out);
-        return HR_DECLINED;
+    size_t hl;
+    if (*p == '[') {
+        const char *close = strchr(p, ']');
+        if (close == NULL || close == p + 1)
+            return hr_addr_fail(out, err, errlen, "has a bad IPv6 host (want [addr])");
+        if (strspn(p + 1, "0123456789abcdefABCDEF:.") != (size_t)(close - p - 1))
+            return hr_addr_fail(out, err, errlen, "has a bad IPv6 host (want [addr])");
+        out->host = hr_strndup(p + 1, (size_t)(close - p - 1));
+        p = close + 1;
+        if (*p != '\0' && *p != ':' && *p != '/')
+            return hr_addr_fail(out, err, errlen, "has junk after its IPv6 host");
+    } else {
+        hl = strcspn(p, ":/");
+        if (hl == 0)
+            return hr_addr_fail(out, err, errlen, "has no host");
+        out->host = hr_strndup(p, hl);
+        p += hl;
     }
-    out->host = hr_strndup(p, hl);
-    p += hl;
     if (*p == ':') {
         char *end;
         long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || v <= 0 || v > 65535 || (*end != '\0' && *end != '/')) {
-            snprintf(err, errlen, "redis url has a bad port");
-            hr_redis_addr_clear(out);
-            return HR_DECLINED;
-        }
+        if (p[1] < '0' || p[1] > '9' || v <= 0 || v > 65535 || (*end != '\0' && *end != '/'))
+            return hr_addr_fail(out, err, errlen, "has a bad port");
         out->port = (int)v;
         p = end;
     }
     if (*p == '/' && p[1] != '\0') {
         char *end;
         long v = strtol(p + 1, &end, 10);
-        if (end == p + 1 || *end != '\0' || v < 0 || v > 1000) {
-            snprintf(err, errlen, "redis url has a bad database number");
-            hr_redis_addr_clear(out);
-            return HR_DECLINED;
-        }
+        if (end == p + 1 || p[1] < '0' || p[1] > '9' || *end != '\0' || v < 0 || v > 1000)
+            return hr_addr_fail(out, err, errlen, "has a bad database number");
         out->db = (int)v;
     }
     return 0;
@@ -110,34 +168,6 @@ fail:
     return NULL;
 }
 
-void
-hr_backoff_init(hr_backoff_t *b, uint32_t min_ms, uint32_t max_ms)
-{
-    b->min_ms = min_ms;
-    b->max_ms = max_ms;
-    b->cur_ms = 0;
-}
-
-uint32_t
-hr_backoff_next(hr_backoff_t *b)
-{
-    b->cur_ms = b->cur_ms == 0 ? b->min_ms : b->cur_ms * 2;
-    if (b->cur_ms > b->max_ms)
-        b->cur_ms = b->max_ms;
-    /* ±25% jitter so a fleet does not reconnect in lockstep after an outage. */
-    uint32_t r = 0;
-    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
-        r = (uint32_t)hr_mono_us();
-    uint32_t span = b->cur_ms / 2 + 1;
-    return b->cur_ms - b->cur_ms / 4 + r % span;
-}
-
-void
-hr_backoff_reset(hr_backoff_t *b)
-{
-    b->cur_ms = 0;
-}
-
 /* ---- libevent loop ops ---- */
 
 typedef struct {
@@ -146,10 +176,146 @@ typedef struct {
     void *arg;
 } hr_ev_timer_t;
 
+/*
+ * hiredis on libevent with fewer epoll_ctl than hiredis's own adapter (whose
+ * events are not persistent, so every read re-arms the fd, and every
+ * command arms EV_WRITE for a later loop turn): the read event is
+ * persistent, and once connected a command's bytes are written by a
+ * "flush" event activated at once, which libevent runs later in the same
+ * loop turn. Every command queued in that turn goes out in one write(2),
+ * without arming EV_WRITE; EV_WRITE is armed only when the socket does not
+ * take everything.
+ */
+typedef struct {
+    redisAsyncContext *ac; /* borrowed: this struct lives as long as it */
+    struct event *rev;     /* owned: EV_READ | EV_PERSIST */
+    struct event *wev;     /* owned: EV_WRITE | EV_PERSIST */
+    struct event *flush;   /* owned: activated by hand */
+    int reading, writing, flushing, in_flush;
+    int *freed; /* set while a flush writes: hiredis may free the context (and this) */
+} hr_ev_redis_t;
+
+static void
+hr_evr_read(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_redis_t *e = arg;
+    redisAsyncHandleRead(e->ac);
+}
+
+static void
+hr_evr_write(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_redis_t *e = arg;
+    redisAsyncHandleWrite(e->ac);
+}
+
+static void
+hr_evr_flush(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    hr_ev_redis_t *e = arg;
+    e->flushing = 0;
+    if (e->writing)
+        return;
+    /* Writes, then calls delWrite when all went out or addWrite (EV_WRITE) for the rest. */
+    int freed = 0;
+    e->freed = &freed;
+    e->in_flush = 1;
+    redisAsyncHandleWrite(e->ac);
+    if (freed)
+        return;
+    e->in_flush = 0;
+    e->freed = NULL;
+}
+
+static void
+hr_evr_add_read(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (!e->reading) {
+        e->reading = 1;
+        event_add(e->rev, NULL);
+    }
+}
+
+static void
+hr_evr_del_read(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->reading) {
+        e->reading = 0;
+        event_del(e->rev);
+    }
+}
+
+static void
+hr_evr_add_write(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->writing || e->flushing)
+        return;
+    /* Connected: write later this turn, together with the rest of the turn's commands. */
+    if ((e->ac->c.flags & REDIS_CONNECTED) && !e->in_flush) {
+        e->flushing = 1;
+        event_active(e->flush, EV_WRITE, 0);
+        return;
+    }
+    e->writing = 1;
+    event_add(e->wev, NULL);
+}
+
+static void
+hr_evr_del_write(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->writing) {
+        e->writing = 0;
+        event_del(e->wev);
+    }
+}
+
+static void
+hr_evr_cleanup(void *privdata)
+{
+    hr_ev_redis_t *e = privdata;
+    if (e->freed != NULL)
+        *e->freed = 1;
+    event_free(e->rev);
+    event_free(e->wev);
+    event_free(e->flush);
+    hr_free(e);
+}
+
 static int
 hr_ev_attach(redisAsyncContext *ac, void *loop)
 {
-    return redisLibeventAttach(ac, loop) == REDIS_OK ? 0 : HR_ERR;
+    if (ac->ev.data != NULL)
+        return HR_ERR;
+    hr_ev_redis_t *e = hr_calloc(1, sizeof(*e));
+    struct event_base *base = loop;
+    e->ac = ac;
+    e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, hr_evr_read, e);
+    e->wev = event_new(base, ac->c.fd, EV_WRITE | EV_PERSIST, hr_evr_write, e);
+    e->flush = event_new(base, -1, 0, hr_evr_flush, e);
+    if (e->rev == NULL || e->wev == NULL || e->flush == NULL) {
+        fprintf(stderr, "herald: event_new failed\n");
+        abort();
+    }
+    ac->ev.addRead = hr_evr_add_read;
+    ac->ev.delRead = hr_evr_del_read;
+    ac->ev.addWrite = hr_evr_add_write;
+    ac->ev.delWrite = hr_evr_del_write;
+    ac->ev.cleanup = hr_evr_cleanup;
+    ac->ev.data = e;
+    /* As hiredis's adapter: both armed while the non-blocking connect completes. */
+    hr_evr_add_read(e);
+    hr_evr_add_write(e);
+    return 0;
 }
 
 static void
@@ -222,6 +388,13 @@ struct hr_redis_async_s {
     void *watchdog_timer;  /* owned */
     unsigned inflight;     /* commands awaiting a reply */
     uint64_t last_progress_ms;
+    /*
+     * Bytes appended to this context's output buffer; minus what the buffer
+     * still holds, it is what reached the socket, so a command lost with
+     * the connection can tell "never sent" from "sent, outcome unknown".
+     */
+    uint64_t appended;
+    int lost_unsent; /* during a NULL-reply callback: the command never left */
     int destroying;
 };
 
@@ -230,6 +403,7 @@ typedef struct {
     hr_redis_async_t *r; /* borrowed */
     redisCallbackFn *cb;
     void *priv;
+    uint64_t end; /* r->appended once this command's bytes were added */
 } hr_redis_cmd_t;
 
 static void hr_redis_async_connect(hr_redis_async_t *r);
@@ -290,30 +464,50 @@ hr_redis_cmd_done(redisAsyncContext *ac, void *reply, void *privdata)
     if (r->inflight > 0)
         r->inflight--;
     r->last_progress_ms = hr_mono_ms();
+    /* With the context going away its output buffer still holds what was never written. */
+    /* Redis runs only a command it has read whole: one not all written cannot have run. */
+    r->lost_unsent = reply == NULL && r->appended - sdslen(ac->c.obuf) < cmd->end;
     if (cmd->cb != NULL)
         cmd->cb(ac, reply, cmd->priv);
+    r->lost_unsent = 0;
     hr_free(cmd);
 }
 
+/* The handshake's steps: AUTH and SELECT must succeed; PING's reply marks READY. */
+static const char hr_step_auth[] = "AUTH", hr_step_select[] = "SELECT", hr_step_ping[] = "PING";
+
+/*
+ * One callback for the three handshake replies; privdata names the step.
+ * Only PING's reply makes the connection READY (AUTH and SELECT answering
+ * +OK must not: READY would fire once per step). A refused step is logged
+ * once and drops the connection, which then reconnects with backoff: a
+ * wrong password or a database the server does not have keeps the
+ * connection down (and /healthz at 503) instead of writing elsewhere.
+ */
 static void
 hr_redis_handshake_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    HR_UNUSED(privdata);
+    const char *step = privdata;
     hr_redis_async_t *r = ac->data;
     redisReply *rep = reply;
-    if (r == NULL || r->ac != ac)
+    if (r == NULL || r->ac != ac || r->state != HR_RS_CONNECTING)
         return;
     if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        hr_log_error("redis_handshake_failed", "conn=%s error=\"%s\"", r->name,
-                     rep ? rep->str : "connection lost");
+        hr_log_error("redis_handshake_failed", "conn=%s addr=%s:%d step=%s error=\"%s\"", r->name,
+                     r->addr.host, r->addr.port, step, rep ? rep->str : "connection lost");
+        /* Later steps' replies then come as NULL and find the state DISCONNECTED. */
+        r->state = HR_RS_DISCONNECTED;
         if (rep != NULL)
             redisAsyncDisconnect(ac);
         return;
     }
+    if (step != hr_step_ping)
+        return;
     r->state = HR_RS_READY;
     r->last_progress_ms = hr_mono_ms();
     hr_backoff_reset(&r->backoff);
-    hr_log_info("redis_ready", "conn=%s addr=%s:%d", r->name, r->addr.host, r->addr.port);
+    hr_log_info("redis_ready", "conn=%s addr=%s:%d db=%d", r->name, r->addr.host, r->addr.port,
+                r->addr.db);
     if (r->on_state)
         r->on_state(r, 1, r->ud);
 }
@@ -336,11 +530,15 @@ hr_redis_on_connect(const redisAsyncContext *cac, int status)
     }
     redisEnableKeepAlive(&ac->c);
     /* AUTH and SELECT are pipelined ahead of a PING whose reply marks READY. */
+    size_t before = sdslen(ac->c.obuf);
     if (r->addr.password != NULL)
-        redisAsyncCommand(ac, hr_redis_handshake_done, NULL, "AUTH %s", r->addr.password);
+        redisAsyncCommand(ac, hr_redis_handshake_done, (void *)hr_step_auth, "AUTH %s",
+                          r->addr.password);
     if (r->addr.db != 0)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", r->addr.db);
-    redisAsyncCommand(ac, hr_redis_handshake_done, NULL, "PING");
+        redisAsyncCommand(ac, hr_redis_handshake_done, (void *)hr_step_select, "SELECT %d",
+                          r->addr.db);
+    redisAsyncCommand(ac, hr_redis_handshake_done, (void *)hr_step_ping, "PING");
+    r->appended = sdslen(ac->c.obuf) - before;
 }
 
 static void
@@ -447,23 +645,47 @@ hr_redis_async_inflight(const hr_redis_async_t *r)
     return r->inflight;
 }
 
+/*
+ * Queues one command, given either as argv (hiredis formats it) or already
+ * in RESP (cmd, len), with the byte accounting that tells a lost command's
+ * "never sent" from "sent".
+ */
+static int
+hr_redis_async_send(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
+                    const char **argv, const size_t *argvlen, const char *cmd, size_t len)
+{
+    if (r->state != HR_RS_READY)
+        return HR_AGAIN;
+    hr_redis_cmd_t *c = hr_malloc(sizeof(*c));
+    c->r = r;
+    c->cb = cb;
+    c->priv = priv;
+    size_t before = sdslen(r->ac->c.obuf);
+    int rc = cmd != NULL ? redisAsyncFormattedCommand(r->ac, hr_redis_cmd_done, c, cmd, len)
+                         : redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, c, argc, argv, argvlen);
+    if (rc != REDIS_OK) {
+        hr_free(c);
+        return HR_AGAIN;
+    }
+    r->appended += sdslen(r->ac->c.obuf) - before;
+    c->end = r->appended;
+    if (r->inflight++ == 0)
+        r->last_progress_ms = hr_mono_ms();
+    return 0;
+}
+
 int
 hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                     const char **argv, const size_t *argvlen)
 {
-    if (r->state != HR_RS_READY)
-        return HR_AGAIN;
-    hr_redis_cmd_t *cmd = hr_malloc(sizeof(*cmd));
-    cmd->r = r;
-    cmd->cb = cb;
-    cmd->priv = priv;
-    if (redisAsyncCommandArgv(r->ac, hr_redis_cmd_done, cmd, argc, argv, argvlen) != REDIS_OK) {
-        hr_free(cmd);
-        return HR_AGAIN;
-    }
-    if (r->inflight++ == 0)
-        r->last_progress_ms = hr_mono_ms();
-    return 0;
+    return hr_redis_async_send(r, cb, priv, argc, argv, argvlen, NULL, 0);
+}
+
+int
+hr_redis_async_formatted(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, const char *cmd,
+                         size_t len)
+{
+    return hr_redis_async_send(r, cb, priv, 0, NULL, NULL, cmd, len);
 }
 
 int
@@ -472,9 +694,17 @@ hr_redis_async_subscribe_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *pr
 {
     if (r->state != HR_RS_READY)
         return HR_AGAIN;
+    size_t before = sdslen(r->ac->c.obuf);
     if (redisAsyncCommandArgv(r->ac, cb, priv, argc, argv, argvlen) != REDIS_OK)
         return HR_AGAIN;
+    r->appended += sdslen(r->ac->c.obuf) - before;
     return 0;
+}
+
+int
+hr_redis_async_lost_unsent(const hr_redis_async_t *r)
+{
+    return r->lost_unsent;
 }
 
 int

@@ -1,11 +1,13 @@
 #include "ing_server.h"
 #include "hr_proto.h"
+#include "ing_write.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_http.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
 #include "herald/hr_redis.h"
+#include "herald/hr_sha1.h"
 #include "herald/hr_time.h"
 #include "herald/hr_uuid.h"
 
@@ -13,14 +15,21 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+/*
+ * redis.timeout_ms: a write without a reply this long drops the connection
+ * and answers 503 outcome_unknown. 10 s, above Redis's own stalls (an AOF
+ * fsync that blocks writes for 2 s, a fork or a big key's expiry), so a
+ * stall answers late rather than "maybe stored".
+ */
 const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.host", HR_CFG_STR, offsetof(ing_config_t, host), "127.0.0.1", 0, 0},
     {"ingest.port", HR_CFG_INT, offsetof(ing_config_t, port), "8080", 0, 65535},
     {"ingest.drain_ms", HR_CFG_INT, offsetof(ing_config_t, drain_ms), "5000", 0, 600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
-    {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "2000", 10, 600000},
+    {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(ing_config_t, log_level), "info", 0, 0},
 };
 const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
@@ -28,43 +37,59 @@ const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
 /*
  * The one write of ingest, for a single notification, a fan-out and a batch
  * alike, atomic so that the live path, the durable path and the idempotency
- * record never disagree: all of it happens or none.
+ * record never disagree: all of it happens or none. The Pub/Sub channel and
+ * the WebSocket frame are built here from the target and the envelope, so
+ * each envelope crosses the wire once.
  *
  * KEYS[1] notifications stream
  * KEYS[2] idempotency key, or "" when the request carries no Idempotency-Key
- * ARGV[1] what the key protects: "<path>\n<body>" (hashed here), or ""
+ * ARGV[1] sha1hex("<path>\n<body>") the key protects (hashed by ingest), or ""
  * ARGV[2] the answer to store and replay (JSON)
  * ARGV[3] the key's TTL in seconds
- * ARGV[4] n, the number of notifications, then n groups of six:
- *         id, target field ("user_id" or "room"), target, envelope JSON,
- *         Pub/Sub channel, WebSocket frame
+ * ARGV[4] n, the number of notifications, then n groups of four:
+ *         id, target field ("user_id" or "room"), target, envelope JSON
  * Reply: {0, ""} written; {1, answer} a replay of the key's first answer
  * (nothing written); {2, ""} the key was used with another body (nothing
  * written).
+ *
+ * ING_FRAME_HEAD is replaced at startup by the frame's head as
+ * hr_proto_frame_notification() writes it, so the frame has one definition.
  */
-static const char ing_lua_notify[] =
+static const char ing_lua_template[] =
     "local idem = KEYS[2]\n"
-    "local h\n"
     "if idem ~= '' then\n"
-    "  h = redis.sha1hex(ARGV[1])\n"
     "  local v = redis.call('GET', idem)\n"
     "  if v then\n"
-    "    if string.sub(v, 1, 40) == h then return {1, string.sub(v, 41)} end\n"
+    "    if string.sub(v, 1, 40) == ARGV[1] then return {1, string.sub(v, 41)} end\n"
     "    return {2, ''}\n"
     "  end\n"
     "end\n"
     "local n = tonumber(ARGV[4])\n"
     "for i = 0, n - 1 do\n"
-    "  local b = 5 + i * 6\n"
-    "  redis.call('XADD', KEYS[1], '*', '" HR_FIELD_ID "', ARGV[b], ARGV[b + 1], ARGV[b + 2], "
-    "'" HR_FIELD_PAYLOAD "', ARGV[b + 3])\n"
-    "  redis.call('PUBLISH', ARGV[b + 4], ARGV[b + 5])\n"
+    "  local b = 5 + i * 4\n"
+    "  local field, target, env = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]\n"
+    "  redis.call('XADD', KEYS[1], '*', '" HR_FIELD_ID "', ARGV[b], field, target, "
+    "'" HR_FIELD_PAYLOAD "', env)\n"
+    "  local ch = (field == '" HR_FIELD_ROOM "' and '" HR_CHANNEL_ROOM_PREFIX
+    "' or '" HR_CHANNEL_USER_PREFIX "') .. target\n"
+    "  redis.call('PUBLISH', ch, 'ING_FRAME_HEAD' .. env .. 'ING_FRAME_TAIL')\n"
     "end\n"
-    "if idem ~= '' then redis.call('SET', idem, h .. ARGV[2], 'EX', ARGV[3]) end\n"
+    "if idem ~= '' then redis.call('SET', idem, ARGV[1] .. ARGV[2], 'EX', ARGV[3]) end\n"
     "return {0, ''}\n";
 
-#define ING_ARGS_FIXED 8 /* EVAL script numkeys KEYS[1] KEYS[2] ARGV[1..3] ... n */
-#define ING_ARGS_PER 6
+/* EVAL script numkeys KEYS[1] KEYS[2] ARGV[1..4] */
+enum {
+    ING_ARG_CMD,
+    ING_ARG_SCRIPT,
+    ING_ARG_NUMKEYS,
+    ING_ARG_STREAM,
+    ING_ARG_IDEM,
+    ING_ARG_HASH,
+    ING_ARG_ANSWER,
+    ING_ARG_TTL,
+    ING_ARG_COUNT,
+    ING_ARGS_FIXED
+};
 
 struct ing_server_s {
     struct event_base *base; /* borrowed */
@@ -73,104 +98,103 @@ struct ing_server_s {
     hr_redis_async_t *redis; /* owned */
     hr_uuid_gen_t uuid;
     hr_http_drain_t drain; /* listener, requests in flight, stop */
-    char script_sha[41];   /* SHA1 of ing_lua_notify once Redis has it; "" before */
+    char *script;          /* owned: ing_lua_template with the frame filled in */
+    size_t script_len;
+    char script_sha[41]; /* SHA1 of script once Redis has it; "" before */
 };
 
-/* One accepted request waiting for its Redis reply; freed in the reply callback. */
+/*
+ * One accepted request, from parsing to its Redis reply; freed in the reply
+ * callback. It keeps the command so that a NOSCRIPT answer (nothing was
+ * written) can be sent again as EVAL. Its buffers start inside it, so a
+ * single notification costs no allocation beyond this struct.
+ */
 typedef struct {
     ing_server_t *srv;          /* borrowed */
     struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
-    char *answer;               /* owned: the 202 body */
-    size_t count;               /* notifications written */
+    ing_args_t args;            /* owned: the command */
+    ing_buf_t answer;           /* owned: the 202 body */
+    char answer_inl[96];
+    size_t count; /* notifications written */
+    int resent;   /* already sent again as EVAL after NOSCRIPT */
 } ing_pending_t;
 
-/* The notifications of one request, ready for the script; strings owned. */
-typedef struct {
-    const char **argv; /* owned array; the strings below are owned by the slots */
-    size_t *argvlen;   /* owned */
-    char **owned;      /* owned: strings to free after sending */
-    size_t argc, cap, nowned, count;
-} ing_write_t;
+/* glibc serves requests up to 1008 bytes from its small bins without consolidating. */
+_Static_assert(sizeof(ing_pending_t) <= 1008, "a pending request must stay a small chunk");
 
-static void
-ing_write_push(ing_write_t *w, const char *s, size_t len, int own)
+static ing_pending_t *
+ing_pending_new(ing_server_t *s, struct evhttp_request *req)
 {
-    if (w->argc == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 64;
-        w->argv = hr_realloc(w->argv, w->cap * sizeof(*w->argv));
-        w->argvlen = hr_realloc(w->argvlen, w->cap * sizeof(*w->argvlen));
-        w->owned = hr_realloc(w->owned, w->cap * sizeof(*w->owned));
-    }
-    w->argv[w->argc] = s;
-    w->argvlen[w->argc++] = len;
-    if (own)
-        w->owned[w->nowned++] = (char *)s;
+    ing_pending_t *p = hr_malloc(sizeof(*p));
+    p->srv = s;
+    p->req = req;
+    ing_args_init(&p->args);
+    ing_buf_init(&p->answer, p->answer_inl, sizeof(p->answer_inl));
+    p->count = 0;
+    p->resent = 0;
+    for (int i = 0; i < ING_ARGS_FIXED; i++)
+        ing_args_open(&p->args); /* filled by ing_send() */
+    return p;
 }
 
 static void
-ing_write_free(ing_write_t *w)
+ing_pending_free(ing_pending_t *p)
 {
-    for (size_t i = 0; i < w->nowned; i++)
-        hr_free(w->owned[i]);
-    hr_free(w->argv);
-    hr_free(w->argvlen);
-    hr_free(w->owned);
+    ing_args_free(&p->args);
+    ing_buf_free(&p->answer);
+    hr_free(p);
 }
 
-/*
- * Adds one notification n (with id assigned) to the write: its stream fields,
- * channel and frame.
- */
+/* Adds notification n (id assigned) to the command: id, field, target, envelope. */
 static void
-ing_write_add(ing_write_t *w, const hr_notification_t *n)
+ing_add(ing_pending_t *p, const hr_notification_t *n)
 {
-    size_t env_len, frame_len;
-    char *env = hr_proto_envelope_encode(n, &env_len);
-    char *frame = hr_proto_frame_notification(env, env_len, &frame_len);
-    char channel[HR_USER_ID_MAX + HR_ROOM_MAX + 32];
-    size_t ch_len = n->room != NULL ? hr_proto_room_channel(channel, sizeof(channel), n->room)
-                                    : hr_proto_user_channel(channel, sizeof(channel), n->user_id);
     const char *field = n->room != NULL ? HR_FIELD_ROOM : HR_FIELD_USER_ID;
     const char *target = n->room != NULL ? n->room : n->user_id;
-    ing_write_push(w, hr_strdup(n->id), strlen(n->id), 1);
-    ing_write_push(w, field, strlen(field), 0);
-    ing_write_push(w, hr_strdup(target), strlen(target), 1);
-    ing_write_push(w, env, env_len, 1);
-    ing_write_push(w, hr_strndup(channel, ch_len), ch_len, 1);
-    ing_write_push(w, frame, frame_len, 1);
-    w->count++;
+    ing_args_push(&p->args, n->id, strlen(n->id));
+    ing_args_push(&p->args, field, strlen(field));
+    ing_args_push(&p->args, target, strlen(target));
+    size_t i = ing_args_open(&p->args);
+    ing_envelope(&p->args.bytes, n);
+    ing_args_close(&p->args, i);
+    p->count++;
 }
 
 /*
  * Gives every notification of the parsed request r its id, adds them to the
- * write and returns its answer: {"id","created_at"} for one user or a room,
- * {"items":[{"user_id","id","created_at"},...]} for a fan-out.
+ * command and appends its answer to p->answer: {"id","created_at"} for one
+ * user or a room, {"items":[{"user_id","id","created_at"},...]} for a fan-out.
  */
-static cJSON *
-ing_expand(ing_server_t *s, hr_proto_request_t *r, ing_write_t *w)
+static void
+ing_expand(ing_server_t *s, hr_proto_request_t *r, ing_pending_t *p)
 {
     hr_notification_t *n = &r->n;
-    cJSON *a = cJSON_CreateObject();
+    ing_buf_t *a = &p->answer;
     if (r->user_ids == NULL) {
         hr_proto_assign_id(n, &s->uuid, hr_now_ms());
-        ing_write_add(w, n);
-        cJSON_AddStringToObject(a, "id", n->id);
-        cJSON_AddStringToObject(a, "created_at", n->created_at);
-        return a;
+        ing_add(p, n);
+        ing_buf_adds(a, "{\"id\":\"");
+        ing_buf_adds(a, n->id);
+        ing_buf_adds(a, "\",\"created_at\":\"");
+        ing_buf_adds(a, n->created_at);
+        ing_buf_adds(a, "\"}");
+        return;
     }
-    cJSON *items = cJSON_AddArrayToObject(a, "items");
+    ing_buf_adds(a, "{\"items\":[");
     for (size_t i = 0; i < r->nusers; i++) {
         n->user_id = r->user_ids[i];
         hr_proto_assign_id(n, &s->uuid, hr_now_ms());
-        ing_write_add(w, n);
-        cJSON *it = cJSON_CreateObject();
-        cJSON_AddStringToObject(it, "user_id", n->user_id);
-        cJSON_AddStringToObject(it, "id", n->id);
-        cJSON_AddStringToObject(it, "created_at", n->created_at);
-        cJSON_AddItemToArray(items, it);
+        ing_add(p, n);
+        ing_buf_adds(a, i == 0 ? "{\"user_id\":" : ",{\"user_id\":");
+        ing_json_str(a, n->user_id);
+        ing_buf_adds(a, ",\"id\":\"");
+        ing_buf_adds(a, n->id);
+        ing_buf_adds(a, "\",\"created_at\":\"");
+        ing_buf_adds(a, n->created_at);
+        ing_buf_adds(a, "\"}");
     }
+    ing_buf_adds(a, "]}");
     n->user_id = NULL; /* borrowed from user_ids */
-    return a;
 }
 
 static void
@@ -189,8 +213,8 @@ ing_script_loaded(redisAsyncContext *ac, void *reply, void *privdata)
 static void
 ing_load_script(ing_server_t *s)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", ing_lua_notify};
-    size_t argvlen[] = {6, 4, sizeof(ing_lua_notify) - 1};
+    const char *argv[] = {"SCRIPT", "LOAD", s->script};
+    size_t argvlen[] = {6, 4, s->script_len};
     hr_redis_async_argv(s->redis, ing_script_loaded, s, 3, argv, argvlen);
 }
 
@@ -212,17 +236,38 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
     ing_server_t *s = p->srv;
     redisReply *r = reply;
 
-    if (r == NULL) {
-        hr_log_warn("publish_failed", "count=%zu error=\"redis connection lost\"", p->count);
+    if (r == NULL && hr_redis_async_lost_unsent(s->redis)) {
+        /* The command never reached Redis whole: nothing was stored. */
+        hr_log_warn("publish_failed", "count=%zu sent=0 error=\"redis connection lost\"", p->count);
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE,
-                           "redis connection lost; the notification may be stored: retry with the "
-                           "same Idempotency-Key");
-    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-        /* The script cache was flushed: nothing was written; load it again, client retries. */
-        hr_log_warn("script_missing", "%s", "reloading");
-        p->srv->script_sha[0] = '\0';
-        ing_load_script(p->srv);
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis is reloading a script; retry");
+                           "redis connection lost before the write was sent; nothing was stored: "
+                           "retry");
+    } else if (r == NULL) {
+        /* Sent, no answer (stall past redis.timeout_ms, or the connection dropped). */
+        hr_log_warn("publish_failed", "count=%zu sent=1 error=\"no reply from redis\"", p->count);
+        hr_http_send_error(p->req, 503, HR_E_OUTCOME_UNKNOWN,
+                           "redis did not answer; the notification may be stored: retry with the "
+                           "same Idempotency-Key (a retry without one may store it twice)");
+    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !p->resent) {
+        /*
+         * The script cache was flushed (SCRIPT FLUSH, a restart, a failover):
+         * nothing was written, so send the same command again with the
+         * script's text, and load it again once for the requests to come.
+         */
+        if (s->script_sha[0] != '\0') {
+            hr_log_warn("script_missing", "%s", "reloading");
+            s->script_sha[0] = '\0';
+            ing_load_script(s);
+        }
+        p->resent = 1;
+        p->args.argv[ING_ARG_CMD] = "EVAL";
+        p->args.argvlen[ING_ARG_CMD] = 4;
+        p->args.argv[ING_ARG_SCRIPT] = s->script;
+        p->args.argvlen[ING_ARG_SCRIPT] = s->script_len;
+        if (hr_redis_async_argv(s->redis, ing_notify_done, p, (int)p->args.n, p->args.argv,
+                                p->args.argvlen) == 0)
+            return;
+        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
     } else if (r->type == REDIS_REPLY_ERROR) {
         hr_log_error("publish_failed", "count=%zu error=\"%s\"", p->count, r->str);
         hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis refused the write; retry");
@@ -237,132 +282,134 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
         hr_http_send_error(p->req, 409, HR_E_IDEMPOTENCY_CONFLICT,
                            "this Idempotency-Key was used with a different request body");
     } else {
-        hr_http_send_json(p->req, 202, p->answer, strlen(p->answer));
+        hr_http_send_json(p->req, 202, p->answer.p, p->answer.len);
     }
-    hr_free(p->answer);
-    hr_free(p);
+    ing_pending_free(p);
     hr_http_drain_release(&s->drain);
 }
 
 /*
  * Reads Idempotency-Key and X-Herald-Client into the idempotency key name
- * (owned, "" without Idempotency-Key). Returns 0, or HR_DECLINED after
- * answering 400.
+ * (argument ING_ARG_IDEM of p, "" without Idempotency-Key). Returns 0, or
+ * HR_DECLINED after answering 400.
  */
 static int
-ing_idempotency_key(struct evhttp_request *req, char **out)
+ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, int *keyed)
 {
     struct evkeyvalq *h = evhttp_request_get_input_headers(req);
     const char *key = evhttp_find_header(h, HR_HEADER_IDEMPOTENCY_KEY);
     const char *client = evhttp_find_header(h, HR_HEADER_CLIENT);
-    *out = NULL;
+    *keyed = 0;
     if (client != NULL && !hr_proto_token_valid(client, strlen(client), HR_CLIENT_MAX)) {
         hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
                            HR_HEADER_CLIENT " must be 1-128 visible ASCII characters");
         return HR_DECLINED;
     }
-    if (key == NULL) {
-        *out = hr_strdup("");
+    if (key == NULL)
         return 0;
-    }
     if (!hr_proto_token_valid(key, strlen(key), HR_IDEMPOTENCY_KEY_MAX)) {
         hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
                            HR_HEADER_IDEMPOTENCY_KEY " must be 1-255 visible ASCII characters");
         return HR_DECLINED;
     }
     const char *scope = client != NULL ? client : HR_CLIENT_DEFAULT;
-    size_t cap = strlen(HR_KEY_IDEMPOTENCY_PREFIX) + strlen(scope) + strlen(key) + 32;
-    *out = hr_malloc(cap);
+    char head[32];
     /* The scope's length first: "a:b" + "c" and "a" + "b:c" stay two keys. */
-    snprintf(*out, cap, "%s%zu:%s:%s", HR_KEY_IDEMPOTENCY_PREFIX, strlen(scope), scope, key);
+    int hl = snprintf(head, sizeof(head), "%zu:", strlen(scope));
+    ing_buf_t *b = &p->args.bytes;
+    p->args.arg[ING_ARG_IDEM].off = b->len;
+    ing_buf_adds(b, HR_KEY_IDEMPOTENCY_PREFIX);
+    ing_buf_add(b, head, (size_t)hl);
+    ing_buf_adds(b, scope);
+    ing_buf_add(b, ":", 1);
+    ing_buf_adds(b, key);
+    p->args.len[ING_ARG_IDEM] = b->len - p->args.arg[ING_ARG_IDEM].off;
+    *keyed = 1;
     return 0;
 }
 
+#define ING_STR2(x) #x
+#define ING_STR(x) ING_STR2(x)
+
 /*
- * Sends the write w with answer a (consumed) for req. The idempotency key
- * (borrowed, "" for none) protects path + body.
+ * Sends p (taken) for its request. With keyed, the idempotency key protects
+ * path + body: their SHA-1 goes to the script.
  */
 static void
-ing_send(ing_server_t *s, struct evhttp_request *req, ing_write_t *w, cJSON *a, const char *idem,
-         const char *path, const char *body, size_t len)
+ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const char *body,
+         size_t len)
 {
-    char *answer = hr_json_print(a);
-    cJSON_Delete(a);
+    struct evhttp_request *req = p->req;
     if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
-        hr_free(answer);
+        ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
-    char *protected = NULL;
-    size_t plen = 0;
-    if (idem[0] != '\0') {
-        size_t pl = strlen(path);
-        plen = pl + 1 + len;
-        protected = hr_malloc(plen + 1);
-        memcpy(protected, path, pl);
-        protected[pl] = '\n';
-        memcpy(protected + pl + 1, body, len);
+    ing_args_t *a = &p->args;
+    if (keyed) {
+        hr_sha1_t c;
+        uint8_t d[HR_SHA1_LEN];
+        char hex[HR_SHA1_HEX_LEN];
+        hr_sha1_init(&c);
+        hr_sha1_update(&c, path, strlen(path));
+        hr_sha1_update(&c, "\n", 1);
+        hr_sha1_update(&c, body, len);
+        hr_sha1_final(&c, d);
+        hr_sha1_hex(d, hex);
+        ing_args_set(a, ING_ARG_HASH, hex, 40);
     }
-    char ttl[16], count[16];
-    snprintf(ttl, sizeof(ttl), "%d", HR_IDEMPOTENCY_TTL_S);
-    snprintf(count, sizeof(count), "%zu", w->count);
+    char count[24];
+    int cl = snprintf(count, sizeof(count), "%zu", p->count);
+    ing_args_set(a, ING_ARG_COUNT, count, (size_t)cl);
+    ing_args_set(a, ING_ARG_ANSWER, p->answer.p, p->answer.len);
+    ing_args_finish(a);
     /* EVALSHA once the script is loaded: 40 bytes instead of the script per request. */
     int sha = s->script_sha[0] != '\0';
-    const char *head[ING_ARGS_FIXED] = {sha ? "EVALSHA" : "EVAL",
-                                        sha ? s->script_sha : ing_lua_notify,
-                                        "2",
-                                        HR_STREAM_NOTIFICATIONS,
-                                        idem,
-                                        protected ? protected : "",
-                                        answer,
-                                        ttl};
-    size_t headlen[ING_ARGS_FIXED] = {sha ? 7 : 4,
-                                      sha ? 40 : sizeof(ing_lua_notify) - 1,
-                                      1,
-                                      strlen(HR_STREAM_NOTIFICATIONS),
-                                      strlen(idem),
-                                      plen,
-                                      strlen(answer),
-                                      strlen(ttl)};
-    size_t argc = ING_ARGS_FIXED + 1 + w->argc;
-    const char **argv = hr_malloc(argc * sizeof(*argv));
-    size_t *argvlen = hr_malloc(argc * sizeof(*argvlen));
-    memcpy(argv, head, sizeof(head));
-    memcpy(argvlen, headlen, sizeof(headlen));
-    argv[ING_ARGS_FIXED] = count;
-    argvlen[ING_ARGS_FIXED] = strlen(count);
-    memcpy(argv + ING_ARGS_FIXED + 1, w->argv, w->argc * sizeof(*argv));
-    memcpy(argvlen + ING_ARGS_FIXED + 1, w->argvlen, w->argc * sizeof(*argvlen));
-
-    ing_pending_t *p = hr_malloc(sizeof(*p));
-    p->srv = s;
-    p->req = req;
-    p->answer = answer;
-    p->count = w->count;
-    int rc = hr_redis_async_argv(s->redis, ing_notify_done, p, (int)argc, argv, argvlen);
-    hr_free(argv);
-    hr_free(argvlen);
-    hr_free(protected);
+    a->argv[ING_ARG_CMD] = sha ? "EVALSHA" : "EVAL";
+    a->argvlen[ING_ARG_CMD] = sha ? 7 : 4;
+    a->argv[ING_ARG_SCRIPT] = sha ? s->script_sha : s->script;
+    a->argvlen[ING_ARG_SCRIPT] = sha ? 40 : s->script_len;
+    a->argv[ING_ARG_NUMKEYS] = "2";
+    a->argvlen[ING_ARG_NUMKEYS] = 1;
+    a->argv[ING_ARG_STREAM] = HR_STREAM_NOTIFICATIONS;
+    a->argvlen[ING_ARG_STREAM] = sizeof(HR_STREAM_NOTIFICATIONS) - 1;
+    a->argv[ING_ARG_TTL] = ING_STR(HR_IDEMPOTENCY_TTL_S);
+    a->argvlen[ING_ARG_TTL] = sizeof(ING_STR(HR_IDEMPOTENCY_TTL_S)) - 1;
+    /* Formatted here in one pass: hiredis's own formatting is a printf per argument. */
+    char stack[2048];
+    ing_buf_t resp;
+    ing_buf_init(&resp, stack, sizeof(stack));
+    ing_resp_format(&resp, a->n, a->argv, a->argvlen);
+    int rc = hr_redis_async_formatted(s->redis, ing_notify_done, p, resp.p, resp.len);
+    ing_buf_free(&resp);
     if (rc != 0) {
-        hr_free(p->answer);
-        hr_free(p);
+        ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
     s->drain.inflight++;
 }
 
-/* Content-Type, body and idempotency headers; 0 or HR_DECLINED (answered). */
-static int
-ing_preamble(struct evhttp_request *req, const char **body, size_t *len, char **idem)
+/*
+ * Content-Type, body and idempotency headers; returns the request's pending
+ * state, or NULL after answering.
+ */
+static ing_pending_t *
+ing_preamble(ing_server_t *s, struct evhttp_request *req, const char **body, size_t *len,
+             int *keyed)
 {
     if (!hr_http_is_json(req)) {
         hr_http_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
                            "Content-Type must be application/json");
-        return HR_DECLINED;
+        return NULL;
     }
     *body = hr_http_body(req, len);
-    return ing_idempotency_key(req, idem);
+    ing_pending_t *p = ing_pending_new(s, req);
+    if (ing_idempotency_key(req, p, keyed) != 0) {
+        ing_pending_free(p);
+        return NULL;
+    }
+    return p;
 }
 
 static void
@@ -372,38 +419,36 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req)
     hr_proto_request_t r;
     const char *body;
     size_t len;
-    char *idem;
+    int keyed;
 
-    if (ing_preamble(req, &body, &len, &idem) != 0)
+    ing_pending_t *p = ing_preamble(s, req, &body, &len, &keyed);
+    if (p == NULL)
         return;
     if (hr_proto_parse_targets(body, len, HR_BODY_MAX, &r, &e) != 0) {
         hr_log_debug("request_refused", "code=%s", e.code);
+        ing_pending_free(p);
         hr_http_send_error(req, e.status, e.code, e.message);
-        hr_free(idem);
         return;
     }
     if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
         hr_proto_request_clear(&r);
-        hr_free(idem);
+        ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
-    ing_write_t w = {0};
-    cJSON *a = ing_expand(s, &r, &w);
-    ing_send(s, req, &w, a, idem, "/notifications", body, len);
-    ing_write_free(&w);
+    ing_expand(s, &r, p);
     hr_proto_request_clear(&r);
-    hr_free(idem);
+    ing_send(s, p, keyed, "/notifications", body, len);
 }
 
-static cJSON *
-ing_item_error(const hr_proto_err_t *e)
+static void
+ing_item_error(ing_buf_t *a, const hr_proto_err_t *e)
 {
-    cJSON *o = cJSON_CreateObject();
-    cJSON *err = cJSON_AddObjectToObject(o, "error");
-    cJSON_AddStringToObject(err, "code", e->code);
-    cJSON_AddStringToObject(err, "message", e->message);
-    return o;
+    ing_buf_adds(a, "{\"error\":{\"code\":");
+    ing_json_str(a, e->code);
+    ing_buf_adds(a, ",\"message\":");
+    ing_json_str(a, e->message);
+    ing_buf_adds(a, "}}");
 }
 
 /*
@@ -417,21 +462,21 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
     hr_proto_err_t e;
     const char *body;
     size_t len, n;
-    char *idem, **items;
+    char **items;
     size_t *lens;
+    int keyed;
 
-    if (ing_preamble(req, &body, &len, &idem) != 0)
+    ing_pending_t *p = ing_preamble(s, req, &body, &len, &keyed);
+    if (p == NULL)
         return;
     if (hr_proto_parse_batch(body, len, &items, &lens, &n, &e) != 0) {
+        ing_pending_free(p);
         hr_http_send_error(req, e.status, e.code, e.message);
-        hr_free(idem);
         return;
     }
     hr_proto_request_t *reqs = hr_calloc(n, sizeof(*reqs));
     int *ok = hr_calloc(n, sizeof(*ok));
     hr_proto_err_t *errs = hr_calloc(n, sizeof(*errs));
-    cJSON *a = cJSON_CreateObject();
-    cJSON *results = cJSON_CreateArray();
     size_t accepted = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         if (hr_proto_parse_targets(items[i], lens[i], HR_BODY_MAX, &reqs[i], &errs[i]) == 0) {
@@ -441,38 +486,37 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
         }
     }
     if (total > HR_FANOUT_MAX) {
+        ing_pending_free(p);
         hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
                            "the batch expands to more than 1000 notifications");
     } else if (accepted > 0 && (s->drain.draining || !hr_redis_async_ready(s->redis))) {
+        ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
     } else {
-        ing_write_t w = {0};
+        ing_buf_t *a = &p->answer;
+        char head[96];
+        int hl = snprintf(head, sizeof(head), "{\"accepted\":%zu,\"rejected\":%zu,\"results\":[",
+                          accepted, n - accepted);
+        ing_buf_add(a, head, (size_t)hl);
         for (size_t i = 0; i < n; i++) {
-            if (ok[i]) {
-                cJSON_AddItemToArray(results, ing_expand(s, &reqs[i], &w));
-            } else {
-                cJSON_AddItemToArray(results, ing_item_error(&errs[i]));
-            }
+            if (i > 0)
+                ing_buf_add(a, ",", 1);
+            if (ok[i])
+                ing_expand(s, &reqs[i], p);
+            else
+                ing_item_error(a, &errs[i]);
         }
-        cJSON_AddNumberToObject(a, "accepted", (double)accepted);
-        cJSON_AddNumberToObject(a, "rejected", (double)(n - accepted));
-        cJSON_AddItemToObject(a, "results", results);
-        results = NULL;
+        ing_buf_add(a, "]", 1);
         if (accepted > 0) {
-            ing_send(s, req, &w, a, idem, "/notifications/batch", body, len);
-            a = NULL;
+            ing_buf_add(a, "}", 1);
+            ing_send(s, p, keyed, "/notifications/batch", body, len);
         } else {
-            cJSON *err = cJSON_AddObjectToObject(a, "error");
-            cJSON_AddStringToObject(err, "code", HR_E_INVALID_FIELD);
-            cJSON_AddStringToObject(err, "message", "no notification of the batch is valid");
-            char *out = hr_json_print(a);
-            hr_http_send_json(req, 400, out, strlen(out));
-            hr_free(out);
+            ing_buf_adds(a, ",\"error\":{\"code\":\"" HR_E_INVALID_FIELD
+                            "\",\"message\":\"no notification of the batch is valid\"}}");
+            hr_http_send_json(req, 400, a->p, a->len);
+            ing_pending_free(p);
         }
-        ing_write_free(&w);
     }
-    cJSON_Delete(results);
-    cJSON_Delete(a);
     for (size_t i = 0; i < n; i++)
         if (ok[i])
             hr_proto_request_clear(&reqs[i]);
@@ -480,7 +524,6 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
     hr_free(ok);
     hr_free(errs);
     hr_proto_batch_free(items, lens, n);
-    hr_free(idem);
 }
 
 static void
@@ -521,6 +564,41 @@ ing_route(struct evhttp_request *req, void *arg)
     hr_free(path);
 }
 
+/*
+ * The script text: ing_lua_template with the frame's head and tail as
+ * hr_proto_frame_notification() writes them around an envelope. Owned by
+ * the caller.
+ */
+static char *
+ing_script_build(size_t *len)
+{
+    size_t fl;
+    char *frame = hr_proto_frame_notification("", 0, &fl);
+    /* The frame is head + envelope + "}"; both parts go into single-quoted Lua strings. */
+    if (fl == 0 || frame[fl - 1] != '}' || strpbrk(frame, "'\\") != NULL) {
+        fprintf(stderr, "herald: unexpected notification frame \"%s\"\n", frame);
+        abort();
+    }
+    const char *mark_head = "ING_FRAME_HEAD", *mark_tail = "ING_FRAME_TAIL";
+    const char *h = strstr(ing_lua_template, mark_head);
+    const char *t = strstr(ing_lua_template, mark_tail);
+    size_t hl = strlen(mark_head), tl = strlen(mark_tail);
+    char *out = hr_malloc(sizeof(ing_lua_template) + fl);
+    size_t n = 0;
+    memcpy(out, ing_lua_template, (size_t)(h - ing_lua_template));
+    n += (size_t)(h - ing_lua_template);
+    memcpy(out + n, frame, fl - 1);
+    n += fl - 1;
+    memcpy(out + n, h + hl, (size_t)(t - h - hl));
+    n += (size_t)(t - h - hl);
+    out[n++] = '}';
+    strcpy(out + n, t + tl);
+    n += strlen(t + tl);
+    hr_free(frame);
+    *len = n;
+    return out;
+}
+
 ing_server_t *
 ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, size_t errlen)
 {
@@ -528,6 +606,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->base = base;
     s->cfg = cfg;
     hr_uuid_gen_init(&s->uuid);
+    s->script = ing_script_build(&s->script_len);
 
     hr_redis_async_opts_t ro = {.url = cfg->redis_url,
                                 .name = "ingest",
@@ -536,6 +615,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
                                 .ud = s};
     s->redis = hr_redis_async_create(&hr_loop_ops_libevent, base, &ro, err, errlen);
     if (s->redis == NULL) {
+        hr_free(s->script);
         hr_free(s);
         return NULL;
     }
@@ -550,6 +630,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->http = hr_http_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
+        hr_free(s->script);
         hr_free(s);
         return NULL;
     }
@@ -578,5 +659,6 @@ ing_server_destroy(ing_server_t *s)
     hr_http_drain_clear(&s->drain);
     hr_redis_async_destroy(s->redis);
     hr_http_destroy(s->http);
+    hr_free(s->script);
     hr_free(s);
 }

@@ -31,7 +31,19 @@ main(int argc, char **argv)
                         offsetof(ing_config_t, log_level)) != 0)
         return 1;
 
-    struct event_base *base = event_base_new();
+    /*
+     * The changelist folds the read/write toggles evhttp and hiredis make in
+     * one loop turn into one epoll_ctl per fd (or none when they cancel).
+     */
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    if (base == NULL) {
+        hr_log_error("start_failed", "error=\"%s\"", "event_base_new_with_config failed");
+        hr_config_free(&cfg, ing_config_fields, ing_config_nfields);
+        return 1;
+    }
     ing_server_t *srv = ing_server_create(base, &cfg, err, sizeof(err));
     if (srv == NULL) {
         hr_log_error("start_failed", "error=\"%s\"", err);

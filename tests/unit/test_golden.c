@@ -326,7 +326,8 @@ HR_TEST(openapi_error_codes_are_exactly_those_of_hr_proto)
                                         HR_E_HEADER_TOO_LARGE,
                                         HR_E_REQUEST_TIMEOUT,
                                         HR_E_NOT_IMPLEMENTED,
-                                        HR_E_VERSION};
+                                        HR_E_VERSION,
+                                        HR_E_OUTCOME_UNKNOWN};
     char path[1024];
     snprintf(path, sizeof(path), "%s/proto/openapi.yaml", HERALD_SOURCE_DIR);
     char *doc = slurp(path);

@@ -173,6 +173,109 @@ HR_TEST(bad_db_is_refused)
     }
 }
 
+HR_TEST(password_with_at_sign_ends_at_the_last_at)
+{
+    hr_redis_addr_t a;
+    char err[128];
+    HR_REQUIRE_EQ_INT(parse("redis://:p@ss@word@cache:6390/3", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.password, "p@ss@word");
+    HR_CHECK_EQ_STR(a.host, "cache");
+    HR_CHECK_EQ_INT(a.port, 6390);
+    HR_CHECK_EQ_INT(a.db, 3);
+    hr_redis_addr_clear(&a);
+
+    /* '/' and ':' inside the password do not end it either. */
+    HR_REQUIRE_EQ_INT(parse("redis://user:a/b:c@h", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.password, "a/b:c");
+    HR_CHECK_EQ_STR(a.host, "h");
+    HR_CHECK_EQ_INT(a.port, 6379);
+    hr_redis_addr_clear(&a);
+}
+
+HR_TEST(password_is_percent_decoded)
+{
+    hr_redis_addr_t a;
+    char err[128];
+    HR_REQUIRE_EQ_INT(parse("redis://:p%40ss%3Aw%2fd%25@h", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.password, "p@ss:w/d%");
+    HR_CHECK_EQ_STR(a.host, "h");
+    hr_redis_addr_clear(&a);
+
+    HR_REQUIRE_EQ_INT(parse("redis://:%e2%82%ac@h", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.password, "\xe2\x82\xac");
+    hr_redis_addr_clear(&a);
+}
+
+HR_TEST(bad_percent_escape_or_nul_in_password_is_refused)
+{
+    static const char *const bad[] = {"redis://:pw%@h", "redis://:pw%4@h", "redis://:pw%zz@h",
+                                      "redis://:%00@h", "redis://:a%0@h",  "redis://:%g1@h"};
+    hr_redis_addr_t a;
+    char err[128];
+    for (size_t i = 0; i < HR_ARRAY_LEN(bad); i++) {
+        if (!HR_CHECK_EQ_INT(parse(bad[i], &a, err, sizeof(err)), HR_DECLINED)) {
+            HR_FAIL("accepted \"%s\"", bad[i]);
+            hr_redis_addr_clear(&a);
+            continue;
+        }
+        HR_CHECK_CONTAINS(err, "password");
+        HR_CHECK(a.host == NULL && a.password == NULL);
+    }
+}
+
+HR_TEST(ipv6_literal_host_in_brackets)
+{
+    hr_redis_addr_t a;
+    char err[128];
+    HR_REQUIRE_EQ_INT(parse("redis://[::1]:6390/2", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.host, "::1");
+    HR_CHECK_EQ_INT(a.port, 6390);
+    HR_CHECK_EQ_INT(a.db, 2);
+    hr_redis_addr_clear(&a);
+
+    HR_REQUIRE_EQ_INT(parse("redis://:pw@[fe80::1:2]", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.host, "fe80::1:2");
+    HR_CHECK_EQ_STR(a.password, "pw");
+    HR_CHECK_EQ_INT(a.port, 6379);
+    hr_redis_addr_clear(&a);
+
+    HR_REQUIRE_EQ_INT(parse("redis://[::ffff:127.0.0.1]/4", &a, err, sizeof(err)), 0);
+    HR_CHECK_EQ_STR(a.host, "::ffff:127.0.0.1");
+    HR_CHECK_EQ_INT(a.db, 4);
+    hr_redis_addr_clear(&a);
+}
+
+HR_TEST(bad_ipv6_literal_is_refused)
+{
+    static const char *const bad[] = {"redis://[::1",     "redis://[]:6379", "redis://[::1]x",
+                                      "redis://[::1]]:1", "redis://[h::1 ]", "redis://[::1]:0"};
+    hr_redis_addr_t a;
+    char err[128];
+    for (size_t i = 0; i < HR_ARRAY_LEN(bad); i++) {
+        if (!HR_CHECK_EQ_INT(parse(bad[i], &a, err, sizeof(err)), HR_DECLINED)) {
+            HR_FAIL("accepted \"%s\"", bad[i]);
+            hr_redis_addr_clear(&a);
+            continue;
+        }
+        HR_CHECK(err[0] != '\0');
+        HR_CHECK(a.host == NULL && a.password == NULL);
+    }
+}
+
+HR_TEST(signed_port_or_db_is_refused)
+{
+    static const char *const bad[] = {"redis://h:+80", "redis://h/+1", "redis://h/ 1",
+                                      "redis://h: 80"};
+    hr_redis_addr_t a;
+    char err[128];
+    for (size_t i = 0; i < HR_ARRAY_LEN(bad); i++) {
+        if (!HR_CHECK_EQ_INT(parse(bad[i], &a, err, sizeof(err)), HR_DECLINED)) {
+            HR_FAIL("accepted \"%s\"", bad[i]);
+            hr_redis_addr_clear(&a);
+        }
+    }
+}
+
 HR_TEST(clear_twice_is_harmless)
 {
     hr_redis_addr_t a;

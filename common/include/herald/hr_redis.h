@@ -9,12 +9,18 @@
 #ifndef HERALD_HR_REDIS_H
 #define HERALD_HR_REDIS_H
 
+#include "herald/hr_backoff.h" /* reconnect delays; included for existing users */
+
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/** A parsed redis://[:password@]host[:port][/db] URL. */
+/**
+ * A parsed redis://[[user]:password@]host[:port][/db] URL: the password ends
+ * at the last '@' and is percent-decoded; host may be an IPv6 literal in
+ * brackets.
+ */
 typedef struct {
     char *host; /* owned */
     int port;
@@ -34,16 +40,6 @@ void hr_redis_addr_clear(hr_redis_addr_t *a);
  */
 redisContext *hr_redis_connect_sync(const hr_redis_addr_t *a, int timeout_ms, char *err,
                                     size_t errlen);
-
-/** Capped exponential backoff with jitter. */
-typedef struct {
-    uint32_t min_ms, max_ms, cur_ms;
-} hr_backoff_t;
-
-void hr_backoff_init(hr_backoff_t *b, uint32_t min_ms, uint32_t max_ms);
-/** The next delay to wait; grows until max. */
-uint32_t hr_backoff_next(hr_backoff_t *b);
-void hr_backoff_reset(hr_backoff_t *b);
 
 /** What the async connection needs from an event loop. */
 typedef struct {
@@ -87,6 +83,20 @@ int hr_redis_async_ready(const hr_redis_async_t *r);
  */
 int hr_redis_async_argv(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, int argc,
                         const char **argv, const size_t *argvlen);
+/**
+ * Like hr_redis_async_argv() for a command already in RESP (cmd, len bytes:
+ * "*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument), which
+ * hiredis copies as is instead of formatting it again.
+ */
+int hr_redis_async_formatted(hr_redis_async_t *r, redisCallbackFn *cb, void *priv, const char *cmd,
+                             size_t len);
+/**
+ * Inside a command callback given a NULL reply (connection lost or watchdog):
+ * 1 when that command never reached the socket whole, so Redis cannot have
+ * run it (safe to report "not done"); 0 when it was sent and its outcome is
+ * unknown (it may have run).
+ */
+int hr_redis_async_lost_unsent(const hr_redis_async_t *r);
 /**
  * Sends (P)SUBSCRIBE/UNSUBSCRIBE: cb is called for every message of the
  * subscription, and with a NULL reply when the connection goes away.

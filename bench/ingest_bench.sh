@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Ingest throughput (not in CTest): a private redis-server on a free port,
+# herald-ingest (Release), then wrk POSTing single notifications
+# (bench/post.lua). Prints POST/s, latency, the ingest process's CPU per
+# request, heap allocations per POST (LD_PRELOAD counter) and epoll_ctl
+# calls per POST (strace -c over a separate short run).
+#
+# With PIN=1 (default) ingest runs on CPU 1 and wrk + redis-server on CPU 0,
+# so post_per_sec_per_ingest_core is one core's worth of ingest.
+#
+#   bench/ingest_bench.sh [BUILD_DIR]        (default: build-bench, a Release build)
+#   THREADS=1 CONNS=64 SECONDS_RUN=8 PIN=1 bench/ingest_bench.sh
+#   INGEST=/path/to/herald-ingest NO_BUILD=1 bench/ingest_bench.sh   (another build, e.g. before a change)
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$SRC/build-bench}
+THREADS=${THREADS:-1}
+CONNS=${CONNS:-64}
+SECONDS_RUN=${SECONDS_RUN:-8}
+PIN=${PIN:-1}
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHERALD_TESTS=OFF >/dev/null
+  cmake --build "$BUILD" -j2 --target herald-ingest >/dev/null
+fi
+INGEST=${INGEST:-$BUILD/services/ingest/herald-ingest}
+ON_INGEST_CPU=(); ON_LOAD_CPU=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then ON_INGEST_CPU=(taskset -c 1); ON_LOAD_CPU=(taskset -c 0); fi
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TMP=$(mktemp -d /tmp/herald-ingest-bench-XXXXXX)
+RPORT=$(free_port); IPORT=$(free_port)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  [ -f "$TMP/redis.pid" ] && kill "$(cat "$TMP/redis.pid")" 2>/dev/null
+  sleep 0.3; rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cc -O2 -shared -fPIC -o "$TMP/alloc_count.so" "$SRC/bench/alloc_count.c"
+"${ON_LOAD_CPU[@]}" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$TMP/redis.pid" --logfile "$TMP/redis.log" --dir "$TMP"
+rcli() { redis-cli -p "$RPORT" "$@"; }
+until rcli PING >/dev/null 2>&1; do sleep 0.05; done
+export HERALD_REDIS_URL=redis://127.0.0.1:$RPORT HERALD_INGEST_PORT=$IPORT HERALD_LOG_LEVEL=warn
+
+start_ingest() { # $@: extra env
+  env "$@" "${ON_INGEST_CPU[@]}" "$INGEST" >>"$TMP/ingest.log" 2>&1 &
+  PIDS+=($!)
+  until curl -sf "http://127.0.0.1:$IPORT/healthz" >/dev/null 2>&1; do sleep 0.05; done
+}
+stop_ingests() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  PIDS=()
+}
+cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+
+# 1. throughput
+start_ingest
+wrk -t1 -c8 -d1s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >/dev/null  # warm-up
+rcli DEL herald:stream:notifications >/dev/null
+netin() { rcli INFO stats | awk -F: '/^total_net_input_bytes/ {print $2+0}'; }
+in0=$(netin)
+t0=$(cpu_ticks)
+"${ON_LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency -s "$SRC/bench/post.lua" \
+  "http://127.0.0.1:$IPORT" >"$TMP/wrk.out"
+t1=$(cpu_ticks)
+in1=$(netin)
+stop_ingests
+rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")
+total=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
+non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk.out"); non2xx=${non2xx:-0}
+stored=$(rcli XLEN herald:stream:notifications)
+hz=$(getconf CLK_TCK)
+echo "command: wrk -t$THREADS -c$CONNS -d${SECONDS_RUN}s -s bench/post.lua (pinned: $PIN) ingest: $INGEST"
+echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "post_per_sec: $rps"
+echo "requests: $total non_2xx: $non2xx stored_in_stream: $stored"
+grep -E '^\s+(50|99)%' "$TMP/wrk.out" | awk '{print "latency_p" $1 ": " $2}' | tr -d '%'
+awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$total" -v s="$SECONDS_RUN" \
+  -v b="$((in1 - in0))" \
+  'BEGIN {printf "redis_bytes_in_per_post: %.0f\n", b / n; printf "ingest_cpu_cores: %.2f\ningest_cpu_us_per_post: %.1f\npost_per_sec_per_ingest_core: %.0f\n", t / hz / s, t / hz * 1e6 / n, n / (t / hz)}'
+
+# 2. allocations per POST: a fixed number of requests with the counter preloaded
+N_ALLOC=${N_ALLOC:-20000}
+start_ingest LD_PRELOAD="$TMP/alloc_count.so" HERALD_ALLOC_COUNT_FILE="$TMP/allocs.idle"
+stop_ingests
+idle=$(cat "$TMP/allocs.idle")
+start_ingest LD_PRELOAD="$TMP/alloc_count.so" HERALD_ALLOC_COUNT_FILE="$TMP/allocs.run"
+wrk -t1 -c8 -d2s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >"$TMP/wrk2.out"
+n2=$(awk '/requests in/ {print $1}' "$TMP/wrk2.out")
+stop_ingests
+run=$(cat "$TMP/allocs.run")
+awk -v a="$((run - idle))" -v n="$n2" 'BEGIN {printf "allocations_per_post: %.1f\n", a / n}'
+
+# 3. epoll_ctl per POST (strace slows ingest; only the ratio matters)
+if command -v strace >/dev/null; then
+  start_ingest
+  strace -f -c -e trace=epoll_ctl,epoll_wait,readv,writev,read,write,recvfrom,sendto,accept4 \
+    -p "${PIDS[0]}" -o "$TMP/strace.out" &
+  SPID=$!
+  sleep 0.5
+  wrk -t1 -c8 -d2s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >"$TMP/wrk3.out"
+  kill -INT "$SPID"; wait "$SPID" 2>/dev/null || true
+  n3=$(awk '/requests in/ {print $1}' "$TMP/wrk3.out")
+  awk -v n="$n3" '$NF ~ /^(epoll_ctl|epoll_wait|read|write|readv|writev|recvfrom|sendto)$/ {
+      printf "syscalls_per_post_%s: %.2f\n", $NF, $4 / n }' "$TMP/strace.out"
+  stop_ingests
+fi
+
+# 4. user-space instructions per POST (IR=1; valgrind's callgrind): does not
+#    depend on what else the machine runs, unlike the CPU time above. One
+#    connection, N_IR requests sent one after another.
+if [ "${IR:-0}" = 1 ] && command -v valgrind >/dev/null; then
+  N_IR=${N_IR:-2000}
+  ir_run() { # $1: number of requests; prints the total Ir of the process
+    env valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" "$INGEST" >>"$TMP/ingest.log" 2>&1 &
+    PIDS+=($!)
+    until curl -sf "http://127.0.0.1:$IPORT/healthz" >/dev/null 2>&1; do sleep 0.1; done
+    python3 - "$IPORT" "$1" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for n in range(int(sys.argv[2])):
+    body = ('{"user_id":"user%d","type":"comment","message":"bench message %d","data":{"n":%d}}'
+            % (n % 10000, n, n)).encode()
+    c.request("POST", "/notifications", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 202:
+        sys.exit(f"status {r.status}")
+PY
+    stop_ingests
+    awk '/^summary:/ {print $2}' "$TMP/cg.out"
+  }
+  ir0=$(ir_run 10)
+  ir1=$(ir_run $((N_IR + 10)))
+  awk -v a="$ir0" -v b="$ir1" -v n="$N_IR" 'BEGIN {printf "user_instructions_per_post: %.0f\n", (b - a) / n}'
+fi
