@@ -292,6 +292,31 @@ def register_pid(pid):
         pass  # already gone
 
 
+def tagged_processes():
+    """(pid, comm) of live processes started under this test (they carry
+    TAG in their environment), the test process and the reaper excluded."""
+    out = []
+    me = os.getpid()
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == me:
+            continue
+        try:
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if f"{TAG_VAR}={TAG}".encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if TAG.encode() in f.read().split(b"\0"):
+                    continue  # the reaper (TAG is its argument)
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    continue
+            with open(f"/proc/{p}/comm") as f:
+                out.append((int(p), f.read().strip()))
+        except OSError:
+            pass
+    return out
+
+
 def register_dir(path):
     """Removes path when the test process is gone, unless unregister_dir()."""
     _reaper.send("dir", path)
@@ -455,13 +480,26 @@ class Service:
         self.proc.wait()
         self._judge(self.proc.returncode)
 
-    def terminate(self, timeout=15):
-        """SIGTERM and wait; returns the exit code, or None if it ignored
-        SIGTERM for timeout s and had to be SIGKILLed (recorded as a problem)."""
-        if self.proc.poll() is not None:
+    def wait(self, timeout=15):
+        """Waits for an exit the test caused (e.g. its own SIGTERM) and
+        returns the exit code; an exit other than 0 is recorded as a problem,
+        not seeing one within timeout fails."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"{self.name} (pid {self.proc.pid}) still running after {timeout}s") from None
+        self._judge(rc)
+        return rc
+
+    def terminate(self, timeout=15, sent=False):
+        """SIGTERM (unless sent: the caller already did) and wait; returns the
+        exit code, or None if it ignored SIGTERM for timeout s and had to be
+        SIGKILLed (recorded as a problem)."""
+        if not sent and self.proc.poll() is not None:
             self._judge(self.proc.returncode, "had already exited: ")
             return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        if not sent:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -677,8 +715,14 @@ class Stack:
         sanitizer report. Logs are kept on failure; the temp dir is removed
         otherwise (and by the reaper if the test process dies first)."""
         problems = []
-        for svc in self.retired + list(self.services.values()):
-            svc.terminate()
+        every = self.retired + list(self.services.values())
+        signalled = set()
+        for svc in every:  # SIGTERM to all first: they drain in parallel
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGTERM)
+                signalled.add(id(svc))
+        for svc in every:
+            svc.terminate(sent=id(svc) in signalled)
             problems += svc.problems
             text = svc.log_text()
             if any(m in text for m in SANITIZER_MARKS):
