@@ -34,6 +34,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,11 +243,17 @@ typedef struct {
     uint64_t pub_sent, pub_errors, pub_first_us, pub_last_us;
     uint64_t notify_sent, notify_ok, notify_failed, notify_first_us, notify_last_us;
     uint64_t notify_rx, notify_last_rx_us, notify_max_lag_us;
+    uint64_t notify_last_ok_us;  /* wall clock of the last 202 */
+    uint64_t notify_rx_expected; /* frames the accepted POSTs owe: sockets of each target user */
     char join_err_code[32];
     char last_err_code[32];
-    hl_hist_t h_chat;   /* publish → each receiver */
-    hl_hist_t h_notify; /* POST sent → each socket */
-    hl_hist_t h_post;   /* POST sent → HTTP response */
+    /* Latencies start at the scheduled send time, not the actual one: a send
+     * delayed because the sockets were all busy counts its wait (no
+     * coordinated omission). */
+    hl_hist_t h_chat;     /* publish scheduled → each receiver */
+    hl_hist_t h_notify;   /* POST scheduled → each socket */
+    hl_hist_t h_post;     /* POST scheduled → HTTP 202 (other answers are not in it) */
+    hl_hist_t h_post_svc; /* POST written → HTTP 202: the server's part alone */
 } hl_report_t;
 
 static int
@@ -305,7 +312,9 @@ _Static_assert(sizeof(hl_conn_t) <= 56, "keep the per-connection struct small");
 typedef struct {
     int fd; /* -1: not connected */
     int busy;
-    uint64_t sent_us; /* monotonic, for the response time */
+    uint32_t user;     /* target of the request in flight */
+    uint64_t sent_us;  /* monotonic, when it was written */
+    uint64_t sched_us; /* monotonic, when it was due */
     uint32_t rlen;
     char rbuf[4096];
 } hl_http_t;
@@ -329,11 +338,11 @@ typedef struct {
     /* publish (worker 0) */
     int publishing;
     uint32_t pub_next;
-    uint64_t pub_t0, pub_last_ts;
+    uint64_t pub_t0, pub_t0_rt, pub_last_ts;
     /* notify (worker 0) */
     int notifying;
     uint32_t notify_next, notify_done, notify_users;
-    uint64_t notify_t0;
+    uint64_t notify_t0, notify_t0_rt;
     hl_http_t *http; /* owned, notify_conns entries */
     hl_fantab_t fan;
     hl_report_t rep;
@@ -511,6 +520,15 @@ static uint32_t
 hl_user_of(uint32_t idx)
 {
     return O.users ? idx % O.users : idx;
+}
+
+/* How many of the --conns sockets belong to notification target user k
+ * (connection i is user i % notify_users): the frames one POST to k owes. */
+static uint32_t
+hl_sockets_of(uint32_t k)
+{
+    uint32_t u = W.notify_users;
+    return k < O.conns ? (O.conns - k + u - 1) / u : 0;
 }
 
 static void
@@ -881,7 +899,8 @@ hl_publish_due(void)
             W.pub_next = O.publish;
             break;
         }
-        uint64_t ts = hl_rt_us();
+        /* The scheduled time, on the wall clock the receivers compare with. */
+        uint64_t ts = W.pub_t0_rt + (due - W.pub_t0);
         if (ts <= W.pub_last_ts)
             ts = W.pub_last_ts + 1; /* the timestamp is the message's key */
         W.pub_last_ts = ts;
@@ -978,11 +997,16 @@ hl_http_readable(hl_http_t *h)
     if (strncmp(h->rbuf, "HTTP/1.", 7) == 0)
         status = atoi(h->rbuf + 9);
     W.rep.notify_last_status = status;
-    if (status == 202 || status == 200)
+    uint64_t now = hr_mono_us();
+    if (status == 202) {
         W.rep.notify_ok++;
-    else
+        W.rep.notify_last_ok_us = hl_rt_us();
+        W.rep.notify_rx_expected += hl_sockets_of(h->user);
+        hl_hist_add(&W.rep.h_post, now - h->sched_us);
+        hl_hist_add(&W.rep.h_post_svc, now - h->sent_us);
+    } else {
         W.rep.notify_failed++;
-    hl_hist_add(&W.rep.h_post, hr_mono_us() - h->sent_us);
+    }
     h->busy = 0;
     W.notify_done++;
     int closing = strcasestr(h->rbuf, "connection: close") != NULL;
@@ -1016,16 +1040,18 @@ hl_notify_due(void)
         rr = (int)(h - W.http) + 1;
         if (now - due > W.rep.notify_max_lag_us)
             W.rep.notify_max_lag_us = now - due;
-        uint64_t ts = hl_rt_us();
+        uint64_t ts = W.notify_t0_rt + (due - W.notify_t0); /* scheduled, wall clock */
         char body[256], req[768];
+        h->user = W.notify_next % W.notify_users;
         int bl = snprintf(body, sizeof(body),
                           "{\"user_id\":\"u%u\",\"type\":\"bench\",\"message\":\"%" PRIu64 "\"}",
-                          W.notify_next % W.notify_users, ts);
+                          h->user, ts);
         int rl = snprintf(req, sizeof(req),
                           "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                           "Content-Length: %d\r\n\r\n%s",
                           O.notify_path, O.notify_host, O.notify_port, bl, body);
         h->sent_us = hr_mono_us();
+        h->sched_us = due;
         h->busy = 1;
         W.notify_next++;
         W.rep.notify_sent++;
@@ -1073,9 +1099,11 @@ hl_on_command(void)
     if (cmd == 'P' && O.publish > 0 && O.room != NULL) {
         W.publishing = 1;
         W.pub_t0 = hr_mono_us();
+        W.pub_t0_rt = hl_rt_us();
     } else if (cmd == 'N' && O.notify_count > 0) {
         W.notifying = 1;
         W.notify_t0 = hr_mono_us();
+        W.notify_t0_rt = hl_rt_us();
         W.http = hr_calloc((size_t)O.notify_conns, sizeof(*W.http));
         for (int i = 0; i < O.notify_conns; i++) {
             W.http[i].fd = -1;
@@ -1326,9 +1354,35 @@ hl_drain(uint64_t expect)
     }
 }
 
+/* What a run missed, for run_ok / failures= and the exit status. */
+typedef struct {
+    int n;
+    char text[1024];
+} hl_failures_t;
+
+static void __attribute__((format(printf, 2, 3))) hl_fail(hl_failures_t *f, const char *fmt, ...)
+{
+    size_t at = strlen(f->text);
+    if (f->n++ > 0 && at + 2 < sizeof(f->text)) {
+        memcpy(f->text + at, "; ", 3);
+        at += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->text + at, sizeof(f->text) - at, fmt, ap);
+    va_end(ap);
+}
+
+/* p50/p99/max and the sample count; "n/a" for an empty histogram (a run
+ * that measured nothing must not read as 0 us). */
 static void
 hl_print_hist(const char *prefix, const hl_hist_t *h)
 {
+    printf("%s_samples=%" PRIu64 "\n", prefix, h->n);
+    if (h->n == 0) {
+        printf("%s_p50=n/a\n%s_p99=n/a\n%s_max=n/a\n", prefix, prefix, prefix);
+        return;
+    }
     printf("%s_p50=%" PRIu64 "\n%s_p99=%" PRIu64 "\n%s_max=%" PRIu64 "\n", prefix,
            hl_hist_q(h, 0.50), prefix, hl_hist_q(h, 0.99), prefix, h->max);
 }
@@ -1385,7 +1439,9 @@ hl_usage(const char *argv0)
             "  --drain S            at most S seconds to wait for deliveries after the last send;\n"
             "                       stops early once all arrived or none for 1 s (30)\n"
             "  --handshake-timeout S (10)  --join-timeout S (10)  --inflight N (1000)\n"
-            "exit: 0 done, 1 error, 3 the gateway refused join (unknown_type)\n",
+            "exit: 0 every connection, request and expected frame made it; 1 bad options or\n"
+            "      nothing connected; 2 the run missed something (see failures=); 3 the gateway\n"
+            "      refused join (unknown_type)\n",
             argv0);
 }
 
@@ -1637,13 +1693,17 @@ main(int argc, char **argv)
     int join_unsupported = O.room != NULL && join_ok == 0 && join_unacked == 0 && join_failed > 0 &&
                            strcmp(join_err, "unknown_type") == 0;
     double phase_s = 0;
+    int phase_timeouts = 0;
+    uint64_t chat_expect = 0;
     if (O.publish > 0 && O.room != NULL && !join_unsupported) {
         fprintf(stderr, "herald-load: publishing %u messages at %.1f/s\n", O.publish, O.pub_rate);
         hl_send_cmd(0, 'P');
         uint64_t t = hr_mono_us();
-        hl_wait_all(HL_REP_PHASE_DONE, 0, O.publish / O.pub_rate + 60);
+        if (hl_wait_all(HL_REP_PHASE_DONE, 0, O.publish / O.pub_rate + 60) != 0)
+            phase_timeouts++;
         phase_s = (double)(hr_mono_us() - t) / 1e6;
-        hl_drain(C[0].rep.pub_sent * (join_ok + join_unacked));
+        chat_expect = C[0].rep.pub_sent * (join_ok + join_unacked);
+        hl_drain(chat_expect);
     }
     if (O.notify_count > 0) {
         C[0].phase_done = 0;
@@ -1651,13 +1711,15 @@ main(int argc, char **argv)
                 O.notify_rate);
         hl_send_cmd(0, 'N');
         uint64_t t = hr_mono_us();
-        hl_wait_all(HL_REP_PHASE_DONE, 0, O.notify_count / O.notify_rate + 60);
+        if (hl_wait_all(HL_REP_PHASE_DONE, 0, O.notify_count / O.notify_rate + 60) != 0)
+            phase_timeouts++;
         phase_s = (double)(hr_mono_us() - t) / 1e6;
-        hl_drain(0);
+        hl_drain(chat_expect + C[0].rep.notify_rx_expected);
     }
     for (int i = 0; i < NC; i++)
         hl_send_cmd(i, 'S');
-    if (hl_wait_all(HL_REP_RESULT, -1, 30) != 0)
+    int unreported = hl_wait_all(HL_REP_RESULT, -1, 30) != 0;
+    if (unreported)
         fprintf(stderr, "herald-load: some workers did not report\n");
     for (int i = 0; i < NC; i++) {
         int st;
@@ -1688,6 +1750,9 @@ main(int argc, char **argv)
         T->notify_ok += r->notify_ok;
         T->notify_failed += r->notify_failed;
         T->notify_rx += r->notify_rx;
+        T->notify_rx_expected += r->notify_rx_expected;
+        if (r->notify_last_ok_us > T->notify_last_ok_us)
+            T->notify_last_ok_us = r->notify_last_ok_us;
         if (r->notify_max_lag_us > T->notify_max_lag_us)
             T->notify_max_lag_us = r->notify_max_lag_us;
         if (r->chat_last_rx_us > chat_last)
@@ -1712,8 +1777,23 @@ main(int argc, char **argv)
         hl_hist_merge(&T->h_chat, &r->h_chat);
         hl_hist_merge(&T->h_notify, &r->h_notify);
         hl_hist_merge(&T->h_post, &r->h_post);
+        hl_hist_merge(&T->h_post_svc, &r->h_post_svc);
     }
 
+    hl_failures_t F = {0};
+    if (T->conn_ok < O.conns)
+        hl_fail(&F,
+                "%" PRIu64 " of %u connections not established (%" PRIu64 " failed, %" PRIu64
+                " timed out)",
+                O.conns - T->conn_ok, O.conns, T->conn_failed, T->conn_timeouts);
+    if (T->dropped > 0)
+        hl_fail(&F, "%" PRIu64 " connections dropped by the server", T->dropped);
+    if (O.room != NULL && !join_unsupported && (join_failed > 0 || join_unacked > 0))
+        hl_fail(&F, "%" PRIu64 " joins failed, %" PRIu64 " unanswered", join_failed, join_unacked);
+    if (phase_timeouts > 0)
+        hl_fail(&F, "%d send phase(s) timed out", phase_timeouts);
+    if (unreported)
+        hl_fail(&F, "some workers did not report");
     printf("connections_target=%u\n", O.conns);
     printf("connections_ok=%" PRIu64 "\n", T->conn_ok);
     printf("connections_failed=%" PRIu64 "\n", T->conn_failed);
@@ -1775,8 +1855,20 @@ main(int argc, char **argv)
         printf("publish_seconds=%.2f\n", phase_s);
         printf("messages_seen=%" PRIu64 "\n", seen);
         printf("messages_delivered_to_all=%" PRIu64 "\n", complete);
+        /* A publish answered with an error (rate_limited, ...) owes no frames. */
+        uint64_t owed =
+            (T->pub_sent - (T->pub_errors < T->pub_sent ? T->pub_errors : T->pub_sent)) * members;
         printf("chat_frames_received=%" PRIu64 "\n", T->chat_rx);
-        printf("chat_frames_expected=%" PRIu64 "\n", T->pub_sent * members);
+        printf("chat_frames_expected=%" PRIu64 "\n", owed);
+        printf("chat_frames_lost=%" PRIu64 "\n", owed > T->chat_rx ? owed - T->chat_rx : 0);
+        if (T->pub_sent < O.publish)
+            hl_fail(&F, "published %" PRIu64 " of %u", T->pub_sent, O.publish);
+        if (T->pub_errors > 0)
+            hl_fail(&F, "%" PRIu64 " publishes answered with an error", T->pub_errors);
+        if (T->chat_rx < owed)
+            hl_fail(&F, "%" PRIu64 " chat frames lost", owed - T->chat_rx);
+        if (complete < T->pub_sent)
+            hl_fail(&F, "%" PRIu64 " messages did not reach every member", T->pub_sent - complete);
         printf("frames_per_sec=%.0f\n", span > 0 ? (double)T->chat_rx / span : 0);
         hl_print_hist("latency_us", &T->h_chat);
         hl_print_hist("all_delivered_us", h_all);
@@ -1790,22 +1882,50 @@ main(int argc, char **argv)
         double rx_span = notify_last_rx > notify_first && notify_first != UINT64_MAX
                              ? (double)(notify_last_rx - notify_first) / 1e6
                              : 0;
+        /* Accepted per second, from the first send to the last 202. */
+        double ok_span = T->notify_last_ok_us > notify_first && notify_first != UINT64_MAX
+                             ? (double)(T->notify_last_ok_us - notify_first) / 1e6
+                             : 0;
+        printf("notify_target=%u\n", O.notify_count);
         printf("notify_sent=%" PRIu64 "\n", T->notify_sent);
         printf("notify_accepted=%" PRIu64 "\n", T->notify_ok);
         printf("notify_failed=%" PRIu64 "\n", T->notify_failed);
         if (T->notify_last_status)
             printf("notify_last_status=%d\n", T->notify_last_status);
-        printf("notify_rate_achieved=%.0f\n", span > 0 ? (double)(T->notify_sent - 1) / span : 0);
+        printf("notify_rate_sent=%.0f\n", span > 0 ? (double)(T->notify_sent - 1) / span : 0);
+        printf("notify_rate_achieved=%.0f\n", ok_span > 0 ? (double)T->notify_ok / ok_span : 0);
         printf("notify_max_lag_us=%" PRIu64 "\n", T->notify_max_lag_us);
         hl_print_hist("notify_post_rtt_us", &T->h_post);
+        hl_print_hist("notify_post_service_us", &T->h_post_svc);
         printf("notify_frames_received=%" PRIu64 "\n", T->notify_rx);
+        printf("notify_frames_expected=%" PRIu64 "\n", T->notify_rx_expected);
+        printf("notify_frames_lost=%" PRIu64 "\n",
+               T->notify_rx_expected > T->notify_rx ? T->notify_rx_expected - T->notify_rx : 0);
         printf("notify_frames_per_sec=%.0f\n", rx_span > 0 ? (double)T->notify_rx / rx_span : 0);
         hl_print_hist("notify_latency_us", &T->h_notify);
+        if (T->notify_ok < O.notify_count)
+            hl_fail(&F,
+                    "%" PRIu64 " of %u POSTs not accepted (%" PRIu64 " answered otherwise, %" PRIu64
+                    " not sent)",
+                    O.notify_count - T->notify_ok, O.notify_count, T->notify_failed,
+                    O.notify_count - T->notify_sent);
+        if (T->notify_rx < T->notify_rx_expected)
+            hl_fail(&F, "%" PRIu64 " notification frames lost",
+                    T->notify_rx_expected - T->notify_rx);
     }
+    if (join_unsupported)
+        hl_fail(&F, "join refused with unknown_type");
+    printf("run_ok=%d\n", F.n == 0);
+    if (F.n > 0)
+        printf("failures=\"%s\"\n", F.text);
     fflush(stdout);
     for (int i = 0; i < NC; i++)
         hr_free(C[i].fans);
-    int rc = join_unsupported ? 3 : T->conn_ok > 0 ? 0 : 1;
+    /* 3: rooms unsupported; 2: the run missed something it expected (a
+     * connection, a request, a frame): its numbers describe a failed run. */
+    int rc = join_unsupported ? 3 : T->conn_ok == 0 ? 1 : F.n > 0 ? 2 : 0;
+    if (F.n > 0)
+        fprintf(stderr, "herald-load: FAILED: %s\n", F.text);
     hr_free(T);
     hr_free(C);
     return rc;

@@ -15,7 +15,9 @@
 #   page2    GET /notifications?user_id=<random>&cursor=<…>      (a page mid-inbox)
 #   count    GET /notifications/unread-count?user_id=<random>
 #
-# and prints p50/p99 latency and req/s for each.
+# and prints p50/p99 latency and req/s for each. A scenario with any non-2xx
+# answer or socket error fails the run (exit 1, its line marked FAILED), as
+# does history not becoming ready.
 #
 # usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count]  (default: all)
 # env:   ROWS (10000000) USERS (10000) READ_PCT (70) DURATION (15 s per scenario)
@@ -138,15 +140,26 @@ HIST_PORT=$(free_port)
 HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
     "$BUILD/services/history/herald-history" >"$WORK/history.log" 2>&1 &
 HIST_PID=$!
+ready=0
 for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$HIST_PORT/healthz" >/dev/null 2>&1 && break
+    curl -sf "http://127.0.0.1:$HIST_PORT/healthz" >/dev/null 2>&1 && { ready=1; break; }
+    kill -0 "$HIST_PID" 2>/dev/null || break
     sleep 0.1
 done
+if [ $ready != 1 ]; then
+    echo "history_bench: FAILED: herald-history not ready on :$HIST_PORT after 10 s" >&2
+    tail -20 "$WORK/history.log" >&2
+    exit 1
+fi
 
 # A cursor into the middle of an inbox (after half of u1's rows, at most 100 in).
 HALF=$(( ROWS / USERS / 2 )); [ $HALF -gt 100 ] && HALF=100; [ $HALF -lt 1 ] && HALF=1
 CURSOR=$(curl -sf "http://127.0.0.1:$HIST_PORT/notifications?user_id=u1&limit=$HALF" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+if [ -z "$CURSOR" ] && [[ " ${scenarios[*]} " == *" page2 "* ]]; then
+    echo "history_bench: FAILED: no cursor into u1's inbox for page2 (ROWS/USERS too small?)" >&2
+    exit 1
+fi
 
 # -- wrk --------------------------------------------------------------------------
 cat >"$WORK/random_user.lua" <<EOF
@@ -166,14 +179,17 @@ request = function()
 end
 done = function(summary, latency, requests)
     local s = summary.duration / 1e6
+    -- req_s counts 2xx answers only; errors and non2xx make the script fail.
+    local ok = summary.requests - summary.errors.status
     io.write(string.format("RESULT req_s=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d errors=%d non2xx=%d\n",
-        summary.requests / s, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+        ok / s, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
         latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
         summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
         summary.errors.status))
 end
 EOF
 
+failed=0
 echo
 echo "rows=$ROWS users=$USERS read_pct=$READ_PCT pool=$POOL wrk: -t$THREADS -c$CONNS -d${DURATION}s load_s=$LOAD_S size=\"$SIZE\""
 for sc in "${scenarios[@]}"; do
@@ -188,10 +204,22 @@ for sc in "${scenarios[@]}"; do
         "http://127.0.0.1:$HIST_PORT" >/dev/null
     out=$(PATH_FMT=$fmt timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
         -s "$WORK/random_user.lua" "http://127.0.0.1:$HIST_PORT")
-    printf '%-7s %s\n' "$sc" "$(echo "$out" | sed -n 's/^RESULT //p')"
+    res=$(echo "$out" | sed -n 's/^RESULT //p')
+    errs=$(echo "$res" | sed -n 's/.* errors=\([0-9]*\).*/\1/p')
+    bad=$(echo "$res" | sed -n 's/.* non2xx=\([0-9]*\).*/\1/p')
+    if [ -z "$res" ] || [ "${errs:-1}" != 0 ] || [ "${bad:-1}" != 0 ]; then
+        printf '%-7s FAILED (errors=%s non2xx=%s): %s\n' "$sc" "${errs:-?}" "${bad:-?}" "${res:-no wrk result}"
+        failed=1
+    else
+        printf '%-7s %s\n' "$sc" "$res"
+    fi
 done
 if grep -q "level=error" "$WORK/history.log"; then
     echo "history logged errors:" >&2
     grep "level=error" "$WORK/history.log" | head >&2
+    exit 1
+fi
+if [ $failed = 1 ]; then
+    echo "history_bench: FAILED: a scenario had errors or non-2xx answers" >&2
     exit 1
 fi
