@@ -19,9 +19,17 @@
 # answer or socket error fails the run (exit 1, its line marked FAILED), as
 # does history not becoming ready.
 #
-# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count]  (default: all)
+# plans (not in the default set) prints the plan of every statement history
+# runs, as history runs it (prepared, generic plan, EXPLAIN ANALYZE BUFFERS
+# through auto_explain in PostgreSQL's log): one request of each kind for user
+# PLAN_USER, each repeated 6 times so the generic plan is the one shown. The
+# marks and read-all really run (after the wrk scenarios).
+#
+# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count] [plans]
+#        (default: inbox unread page2 count)
 # env:   ROWS (10000000) USERS (10000) READ_PCT (70) DURATION (15 s per scenario)
 #        CONNS (32) THREADS (2) POOL (history.pg_pool_size, 4) KEEP=1 keeps $WORK
+#        PLAN_USER (u4242)
 #
 # Every process the script starts is stopped by pid on exit, failure or Ctrl-C.
 set -euo pipefail
@@ -35,20 +43,28 @@ DURATION=${DURATION:-15}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 POOL=${POOL:-4}
+PLAN_USER=${PLAN_USER:-u4242}
 CHUNK=1000000
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 build=1
+plans=0
 scenarios=()
 for a in "$@"; do
     case "$a" in
     --no-build) build=0 ;;
     inbox | unread | page2 | count) scenarios+=("$a") ;;
+    plans) plans=1 ;;
     -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(inbox unread page2 count)
+[ ${#scenarios[@]} -eq 0 ] && [ $plans = 0 ] && scenarios=(inbox unread page2 count)
+# auto_explain is loaded only for a plans run, and logs nothing until the
+# plans step turns it on.
+EXPLAIN_OPTS=""
+# (Only the library on the command line: a -c setting would override ALTER SYSTEM.)
+[ $plans = 1 ] && EXPLAIN_OPTS="-c shared_preload_libraries=auto_explain"
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 
@@ -88,7 +104,7 @@ as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U postgres -A trust --no-sync -E UTF8 --lo
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/postgres.log" -w -o "-p $PG_PORT -k $WORK \
     -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
     -c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min \
-    -c maintenance_work_mem=512MB" start >/dev/null
+    -c maintenance_work_mem=512MB $EXPLAIN_OPTS" start >/dev/null
 PG_UP=1
 PSQL=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE herald"
@@ -192,7 +208,7 @@ EOF
 failed=0
 echo
 echo "rows=$ROWS users=$USERS read_pct=$READ_PCT pool=$POOL wrk: -t$THREADS -c$CONNS -d${DURATION}s load_s=$LOAD_S size=\"$SIZE\""
-for sc in "${scenarios[@]}"; do
+for sc in "${scenarios[@]+"${scenarios[@]}"}"; do
     case $sc in
     inbox) fmt="/notifications?user_id=u%d" ;;
     unread) fmt="/notifications?user_id=u%d&status=unread" ;;
@@ -214,6 +230,56 @@ for sc in "${scenarios[@]}"; do
         printf '%-7s %s\n' "$sc" "$res"
     fi
 done
+if [ $plans = 1 ]; then
+    H="http://127.0.0.1:$HIST_PORT"
+    "${PSQL[@]}" -d herald -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" \
+        -c "ALTER SYSTEM SET auto_explain.log_analyze = on" -c "ALTER SYSTEM SET auto_explain.log_buffers = on" \
+        -c "ALTER SYSTEM SET auto_explain.log_timing = off" \
+        -c "ALTER SYSTEM SET plan_cache_mode = force_generic_plan" -c "SELECT pg_reload_conf()" >/dev/null
+    # A fresh history, so its pooled sessions start with these settings.
+    kill -TERM "$HIST_PID"; wait "$HIST_PID" || true
+    HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
+        "$BUILD/services/history/herald-history" >>"$WORK/history.log" 2>&1 &
+    HIST_PID=$!
+    for _ in $(seq 100); do curl -sf "$H/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf "$H/healthz" >/dev/null || { echo "history_bench: FAILED: history did not restart" >&2; exit 1; }
+    from=$(stat -c %s "$WORK/postgres.log")
+    NID=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+    PCUR=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=$HALF" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    reqs=("GET /notifications?user_id=$PLAN_USER" "GET /notifications?user_id=$PLAN_USER&status=unread"
+          "GET /notifications?user_id=$PLAN_USER&status=read" "GET /notifications?user_id=$PLAN_USER&cursor=$PCUR"
+          "GET /notifications/$NID?user_id=$PLAN_USER" "GET /notifications/unread-count?user_id=$PLAN_USER"
+          "POST /notifications/$NID/read?user_id=$PLAN_USER" "POST /notifications/$NID/unread?user_id=$PLAN_USER"
+          "POST /notifications/read-all?user_id=$PLAN_USER" "GET /rooms/lobby/messages")
+    for r in "${reqs[@]}"; do
+        for _ in 1 2 3 4 5 6; do
+            code=$(curl -s -o /dev/null -w '%{http_code}' -X "${r%% *}" "$H${r#* }")
+            [ "$code" = 200 ] || { echo "history_bench: FAILED: plans: $r answered $code" >&2; exit 1; }
+        done
+    done
+    "${PSQL[@]}" -d herald -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null
+    # The last plan logged for each statement text, in the order first seen.
+    tail -c +"$((from + 1))" "$WORK/postgres.log" | python3 -c '
+import re, sys
+plans, order, cur, took = {}, [], None, None
+def keep(block, took):
+    if block and block[0] not in ("Query Text: SELECT 1", "Query Text: SELECT pg_reload_conf()"):
+        if block[0] not in plans:
+            order.append(block[0])
+        plans[block[0]] = block + [f"Execution (auto_explain duration): {took}"]
+for line in sys.stdin:
+    if cur is not None and line.startswith("\t"):
+        cur.append(line[1:].rstrip("\n"))
+        continue
+    keep(cur, took)
+    m = re.search(r"LOG:  duration: ([0-9.]+ ms)  plan:", line)
+    cur, took = ([], m.group(1)) if m else (None, None)
+keep(cur, took)
+for q in order:
+    print("\n".join(plans[q]))
+    print()
+'
+fi
 if grep -q "level=error" "$WORK/history.log"; then
     echo "history logged errors:" >&2
     grep "level=error" "$WORK/history.log" | head >&2
