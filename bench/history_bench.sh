@@ -246,11 +246,24 @@ if [ $plans = 1 ]; then
     from=$(stat -c %s "$WORK/postgres.log")
     NID=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     PCUR=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=$HALF" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    # Rooms: 200,000 messages over 100 rooms; a cursor after the first 1,000 of r42.
+    "${PSQL[@]}" -d herald -c "
+        INSERT INTO room_messages (id, room, user_id, message, created_at)
+        SELECT (lpad(to_hex(ms), 12, '0') || '7' || lpad(to_hex(g % 4096), 3, '0') || '8'
+                || lpad(to_hex(g), 15, '0'))::uuid,
+               'r' || (g % 100), 'u' || (g % $USERS), 'room message ' || g, to_timestamp(ms / 1000.0)
+        FROM (SELECT g, $base_ms + g AS ms FROM generate_series(1, 200000) g) s" -c "ANALYZE room_messages"
+    RCUR=""
+    for _ in $(seq 10); do
+        RCUR=$(curl -sf "$H/rooms/r42/messages?limit=100${RCUR:+&before=$RCUR}" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    done
+    [ -n "$RCUR" ] || { echo "history_bench: FAILED: plans: no room cursor" >&2; exit 1; }
     reqs=("GET /notifications?user_id=$PLAN_USER" "GET /notifications?user_id=$PLAN_USER&status=unread"
           "GET /notifications?user_id=$PLAN_USER&status=read" "GET /notifications?user_id=$PLAN_USER&cursor=$PCUR"
           "GET /notifications/$NID?user_id=$PLAN_USER" "GET /notifications/unread-count?user_id=$PLAN_USER"
           "POST /notifications/$NID/read?user_id=$PLAN_USER" "POST /notifications/$NID/unread?user_id=$PLAN_USER"
-          "POST /notifications/read-all?user_id=$PLAN_USER" "GET /rooms/lobby/messages")
+          "POST /notifications/read-all?user_id=$PLAN_USER" "GET /rooms/r42/messages?before=$RCUR")
     for r in "${reqs[@]}"; do
         for _ in 1 2 3 4 5 6; do
             code=$(curl -s -o /dev/null -w '%{http_code}' -X "${r%% *}" "$H${r#* }")
