@@ -243,7 +243,6 @@ if [ $plans = 1 ]; then
     HIST_PID=$!
     for _ in $(seq 100); do curl -sf "$H/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     curl -sf "$H/healthz" >/dev/null || { echo "history_bench: FAILED: history did not restart" >&2; exit 1; }
-    from=$(stat -c %s "$WORK/postgres.log")
     NID=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     PCUR=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=$HALF" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
     # Rooms: 200,000 messages over 100 rooms; a cursor after the first 1,000 of r42.
@@ -264,6 +263,7 @@ if [ $plans = 1 ]; then
           "GET /notifications/$NID?user_id=$PLAN_USER" "GET /notifications/unread-count?user_id=$PLAN_USER"
           "POST /notifications/$NID/read?user_id=$PLAN_USER" "POST /notifications/$NID/unread?user_id=$PLAN_USER"
           "POST /notifications/read-all?user_id=$PLAN_USER" "GET /rooms/r42/messages?before=$RCUR")
+    from=$(stat -c %s "$WORK/postgres.log")
     for r in "${reqs[@]}"; do
         for _ in 1 2 3 4 5 6; do
             code=$(curl -s -o /dev/null -w '%{http_code}' -X "${r%% *}" "$H${r#* }")
@@ -271,15 +271,18 @@ if [ $plans = 1 ]; then
         done
     done
     "${PSQL[@]}" -d herald -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null
-    # The last plan logged for each statement text, in the order first seen.
-    tail -c +"$((from + 1))" "$WORK/postgres.log" | python3 -c '
-import re, sys
-plans, order, cur, took = {}, [], None, None
+    # One plan per request (the last of its 6 runs), headed by the request.
+    tail -c +"$((from + 1))" "$WORK/postgres.log" |
+        REQS=$(printf '%s\n' "${reqs[@]}") python3 -c '
+import os, re, sys
+runs, cur, took = [], None, None
 def keep(block, took):
     if block and block[0] not in ("Query Text: SELECT 1", "Query Text: SELECT pg_reload_conf()"):
-        if block[0] not in plans:
-            order.append(block[0])
-        plans[block[0]] = block + [f"Execution (auto_explain duration): {took}"]
+        block = block + [f"Execution (auto_explain duration): {took}"]
+        if runs and runs[-1][0] == block[0]:
+            runs[-1] = block
+        else:
+            runs.append(block)
 for line in sys.stdin:
     if cur is not None and line.startswith("\t"):
         cur.append(line[1:].rstrip("\n"))
@@ -288,8 +291,10 @@ for line in sys.stdin:
     m = re.search(r"LOG:  duration: ([0-9.]+ ms)  plan:", line)
     cur, took = ([], m.group(1)) if m else (None, None)
 keep(cur, took)
-for q in order:
-    print("\n".join(plans[q]))
+reqs = os.environ["REQS"].split("\n")
+for i, block in enumerate(runs):
+    print(f"### {reqs[i]}" if len(runs) == len(reqs) else "###")
+    print("\n".join(block))
     print()
 '
 fi
