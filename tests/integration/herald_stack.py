@@ -491,6 +491,20 @@ class Service:
         self._judge(rc)
         return rc
 
+    def expect_exit(self, code, timeout=15):
+        """For a test that makes the service exit on purpose (bad config, a
+        refused start): waits, fails unless it exited with code, and does
+        not count that exit as a problem at stop()."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"{self.name} (pid {self.proc.pid}) still running after {timeout}s") from None
+        self.judged = True
+        if self.logf and not self.logf.closed:
+            self.logf.close()
+        check(rc == code, f"{self.name}: {describe_exit(rc)}, wanted exit code {code}")
+        return rc
+
     def terminate(self, timeout=15, sent=False):
         """SIGTERM (unless sent: the caller already did) and wait; returns the
         exit code, or None if it ignored SIGTERM for timeout s and had to be
