@@ -20,10 +20,10 @@
 # does history not becoming ready.
 #
 # plans (not in the default set) prints the plan of every statement history
-# runs, as history runs it (prepared, generic plan, EXPLAIN ANALYZE BUFFERS
-# through auto_explain in PostgreSQL's log): one request of each kind for user
-# PLAN_USER, each repeated 6 times so the generic plan is the one shown. The
-# marks and read-all really run (after the wrk scenarios).
+# runs, as history runs it (prepared, generic plan: plan_cache_mode is
+# force_generic_plan for the step; EXPLAIN ANALYZE BUFFERS through
+# auto_explain in PostgreSQL's log): one request of each kind for user
+# PLAN_USER. The marks and read-all really run (after the wrk scenarios).
 #
 # usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count] [plans]
 #        (default: inbox unread page2 count)
@@ -265,13 +265,11 @@ if [ $plans = 1 ]; then
           "POST /notifications/read-all?user_id=$PLAN_USER" "GET /rooms/r42/messages?before=$RCUR")
     from=$(stat -c %s "$WORK/postgres.log")
     for r in "${reqs[@]}"; do
-        for _ in 1 2 3 4 5 6; do
-            code=$(curl -s -o /dev/null -w '%{http_code}' -X "${r%% *}" "$H${r#* }")
-            [ "$code" = 200 ] || { echo "history_bench: FAILED: plans: $r answered $code" >&2; exit 1; }
-        done
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X "${r%% *}" "$H${r#* }")
+        [ "$code" = 200 ] || { echo "history_bench: FAILED: plans: $r answered $code" >&2; exit 1; }
     done
     "${PSQL[@]}" -d herald -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null
-    # One plan per request (the last of its 6 runs), headed by the request.
+    # One plan per request, headed by it.
     tail -c +"$((from + 1))" "$WORK/postgres.log" |
         REQS=$(printf '%s\n' "${reqs[@]}") python3 -c '
 import os, re, sys
@@ -279,10 +277,7 @@ runs, cur, took = [], None, None
 def keep(block, took):
     if block and block[0] not in ("Query Text: SELECT 1", "Query Text: SELECT pg_reload_conf()"):
         block = block + [f"Execution (auto_explain duration): {took}"]
-        if runs and runs[-1][0] == block[0]:
-            runs[-1] = block
-        else:
-            runs.append(block)
+        runs.append(block)
 for line in sys.stdin:
     if cur is not None and line.startswith("\t"):
         cur.append(line[1:].rstrip("\n"))
