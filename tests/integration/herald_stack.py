@@ -169,9 +169,11 @@ def run_threads(fn, args_list, timeout=None):
 
 # Every process started under this test inherits this tag in its environment,
 # so the reaper can find them (daemons included) after the test process died.
+# A fresh one per test process, never inherited: two tests sharing a tag would
+# reap each other's servers.
 TAG_VAR = "HERALD_TEST_TAG"
-os.environ.setdefault(TAG_VAR, uuid.uuid4().hex)
-TAG = os.environ[TAG_VAR]
+TAG = uuid.uuid4().hex
+os.environ[TAG_VAR] = TAG
 
 _REAPER_CODE = r"""
 import os, shutil, signal, sys, time
