@@ -15,14 +15,24 @@
 #   page2    GET /notifications?user_id=<random>&cursor=<…>      (a page mid-inbox)
 #   count    GET /notifications/unread-count?user_id=<random>
 #
-# and prints p50/p99 latency and req/s for each. Then one heavy user with
-# HEAVY unread rows (default 1,000,000): the time of its unread count, first
-# page, one mark and read-all (once each, after a warm-up; curl -w).
+# and prints p50/p99 latency and req/s for each. A scenario with any non-2xx
+# answer or socket error fails the run (exit 1, its line marked FAILED), as
+# does history not becoming ready. Then one heavy user with HEAVY unread rows
+# (default 1,000,000): the time of its unread count, first page, one mark and
+# read-all (once each, after a warm-up; curl -w).
 #
-# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count]  (default: all)
+# plans (not in the default set) prints the plan of every statement history
+# runs, as history runs it (prepared, generic plan: plan_cache_mode is
+# force_generic_plan for the step; EXPLAIN ANALYZE BUFFERS through
+# auto_explain in PostgreSQL's log): one request of each kind for user
+# PLAN_USER. The marks and read-all really run (after the wrk scenarios).
+#
+# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count] [plans]
+#        (default: inbox unread page2 count)
 # env:   ROWS (10000000) USERS (10000) READ_PCT (70) DURATION (15 s per scenario)
 #        HEAVY (1000000 unread rows of user "heavy"; 0 skips it)
 #        CONNS (32) THREADS (2) POOL (history.pg_pool_size, 4) KEEP=1 keeps $WORK
+#        PLAN_USER (u4242)
 #
 # Every process the script starts is stopped by pid on exit, failure or Ctrl-C.
 set -euo pipefail
@@ -37,20 +47,28 @@ DURATION=${DURATION:-15}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 POOL=${POOL:-4}
+PLAN_USER=${PLAN_USER:-u4242}
 CHUNK=1000000
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 build=1
+plans=0
 scenarios=()
 for a in "$@"; do
     case "$a" in
     --no-build) build=0 ;;
     inbox | unread | page2 | count) scenarios+=("$a") ;;
+    plans) plans=1 ;;
     -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
-[ ${#scenarios[@]} -eq 0 ] && scenarios=(inbox unread page2 count)
+[ ${#scenarios[@]} -eq 0 ] && [ $plans = 0 ] && scenarios=(inbox unread page2 count)
+# auto_explain is loaded only for a plans run, and logs nothing until the
+# plans step turns it on.
+EXPLAIN_OPTS=""
+# (Only the library on the command line: a -c setting would override ALTER SYSTEM.)
+[ $plans = 1 ] && EXPLAIN_OPTS="-c shared_preload_libraries=auto_explain"
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 
@@ -90,7 +108,7 @@ as_pg "$PG_BIN/initdb" -D "$WORK/pg" -U postgres -A trust --no-sync -E UTF8 --lo
 as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/postgres.log" -w -o "-p $PG_PORT -k $WORK \
     -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
     -c shared_buffers=1GB -c max_wal_size=8GB -c checkpoint_timeout=30min \
-    -c maintenance_work_mem=512MB" start >/dev/null
+    -c maintenance_work_mem=512MB $EXPLAIN_OPTS" start >/dev/null
 PG_UP=1
 PSQL=(psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE herald"
@@ -154,15 +172,26 @@ HIST_PORT=$(free_port)
 HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
     "$BUILD/services/history/herald-history" >"$WORK/history.log" 2>&1 &
 HIST_PID=$!
+ready=0
 for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$HIST_PORT/healthz" >/dev/null 2>&1 && break
+    curl -sf "http://127.0.0.1:$HIST_PORT/healthz" >/dev/null 2>&1 && { ready=1; break; }
+    kill -0 "$HIST_PID" 2>/dev/null || break
     sleep 0.1
 done
+if [ $ready != 1 ]; then
+    echo "history_bench: FAILED: herald-history not ready on :$HIST_PORT after 10 s" >&2
+    tail -20 "$WORK/history.log" >&2
+    exit 1
+fi
 
 # A cursor into the middle of an inbox (after half of u1's rows, at most 100 in).
 HALF=$(( ROWS / USERS / 2 )); [ $HALF -gt 100 ] && HALF=100; [ $HALF -lt 1 ] && HALF=1
 CURSOR=$(curl -sf "http://127.0.0.1:$HIST_PORT/notifications?user_id=u1&limit=$HALF" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+if [ -z "$CURSOR" ] && [[ " ${scenarios[*]} " == *" page2 "* ]]; then
+    echo "history_bench: FAILED: no cursor into u1's inbox for page2 (ROWS/USERS too small?)" >&2
+    exit 1
+fi
 
 # -- wrk --------------------------------------------------------------------------
 cat >"$WORK/random_user.lua" <<EOF
@@ -182,17 +211,20 @@ request = function()
 end
 done = function(summary, latency, requests)
     local s = summary.duration / 1e6
+    -- req_s counts 2xx answers only; errors and non2xx make the script fail.
+    local ok = summary.requests - summary.errors.status
     io.write(string.format("RESULT req_s=%.0f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f max_ms=%.2f requests=%d errors=%d non2xx=%d\n",
-        summary.requests / s, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+        ok / s, latency:percentile(50) / 1000, latency:percentile(90) / 1000,
         latency:percentile(99) / 1000, latency.max / 1000, summary.requests,
         summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
         summary.errors.status))
 end
 EOF
 
+failed=0
 echo
 echo "rows=$ROWS users=$USERS read_pct=$READ_PCT pool=$POOL wrk: -t$THREADS -c$CONNS -d${DURATION}s load_s=$LOAD_S size=\"$SIZE\""
-for sc in "${scenarios[@]}"; do
+for sc in "${scenarios[@]+"${scenarios[@]}"}"; do
     case $sc in
     inbox) fmt="/notifications?user_id=u%d" ;;
     unread) fmt="/notifications?user_id=u%d&status=unread" ;;
@@ -204,7 +236,15 @@ for sc in "${scenarios[@]}"; do
         "http://127.0.0.1:$HIST_PORT" >/dev/null
     out=$(PATH_FMT=$fmt timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
         -s "$WORK/random_user.lua" "http://127.0.0.1:$HIST_PORT")
-    printf '%-7s %s\n' "$sc" "$(echo "$out" | sed -n 's/^RESULT //p')"
+    res=$(echo "$out" | sed -n 's/^RESULT //p')
+    errs=$(echo "$res" | sed -n 's/.* errors=\([0-9]*\).*/\1/p')
+    bad=$(echo "$res" | sed -n 's/.* non2xx=\([0-9]*\).*/\1/p')
+    if [ -z "$res" ] || [ "${errs:-1}" != 0 ] || [ "${bad:-1}" != 0 ]; then
+        printf '%-7s FAILED (errors=%s non2xx=%s): %s\n' "$sc" "${errs:-?}" "${bad:-?}" "${res:-no wrk result}"
+        failed=1
+    else
+        printf '%-7s %s\n' "$sc" "$res"
+    fi
 done
 if [ "$HEAVY" -gt 0 ]; then
     # status and ms of one request; -X method, path
@@ -221,8 +261,75 @@ if [ "$HEAVY" -gt 0 ]; then
     echo "heavy   read_all  $(one POST "/notifications/read-all?user_id=heavy")"
     echo "heavy   count     $(one GET "/notifications/unread-count?user_id=heavy") (after read-all)"
 fi
+if [ $plans = 1 ]; then
+    H="http://127.0.0.1:$HIST_PORT"
+    "${PSQL[@]}" -d herald -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" \
+        -c "ALTER SYSTEM SET auto_explain.log_analyze = on" -c "ALTER SYSTEM SET auto_explain.log_buffers = on" \
+        -c "ALTER SYSTEM SET auto_explain.log_timing = off" \
+        -c "ALTER SYSTEM SET plan_cache_mode = force_generic_plan" -c "SELECT pg_reload_conf()" >/dev/null
+    # A fresh history, so its pooled sessions start with these settings.
+    kill -TERM "$HIST_PID"; wait "$HIST_PID" || true
+    HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
+        "$BUILD/services/history/herald-history" >>"$WORK/history.log" 2>&1 &
+    HIST_PID=$!
+    for _ in $(seq 100); do curl -sf "$H/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf "$H/healthz" >/dev/null || { echo "history_bench: FAILED: history did not restart" >&2; exit 1; }
+    NID=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
+    PCUR=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=$HALF" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    # Rooms: 200,000 messages over 100 rooms; a cursor after the first 1,000 of r42.
+    "${PSQL[@]}" -d herald -c "
+        INSERT INTO room_messages (id, room, user_id, message, created_at)
+        SELECT (lpad(to_hex(ms), 12, '0') || '7' || lpad(to_hex(g % 4096), 3, '0') || '8'
+                || lpad(to_hex(g), 15, '0'))::uuid,
+               'r' || (g % 100), 'u' || (g % $USERS), 'room message ' || g, to_timestamp(ms / 1000.0)
+        FROM (SELECT g, $base_ms + g AS ms FROM generate_series(1, 200000) g) s" -c "ANALYZE room_messages"
+    RCUR=""
+    for _ in $(seq 10); do
+        RCUR=$(curl -sf "$H/rooms/r42/messages?limit=100${RCUR:+&before=$RCUR}" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
+    done
+    [ -n "$RCUR" ] || { echo "history_bench: FAILED: plans: no room cursor" >&2; exit 1; }
+    reqs=("GET /notifications?user_id=$PLAN_USER" "GET /notifications?user_id=$PLAN_USER&status=unread"
+          "GET /notifications?user_id=$PLAN_USER&status=read" "GET /notifications?user_id=$PLAN_USER&cursor=$PCUR"
+          "GET /notifications/$NID?user_id=$PLAN_USER" "GET /notifications/unread-count?user_id=$PLAN_USER"
+          "POST /notifications/$NID/read?user_id=$PLAN_USER" "POST /notifications/$NID/unread?user_id=$PLAN_USER"
+          "POST /notifications/read-all?user_id=$PLAN_USER" "GET /rooms/r42/messages?before=$RCUR")
+    from=$(stat -c %s "$WORK/postgres.log")
+    for r in "${reqs[@]}"; do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X "${r%% *}" "$H${r#* }")
+        [ "$code" = 200 ] || { echo "history_bench: FAILED: plans: $r answered $code" >&2; exit 1; }
+    done
+    "${PSQL[@]}" -d herald -c "ALTER SYSTEM RESET ALL" -c "SELECT pg_reload_conf()" >/dev/null
+    # One plan per request, headed by it.
+    tail -c +"$((from + 1))" "$WORK/postgres.log" |
+        REQS=$(printf '%s\n' "${reqs[@]}") python3 -c '
+import os, re, sys
+runs, cur, took = [], None, None
+def keep(block, took):
+    if block and block[0] not in ("Query Text: SELECT 1", "Query Text: SELECT pg_reload_conf()"):
+        block = block + [f"Execution (auto_explain duration): {took}"]
+        runs.append(block)
+for line in sys.stdin:
+    if cur is not None and line.startswith("\t"):
+        cur.append(line[1:].rstrip("\n"))
+        continue
+    keep(cur, took)
+    m = re.search(r"LOG:  duration: ([0-9.]+ ms)  plan:", line)
+    cur, took = ([], m.group(1)) if m else (None, None)
+keep(cur, took)
+reqs = os.environ["REQS"].split("\n")
+for i, block in enumerate(runs):
+    print(f"### {reqs[i]}" if len(runs) == len(reqs) else "###")
+    print("\n".join(block))
+    print()
+'
+fi
 if grep -q "level=error" "$WORK/history.log"; then
     echo "history logged errors:" >&2
     grep "level=error" "$WORK/history.log" | head >&2
+    exit 1
+fi
+if [ $failed = 1 ]; then
+    echo "history_bench: FAILED: a scenario had errors or non-2xx answers" >&2
     exit 1
 fi

@@ -3,13 +3,18 @@
 #   1. fills herald:stream:notifications with N valid entries (one Lua script
 #      per 50,000, run inside Redis), then measures herald-worker's rows/s
 #      draining it with 1 worker, then again with 2 workers;
-#   2. end-to-end lag created_at -> row visible (commit timestamp of the row,
-#      PostgreSQL track_commit_timestamp) under a steady POST load through
-#      herald-ingest.
+#   2. end-to-end lag under a steady POST load through herald-ingest:
+#      created_at (stamped by ingest when it accepts the POST) -> COMMIT of the
+#      row's transaction (pg_xact_commit_timestamp, track_commit_timestamp=on),
+#      over exactly the rows of the 202 answers, once all of them are stored.
 # Private redis-server and PostgreSQL on free ports, stopped by pid.
+# Exits non-zero, printing no figure for the failed part, when a drain does
+# not reach N distinct rows within DRAIN_TIMEOUT, rows are duplicated, a
+# worker does not exit 0 on SIGTERM, a POST is not answered 202, or the
+# accepted rows are not all stored within DRAIN_TIMEOUT.
 #
 #   bench/pipeline_bench.sh [BUILD_DIR]      (default: build-bench, a Release build made if missing)
-#   N=1000000 RATE=2000 SECONDS_LOAD=10 bench/pipeline_bench.sh
+#   N=1000000 RATE=2000 SECONDS_LOAD=10 DRAIN_TIMEOUT=600 bench/pipeline_bench.sh
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +22,7 @@ BUILD=${1:-$SRC/build-bench}
 N=${N:-1000000}
 RATE=${RATE:-2000}
 SECONDS_LOAD=${SECONDS_LOAD:-10}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-600}
 PG_BIN=${HERALD_PG_BIN:-/usr/lib/postgresql/15/bin}
 
 if [ ! -x "$BUILD/services/worker/herald-worker" ]; then
@@ -82,19 +88,30 @@ fill() {
   echo "filled $(rcli XLEN herald:stream:notifications) entries in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 
+fail() { echo "pipeline_bench: FAILED: $*" >&2; exit 1; }
+
 drain() { # $1 = number of workers
-  local t0 t1 pids=() rows
+  local t0 t1 pids=() rows total p rc deadline
   t0=$(date +%s%N)
+  deadline=$((SECONDS + DRAIN_TIMEOUT))
   for ((k = 1; k <= $1; k++)); do
     HERALD_WORKER_CONSUMER=bench$k "$WORKER" 2>>"$TMP/worker.log" & pids+=($!); PIDS+=($!)
   done
   while :; do
-    rows=$(sql "SELECT count(*) FROM notifications")
+    rows=$(sql "SELECT count(DISTINCT id) FROM notifications")
     [ "$rows" -ge "$N" ] && break
+    [ $SECONDS -ge $deadline ] && fail "workers=$1: $rows of $N rows after ${DRAIN_TIMEOUT}s"
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || fail "worker $p exited during the drain"; done
     sleep 0.2
   done
   t1=$(date +%s%N)
-  for p in "${pids[@]}"; do kill "$p"; wait "$p" || true; done
+  for p in "${pids[@]}"; do
+    kill "$p"
+    rc=0; wait "$p" || rc=$?
+    [ $rc -eq 0 ] || fail "worker $p exited $rc after SIGTERM"
+  done
+  total=$(sql "SELECT count(*) FROM notifications")
+  [ "$total" -eq "$N" ] || fail "workers=$1: $total rows for $N distinct ids (duplicates)"
   local ms=$(( (t1 - t0) / 1000000 ))
   echo "workers=$1 rows=$rows time_ms=$ms rows_per_s=$(( rows * 1000 / (ms > 0 ? ms : 1) ))"
 }
@@ -110,36 +127,59 @@ fill; drain 2
 sql "TRUNCATE notifications" >/dev/null
 HERALD_INGEST_PORT=$IPORT "$INGEST" 2>>"$TMP/ingest.log" & PIDS+=($!)
 HERALD_WORKER_CONSUMER=lag1 "$WORKER" 2>>"$TMP/worker.log" & PIDS+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$IPORT/healthz" >/dev/null && break; sleep 0.05; done
-python3 - "$IPORT" "$RATE" "$SECONDS_LOAD" <<'EOF'
+ready=0
+for _ in $(seq 200); do curl -sf "http://127.0.0.1:$IPORT/healthz" >/dev/null && { ready=1; break; }; sleep 0.05; done
+[ $ready = 1 ] || fail "ingest not ready on :$IPORT after 10 s (log: $(tail -3 "$TMP/ingest.log"))"
+# Every answer must be 202; the ids go to $TMP/ids for the lag query. Any
+# other answer or error fails the run (exit 1), so no lag is printed for it.
+python3 - "$IPORT" "$RATE" "$SECONDS_LOAD" "$TMP/ids" <<'EOF'
 import http.client, json, sys, threading, time
-port, rate, secs = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, rate, secs, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 threads = 4
-sent = [0] * threads
+ids = [[] for _ in range(threads)]
+errors = []
 def run(t):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    per = rate / threads
-    start = time.monotonic()
-    i = 0
-    while time.monotonic() - start < secs:
-        due = start + i / per
-        now = time.monotonic()
-        if due > now:
-            time.sleep(due - now)
-        c.request("POST", "/notifications", body=json.dumps({"user_id": f"lag{i % 100}", "message": "x"}),
-                  headers={"Content-Type": "application/json"})
-        r = c.getresponse(); r.read()
-        assert r.status == 202, r.status
-        i += 1
-    sent[t] = i
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        per = rate / threads
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < secs:
+            due = start + i / per
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            c.request("POST", "/notifications", body=json.dumps({"user_id": f"lag{i % 100}", "message": "x"}),
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse(); raw = r.read()
+            if r.status != 202:
+                raise RuntimeError(f"POST answered {r.status}: {raw[:200]!r}")
+            ids[t].append(json.loads(raw)["id"])
+            i += 1
+    except Exception as e:  # noqa: BLE001 - reported below, fails the run
+        errors.append(f"poster {t}: {e!r}")
 ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
 [t.start() for t in ts]; [t.join() for t in ts]
-print(f"posted {sum(sent)} at a target of {rate}/s for {secs:.0f} s")
+if errors:
+    sys.exit("pipeline_bench: FAILED: " + "; ".join(errors))
+n = sum(len(x) for x in ids)
+with open(out, "w") as f:
+    f.write("".join(i + "\n" for x in ids for i in x))
+print(f"posted {n} (all 202) at a target of {rate}/s for {secs:.0f} s")
 EOF
-sleep 1
-sql "SELECT 'lag_ms rows=' || count(*) ||
+ACCEPTED=$(wc -l <"$TMP/ids")
+sql "CREATE TABLE bench_ids (id uuid PRIMARY KEY)" >/dev/null
+psql -h 127.0.0.1 -p "$PPORT" -U postgres -d herald -qc "\\copy bench_ids FROM '$TMP/ids'"
+deadline=$((SECONDS + DRAIN_TIMEOUT))
+while :; do
+  stored=$(sql "SELECT count(*) FROM bench_ids b JOIN notifications n USING (id)")
+  [ "$stored" -ge "$ACCEPTED" ] && break
+  [ $SECONDS -ge $deadline ] && fail "$stored of $ACCEPTED accepted notifications stored after ${DRAIN_TIMEOUT}s"
+  sleep 0.2
+done
+sql "SELECT 'lag_ms (created_at -> commit) rows=' || count(*) ||
   ' p50=' || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY l)::numeric, 1) ||
   ' p99=' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY l)::numeric, 1) ||
   ' max=' || round(max(l)::numeric, 1)
-  FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - created_at) * 1000 AS l
-        FROM notifications) x"
+  FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(n.xmin) - n.created_at) * 1000 AS l
+        FROM bench_ids b JOIN notifications n USING (id)) x"

@@ -93,8 +93,23 @@ const browser = await chromium.launch({
 });
 const pageErrors = [];
 const sockets = new Map(); // page -> number of WebSockets it opened
+// Every page records the close code of each of its WebSockets (page state the
+// test reads back: a drain must close with 1001, not merely drop the socket).
+const RECORD_CLOSES = () => {
+  const Native = window.WebSocket;
+  window.__wsCloses = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('close', (e) => window.__wsCloses.push(e.code));
+    }
+  };
+};
+const closeCodes = (page) => page.evaluate(() => window.__wsCloses.slice());
+
 async function open(name, gw, user) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
+  await page.addInitScript(RECORD_CLOSES);
   page.setDefaultTimeout(TIMEOUT);
   page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
   page.on('websocket', () => sockets.set(page, (sockets.get(page) || 0) + 1));
@@ -187,7 +202,15 @@ try {
 
   await step('gateway 2 drains (1001) and restarts: bob and alice2 reconnect, bob rejoins lobby', async () => {
     const before = [sockets.get(bob), sockets.get(alice2)];
+    const closesBefore = [(await closeCodes(bob)).length, (await closeCodes(alice2)).length];
     await request('restart_gateway2');
+    for (const [p, who, n] of [[bob, 'bob', closesBefore[0]], [alice2, 'alice2', closesBefore[1]]]) {
+      const codes = await until(`${who}'s socket to close`, async () => {
+        const c = (await closeCodes(p)).slice(n);
+        return c.length > 0 ? c : { ok: false, c };
+      });
+      if (codes[0] !== 1001) throw new Error(`${who}'s socket closed with ${codes[0]}, wanted 1001 (drain)`);
+    }
     await until('bob to open a new socket', async () => sockets.get(bob) > before[0] && (await status(bob)) === 'open', 30000);
     await until('alice2 to open a new socket', async () => sockets.get(alice2) > before[1] && (await status(alice2)) === 'open', 30000);
     await until('bob rejoined', () => joined(bob));

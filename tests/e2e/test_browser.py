@@ -22,8 +22,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from herald_stack import (SRC_DIR, Stack, TestRun, free_port, http_get, log,  # noqa: E402
-                          post_notification, wait_until)
+from herald_stack import (SRC_DIR, Stack, TestRun, check, http_get, log, register_dir,  # noqa: E402
+                          post_notification, tagged_processes, wait_until)
 
 CLIENT_DIR = os.path.join(SRC_DIR, "examples", "client")
 OUT_DIR = os.path.abspath(os.environ.get("HERALD_E2E_OUT_DIR", os.path.join(HERE, "out")))
@@ -68,7 +68,7 @@ def build_client():
         npm_ci(CLIENT_DIR)
         run(["npm", "run", "build", "--", "--outDir", DIST, "--emptyOutDir", "--logLevel", "warn"], CLIENT_DIR)
         npm_ci(HERE)
-    assert os.path.exists(os.path.join(DIST, "index.html")), "vite wrote no index.html"
+    check(os.path.exists(os.path.join(DIST, "index.html")), "vite wrote no index.html")
 
 
 def serve(directory):
@@ -96,13 +96,17 @@ def main():
 
         def seed_bob():
             st, body = post_notification(stack.ingest_port, {"user_id": "bob", "message": seed, "type": "welcome"})
-            assert st == 202, (st, body)
+            check(st == 202, (st, body))
             wait_until(lambda: http_get(stack.history_port, "/notifications?user_id=bob")[1]["items"], 15,
                        "bob's notification in history")
 
         t.check("seed: a stored notification for bob before his page opens", seed_bob)
 
-        env = dict(os.environ,
+        # Chromium's profile dir (playwright's mkdtemp) goes under a dir the
+        # harness's reaper removes even if this test is killed.
+        node_tmp = tempfile.mkdtemp(prefix="herald-e2e-")
+        register_dir(node_tmp)
+        env = dict(os.environ, TMPDIR=node_tmp,
                    E2E_CLIENT_URL=f"http://127.0.0.1:{srv.server_address[1]}/",
                    E2E_GATEWAY1=gw[0], E2E_GATEWAY2=gw[1],
                    E2E_HISTORY=f"http://127.0.0.1:{stack.history_port}",
@@ -118,8 +122,9 @@ def main():
         def restart_gateway2():
             svc = stack.services["gateway2"]
             rc = svc.terminate()
-            assert rc == 0, f"gateway2 exited {rc} on SIGTERM"
+            check(rc == 0, f"gateway2 exited {rc} on SIGTERM")
             port = stack.gateway_ports[1]
+            # Same port (the pages reconnect to it); spawn() keeps the old one judged.
             stack.spawn("gateway2", "herald-gateway",
                         {"HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_DEV_USER_QUERY": "true",
                          "HERALD_GATEWAY_NODE_ID": "gw2"})
@@ -160,7 +165,7 @@ def main():
 
         def stored():
             _, inbox = http_get(stack.history_port, "/notifications?user_id=alice")
-            assert inbox["unread_count"] == 0 and inbox["items"][0]["read_at"], inbox
+            check(inbox["unread_count"] == 0 and inbox["items"][0]["read_at"], inbox)
             want = {"hello from alice", "hi alice, bob here", "welcome back bob"}
             wait_until(lambda: want <= {m["message"] for m in
                                         http_get(stack.history_port, "/rooms/lobby/messages")[1]["items"]},
@@ -171,9 +176,17 @@ def main():
         if node and node.poll() is None:
             node.kill()
             node.wait()
+        # node, playwright and Chromium carry the harness's tag: none may outlive the test.
+        if node is not None:
+            def browser_left():
+                return [p for p in tagged_processes() if p[1] == "node" or p[1].startswith("chrom")]
+            t.check("node and Chromium exited",
+                    lambda: wait_until(lambda: not browser_left(), 15, "node and Chromium to exit"))
         srv.shutdown()
         srv.server_close()
         t.check("stack stops cleanly (exit 0, no sanitizer report)", stack.stop)
+        if node is not None:
+            shutil.rmtree(node_tmp, ignore_errors=True)
     t.finish()
 
 

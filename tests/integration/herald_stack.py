@@ -1,7 +1,14 @@
 """Starts a private Herald stack for one integration test: its own redis-server
 and throwaway PostgreSQL cluster (initdb in a temp dir, free ports), then the
 real service binaries. Everything is stopped by pid; nothing touches the
-machine's default servers or ports."""
+machine's default servers or ports.
+
+Nothing outlives the test process: SIGTERM/SIGINT/SIGHUP raise SystemExit in
+the main thread (so `finally: stack.stop()` runs), and a detached reaper
+process (see _Reaper) kills every process started under this test and removes
+its temp dirs when the test process is gone, also after a SIGKILL (CTest
+3.25's timeout SIGKILLs the test's process tree, which misses daemonized
+servers and leaves temp dirs)."""
 import http.client
 import json
 import os
@@ -11,7 +18,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 
 BIN_DIR = os.environ.get("HERALD_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 SRC_DIR = os.environ.get("HERALD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
@@ -23,7 +32,30 @@ def log(msg):
     print(f"# {msg}", flush=True)
 
 
+class CheckFailed(AssertionError):
+    """A failed check(); an AssertionError so existing handlers still see it."""
+
+
+def check(cond, *what):
+    """Fails the current test step unless cond is true; what (any values) goes
+    into the message. Used instead of `assert`, which PYTHONOPTIMIZE removes."""
+    if not cond:
+        raise CheckFailed(" ".join(repr(w) if not isinstance(w, str) else w for w in what)
+                          or "check failed")
+    return cond
+
+
+def check_eq(got, want, *what):
+    """check(got == want) with both values in the message."""
+    if got != want:
+        raise CheckFailed(f"got {got!r}, wanted {want!r}" + (" - " + " ".join(map(str, what)) if what else ""))
+    return got
+
+
 def free_port():
+    """A port that was free a moment ago. Racy (another process may take it
+    before the caller binds it): prefer starting services on port 0 and
+    reading the port back (Stack does), or retrying on a bind failure."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -31,7 +63,294 @@ def free_port():
     return port
 
 
+def listening_ports(pid):
+    """TCP ports process pid listens on, from /proc (its socket inodes matched
+    against /proc/net/tcp LISTEN entries): state, not log text."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "0A" and cols[9] in inodes:
+                        ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return sorted(set(ports))
+
+
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def tcp_states(pid):
+    """States ("ESTABLISHED", "CLOSE_WAIT", ...) of the TCP sockets process pid
+    holds open. CLOSE_WAIT = the peer hung up and pid has not closed its end
+    yet: a way to wait until a server has processed clients leaving."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return []
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[9] in inodes:
+                        out.append(TCP_STATES.get(cols[3], cols[3]))
+        except OSError:
+            pass
+    return out
+
+
+class CheckedThread(threading.Thread):
+    """A thread whose exception is not lost: join() re-raises it in the
+    caller, and .result holds the target's return value."""
+
+    def __init__(self, target, *args, **kwargs):
+        super().__init__(daemon=True)
+        self._fn, self._args, self._kwargs = target, args, kwargs
+        self.result = None
+        self.error = None
+
+    def run(self):
+        try:
+            self.result = self._fn(*self._args, **self._kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed to join()
+            self.error = e
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.is_alive():
+            raise CheckFailed(f"thread {self._fn.__name__} still running after {timeout}s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def run_threads(fn, args_list, timeout=None):
+    """Runs fn(*args) for each args in its own CheckedThread, joins all and
+    re-raises the first exception; returns the results in order."""
+    ths = [CheckedThread(fn, *a) for a in args_list]
+    for th in ths:
+        th.start()
+    errors, results = [], []
+    for th in ths:
+        try:
+            results.append(th.join(timeout))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    return results
+
+
+# Every process started under this test inherits this tag in its environment,
+# so the reaper can find them (daemons included) after the test process died.
+# A fresh one per test process, never inherited: two tests sharing a tag would
+# reap each other's servers.
+TAG_VAR = "HERALD_TEST_TAG"
+TAG = uuid.uuid4().hex
+os.environ[TAG_VAR] = TAG
+
+_REAPER_CODE = r"""
+import os, shutil, signal, sys, time
+tag, owner, me = sys.argv[1].encode(), int(sys.argv[2]), os.getpid()
+if os.fork():
+    os._exit(0)          # the parent returns at once; the grandchild is detached
+os.setsid()
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+dirs, pids = [], {}
+for line in sys.stdin:
+    op, _, arg = line.rstrip("\n").partition(" ")
+    if op == "dir":
+        dirs.append(arg)
+    elif op == "undir" and arg in dirs:
+        dirs.remove(arg)
+    elif op == "pid":  # "pid START_TIME": START_TIME tells a reused pid apart
+        pid, start = arg.split()
+        pids[int(pid)] = start
+# EOF: the test process is exiting (normal exit, signal or SIGKILL). Wait until
+# it is gone: killing it while it finishes would change its exit status.
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+deadline = time.monotonic() + 60
+while alive(owner) and time.monotonic() < deadline:
+    time.sleep(0.05)
+def tagged():
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) in (me, owner, os.getpid()):
+            continue
+        try:
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if b"HERALD_TEST_TAG=" + tag in f.read().split(b"\0"):
+                    out.append(int(p))
+        except OSError:
+            pass
+    return out
+def start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+def registered():
+    # Processes that rewrite their environment for a title (redis-server)
+    # lose the tag: these were registered by pid.
+    return [p for p, t in pids.items() if start_time(p) == t and alive(p)]
+def postmasters():
+    out = []
+    for d in dirs:
+        for root, subdirs, files in os.walk(d):
+            if "postmaster.pid" in files:
+                try:
+                    out.append(int(open(os.path.join(root, "postmaster.pid")).readline()))
+                except (OSError, ValueError):
+                    pass
+    return out
+for _ in range(50):
+    victims = tagged() + registered() + postmasters()
+    if not victims:
+        break
+    for p in victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.1)
+for d in dirs:
+    shutil.rmtree(d, ignore_errors=True)
+"""
+
+
+class _Reaper:
+    """A detached process that, once the test process has gone, SIGKILLs every
+    process carrying this test's TAG and removes the temp dirs registered
+    with it (still registered = not removed by a clean stop)."""
+
+    def __init__(self):
+        self.w = None
+        self.lock = threading.Lock()
+
+    def _start(self):
+        r, w = os.pipe()
+        p = subprocess.Popen([sys.executable, "-c", _REAPER_CODE, TAG, str(os.getpid())], stdin=r,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+        p.wait()  # the first process exits at once; its detached child reads the pipe
+        os.close(r)
+        self.w = os.fdopen(w, "w", buffering=1)
+
+    def send(self, op, path):
+        with self.lock:
+            if self.w is None:
+                self._start()
+            self.w.write(f"{op} {path}\n")
+
+
+_reaper = _Reaper()
+
+
+def _start_time(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[19]
+
+
+def register_pid(pid):
+    """SIGKILLs pid when the test process is gone (for children whose
+    environment no longer shows the tag)."""
+    try:
+        _reaper.send("pid", f"{pid} {_start_time(pid)}")
+    except OSError:
+        pass  # already gone
+
+
+def tagged_processes():
+    """(pid, comm) of live processes started under this test (they carry
+    TAG in their environment), the test process and the reaper excluded."""
+    out = []
+    me = os.getpid()
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == me:
+            continue
+        try:
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if f"{TAG_VAR}={TAG}".encode() not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if TAG.encode() in f.read().split(b"\0"):
+                    continue  # the reaper (TAG is its argument)
+            with open(f"/proc/{p}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    continue
+            with open(f"/proc/{p}/comm") as f:
+                out.append((int(p), f.read().strip()))
+        except OSError:
+            pass
+    return out
+
+
+def register_dir(path):
+    """Removes path when the test process is gone, unless unregister_dir()."""
+    _reaper.send("dir", path)
+
+
+def unregister_dir(path):
+    _reaper.send("undir", path)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers():
+    """SIGTERM/SIGHUP end the test like SIGINT (an exception in the main
+    thread), so `finally` blocks stop the stack."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
+
+
+install_signal_handlers()
+
+
+class StopWaiting(CheckFailed):
+    """Raised by a wait_until() predicate when waiting longer cannot help
+    (the process it waits for has exited): wait_until re-raises it at once."""
+
+
 def wait_until(pred, timeout, what, interval=0.05):
+    """Polls pred() until it returns a true value (returned) or timeout s
+    pass (CheckFailed). Exceptions from pred are retried, except StopWaiting."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -39,10 +358,12 @@ def wait_until(pred, timeout, what, interval=0.05):
             v = pred()
             if v:
                 return v
+        except StopWaiting:
+            raise
         except Exception as e:  # noqa: BLE001 - retried until the deadline
             last = e
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
+    raise CheckFailed(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
 
 
 class Redis:
@@ -98,38 +419,114 @@ class Redis:
             self.sock = None
 
 
+def describe_exit(rc):
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
 class Service:
+    """One service process. Every way it ends is judged: an exit other than 0
+    after SIGTERM, a death by any signal the test did not send (kill9), and a
+    SIGTERM it ignored until SIGKILL are recorded in .problems, which
+    Stack.stop() turns into a failed test, also for a process start() has
+    since replaced."""
+
     def __init__(self, name, argv, env, logdir):
         self.name = name
         self.argv = argv
         self.env = env
         self.logpath = os.path.join(logdir, f"{name}.log")
         self.proc = None
+        self.problems = []
+        self.killed_by_test = False
+        self.judged = False
         self.start()
 
     def start(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                raise CheckFailed(f"{self.name}: start() while pid {self.proc.pid} is still running")
+            self._judge(self.proc.returncode)
         self.logf = open(self.logpath, "ab")
+        self.killed_by_test = False
+        self.judged = False
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.logf,
                                      stderr=subprocess.STDOUT)
+        register_pid(self.proc.pid)
+
+    def _judge(self, rc, how=""):
+        """Records rc of the current process once (an exit a test may expect
+        to see: 0, or SIGKILL it sent with kill9)."""
+        if self.judged:
+            return
+        self.judged = True
+        if self.logf and not self.logf.closed:
+            self.logf.close()
+        if rc == 0 or (self.killed_by_test and rc == -signal.SIGKILL):
+            return
+        self.problems.append(f"{self.name} (pid {self.proc.pid}): {how}{describe_exit(rc)}")
 
     def kill9(self):
+        """SIGKILL sent by the test: that death is expected, not a problem."""
+        if self.proc.poll() is not None:
+            self._judge(self.proc.returncode, "had already exited before kill9: ")
+            return
+        self.killed_by_test = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
-        self.logf.close()
+        self._judge(self.proc.returncode)
 
-    def terminate(self, timeout=15):
-        """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
-        if self.proc.poll() is not None:
+    def wait(self, timeout=15):
+        """Waits for an exit the test caused (e.g. its own SIGTERM) and
+        returns the exit code; an exit other than 0 is recorded as a problem,
+        not seeing one within timeout fails."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"{self.name} (pid {self.proc.pid}) still running after {timeout}s") from None
+        self._judge(rc)
+        return rc
+
+    def expect_exit(self, code, timeout=15):
+        """For a test that makes the service exit on purpose (bad config, a
+        refused start): waits, fails unless it exited with code, and does
+        not count that exit as a problem at stop()."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"{self.name} (pid {self.proc.pid}) still running after {timeout}s") from None
+        self.judged = True
+        if self.logf and not self.logf.closed:
             self.logf.close()
+        check(rc == code, f"{self.name}: {describe_exit(rc)}, wanted exit code {code}")
+        return rc
+
+    def terminate(self, timeout=15, sent=False):
+        """SIGTERM (unless sent: the caller already did) and wait; returns the
+        exit code, or None if it ignored SIGTERM for timeout s and had to be
+        SIGKILLed (recorded as a problem)."""
+        if not sent and self.proc.poll() is not None:
+            self._judge(self.proc.returncode, "had already exited: ")
             return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        if not sent:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            rc = None
-        self.logf.close()
+            self.judged = True
+            self.logf.close()
+            self.problems.append(f"{self.name} (pid {self.proc.pid}): ignored SIGTERM for {timeout}s, "
+                                 "needed SIGKILL")
+            return None
+        self._judge(rc, "after SIGTERM: ")
         return rc
 
     def log_text(self):
@@ -141,33 +538,48 @@ class Stack:
     def __init__(self, gateways=2, workers=1, services=("ingest", "worker", "history", "gateway"),
                  extra_env=None):
         self.tmp = tempfile.mkdtemp(prefix="herald-it-")
+        register_dir(self.tmp)
         os.chmod(self.tmp, 0o755)
         self.services = {}
+        self.retired = []  # services replaced by spawn() under the same key
         self.extra_env = extra_env or {}
         self.pg_dir = os.path.join(self.tmp, "pg")
         self.redis_pidfile = os.path.join(self.tmp, "redis.pid")
-        self.redis_port = free_port()
-        self.pg_port = free_port()
+        self.redis_proc = None
         try:
-            self.start_redis()
-            self.start_postgres()
+            # redis-server and PostgreSQL need a port up front: retry on another
+            # one if it was taken between free_port() and their bind.
+            for attempt in range(5):
+                self.redis_port = free_port()
+                try:
+                    self.start_redis()
+                    break
+                except subprocess.CalledProcessError:
+                    if attempt == 4:
+                        raise
+            for attempt in range(5):
+                self.pg_port = free_port()
+                try:
+                    self.start_postgres()
+                    break
+                except subprocess.CalledProcessError:
+                    if attempt == 4:
+                        raise
             self.env = self.service_env()
             if "worker" in services:
                 self.migrate()
+            # The services bind port 0; the port is read back from /proc.
             if "ingest" in services:
-                self.ingest_port = free_port()
-                self.spawn("ingest", "herald-ingest", {"HERALD_INGEST_PORT": self.ingest_port})
+                self.ingest_port = self.spawn_listening("ingest", "herald-ingest", "HERALD_INGEST_PORT", {})
             if "history" in services:
-                self.history_port = free_port()
-                self.spawn("history", "herald-history", {"HERALD_HISTORY_PORT": self.history_port})
+                self.history_port = self.spawn_listening("history", "herald-history",
+                                                         "HERALD_HISTORY_PORT", {})
             self.gateway_ports = []
             if "gateway" in services:
                 for i in range(gateways):
-                    port = free_port()
-                    self.gateway_ports.append(port)
-                    self.spawn(f"gateway{i + 1}", "herald-gateway",
-                               {"HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_DEV_USER_QUERY": "true",
-                                "HERALD_GATEWAY_NODE_ID": f"gw{i + 1}"})
+                    self.gateway_ports.append(self.spawn_listening(
+                        f"gateway{i + 1}", "herald-gateway", "HERALD_GATEWAY_PORT",
+                        {"HERALD_GATEWAY_DEV_USER_QUERY": "true", "HERALD_GATEWAY_NODE_ID": f"gw{i + 1}"}))
             if "worker" in services:
                 for i in range(workers):
                     self.spawn(f"worker{i + 1}", "herald-worker",
@@ -179,20 +591,39 @@ class Stack:
 
     # -- servers ---------------------------------------------------------
     def start_redis(self):
-        subprocess.run(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                        "--pidfile", self.redis_pidfile,
-                        "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp],
-                       check=True)
+        """Starts redis-server on self.redis_port, as a child (not daemonized,
+        so it dies with a killed process tree too)."""
+        self.redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--pidfile", self.redis_pidfile,
+             "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        register_pid(self.redis_proc.pid)
         self.redis = Redis(self.redis_port)
-        wait_until(lambda: self.redis.cmd("PING") == "PONG", 10, "redis")
+        proc = self.redis_proc
+
+        def up():
+            if proc.poll() is not None:
+                raise StopWaiting(f"redis-server exited: {describe_exit(proc.returncode)}")
+            return self.redis.cmd("PING") == "PONG"
+        try:
+            wait_until(up, 10, "redis")
+        except StopWaiting:
+            # e.g. the port was taken since free_port(): the caller may retry.
+            raise subprocess.CalledProcessError(proc.returncode, "redis-server") from None
 
     def stop_redis(self):
         self.redis.close()
-        pid = self._pid(self.redis_pidfile)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            wait_until(lambda: not _alive(pid), 10, "redis to exit")
+        proc, self.redis_proc = self.redis_proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise CheckFailed("redis-server ignored SIGTERM for 10 s") from None
 
     def _as_postgres(self, argv):
         if os.geteuid() == 0:
@@ -228,7 +659,7 @@ class Stack:
     def psql(self, sql, db="herald"):
         out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres",
                               "-d", db, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                             check=True, capture_output=True, text=True)
+                             check=True, capture_output=True, text=True, timeout=120)
         return out.stdout.strip()
 
     # -- services --------------------------------------------------------
@@ -253,8 +684,27 @@ class Stack:
     def spawn(self, key, binary, env_over):
         env = dict(self.env)
         env.update({k: str(v) for k, v in env_over.items()})
+        if key in self.services:
+            # Replaced (e.g. a restart on the same port): still judged at stop().
+            self.retired.append(self.services[key])
         self.services[key] = Service(key, [self.binary(binary)], env, self.tmp)
         return self.services[key]
+
+    def spawn_listening(self, key, binary, port_var, env_over, timeout=15):
+        """spawn() with port_var=0, then waits until the process listens and
+        returns its port (read from /proc, no free_port() race). The port is
+        written back into the service's env so a later start() reuses it."""
+        svc = self.spawn(key, binary, dict(env_over, **{port_var: 0}))
+
+        def bound():
+            if svc.proc.poll() is not None:
+                raise StopWaiting(f"{key} exited before listening ({describe_exit(svc.proc.returncode)}):\n"
+                                  f"{svc.log_text()[-2000:]}")
+            return listening_ports(svc.proc.pid)
+        ports = wait_until(bound, timeout, f"{key} to listen")
+        check(len(ports) == 1, key, "listens on", ports)
+        svc.env[port_var] = str(ports[0])
+        return ports[0]
 
     def migrate(self):
         out = subprocess.run([self.binary("herald-worker"), "--migrate"], env=self.env,
@@ -274,29 +724,74 @@ class Stack:
                 raise AssertionError(f"{name} exited early:\n{svc.log_text()}")
 
     def stop(self, check=True):
-        """Stops every service by SIGTERM, then the servers. With check, asserts
-        each service exited 0 and its log has no sanitizer report."""
+        """Stops every service by SIGTERM, then the servers. With check, fails
+        (CheckFailed) if any service, including ones replaced by start() or
+        spawn() during the test, exited other than 0 after SIGTERM, died of
+        a signal the test did not send, needed SIGKILL, or logged a
+        sanitizer report. Logs are kept on failure; the temp dir is removed
+        otherwise (and by the reaper if the test process dies first)."""
         problems = []
-        for name, svc in list(self.services.items()):
-            rc = svc.terminate()
+        every = self.retired + list(self.services.values())
+        signalled = set()
+        for svc in every:  # SIGTERM to all first: they drain in parallel
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGTERM)
+                signalled.add(id(svc))
+        for svc in every:
+            svc.terminate(sent=id(svc) in signalled)
+            problems += svc.problems
             text = svc.log_text()
             if any(m in text for m in SANITIZER_MARKS):
-                problems.append(f"{name}: sanitizer report\n{text[-4000:]}")
-            elif rc not in (0, -9) and svc.proc.returncode != -signal.SIGKILL:
-                problems.append(f"{name}: exit code {rc}\n{text[-2000:]}")
+                problems.append(f"{svc.name}: sanitizer report\n{text[-4000:]}")
+            elif svc.problems:
+                problems.append(f"{svc.name} log tail:\n{text[-2000:]}")
         try:
             if os.path.exists(os.path.join(self.pg_dir, "postmaster.pid")):
                 self.stop_postgres()
         except Exception as e:  # noqa: BLE001
             problems.append(f"postgres stop: {e}")
         try:
-            self.stop_redis()
-        except Exception:  # noqa: BLE001 - already stopped by the test
-            pass
+            if self.redis_proc is not None:
+                self.stop_redis()
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"redis stop: {e}")
+        keep = bool(problems and os.environ.get("HERALD_KEEP_TMP"))
+        if keep:
+            unregister_dir(self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if not os.path.exists(self.tmp):
+                unregister_dir(self.tmp)
         if check and problems:
-            keep = self.tmp
-            raise AssertionError("\n".join(problems) + f"\n(logs kept in {keep})")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+            where = (f"logs kept in {self.tmp}" if keep else
+                     "run with HERALD_KEEP_TMP=1 to keep the logs")
+            raise CheckFailed("\n".join(problems) + f"\n({where})")
+
+    # -- state probes ----------------------------------------------------
+    def entries_added(self, stream):
+        """How many entries were ever added to stream (XINFO STREAM
+        entries-added, Redis 7): exact even after the worker trimmed it."""
+        try:
+            info = self.redis.cmd("XINFO", "STREAM", stream)
+        except RuntimeError as e:  # no such key
+            if "no such key" in str(e).lower():
+                return 0
+            raise
+        return int(dict(zip(info[::2], info[1::2]))["entries-added"])
+
+    def pending_of(self, stream, group, consumer):
+        """Entry ids stream's group holds pending for consumer."""
+        return [e[0] for e in self.redis.cmd("XPENDING", stream, group, "-", "+", 100000, consumer)]
+
+    def lock_table(self, table):
+        """Context manager: a psql session holds ACCESS EXCLUSIVE on table
+        (granted before the block starts) until the block ends, so a writer
+        blocks inside its transaction, before its COMMIT."""
+        return _TableLock(self, table)
+
+    def waiting_on_lock(self):
+        """Backends (other than the lock holder) waiting for a lock."""
+        return int(self.psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
 
     @staticmethod
     def _pid(path):
@@ -305,6 +800,41 @@ class Stack:
                 return int(f.read().strip())
         except (OSError, ValueError):
             return None
+
+
+class _TableLock:
+    def __init__(self, stack, table):
+        self.stack, self.table = stack, table
+
+    def __enter__(self):
+        st = self.stack
+        self.proc = subprocess.Popen(
+            ["psql", "-h", "127.0.0.1", "-p", str(st.pg_port), "-U", "postgres", "-d", "herald",
+             "-v", "ON_ERROR_STOP=1", "-q"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        register_pid(self.proc.pid)
+        self.proc.stdin.write(f"BEGIN; LOCK TABLE {self.table} IN ACCESS EXCLUSIVE MODE;\n")
+        self.proc.stdin.flush()
+        wait_until(lambda: st.psql(
+            f"SELECT count(*) FROM pg_locks WHERE relation = '{self.table}'::regclass "
+            "AND mode = 'AccessExclusiveLock' AND granted") == "1", 10, f"lock on {self.table}")
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.proc.stdin.write("COMMIT;\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None
+        if exc[0] is None:
+            check(rc == 0, f"psql holding the lock on {self.table} exited {rc}: {self.proc.stderr.read()}")
+        return False
 
 
 def _alive(pid):

@@ -16,7 +16,11 @@ class WsClosed(Exception):
 
 
 class WsClient:
-    def __init__(self, host, port, path, timeout=5.0, source=None):
+    def __init__(self, host, port, path, timeout=5.0, source=None, auto_pong=True):
+        """auto_pong=False: server PINGs are counted (pings_received), not
+        answered, as a silent client would."""
+        self.auto_pong = auto_pong
+        self.pings_received = 0
         self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.buf = b""
@@ -83,7 +87,9 @@ class WsClient:
                 mask = self._read_exact(4, deadline)
             payload = self._read_exact(n, deadline)
             if opcode == 0x9:
-                self.send_frame(0xA, payload)
+                self.pings_received += 1
+                if self.auto_pong:
+                    self.send_frame(0xA, payload)
                 continue
             if opcode == 0xA:
                 continue
@@ -112,6 +118,56 @@ class WsClient:
         except TimeoutError:
             return
         raise AssertionError(f"unexpected frame: {payload[:200]!r}")
+
+    def expect_close(self, code, timeout=5.0):
+        """Reads (and drops) frames until the server's close frame; fails
+        unless it carries code, or if the connection ends without one.
+        Returns the reason."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.recv_frame(max(0.01, deadline - time.monotonic()))
+            except WsClosed as e:
+                if e.code != code:
+                    raise AssertionError(f"closed with {e.code} {e.reason!r}, wanted {code}") from None
+                return e.reason
+            except TimeoutError:
+                raise AssertionError(f"no close frame {code} within {timeout}s") from None
+            except (ConnectionError, OSError) as e:
+                raise AssertionError(f"connection dropped without close frame {code}: {e!r}") from None
+
+    def expect_eof(self, timeout=5.0):
+        """After a close frame: fails unless the server hangs up (EOF) in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"server kept the connection open {timeout}s after its close")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                return
+            if not chunk:
+                return
+
+    def close_handshake(self, code=1000, timeout=5.0):
+        """Sends a close frame and waits for the server's answer (its close
+        frame or EOF): afterwards the server has seen the close."""
+        self.send_frame(0x8, struct.pack("!H", code))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.recv_frame(max(0.01, deadline - time.monotonic()))
+        except WsClosed:
+            pass
+        except TimeoutError:
+            raise AssertionError(f"no answer to close within {timeout}s") from None
+        except (ConnectionError, OSError):
+            pass
+        self.sock.close()
 
     def close(self, code=1000):
         try:

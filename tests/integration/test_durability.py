@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from herald_stack import Redis, Stack, TestRun, http_request, wait_until
+from herald_stack import CheckedThread, Redis, Stack, TestRun, check, http_request, wait_until
 
 NOTIFY = "herald:stream:notifications"
 RECEIPTS = "herald:stream:receipts"
@@ -121,7 +121,7 @@ def post_many(port, n, prefix, threads=8, progress=None, drop_every=10):
         finally:
             p.close()
 
-    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    ts = [CheckedThread(run, t) for t in range(threads)]
     for th in ts:
         th.start()
     for th in ts:
@@ -152,36 +152,36 @@ def main():
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                      for _ in range(3)]
             outs = [p.communicate(timeout=60)[0].decode() for p in procs]
-            assert all(p.returncode == 0 for p in procs), outs
+            check(all(p.returncode == 0 for p in procs), outs)
             files = sorted(f for f in os.listdir(os.path.join(stack.env["HERALD_WORKER_MIGRATIONS_DIR"]))
                            if f.endswith(".sql"))
             got = stack.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations",
                              db="herald_m")
-            assert got == ",".join(files), (got, files)
+            check(got == ",".join(files), (got, files))
             applied = sum(o.count("event=migration_applied") for o in outs)
-            assert applied == len(files), outs
+            check(applied == len(files), outs)
         t.check("three_concurrent_migrate_apply_each_file_once", migrations_concurrent)
 
         def idempotent_retry():
             body = {"user_id": "idem", "message": "once"}
             h = {"Idempotency-Key": "k-1"}
-            xlen = stack.redis.cmd("XLEN", NOTIFY)
+            added = stack.entries_added(NOTIFY)
             s1, a1 = http_request(port, "POST", "/notifications", body, h)
             s2, a2 = http_request(port, "POST", "/notifications", body, h)
-            assert s1 == 202 and s2 == 202 and a1 == a2, (s1, a1, s2, a2)
-            assert stack.redis.cmd("XLEN", NOTIFY) <= xlen + 1
+            check(s1 == 202 and s2 == 202 and a1 == a2, (s1, a1, s2, a2))
+            check(stack.entries_added(NOTIFY) == added + 1, "the replay wrote another entry")
             s3, a3 = http_request(port, "POST", "/notifications", {"user_id": "idem", "message": "x"}, h)
-            assert s3 == 409 and a3["error"]["code"] == "idempotency_conflict", (s3, a3)
+            check(s3 == 409 and a3["error"]["code"] == "idempotency_conflict", (s3, a3))
             # Another client's scope: the same key is a new request.
             s4, a4 = http_request(port, "POST", "/notifications", body,
                                   {"Idempotency-Key": "k-1", "X-Herald-Client": "other"})
-            assert s4 == 202 and a4["id"] != a1["id"], a4
+            check(s4 == 202 and a4["id"] != a1["id"], a4)
             ttl = stack.redis.cmd("TTL", "herald:idem:7:default:k-1")
-            assert 86000 < ttl <= 86400, ttl
+            check(86000 < ttl <= 86400, ttl)
             s5, a5 = http_request(port, "POST", "/notifications", body, {"Idempotency-Key": "bad key"})
-            assert s5 == 400 and a5["error"]["code"] == "invalid_field", a5
+            check(s5 == 400 and a5["error"]["code"] == "invalid_field", a5)
             wait_until(lambda: count(stack, "user_id = 'idem'") == 2, 10, "2 idem rows")
-            assert count(stack, f"id = '{a1['id']}'") == 1
+            check(count(stack, f"id = '{a1['id']}'") == 1)
         t.check("idempotency_key_replays_first_answer_and_409s_other_body", idempotent_retry)
 
         def batch_and_fanout():
@@ -195,32 +195,40 @@ def main():
             ]}
             h = {"Idempotency-Key": "batch-1"}
             s, a = http_request(port, "POST", "/notifications/batch", body, h)
-            assert s == 202, (s, a)
-            assert a["accepted"] == 3 and a["rejected"] == 1, a
+            check(s == 202, (s, a))
+            check(a["accepted"] == 3 and a["rejected"] == 1, a)
             r = a["results"]
-            assert len(r[0]["id"]) == 36 and [x["user_id"] for x in r[1]["items"]] == ["f1", "f2", "f3"], a
-            assert r[2]["error"]["code"] == "missing_field", a
-            assert len({x["id"] for x in r[1]["items"]}) == 3
+            check(len(r[0]["id"]) == 36 and [x["user_id"] for x in r[1]["items"]] == ["f1", "f2", "f3"], a)
+            check(r[2]["error"]["code"] == "missing_field", a)
+            check(len({x["id"] for x in r[1]["items"]}) == 3)
             s2, a2 = http_request(port, "POST", "/notifications/batch", body, h)
-            assert s2 == 202 and a2 == a, a2
+            check(s2 == 202 and a2 == a, a2)
             msg = sub._read()
-            assert msg[0] == "message" and msg[1] == "herald:room:lobby", msg
+            check(msg[0] == "message" and msg[1] == "herald:room:lobby", msg)
             frame = json.loads(msg[2])
-            assert frame["type"] == "notification" and frame["notification"]["room"] == "lobby", frame
+            check(frame["type"] == "notification" and frame["notification"]["room"] == "lobby", frame)
             sub.close()
             wait_until(lambda: count(stack, "user_id IN ('b1','f1','f2','f3') OR room = 'lobby'") == 5,
                        10, "5 batch rows")
             row = stack.psql(f"SELECT room, user_id IS NULL, data::text FROM notifications "
                              f"WHERE id = '{r[3]['id']}'")
-            assert row == 'lobby|t|{"n": 12345678901234567890}', row
+            check(row == 'lobby|t|{"n": 12345678901234567890}', row)
             s, a = http_request(port, "POST", "/notifications/batch", {"notifications": [{"x": 1}]})
-            assert s == 400 and a["error"]["code"] == "invalid_field" and a["rejected"] == 1, a
+            check(s == 400 and a["error"]["code"] == "invalid_field" and a["rejected"] == 1, a)
+            added = stack.entries_added(NOTIFY)
             s, a = http_request(port, "POST", "/notifications/batch",
                                 {"notifications": [{"user_id": "u", "message": "m"}] * 1001})
-            assert s == 400, (s, a)
+            check(s == 400 and a["error"]["code"] == "invalid_field", (s, a))
+            check("1000" in a["error"]["message"], "message names the limit", a)
+            check(stack.entries_added(NOTIFY) == added, "a refused batch wrote entries")
+            s, a = http_request(port, "POST", "/notifications/batch",
+                                {"notifications": [{"user_id": f"lim{i}", "message": "m"} for i in range(1000)]})
+            check(s == 202 and a["accepted"] == 1000 and a["rejected"] == 0, (s, str(a)[:200]))
+            check(stack.entries_added(NOTIFY) == added + 1000, "1000 items, 1000 entries")
+            wait_until(lambda: count(stack, "user_id LIKE 'lim%'") == 1000, 20, "the 1000 rows")
             s, a = http_request(port, "POST", "/notifications",
                                 {"user_ids": ["a", "a"], "message": "dup"})
-            assert s == 400 and a["error"]["code"] == "invalid_field", a
+            check(s == 400 and a["error"]["code"] == "invalid_field", a)
         t.check("batch_fanout_and_room_in_one_call_with_per_item_results", batch_and_fanout)
 
         def load_with_crashes():
@@ -233,7 +241,7 @@ def main():
                     result["ids"] = post_many(port, LOAD, "load", progress=progress)
                 except Exception as e:  # noqa: BLE001
                     result["error"] = e
-            th = threading.Thread(target=load)
+            th = CheckedThread(load)
             t0 = time.monotonic()
             th.start()
             wait_until(lambda: progress[0] >= LOAD // 5, 60, "20% posted")
@@ -241,7 +249,9 @@ def main():
             w1.start()
             wait_until(lambda: progress[0] >= LOAD * 2 // 5, 60, "40% posted")
             stack.stop_postgres()
-            time.sleep(1.0)
+            # PostgreSQL stays down while ingest accepts 500 more (they pile up in the stream).
+            down_at = progress[0]
+            wait_until(lambda: progress[0] >= down_at + 500, 60, "500 posts during the outage")
             stack.start_postgres()
             wait_until(lambda: progress[0] >= LOAD * 3 // 5, 60, "60% posted")
             w1.kill9()
@@ -253,17 +263,17 @@ def main():
             wait_until(lambda: count(stack, "user_id LIKE 'load%'") >= LOAD, 60, f"{LOAD} rows")
             total, distinct = stack.psql("SELECT count(*), count(DISTINCT id) FROM notifications "
                                          "WHERE user_id LIKE 'load%'").split("|")
-            assert int(total) == LOAD and int(distinct) == LOAD, (total, distinct)
+            check(int(total) == LOAD and int(distinct) == LOAD, (total, distinct))
             ids = result["ids"]
-            assert len(set(ids)) == LOAD
+            check(len(set(ids)) == LOAD)
             stack.psql("CREATE TABLE want (id uuid)")
             subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(stack.pg_port), "-U", "postgres",
                             "-d", "herald", "-v", "ON_ERROR_STOP=1", "-c", "COPY want FROM STDIN"],
                            input="\n".join(ids) + "\n", text=True, check=True, capture_output=True)
             missing = stack.psql("SELECT count(*) FROM want w WHERE NOT EXISTS "
                                  "(SELECT 1 FROM notifications n WHERE n.id = w.id)")
-            assert missing == "0", f"{missing} answered ids have no row"
-            assert count(stack, "true") == base + LOAD
+            check(missing == "0", f"{missing} answered ids have no row")
+            check(count(stack, "true") == base + LOAD)
             print(f"# {LOAD} posted in {posted_s:.1f}s with 2 kill -9 and a PostgreSQL restart",
                   flush=True)
         t.check("20000_posts_through_two_kill9_and_postgres_restart_give_exactly_20000_rows",
@@ -279,14 +289,14 @@ def main():
             wait_until(lambda: any(f.get("dead_sid") == bad for _, f in dead_letters(stack)), 10,
                        "dead letter of the garbage entry")
             f = [f for _, f in dead_letters(stack) if f.get("dead_sid") == bad][0]
-            assert f["dead_stream"] == NOTIFY and f["payload"] == "{garbage" and f["dead_reason"], f
+            check(f["dead_stream"] == NOTIFY and f["payload"] == "{garbage" and f["dead_reason"], f)
             wait_until(lambda: pending(stack) == 0, 5, "garbage acked")
         t.check("undecodable_entry_is_dead_lettered_with_reason_and_fields", poison_goes_to_dead_letter)
 
         def redelivered_entry_is_dead_lettered_then_replayed():
             nid = uuid7()
-            w2.terminate()
-            w1.terminate()
+            check(w2.terminate() == 0, "worker2 exit after SIGTERM")
+            check(w1.terminate() == 0, "worker1 exit after SIGTERM")
             sid = stack.redis.cmd("XADD", NOTIFY, "*", "id", nid, "user_id", "poison",
                                   "payload", envelope(nid, "poison", "crashes workers"))
             stack.redis.cmd("XREADGROUP", "GROUP", GROUP, "ghost", "COUNT", "1", "STREAMS", NOTIFY, ">")
@@ -298,19 +308,19 @@ def main():
             w2.start()
             wait_until(lambda: any(f.get("dead_sid") == sid for _, f in dead_letters(stack)), 15,
                        "dead letter of the redelivered entry")
-            assert count(stack, f"id = '{nid}'") == 0
+            check(count(stack, f"id = '{nid}'") == 0)
             out = subprocess.run([stack.binary("herald-worker"), "--replay-dead-letter"], env=stack.env,
                                  capture_output=True, text=True, timeout=30)
-            assert out.returncode == 0, out.stdout + out.stderr
-            assert "event=replay_done replayed=" in out.stderr + out.stdout
+            check(out.returncode == 0, out.stdout + out.stderr)
+            check("event=replay_done replayed=" in out.stderr + out.stdout)
             wait_until(lambda: count(stack, f"id = '{nid}'") == 1, 10, "replayed row")
-            assert not any(f.get("dead_sid") == sid for _, f in dead_letters(stack))
+            check(not any(f.get("dead_sid") == sid for _, f in dead_letters(stack)))
         t.check("entry_delivered_too_often_is_dead_lettered_and_replay_mode_stores_it",
                 redelivered_entry_is_dead_lettered_then_replayed)
 
         def receipts():
             s, a = http_request(port, "POST", "/notifications", {"user_id": "rc", "message": "m"})
-            assert s == 202
+            check(s == 202)
             wait_until(lambda: count(stack, f"id = '{a['id']}'") == 1, 10, "row")
             stack.redis.cmd("XADD", RECEIPTS, "*", "id", a["id"], "user_id", "rc",
                             "delivered_at", "1700000000123")
@@ -321,8 +331,12 @@ def main():
             wait_until(lambda: stack.psql(f"SELECT (extract(epoch FROM delivered_at) * 1000)::bigint "
                                           f"FROM notifications WHERE id = '{a['id']}'") == "1700000000123",
                        10, "delivered_at set")
-            time.sleep(1.0)
-            assert pending(stack, RECEIPTS) == 1, "early receipt left pending"
+            # The early receipt was tried and kept: pending, delivered more than once.
+            def retried():
+                p = stack.redis.cmd("XPENDING", RECEIPTS, GROUP, "-", "+", 10)
+                return len(p) == 1 and int(p[0][3]) >= 2
+            wait_until(retried, 10, "the early receipt retried and still pending")
+            check(pending(stack, RECEIPTS) == 1, "early receipt left pending")
             stack.redis.cmd("XADD", NOTIFY, "*", "id", early, "user_id", "rc",
                             "payload", envelope(early, "rc", "late row"))
             wait_until(lambda: stack.psql(f"SELECT (extract(epoch FROM delivered_at) * 1000)::bigint "
@@ -359,7 +373,7 @@ def main():
 
         def sigterm_mid_load():
             before = count(stack, "user_id LIKE 'term%'")
-            assert before == 0
+            check(before == 0)
             progress = [0]
             result = {}
 
@@ -369,19 +383,20 @@ def main():
                                               drop_every=0)
                 except Exception as e:  # noqa: BLE001
                     result["error"] = e
-            th = threading.Thread(target=load)
+            th = CheckedThread(load)
             th.start()
             wait_until(lambda: progress[0] >= 1000, 30, "1000 posted")
-            assert w2.terminate() == 0
+            check(w2.terminate() == 0, "worker2 exit after SIGTERM")
+            # State, not log text: a clean stop leaves nothing pending for its consumer.
+            left = stack.pending_of(NOTIFY, GROUP, "worker2")
+            check(left == [], f"SIGTERM left {len(left)} entries pending for worker2")
             w2.start()
             th.join()
             if "error" in result:
                 raise result["error"]
             wait_until(lambda: count(stack, "user_id LIKE 'term%'") >= 3000, 30, "3000 rows")
-            assert stack.psql("SELECT count(*), count(DISTINCT id) FROM notifications "
-                              "WHERE user_id LIKE 'term%'") == "3000|3000"
-            log = w2.log_text()
-            assert "event=stopped_unfinished" not in log, log[-2000:]
+            check(stack.psql("SELECT count(*), count(DISTINCT id) FROM notifications "
+                              "WHERE user_id LIKE 'term%'") == "3000|3000")
             wait_until(lambda: pending(stack) == 0, 10, "nothing pending")
         t.check("sigterm_mid_load_loses_nothing", sigterm_mid_load)
     finally:
