@@ -115,16 +115,21 @@ static const gw_conn_ops_t gw_session_ops = {.wake = gw_session_wake};
 
 /* ---- hub ↔ pubsub wiring ---- */
 
+/* Sockets still closing at stop detach after the subscriber is gone: nothing to do then. */
 static void
 gw_hub_subscribe(void *ud, const char *ch, size_t len)
 {
-    gw_pubsub_want(((gw_server_t *)ud)->pubsub, ch, len);
+    gw_server_t *s = ud;
+    if (s->pubsub != NULL)
+        gw_pubsub_want(s->pubsub, ch, len);
 }
 
 static void
 gw_hub_unsubscribe(void *ud, const char *ch, size_t len)
 {
-    gw_pubsub_unwant(((gw_server_t *)ud)->pubsub, ch, len);
+    gw_server_t *s = ud;
+    if (s->pubsub != NULL)
+        gw_pubsub_unwant(s->pubsub, ch, len);
 }
 
 static void
@@ -822,22 +827,25 @@ gw_server_stop(gw_server_t *s)
         uv_close((uv_handle_t *)s->drain_timer, gw_drain_timer_closed);
         s->drain_timer = NULL;
     }
+    /*
+     * Sockets first: lws fires CLOSED for every socket still open (a drain
+     * that timed out), and their detach needs the subscriber and rooms (the
+     * presence they leave). On a foreign loop this starts closing lws's
+     * handles; lws finishes by itself as their close callbacks run, and
+     * uv_run() returns once nothing is left on the loop.
+     */
+    if (s->context != NULL)
+        lws_context_destroy(s->context);
     gw_pubsub_destroy(s->pubsub);
     s->pubsub = NULL;
-    /* Last receipts out, then pending replies fail (they reach sockets through the hub). */
+    /* Last receipts and presence out, then pending replies fail (they reach sockets through the
+     * hub). */
     gw_receipts_destroy(s->receipts);
     s->receipts = NULL;
     hr_redis_async_destroy(s->redis);
     s->redis = NULL;
     gw_rooms_destroy(s->rooms);
     s->rooms = NULL;
-    /*
-     * On a foreign loop this starts closing lws's handles; lws finishes by
-     * itself as their close callbacks run, and uv_run() returns once
-     * nothing is left on the loop.
-     */
-    if (s->context != NULL)
-        lws_context_destroy(s->context);
 }
 
 static void

@@ -1,0 +1,170 @@
+"""The gateway under abuse (issue 8): clients that stop reading while a close
+is decided, a drain that times out, the process file limit, quick re-joins,
+malformed identities and frames, floods of commands and sockets. Each case
+drives the real binary over real sockets against a private Redis."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+from herald_stack import (Service, Stack, TestRun, free_port, http_get, post_notification,
+                          wait_until)
+from herald_ws import WsClient, WsClosed
+
+HANDSHAKE = ("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def raw_upgrade(port, path, rcvbuf=None, timeout=5.0):
+    """A socket that did the WebSocket handshake and reads nothing more (unless asked)."""
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    s.sendall(HANDSHAKE.format(path=path).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(1)
+        if not d:
+            raise ConnectionError(f"closed during handshake: {head!r}")
+        head += d
+    check(b" 101 " in head.split(b"\r\n", 1)[0] + b" ", f"upgrade refused: {head!r}")
+    return s
+
+
+def read_close_code(sock, timeout=10.0):
+    """Reads server frames until a close frame; returns its code (None: TCP closed first)."""
+    sock.settimeout(timeout)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        while len(buf) >= 2:
+            n = buf[1] & 0x7F
+            off = 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, off = struct.unpack("!H", buf[2:4])[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, off = struct.unpack("!Q", buf[2:10])[0], 10
+            if len(buf) < off + n:
+                break
+            opcode, payload, buf = buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+            if opcode == 0x8:
+                return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        try:
+            d = sock.recv(65536)
+        except OSError:
+            return None
+        if not d:
+            return None
+        buf += d
+    raise AssertionError("no close frame in time")
+
+
+def expect_close(client, code, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.recv_frame(max(0.05, deadline - time.monotonic()))
+        except WsClosed as e:
+            check(e.code == code, f"closed with {e.code} {e.reason!r}, wanted {code}")
+            return
+        except (ConnectionError, OSError) as e:
+            raise AssertionError(f"connection dropped without close frame {code}: {e!r}")
+
+
+def healthz(port):
+    return http_get(port, "/healthz")[1]
+
+
+def send_q(port, client):
+    """Bytes the gateway's kernel holds unsent towards client (ss's Send-Q), or None."""
+    out = subprocess.run(["ss", "-tnH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True).stdout
+    me = f"127.0.0.1:{client.getsockname()[1]}"
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) >= 4 and cols[3] == me:
+            return int(cols[1])
+    return None
+
+
+def make_stuck(stack, port, user, room=None):
+    """A socket whose reader stopped: the gateway's kernel buffer towards it is
+    full (Send-Q no longer grows) and frames wait in its queue behind a
+    partial write, so no WRITEABLE will come."""
+    s = raw_upgrade(port, f"/ws?user_id={user}", rcvbuf=4096)
+    if room:
+        frame = json.dumps({"type": "join", "room": room}).encode()
+        s.sendall(bytes([0x81, 0x80 | len(frame), 0, 0, 0, 0]) + frame)
+        wait_until(lambda: stack.redis.cmd("ZSCORE", f"herald:presence:{room}", user), 5,
+                   f"{user} in presence")
+    pad = "y" * 60000
+    for _ in range(160):  # ~9.6 MB: more than the kernel's 4 MB send buffer
+        stack.redis.cmd("PUBLISH", f"herald:user:{user}", '{"type":"pad","p":"%s"}' % pad)
+    samples = []
+
+    def stable():
+        samples.append(send_q(port, s))
+        return len(samples) >= 5 and samples[-1] is not None and samples[-1] > 0 and \
+            len(set(samples[-5:])) == 1
+    wait_until(stable, 15, "the send queue to stop growing", interval=0.1)
+    return s
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main():
+    t = TestRun()
+    opened = []
+
+    def closing(c):
+        opened.append(c)
+        return c
+
+    # -- a drain that times out with a socket stuck in its close -------------
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_QUEUE_MAX_BYTES": 64 << 20, "HERALD_GATEWAY_DRAIN_MS": 500,
+        "HERALD_GATEWAY_CLOSE_TIMEOUT_S": 600})
+    try:
+        def drain_timeout_with_stuck_socket_exits_cleanly():
+            port = stack.gateway_ports[0]
+            svc = stack.services["gateway1"]
+            closing(make_stuck(stack, port, "stuck", room="stuckroom"))
+            svc.proc.send_signal(15)
+            rc = svc.proc.wait(15)
+            text = svc.log_text()
+            check("event=drain_timeout" in text, f"the drain did not time out:\n{text[-3000:]}")
+            check("runtime error" not in text and "AddressSanitizer" not in text,
+                  f"sanitizer report:\n{text[-3000:]}")
+            check(rc == 0, f"gateway exit code {rc}")
+            check(stack.redis.cmd("ZSCORE", "herald:presence:stuckroom", "stuck") is None,
+                  "the stuck socket's presence was left behind")
+        t.check("drain_that_times_out_with_a_stuck_socket_exits_0_and_leaves_presence",
+                drain_timeout_with_stuck_socket_exits_cleanly)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("drain_stack_stops_cleanly", stack.stop)
+
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()
