@@ -22,6 +22,9 @@
 
 _Static_assert(GW_MSG_HEADROOM >= LWS_PRE, "gw_msg headroom must cover LWS_PRE");
 
+/* Close codes the transport decides (proto/ws.md); the hub's are in gw_hub.h. */
+#define GW_CLOSE_IDLE 4000 /* silent for gateway.idle_timeout_s */
+
 const hr_cfg_field_t gw_config_fields[] = {
     {"gateway.host", HR_CFG_STR, offsetof(gw_config_t, host), "127.0.0.1", 0, 0},
     {"gateway.port", HR_CFG_INT, offsetof(gw_config_t, port), "8081", 0, 65535},
@@ -36,6 +39,7 @@ const hr_cfg_field_t gw_config_fields[] = {
     {"gateway.ping_interval_s", HR_CFG_INT, offsetof(gw_config_t, ping_interval_s), "25", 1, 3600},
     {"gateway.idle_timeout_s", HR_CFG_INT, offsetof(gw_config_t, idle_timeout_s), "60", 2, 7200},
     {"gateway.drain_ms", HR_CFG_INT, offsetof(gw_config_t, drain_ms), "5000", 0, 600000},
+    {"gateway.close_timeout_s", HR_CFG_INT, offsetof(gw_config_t, close_timeout_s), "5", 1, 600},
     {"gateway.max_rooms", HR_CFG_INT, offsetof(gw_config_t, max_rooms), "100", 1, 100000},
     {"gateway.publish_rate", HR_CFG_INT, offsetof(gw_config_t, publish_rate), "20", 1, 1000000},
     {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
@@ -76,7 +80,9 @@ typedef struct {
     uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
     uint8_t ping_due;   /* send a PING at the next WRITEABLE */
+    uint8_t killed;     /* cut after close_timeout_s */
     uint32_t last_rx_s; /* monotonic seconds of the last frame or PONG received */
+    uint32_t close_s;   /* monotonic seconds when its close was decided, or 0 */
     uint64_t tokens_ms;
     size_t rxlen;
     int attached;
@@ -99,6 +105,10 @@ static void
 gw_session_wake(gw_conn_t *c)
 {
     gw_session_t *ss = gw_session_of(c);
+    if (c->close_code != 0 && ss->close_s == 0) {
+        uint32_t now = (uint32_t)(hr_mono_ms() / 1000);
+        ss->close_s = now != 0 ? now : 1;
+    }
     if (c->qlen == 1 && c->close_code == 0 && ss->established && !ss->in_callback &&
         !lws_partial_buffered(ss->wsi)) {
         gw_server_t *s = lws_context_user(lws_get_context(ss->wsi));
@@ -584,9 +594,28 @@ gw_lws_log(int level, const char *line)
 }
 
 /*
+ * A socket whose close was decided but whose last frames cannot be written
+ * (the client stopped reading: no WRITEABLE will come) is cut after
+ * close_timeout_s, with a reset so the kernel drops its send buffer too.
+ */
+static void
+gw_session_kill(gw_server_t *s, gw_session_t *ss, uint32_t now)
+{
+    if (ss->killed || now - ss->close_s < (uint32_t)s->cfg->close_timeout_s)
+        return;
+    ss->killed = 1;
+    hr_log_info("close_timeout", "conn=%llu code=%u", (unsigned long long)ss->conn.id,
+                ss->conn.close_code);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(lws_get_socket_fd(ss->wsi), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    lws_set_timeout(ss->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/*
  * Keepalive for every socket in one pass: a socket silent for ping_interval
- * gets a PING, one silent for idle_timeout is closed (1001). Costs O(sockets)
- * per pass, against lws 4.1's O(sockets) per PONG.
+ * gets a PING, one silent for idle_timeout is closed (4000), one stuck in its
+ * close is cut. Costs O(sockets) per pass, against lws 4.1's O(sockets) per
+ * PONG.
  */
 static void
 gw_keepalive_one(gw_conn_t *c, void *ud)
@@ -595,11 +624,15 @@ gw_keepalive_one(gw_conn_t *c, void *ud)
     gw_session_t *ss = gw_session_of(c);
     uint32_t now = (uint32_t)(hr_mono_ms() / 1000);
     uint32_t idle = now - ss->last_rx_s;
-    if (!ss->established || c->close_code != 0)
+    if (!ss->established)
         return;
+    if (c->close_code != 0) {
+        gw_session_kill(s, ss, now);
+        return;
+    }
     if (idle >= (uint32_t)s->cfg->idle_timeout_s) {
         hr_log_debug("idle_timeout", "conn=%llu idle_s=%u", (unsigned long long)c->id, idle);
-        gw_conn_close(c, GW_CLOSE_GOING_AWAY, "idle timeout");
+        gw_conn_close(c, GW_CLOSE_IDLE, "idle timeout");
     } else if (idle >= (uint32_t)s->cfg->ping_interval_s) {
         ss->ping_due = 1;
         lws_callback_on_writable(ss->wsi);
@@ -795,7 +828,10 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->keepalive = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(loop, s->keepalive);
     s->keepalive->data = s;
-    uint64_t every = (uint64_t)cfg->ping_interval_s * 1000 / 2;
+    /* Often enough for both the keepalive and the cut of stuck closes. */
+    int period_s =
+        cfg->ping_interval_s < cfg->close_timeout_s ? cfg->ping_interval_s : cfg->close_timeout_s;
+    uint64_t every = (uint64_t)period_s * 1000 / 2;
     uv_timer_start(s->keepalive, gw_keepalive_sweep, every, every);
     hr_log_info("listening", "addr=%s:%d node=%s reuseport=%d dev_user_query=%d", cfg->host, port,
                 s->node_id, cfg->reuseport, cfg->dev_user_query);

@@ -22,6 +22,7 @@ typedef struct {
     int ping_interval_s;     /* server PING after this much silence */
     int idle_timeout_s;      /* close after this much silence */
     int drain_ms;            /* SIGTERM: time given to clients to leave */
+    int close_timeout_s;     /* a decided close that cannot be written is cut after this */
     int max_rooms;           /* rooms one socket may be in */
     int publish_rate;        /* chat messages per second per socket (burst: twice) */
     int presence_ttl_s;      /* a killed gateway's members leave presence after this */

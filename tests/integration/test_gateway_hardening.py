@@ -123,6 +123,16 @@ def make_stuck(stack, port, user, room=None):
     return s
 
 
+def push_until_slow(stack, svc, user):
+    """More 60 KB frames on a stuck socket's channel until the gateway decides to cut it."""
+    pad = "y" * 60000
+    for _ in range(1000):
+        stack.redis.cmd("PUBLISH", f"herald:user:{user}", '{"type":"pad","p":"%s"}' % pad)
+        if f"user={user} queued" in svc.log_text():
+            return
+    raise AssertionError(f"{user} was not cut as a slow consumer")
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -162,6 +172,47 @@ def main():
             c.close()
         opened.clear()
         t.check("drain_stack_stops_cleanly", stack.stop)
+
+    # -- a decided close that cannot be written is bounded -----------------
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_QUEUE_MAX_BYTES": 12 << 20, "HERALD_GATEWAY_CLOSE_TIMEOUT_S": 2})
+    try:
+        port = stack.gateway_ports[0]
+
+        def stuck_close_is_cut():
+            svc = stack.services["gateway1"]
+            reader = closing(WsClient("127.0.0.1", port, "/ws?user_id=reader"))
+            reader.recv_type("welcome")
+            closing(make_stuck(stack, port, "zerowin"))
+            push_until_slow(stack, svc, "zerowin")
+            # The reader keeps the gateway company; only the stuck one must go.
+            wait_until(lambda: healthz(port)["connections"] == 1 and reader.send_json(
+                {"type": "ping"}) is None and reader.recv_type("pong"), 15,
+                "the stuck socket to be cut", interval=0.2)
+            check("event=close_timeout" in svc.log_text(), "no close_timeout logged")
+        t.check("socket_that_never_reads_its_close_is_cut_after_close_timeout_s",
+                stuck_close_is_cut)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("close_timeout_stack_stops_cleanly", stack.stop)
+
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_PING_INTERVAL_S": 1, "HERALD_GATEWAY_IDLE_TIMEOUT_S": 2})
+    try:
+        port = stack.gateway_ports[0]
+
+        def idle_close_code():
+            s = closing(raw_upgrade(port, "/ws?user_id=mute"))
+            code = read_close_code(s, timeout=10)
+            check(code == 4000, f"idle socket closed with {code}, wanted 4000 (1001 is draining)")
+        t.check("idle_timeout_closes_with_4000_not_1001", idle_close_code)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("keepalive_stack_stops_cleanly", stack.stop)
 
     t.finish()
 
