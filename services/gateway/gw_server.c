@@ -64,6 +64,9 @@ struct gw_server_s {
     gw_receipts_t *receipts;     /* owned */
     int listen_fd;               /* owned; -1 once closed */
     uv_poll_t *listen_poll;      /* owned (closed through uv) */
+    uv_timer_t *accept_pause;    /* owned (closed through uv): accepting resumes when it fires */
+    uint64_t accept_logged_ms;   /* when accept_paused was last logged */
+    uint64_t accept_pauses;      /* pauses since then */
     struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     int draining;
@@ -689,6 +692,41 @@ gw_listen_open(const gw_config_t *cfg, int *bound, char *err, size_t errlen)
     return fd;
 }
 
+#define GW_ACCEPT_PAUSE_MS 250
+#define GW_ACCEPT_LOG_MS 10000
+
+static void gw_listen_ready(uv_poll_t *h, int status, int events);
+
+static void
+gw_accept_resume(uv_timer_t *t)
+{
+    gw_server_t *s = t->data;
+    if (s->listen_poll != NULL)
+        uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
+}
+
+/*
+ * Out of descriptors (or kernel memory): the pending connection stays in the
+ * backlog and the listen socket stays readable, so retrying at once would
+ * spin. Accepting pauses for GW_ACCEPT_PAUSE_MS instead; the waiting clients
+ * are served once sockets close. Logged at most once per GW_ACCEPT_LOG_MS.
+ */
+static void
+gw_accept_pause(gw_server_t *s, int err)
+{
+    uv_poll_stop(s->listen_poll);
+    uv_timer_start(s->accept_pause, gw_accept_resume, GW_ACCEPT_PAUSE_MS, 0);
+    s->accept_pauses++;
+    uint64_t now = hr_mono_ms();
+    if (s->accept_logged_ms == 0 || now - s->accept_logged_ms >= GW_ACCEPT_LOG_MS) {
+        hr_log_warn("accept_paused", "error=\"%s\" pause_ms=%d pauses=%llu connections=%llu",
+                    strerror(err), GW_ACCEPT_PAUSE_MS, (unsigned long long)s->accept_pauses,
+                    (unsigned long long)gw_hub_stats(s->hub).conns);
+        s->accept_logged_ms = now;
+        s->accept_pauses = 0;
+    }
+}
+
 static void
 gw_listen_ready(uv_poll_t *h, int status, int events)
 {
@@ -700,7 +738,10 @@ gw_listen_ready(uv_poll_t *h, int status, int events)
     for (int i = 0; i < 256; i++) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                gw_accept_pause(s, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                     errno != ECONNABORTED)
                 hr_log_warn("accept_failed", "error=\"%s\"", strerror(errno));
             return;
         }
@@ -719,6 +760,11 @@ gw_listen_closed(uv_handle_t *h)
 static void
 gw_listen_close(gw_server_t *s)
 {
+    if (s->accept_pause != NULL) {
+        uv_timer_stop(s->accept_pause);
+        uv_close((uv_handle_t *)s->accept_pause, gw_listen_closed);
+        s->accept_pause = NULL;
+    }
     if (s->listen_poll != NULL) {
         uv_poll_stop(s->listen_poll);
         uv_close((uv_handle_t *)s->listen_poll, gw_listen_closed);
@@ -825,6 +871,9 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     uv_poll_init(loop, s->listen_poll, s->listen_fd);
     s->listen_poll->data = s;
     uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
+    s->accept_pause = hr_malloc(sizeof(uv_timer_t));
+    uv_timer_init(loop, s->accept_pause);
+    s->accept_pause->data = s;
     s->keepalive = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(loop, s->keepalive);
     s->keepalive->data = s;

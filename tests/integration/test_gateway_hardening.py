@@ -214,6 +214,66 @@ def main():
         opened.clear()
         t.check("keepalive_stack_stops_cleanly", stack.stop)
 
+    # -- the process file limit --------------------------------------------
+    stack = Stack(gateways=0, services=("gateway",))
+    try:
+        port = free_port()
+        env = dict(stack.env, HERALD_GATEWAY_PORT=str(port), HERALD_GATEWAY_DEV_USER_QUERY="true",
+                   HERALD_GATEWAY_NODE_ID="lim")
+        svc = Service("limited", ["prlimit", "--nofile=64", stack.binary("herald-gateway")], env,
+                      stack.tmp)
+        stack.services["limited"] = svc
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "limited gateway")
+
+        def file_limit_keeps_gateway_responsive():
+            import http.client
+            keep = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # held across the flood
+            keep.request("GET", "/healthz")
+            check(keep.getresponse().read(), "healthz before the flood")
+            early = closing(WsClient("127.0.0.1", port, "/ws?user_id=early"))
+            early.recv_type("welcome")
+            flood = []
+            for i in range(120):
+                c = socket.create_connection(("127.0.0.1", port), timeout=5)
+                c.sendall(HANDSHAKE.format(path=f"/ws?user_id=f{i}").encode())
+                flood.append(c)
+            wait_until(lambda: "event=accept_paused" in svc.log_text() or
+                       "accept_failed" in svc.log_text(), 10, "the gateway to hit its file limit")
+            lines0 = svc.log_text().count("\n")
+            cpu0, t0 = cpu_seconds(svc.proc.pid), time.monotonic()
+            # Meanwhile the loop serves what it has: health over the held
+            # connection, and a socket opened before the flood.
+            for _ in range(10):
+                keep.request("GET", "/healthz")
+                r = keep.getresponse()
+                body = json.loads(r.read())
+                check(r.status == 200 and body["connections"] >= 1, f"healthz at the limit: {body}")
+                early.send_json({"type": "ping", "ref": "alive"})
+                check(early.recv_type("pong")["ref"] == "alive", "pong at the limit")
+                time.sleep(0.3)
+            cpu = cpu_seconds(svc.proc.pid) - cpu0
+            wall = time.monotonic() - t0
+            lines = svc.log_text().count("\n") - lines0
+            print(f"# at the file limit: {cpu:.2f} s CPU in {wall:.2f} s, {lines} log lines")
+            check(cpu < 0.5 * wall, f"gateway burned {cpu:.2f} s of CPU in {wall:.2f} s at the limit")
+            check(lines <= 5, f"{lines} log lines in {wall:.2f} s at the limit")
+            for c in flood:
+                c.close()
+            keep.close()
+            # The sockets that waited in the backlog are served (and find their
+            # clients gone); then new clients get in again.
+            late = closing(wait_until(lambda: WsClient("127.0.0.1", port, "/ws?user_id=late"), 15,
+                                      "a new socket after the flood closed"))
+            check(late.recv_type("welcome")["user_id"] == "late", "welcome after the flood")
+            check(http_get(port, "/healthz")[0] == 200, "healthz after the flood")
+        t.check("at_the_file_limit_accepting_pauses_and_the_gateway_stays_responsive",
+                file_limit_keeps_gateway_responsive)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("limited_stack_stops_cleanly", stack.stop)
+
     t.finish()
 
 
