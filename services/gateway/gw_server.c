@@ -7,6 +7,7 @@
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
+#include "herald/hr_dict.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
 #include "herald/hr_time.h"
@@ -69,18 +70,25 @@ struct gw_server_s {
     uint64_t accept_pauses;      /* pauses since then */
     struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
+    hr_dict_t *waiting;          /* channel → first gw_session_t waiting for it (borrowed) */
     int draining;
     int stopped;
 };
 
 /* Per-socket state, allocated and zeroed by lws (per_session_data_size). */
-typedef struct {
+typedef struct gw_session_s gw_session_t;
+struct gw_session_s {
     gw_conn_t conn;
-    struct lws *wsi;     /* borrowed */
-    char *rx;            /* owned: a message arriving in fragments */
-    double tokens;       /* publish rate limit: token bucket */
-    uint8_t established; /* lws may write to it */
-    uint8_t in_callback; /* inside an lws callback for this socket */
+    struct lws *wsi;    /* borrowed */
+    char *rx;           /* owned: a message arriving in fragments */
+    gw_msg_t *wait_msg; /* owned: welcome/joined held until wait_ch is live, or NULL */
+    char *wait_ch;      /* owned: the channel it waits for */
+    size_t wait_chlen;
+    gw_session_t *wait_prev; /* borrowed: the sessions waiting for the same channel */
+    gw_session_t *wait_next; /* borrowed */
+    double tokens;           /* publish rate limit: token bucket */
+    uint8_t established;     /* lws may write to it */
+    uint8_t in_callback;     /* inside an lws callback for this socket */
     uint8_t write_failed;
     uint8_t ping_due;   /* send a PING at the next WRITEABLE */
     uint8_t killed;     /* cut after close_timeout_s */
@@ -89,7 +97,7 @@ typedef struct {
     uint64_t tokens_ms;
     size_t rxlen;
     int attached;
-} gw_session_t;
+};
 
 #define gw_session_of(c) ((gw_session_t *)((char *)(c)-offsetof(gw_session_t, conn)))
 
@@ -125,6 +133,108 @@ gw_session_wake(gw_conn_t *c)
 }
 
 static const gw_conn_ops_t gw_session_ops = {.wake = gw_session_wake};
+
+/* ---- answers held until a subscription is live ---- */
+
+/*
+ * welcome and joined promise delivery: a notification or chat message
+ * published once the client has them must arrive. So when the user's or
+ * room's channel is not subscribed yet (first local socket, or a re-join
+ * while the UNSUBSCRIBE is in flight), the answer m (a reference taken) waits
+ * for Redis to confirm the SUBSCRIBE, and the socket reads nothing meanwhile,
+ * so a publish sent right after a join is handled after it too.
+ */
+static void
+gw_session_wait(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
+{
+    ss->wait_msg = m;
+    ss->wait_ch = hr_strndup(ch, len);
+    ss->wait_chlen = len;
+    gw_session_t *head = hr_dict_get(s->waiting, ch, len);
+    ss->wait_prev = NULL;
+    ss->wait_next = head;
+    if (head != NULL)
+        head->wait_prev = ss;
+    hr_dict_set(s->waiting, ch, len, ss);
+    lws_rx_flow_control(ss->wsi, 0);
+}
+
+/* Ends ss's wait: its answer is sent (send) or dropped (the socket closes). */
+static void
+gw_session_unwait(gw_server_t *s, gw_session_t *ss, int send)
+{
+    if (ss->wait_ch == NULL)
+        return;
+    if (ss->wait_prev != NULL)
+        ss->wait_prev->wait_next = ss->wait_next;
+    else if (ss->wait_next != NULL)
+        hr_dict_set(s->waiting, ss->wait_ch, ss->wait_chlen, ss->wait_next);
+    else
+        hr_dict_del(s->waiting, ss->wait_ch, ss->wait_chlen);
+    if (ss->wait_next != NULL)
+        ss->wait_next->wait_prev = ss->wait_prev;
+    ss->wait_prev = ss->wait_next = NULL;
+    hr_free(ss->wait_ch);
+    ss->wait_ch = NULL;
+    if (send) {
+        gw_conn_send(s->hub, &ss->conn, ss->wait_msg);
+        lws_rx_flow_control(ss->wsi, 1);
+    }
+    gw_msg_release(ss->wait_msg);
+    ss->wait_msg = NULL;
+}
+
+/* Sends m (a reference taken) now if channel ch is live, else once it is. */
+static void
+gw_send_when_live(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
+{
+    /* Redis down: nothing can be delivered anyway; answer as before. */
+    if (len > 0 && ss->wait_ch == NULL && s->pubsub != NULL && gw_pubsub_ready(s->pubsub) &&
+        !gw_pubsub_live(s->pubsub, ch, len)) {
+        gw_session_wait(s, ss, ch, len, m);
+        return;
+    }
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+}
+
+static int
+gw_collect_waiting(const char *key, size_t klen, void *val, void *ud)
+{
+    HR_UNUSED(key);
+    HR_UNUSED(klen);
+    gw_session_t ***heads = ud;
+    *(*heads)++ = val;
+    return 0;
+}
+
+/* gw_pubsub_live_fn: channel ch is live (or, NULL, the connection was lost). */
+static void
+gw_on_channel_live(void *ud, const char *ch, size_t len)
+{
+    gw_server_t *s = ud;
+    if (ch != NULL) {
+        gw_session_t *ss;
+        while ((ss = hr_dict_get(s->waiting, ch, len)) != NULL)
+            gw_session_unwait(s, ss, 1);
+        return;
+    }
+    /* Lost: the waiters are answered as if Redis had been down when they asked. */
+    size_t n = hr_dict_size(s->waiting);
+    if (n == 0)
+        return;
+    gw_session_t **heads = hr_malloc(n * sizeof(*heads)), **end = heads;
+    hr_dict_foreach(s->waiting, gw_collect_waiting, &end);
+    for (gw_session_t **h = heads; h < end; h++) {
+        gw_session_t *ss = *h;
+        while (ss != NULL) {
+            gw_session_t *next = ss->wait_next;
+            gw_session_unwait(s, ss, 1);
+            ss = next;
+        }
+    }
+    hr_free(heads);
+}
 
 /* ---- hub ↔ pubsub wiring ---- */
 
@@ -204,9 +314,8 @@ gw_send_json(gw_server_t *s, gw_session_t *ss, cJSON *o)
 }
 
 /* {"type":type,"room":room,"user_id":me,"ref":ref}: the direct answer to join/leave. */
-static void
-gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
-                 const cJSON *ref)
+static gw_msg_t *
+gw_room_ack(gw_session_t *ss, const char *type, const char *room, const cJSON *ref)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", type);
@@ -214,7 +323,27 @@ gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char 
     cJSON_AddStringToObject(o, "user_id", gw_conn_user_id(&ss->conn));
     if (ref != NULL)
         cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
-    gw_send_json(s, ss, o);
+    gw_msg_t *m = gw_msg_from_json(o);
+    cJSON_Delete(o);
+    return m;
+}
+
+static void
+gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
+                 const cJSON *ref)
+{
+    gw_msg_t *m = gw_room_ack(ss, type, room, ref);
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+}
+
+/* joined, once the room's channel is live. */
+static void
+gw_send_joined(gw_server_t *s, gw_session_t *ss, const char *room, const cJSON *ref)
+{
+    char ch[HR_ROOM_MAX + 32];
+    size_t len = hr_proto_room_channel(ch, sizeof(ch), room);
+    gw_send_when_live(s, ss, ch, len, gw_room_ack(ss, "joined", room, ref));
 }
 
 /* Token bucket: publish_rate per second, bursts of twice that. */
@@ -258,7 +387,7 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const c
             gw_send_error(s, ss, "too_many_rooms", "this socket is in too many rooms", ref);
             return;
         }
-        gw_send_room_ack(s, ss, "joined", room, ref);
+        gw_send_joined(s, ss, room, ref);
     } else if (strcmp(type, "leave") == 0) {
         if (gw_hub_leave(s->hub, &ss->conn, room) != 0) {
             gw_send_error(s, ss, "not_member", "not a member of this room", ref);
@@ -371,8 +500,9 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     cJSON_Delete(o);
     gw_msg_t *m = gw_msg_create(txt, strlen(txt));
     hr_free(txt);
-    gw_conn_send(s->hub, &ss->conn, m);
-    gw_msg_release(m);
+    char ch[HR_USER_ID_MAX + 32];
+    size_t chlen = hr_proto_user_channel(ch, sizeof(ch), user);
+    gw_send_when_live(s, ss, ch, chlen, m);
     hr_log_debug("ws_open", "conn=%s user=%s", cid, user);
     return 0;
 }
@@ -493,6 +623,7 @@ gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 static void
 gw_session_closed(gw_server_t *s, gw_session_t *ss)
 {
+    gw_session_unwait(s, ss, 0);
     if (ss->attached) {
         gw_hub_detach(s->hub, &ss->conn);
         ss->attached = 0;
@@ -804,13 +935,15 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                         .queue_max_frames = (uint32_t)cfg->queue_max_frames,
                         .queue_max_bytes = (uint32_t)cfg->queue_max_bytes};
     s->hub = gw_hub_create(&ho);
+    s->waiting = hr_dict_create();
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
-    s->pubsub =
-        gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message, s, err, errlen);
+    s->pubsub = gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message,
+                                 gw_on_channel_live, s, err, errlen);
     if (s->pubsub == NULL) {
         gw_hub_destroy(s->hub);
+        hr_dict_destroy(s->waiting, NULL);
         close(s->listen_fd);
         hr_free(s);
         return NULL;
@@ -863,6 +996,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_rooms_destroy(s->rooms);
         gw_pubsub_destroy(s->pubsub);
         gw_hub_destroy(s->hub);
+        hr_dict_destroy(s->waiting, NULL);
         close(s->listen_fd);
         hr_free(s);
         return NULL;
@@ -984,5 +1118,6 @@ gw_server_destroy(gw_server_t *s)
     hr_redis_async_destroy(s->redis);
     gw_rooms_destroy(s->rooms);
     gw_hub_destroy(s->hub);
+    hr_dict_destroy(s->waiting, NULL);
     hr_free(s);
 }

@@ -133,6 +133,15 @@ def push_until_slow(stack, svc, user):
     raise AssertionError(f"{user} was not cut as a slow consumer")
 
 
+def recv_answer(c, timeout=5.0):
+    """The next frame carrying a ref: a direct answer, not a room event."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = c.recv_json(max(0.01, deadline - time.monotonic()))
+        if "ref" in m:
+            return m
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -213,6 +222,77 @@ def main():
             c.close()
         opened.clear()
         t.check("keepalive_stack_stops_cleanly", stack.stop)
+
+    # -- answers that promise delivery wait for the subscription -----------
+    stack = Stack(gateways=1, services=("ingest", "gateway"))
+    try:
+        port = stack.gateway_ports[0]
+
+        def own_copy_after_rejoin():
+            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=rejoiner"))
+            c.recv_type("welcome")
+            c.send_json({"type": "join", "room": "churn"})
+            c.recv_type("joined")
+            missed = []
+            for i in range(20):
+                # The join follows the leave at once: its UNSUBSCRIBE is still in flight.
+                c.send_json({"type": "leave", "room": "churn", "ref": f"l{i}"})
+                c.send_json({"type": "join", "room": "churn", "ref": f"j{i}"})
+                check(recv_answer(c)["ref"] == f"l{i}", "left answers the leave")
+                check(recv_answer(c)["ref"] == f"j{i}", "joined answers the join")
+                c.send_json({"type": "publish", "room": "churn", "message": f"m{i}", "ref": i})
+                try:
+                    m = c.recv_type("message", timeout=3)
+                    check(m["ref"] == i and m["message"] == f"m{i}", f"unexpected {m}")
+                except TimeoutError:
+                    missed.append(i)
+            check(not missed, f"own copy missed after re-join in tries {missed}")
+        t.check("publish_right_after_a_rejoin_reaches_the_sender_every_time",
+                own_copy_after_rejoin)
+
+        def pipelined_rejoin_and_publish():
+            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=piper"))
+            c.recv_type("welcome")
+            c.send_json({"type": "join", "room": "pipe"})
+            c.recv_type("joined")
+            for i in range(20):
+                # All three in one go, without waiting for answers.
+                c.send_json({"type": "leave", "room": "pipe", "ref": f"l{i}"})
+                c.send_json({"type": "join", "room": "pipe", "ref": f"j{i}"})
+                c.send_json({"type": "publish", "room": "pipe", "message": f"p{i}", "ref": i})
+                got = []
+                while len(got) < 3:
+                    m = c.recv_json(timeout=3)
+                    if "ref" in m:  # not the room's joined/left events
+                        got.append((m["type"], m["ref"]))
+                check(got == [("left", f"l{i}"), ("joined", f"j{i}"), ("message", i)],
+                      f"try {i}: {got}")
+        t.check("leave_join_publish_sent_at_once_are_answered_in_order_with_the_own_copy",
+                pipelined_rejoin_and_publish)
+
+        def notification_right_after_welcome():
+            missed = []
+            for i in range(20):
+                c = closing(WsClient("127.0.0.1", port, f"/ws?user_id=newcomer{i}"))
+                c.recv_type("welcome")
+                # Straight on the user's channel (as ingest publishes), then through ingest.
+                frame = json.dumps({"type": "notification", "notification": {"id": f"n{i}"}})
+                if stack.redis.cmd("PUBLISH", f"herald:user:newcomer{i}", frame) != 1:
+                    missed.append(i)
+                status, body = post_notification(stack.ingest_port, {"user_id": f"newcomer{i}",
+                                                                     "message": "first"})
+                check(status == 202, f"ingest {status} {body}")
+                check(c.recv_type("notification")["notification"]["id"] == f"n{i}", "published")
+                n = c.recv_type("notification", timeout=3)
+                check(n["notification"]["id"] == body["id"], f"unexpected {n}")
+                c.close()
+            check(not missed, f"no subscriber yet right after welcome in tries {missed}")
+        t.check("notification_posted_right_after_welcome_arrives", notification_right_after_welcome)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("subscription_stack_stops_cleanly", stack.stop)
 
     # -- the process file limit --------------------------------------------
     stack = Stack(gateways=0, services=("gateway",))
