@@ -519,3 +519,16 @@ hr_proto_user_channel(char *buf, size_t cap, const char *user_id)
     }
     return (size_t)n;
 }
+
+int
+hr_proto_id_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > HR_USER_ID_MAX || !hr_utf8_valid(s, len))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}

@@ -180,4 +180,11 @@ char *hr_proto_frame_notification(const char *envelope, size_t len, size_t *outl
  */
 size_t hr_proto_user_channel(char *buf, size_t cap, const char *user_id);
 
+/**
+ * The identity rule, wherever a user id enters Herald (a query, a body, a
+ * token's sub): 1..HR_USER_ID_MAX bytes of valid UTF-8 without control
+ * characters (so no NUL, which C strings and cJSON would truncate at).
+ */
+int hr_proto_id_valid(const char *s, size_t len);
+
 #endif

@@ -419,6 +419,11 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
 {
     cJSON *root;
     char err[128];
+    /* cJSON would end a string at a NUL: "ok\u0000bad room!" would join "ok". */
+    if (memchr(buf, '\0', len) != NULL || hr_json_has_nul_escape(buf, len)) {
+        gw_send_error(s, ss, "invalid_json", "\\u0000 is not allowed in strings", NULL);
+        return;
+    }
     if (hr_json_parse_object(buf, len, &root, err, sizeof(err)) != 0) {
         gw_send_error(s, ss, "invalid_json", err, NULL);
         return;
@@ -478,11 +483,8 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "unauthorized");
         return 0;
     }
-    size_t ul = user ? strlen(user) : 0;
-    int ok = ul > 0 && ul <= HR_USER_ID_MAX;
-    for (size_t i = 0; ok && i < ul; i++)
-        ok = (unsigned char)user[i] >= 0x20 && user[i] != 0x7f;
-    if (!ok) {
+    /* Bytes that are not UTF-8 would reach every browser in the user's rooms and fail them. */
+    if (user == NULL || !hr_proto_id_valid(user, strlen(user))) {
         gw_send_error(s, ss, "invalid_user", "user_id query parameter missing or invalid", NULL);
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "invalid user_id");
         return 0;

@@ -294,6 +294,50 @@ def main():
         opened.clear()
         t.check("subscription_stack_stops_cleanly", stack.stop)
 
+    # -- what a client sends: identities, frames --------------------------
+    stack = Stack(gateways=1, services=("gateway",))
+    try:
+        port = stack.gateway_ports[0]
+
+        def user_ids_follow_the_identity_rule():
+            for q in ("%FF%FE", "%C3", "ab%ED%A0%80", "%01x", "a%7F", "", "a" * 129):
+                c = closing(WsClient("127.0.0.1", port, f"/ws?user_id={q}"))
+                err = c.recv_json()
+                check(err["type"] == "error" and err["code"] == "invalid_user", f"{q!r}: {err}")
+                expect_close(c, 1008)
+            ok = closing(WsClient("127.0.0.1", port, "/ws?user_id=%C3%A9l%C3%A8ve"))
+            check(ok.recv_type("welcome")["user_id"] == "\u00e9l\u00e8ve", "UTF-8 user id accepted")
+            ok.close()
+        t.check("user_id_must_be_utf8_without_control_characters_1_to_128_bytes",
+                user_ids_follow_the_identity_rule)
+
+        def nul_is_refused_everywhere():
+            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=nully"))
+            c.recv_type("welcome")
+            c.send_json({"type": "join", "room": "nulroom", "ref": "j"})
+            check(recv_answer(c)["type"] == "joined", "joined nulroom")
+            frames = [
+                '{"type":"join","room":"ok\\u0000bad room!","ref":1}',
+                '{"type":"publish","room":"nulroom","message":"a\\u0000b","ref":2}',
+                '{"type":"ping\\u0000x","ref":3}',
+                '{"type":"ping","ref":"r\\u0000x"}',
+                '{"type":"ping","ref":4,"x":"\x00"}',
+            ]
+            for f in frames:
+                c.send_text(f)
+                m = c.recv_type("error")
+                check(m["code"] == "invalid_json", f"{f!r}: {m}")
+            check(stack.redis.cmd("PUBSUB", "NUMSUB", "herald:room:ok")[1] == 0,
+                  "a room name cut at \\u0000 was joined")
+            c.send_json({"type": "ping", "ref": "after"})
+            check(c.recv_type("pong")["ref"] == "after", "socket still usable")
+        t.check("nul_in_room_message_type_or_ref_is_refused", nul_is_refused_everywhere)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("input_stack_stops_cleanly", stack.stop)
+
     # -- the process file limit --------------------------------------------
     stack = Stack(gateways=0, services=("gateway",))
     try:
