@@ -469,6 +469,26 @@ gw_http_reply(struct lws *wsi, unsigned status, const char *body)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* Answers an upgrade request that is refused (the caller then returns -1 to close). */
+static void
+gw_http_refuse(struct lws *wsi, unsigned status, const char *body)
+{
+    unsigned char buf[LWS_PRE + 768], *start = buf + LWS_PRE, *p = start,
+                                      *end = buf + sizeof(buf) - 1;
+    size_t len = strlen(body);
+    if (lws_add_http_header_status(wsi, status, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                     (const unsigned char *)"application/json", 16, &p, end) ||
+        lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
+                                     &p, end) ||
+        lws_finalize_http_header(wsi, &p, end) || (size_t)(end - p) < len)
+        return;
+    memcpy(p, body, len);
+    p += len;
+    lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS);
+}
+
 static int
 gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
@@ -675,11 +695,34 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
                              "endpoint is /ws\"}}");
     }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        /* An upgrade refused gets an HTTP answer, not a bare TCP close. */
         char uri[64];
-        if (s->draining)
+        if (s->draining) {
+            gw_http_refuse(wsi, 503,
+                           "{\"error\":{\"code\":\"unavailable\",\"message\":\"gateway "
+                           "draining, reconnect\"}}");
             return -1;
-        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+        }
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
+            strcmp(uri, "/ws") != 0) {
+            gw_http_refuse(wsi, 404,
+                           "{\"error\":{\"code\":\"not_found\",\"message\":\"WebSocket "
+                           "endpoint is /ws\"}}");
             return -1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
+        /*
+         * RFC 6455 5.5.1/7.4: a 1-byte close payload or a code past 4999 is
+         * a protocol error, answered 1002 (lws fixes the codes below 3000
+         * itself but would echo these).
+         */
+        const unsigned char *p = in;
+        if (len == 1 || (len >= 2 && ((unsigned)p[0] << 8 | p[1]) >= 5000)) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"bad close", 9);
+            return -1;
+        }
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED: {
@@ -985,6 +1028,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     info.pcontext = &s->context;
     info.retry_and_idle_policy = &s->retry;
     info.timeout_secs = 10;
+    /* Room for a long query, so an oversized user_id gets invalid_user, not a bare close. */
+    info.max_http_header_data = 8192;
     info.options =
         LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     s->context = lws_create_context(&info);

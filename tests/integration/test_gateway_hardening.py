@@ -332,6 +332,44 @@ def main():
             c.send_json({"type": "ping", "ref": "after"})
             check(c.recv_type("pong")["ref"] == "after", "socket still usable")
         t.check("nul_in_room_message_type_or_ref_is_refused", nul_is_refused_everywhere)
+
+        def wrong_paths_get_http_404():
+            for path in ("/WS?user_id=a", "/ws/?user_id=a", "/nope"):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(HANDSHAKE.format(path=path).encode())
+                data = b""
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    data += d
+                s.close()
+                head, _, body = data.partition(b"\r\n\r\n")
+                check(b" 404 " in head.split(b"\r\n", 1)[0], f"{path}: {data[:200]!r}")
+                check(json.loads(body)["error"]["code"] == "not_found", f"{path}: {body!r}")
+        t.check("upgrade_on_a_wrong_path_gets_http_404_json", wrong_paths_get_http_404)
+
+        def long_user_id_gets_invalid_user():
+            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=" + "a" * 4000))
+            err = c.recv_json()
+            check(err["type"] == "error" and err["code"] == "invalid_user", f"{err}")
+            expect_close(c, 1008)
+        t.check("user_id_of_4000_bytes_gets_invalid_user_and_1008", long_user_id_gets_invalid_user)
+
+        def invalid_close_payloads_get_1002():
+            for payload, want in ((struct.pack("!H", 5000), 1002), (struct.pack("!H", 65535), 1002),
+                                  (b"\x03", 1002), (struct.pack("!H", 999), 1002),
+                                  (struct.pack("!H", 4001) + b"bye", 4001)):
+                c = closing(WsClient("127.0.0.1", port, "/ws?user_id=closer"))
+                c.recv_type("welcome")
+                c.send_frame(0x8, payload)
+                try:
+                    while True:
+                        c.recv_frame(5)
+                except WsClosed as e:
+                    check(e.code == want, f"close payload {payload!r} answered {e.code}, want {want}")
+        t.check("close_payload_of_1_byte_or_code_over_4999_is_answered_1002",
+                invalid_close_payloads_get_1002)
     finally:
         for c in opened:
             c.close()
