@@ -43,6 +43,12 @@ const hr_cfg_field_t gw_config_fields[] = {
     {"gateway.close_timeout_s", HR_CFG_INT, offsetof(gw_config_t, close_timeout_s), "5", 1, 600},
     {"gateway.max_rooms", HR_CFG_INT, offsetof(gw_config_t, max_rooms), "100", 1, 100000},
     {"gateway.publish_rate", HR_CFG_INT, offsetof(gw_config_t, publish_rate), "20", 1, 1000000},
+    {"gateway.command_rate", HR_CFG_INT, offsetof(gw_config_t, command_rate), "50", 1, 1000000},
+    {"gateway.max_sockets_per_user", HR_CFG_INT, offsetof(gw_config_t, max_sockets_per_user), "128",
+     0, 1 << 30},
+    {"gateway.max_sockets_per_ip", HR_CFG_INT, offsetof(gw_config_t, max_sockets_per_ip), "1000", 0,
+     1 << 30},
+    {"gateway.forwarded_for", HR_CFG_BOOL, offsetof(gw_config_t, forwarded_for), "false", 0, 0},
     {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
     {"gateway.presence_events_max", HR_CFG_INT, offsetof(gw_config_t, presence_events_max), "1000",
      0, 1 << 30},
@@ -71,6 +77,8 @@ struct gw_server_s {
     struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     hr_dict_t *waiting;          /* channel → first gw_session_t waiting for it (borrowed) */
+    hr_dict_t *per_user;         /* user id → its sockets here (a pointer-sized integer) */
+    hr_dict_t *per_ip;           /* client address → its sockets here (likewise) */
     int draining;
     int stopped;
 };
@@ -87,8 +95,11 @@ struct gw_session_s {
     gw_session_t *wait_prev; /* borrowed: the sessions waiting for the same channel */
     gw_session_t *wait_next; /* borrowed */
     double tokens;           /* publish rate limit: token bucket */
-    uint8_t established;     /* lws may write to it */
-    uint8_t in_callback;     /* inside an lws callback for this socket */
+    double cmd_tokens;       /* command rate limit: token bucket */
+    uint64_t cmd_ms;
+    char *ip; /* owned: the client address, counted in per_ip (and the user in per_user) */
+    uint8_t established; /* lws may write to it */
+    uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
     uint8_t ping_due;   /* send a PING at the next WRITEABLE */
     uint8_t killed;     /* cut after close_timeout_s */
@@ -346,24 +357,30 @@ gw_send_joined(gw_server_t *s, gw_session_t *ss, const char *room, const cJSON *
     gw_send_when_live(s, ss, ch, len, gw_room_ack(ss, "joined", room, ref));
 }
 
-/* Token bucket: publish_rate per second, bursts of twice that. */
+/* Token bucket: rate per second, bursts of twice that. Returns 1 if a token was taken. */
+static int
+gw_bucket_take(double *tokens, uint64_t *ms, int rate)
+{
+    uint64_t now = hr_mono_ms();
+    double cap = 2.0 * rate;
+    if (*ms == 0) {
+        *tokens = cap;
+    } else {
+        *tokens += (double)(now - *ms) * rate / 1000.0;
+        if (*tokens > cap)
+            *tokens = cap;
+    }
+    *ms = now;
+    if (*tokens < 1.0)
+        return 0;
+    *tokens -= 1.0;
+    return 1;
+}
+
 static int
 gw_session_take_token(gw_server_t *s, gw_session_t *ss)
 {
-    uint64_t now = hr_mono_ms();
-    double cap = 2.0 * s->cfg->publish_rate;
-    if (ss->tokens_ms == 0) {
-        ss->tokens = cap;
-    } else {
-        ss->tokens += (double)(now - ss->tokens_ms) * s->cfg->publish_rate / 1000.0;
-        if (ss->tokens > cap)
-            ss->tokens = cap;
-    }
-    ss->tokens_ms = now;
-    if (ss->tokens < 1.0)
-        return 0;
-    ss->tokens -= 1.0;
-    return 1;
+    return gw_bucket_take(&ss->tokens, &ss->tokens_ms, s->cfg->publish_rate);
 }
 
 static void
@@ -430,8 +447,12 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
     }
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
     const char *type = hr_json_get_str(root, "type");
+    /* Every frame costs: join/leave fan out events, presence reads a whole set. */
+    int limited = !gw_bucket_take(&ss->cmd_tokens, &ss->cmd_ms, s->cfg->command_rate);
     if (ref != NULL && !cJSON_IsString(ref) && !cJSON_IsNumber(ref)) {
         gw_send_error(s, ss, "invalid_field", "ref must be a string or a number", NULL);
+    } else if (limited) {
+        gw_send_error(s, ss, "rate_limited", "too many commands; slow down", ref);
     } else if (type == NULL) {
         gw_send_error(s, ss, "missing_field", "type is required", ref);
     } else if (strcmp(type, "ping") == 0) {
@@ -489,6 +510,70 @@ gw_http_refuse(struct lws *wsi, unsigned status, const char *body)
     lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS);
 }
 
+/* Adds delta to the count under key k; the entry goes at 0. Returns the new count. */
+static uintptr_t
+gw_count_add(hr_dict_t *d, const char *k, int delta)
+{
+    size_t kl = strlen(k);
+    uintptr_t n = (uintptr_t)hr_dict_get(d, k, kl) + (uintptr_t)(intptr_t)delta;
+    if (n == 0)
+        hr_dict_del(d, k, kl);
+    else
+        hr_dict_set(d, k, kl, (void *)n);
+    return n;
+}
+
+/*
+ * The client's address: the peer's, or behind a proxy (gateway.forwarded_for)
+ * the last X-Forwarded-For entry, which the proxy itself appended.
+ */
+static void
+gw_session_peer(gw_server_t *s, struct lws *wsi, char *buf, size_t cap)
+{
+    char xff[256];
+    buf[0] = '\0';
+    if (s->cfg->forwarded_for &&
+        lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR) > 0) {
+        const char *last = strrchr(xff, ',');
+        last = last != NULL ? last + 1 : xff;
+        last += strspn(last, " \t");
+        snprintf(buf, cap, "%.*s", (int)strcspn(last, " \t"), last);
+    }
+    if (buf[0] == '\0')
+        lws_get_peer_simple(wsi, buf, cap);
+}
+
+/*
+ * Sockets per user and per client address are bounded, so one client cannot
+ * hold the gateway's descriptors or multiply its publish rate by its tabs.
+ * Returns 0, or HR_DECLINED after refusing the socket.
+ */
+static int
+gw_session_admit(gw_server_t *s, gw_session_t *ss, const char *user)
+{
+    char ip[64];
+    gw_session_peer(s, ss->wsi, ip, sizeof(ip));
+    const gw_config_t *cfg = s->cfg;
+    uintptr_t nip = (uintptr_t)hr_dict_get(s->per_ip, ip, strlen(ip));
+    uintptr_t nuser = (uintptr_t)hr_dict_get(s->per_user, user, strlen(user));
+    const char *why = NULL;
+    if (cfg->max_sockets_per_ip > 0 && nip >= (uintptr_t)cfg->max_sockets_per_ip)
+        why = "too many sockets from this address";
+    else if (cfg->max_sockets_per_user > 0 && nuser >= (uintptr_t)cfg->max_sockets_per_user)
+        why = "too many sockets of this user";
+    if (why != NULL) {
+        hr_log_info("socket_refused", "ip=%s user_sockets=%llu ip_sockets=%llu reason=\"%s\"", ip,
+                    (unsigned long long)nuser, (unsigned long long)nip, why);
+        gw_send_error(s, ss, "too_many_connections", why, NULL);
+        gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "too many connections");
+        return HR_DECLINED;
+    }
+    gw_count_add(s->per_ip, ip, 1);
+    gw_count_add(s->per_user, user, 1);
+    ss->ip = hr_strdup(ip);
+    return 0;
+}
+
 static int
 gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
@@ -509,6 +594,8 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "invalid user_id");
         return 0;
     }
+    if (gw_session_admit(s, ss, user) != 0)
+        return 0;
     gw_hub_attach(s->hub, &ss->conn, user);
     ss->attached = 1;
 
@@ -646,6 +733,12 @@ static void
 gw_session_closed(gw_server_t *s, gw_session_t *ss)
 {
     gw_session_unwait(s, ss, 0);
+    if (ss->ip != NULL) {
+        gw_count_add(s->per_ip, ss->ip, -1);
+        gw_count_add(s->per_user, gw_conn_user_id(&ss->conn), -1);
+        hr_free(ss->ip);
+        ss->ip = NULL;
+    }
     if (ss->attached) {
         gw_hub_detach(s->hub, &ss->conn);
         ss->attached = 0;
@@ -981,6 +1074,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                         .queue_max_bytes = (uint32_t)cfg->queue_max_bytes};
     s->hub = gw_hub_create(&ho);
     s->waiting = hr_dict_create();
+    s->per_user = hr_dict_create();
+    s->per_ip = hr_dict_create();
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
@@ -989,6 +1084,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     if (s->pubsub == NULL) {
         gw_hub_destroy(s->hub);
         hr_dict_destroy(s->waiting, NULL);
+        hr_dict_destroy(s->per_user, NULL);
+        hr_dict_destroy(s->per_ip, NULL);
         close(s->listen_fd);
         hr_free(s);
         return NULL;
@@ -1044,6 +1141,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_pubsub_destroy(s->pubsub);
         gw_hub_destroy(s->hub);
         hr_dict_destroy(s->waiting, NULL);
+        hr_dict_destroy(s->per_user, NULL);
+        hr_dict_destroy(s->per_ip, NULL);
         close(s->listen_fd);
         hr_free(s);
         return NULL;
@@ -1166,5 +1265,7 @@ gw_server_destroy(gw_server_t *s)
     gw_rooms_destroy(s->rooms);
     gw_hub_destroy(s->hub);
     hr_dict_destroy(s->waiting, NULL);
+    hr_dict_destroy(s->per_user, NULL);
+    hr_dict_destroy(s->per_ip, NULL);
     hr_free(s);
 }

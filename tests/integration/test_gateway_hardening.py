@@ -376,6 +376,109 @@ def main():
         opened.clear()
         t.check("input_stack_stops_cleanly", stack.stop)
 
+    # -- floods of commands and sockets ----------------------------------
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_COMMAND_RATE": 10, "HERALD_GATEWAY_MAX_SOCKETS_PER_USER": 3,
+        "HERALD_GATEWAY_MAX_SOCKETS_PER_IP": 5})
+    try:
+        port = stack.gateway_ports[0]
+
+        def command_flood_is_rate_limited():
+            listener = closing(WsClient("127.0.0.1", port, "/ws?user_id=listener"))
+            listener.recv_type("welcome")
+            listener.send_json({"type": "join", "room": "quiet", "ref": "l"})
+            recv_answer(listener)
+            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=flooder", source="127.0.0.2"))
+            c.recv_type("welcome")
+            n = 200
+            for i in range(n):
+                kind = ("join", "leave", "presence", "ping")[i % 4]
+                c.send_json({"type": kind, "room": "quiet", "ref": i})
+            answers = {}
+            while len(answers) < n:
+                m = c.recv_json()
+                if "ref" in m:
+                    answers[m["ref"]] = m.get("code", m["type"])
+            limited = sum(1 for v in answers.values() if v == "rate_limited")
+            print(f"# {limited} of {n} commands sent at once were rate_limited (10/s, burst 20)")
+            check(limited >= n - 60, f"only {limited} of {n} commands were rate limited")
+            listener.send_json({"type": "ping", "ref": "end"})
+            events = 0
+            while True:
+                m = listener.recv_json()
+                if m.get("ref") == "end":
+                    break
+                events += m.get("user_id") == "flooder"
+            check(events <= 40, f"the room got {events} join/leave events from one flooder")
+        t.check("join_leave_presence_ping_floods_are_rate_limited", command_flood_is_rate_limited)
+
+        def sockets_per_user_are_bounded():
+            tabs = [closing(WsClient("127.0.0.1", port, "/ws?user_id=tabby", source="127.0.0.3"))
+                    for _ in range(3)]
+            for c in tabs:
+                c.recv_type("welcome")
+            extra = closing(WsClient("127.0.0.1", port, "/ws?user_id=tabby", source="127.0.0.4"))
+            err = extra.recv_json()
+            check(err["type"] == "error" and err["code"] == "too_many_connections", f"{err}")
+            expect_close(extra, 1008)
+            tabs[0].close()
+
+            def another_tab():
+                c = closing(WsClient("127.0.0.1", port, "/ws?user_id=tabby", source="127.0.0.4"))
+                return c.recv_json()["type"] == "welcome"
+            wait_until(another_tab, 5, "a socket once one of the three closed")
+        t.check("a_user_may_hold_max_sockets_per_user_sockets", sockets_per_user_are_bounded)
+
+        def sockets_per_ip_are_bounded():
+            mine = [closing(WsClient("127.0.0.1", port, f"/ws?user_id=ip{i}", source="127.0.0.5"))
+                    for i in range(5)]
+            for c in mine:
+                c.recv_type("welcome")
+            extra = closing(WsClient("127.0.0.1", port, "/ws?user_id=ip5", source="127.0.0.5"))
+            err = extra.recv_json()
+            check(err["code"] == "too_many_connections", f"{err}")
+            expect_close(extra, 1008)
+            other = closing(WsClient("127.0.0.1", port, "/ws?user_id=ip6", source="127.0.0.6"))
+            check(other.recv_type("welcome")["user_id"] == "ip6", "another address is served")
+        t.check("an_address_may_hold_max_sockets_per_ip_sockets", sockets_per_ip_are_bounded)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("limits_stack_stops_cleanly", stack.stop)
+
+    stack = Stack(gateways=1, services=("gateway",), extra_env={
+        "HERALD_GATEWAY_MAX_SOCKETS_PER_IP": 2, "HERALD_GATEWAY_FORWARDED_FOR": "true"})
+    try:
+        port = stack.gateway_ports[0]
+
+        def forwarded_for_names_the_client():
+            def via_proxy(user, xff):
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                req = HANDSHAKE.format(path=f"/ws?user_id={user}").replace(
+                    "Host: x\r\n", f"Host: x\r\nX-Forwarded-For: {xff}\r\n")
+                s.sendall(req.encode())
+                opened.append(s)
+                data = b""
+                while b"}" not in data:
+                    d = s.recv(4096)
+                    if not d:
+                        break
+                    data += d
+                return data
+            for i in range(2):
+                check(b'"welcome"' in via_proxy(f"p{i}", "6.6.6.6, 10.0.0.1"), "first two served")
+            check(b"too_many_connections" in via_proxy("p2", "7.7.7.7, 10.0.0.1"),
+                  "the third from 10.0.0.1 refused")
+            check(b'"welcome"' in via_proxy("p3", "10.0.0.2"), "another client behind the proxy")
+        t.check("behind_a_proxy_the_last_x_forwarded_for_entry_is_the_client",
+                forwarded_for_names_the_client)
+    finally:
+        for c in opened:
+            c.close()
+        opened.clear()
+        t.check("forwarded_for_stack_stops_cleanly", stack.stop)
+
     # -- the process file limit --------------------------------------------
     stack = Stack(gateways=0, services=("gateway",))
     try:
