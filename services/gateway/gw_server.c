@@ -1,9 +1,13 @@
 #include "gw_server.h"
+#include "gw_admit.h"
+#include "gw_http.h"
 #include "gw_hub.h"
+#include "gw_listen.h"
 #include "gw_msg.h"
 #include "gw_pubsub.h"
 #include "gw_receipts.h"
 #include "gw_rooms.h"
+#include "gw_wait.h"
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
@@ -15,9 +19,7 @@
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,37 +27,6 @@ _Static_assert(GW_MSG_HEADROOM >= LWS_PRE, "gw_msg headroom must cover LWS_PRE")
 
 /* Close codes the transport decides (proto/ws.md); the hub's are in gw_hub.h. */
 #define GW_CLOSE_IDLE 4000 /* silent for gateway.idle_timeout_s */
-
-const hr_cfg_field_t gw_config_fields[] = {
-    {"gateway.host", HR_CFG_STR, offsetof(gw_config_t, host), "127.0.0.1", 0, 0},
-    {"gateway.port", HR_CFG_INT, offsetof(gw_config_t, port), "8081", 0, 65535},
-    {"gateway.reuseport", HR_CFG_BOOL, offsetof(gw_config_t, reuseport), "false", 0, 0},
-    {"gateway.dev_user_query", HR_CFG_BOOL, offsetof(gw_config_t, dev_user_query), "false", 0, 0},
-    {"gateway.node_id", HR_CFG_STR, offsetof(gw_config_t, node_id), "", 0, 0},
-    {"gateway.max_frame", HR_CFG_INT, offsetof(gw_config_t, max_frame), "16384", 128, 1 << 24},
-    {"gateway.queue_max_frames", HR_CFG_INT, offsetof(gw_config_t, queue_max_frames), "1024", 1,
-     1 << 20},
-    {"gateway.queue_max_bytes", HR_CFG_INT, offsetof(gw_config_t, queue_max_bytes), "1048576", 1024,
-     1 << 30},
-    {"gateway.ping_interval_s", HR_CFG_INT, offsetof(gw_config_t, ping_interval_s), "25", 1, 3600},
-    {"gateway.idle_timeout_s", HR_CFG_INT, offsetof(gw_config_t, idle_timeout_s), "60", 2, 7200},
-    {"gateway.drain_ms", HR_CFG_INT, offsetof(gw_config_t, drain_ms), "5000", 0, 600000},
-    {"gateway.close_timeout_s", HR_CFG_INT, offsetof(gw_config_t, close_timeout_s), "5", 1, 600},
-    {"gateway.max_rooms", HR_CFG_INT, offsetof(gw_config_t, max_rooms), "100", 1, 100000},
-    {"gateway.publish_rate", HR_CFG_INT, offsetof(gw_config_t, publish_rate), "20", 1, 1000000},
-    {"gateway.command_rate", HR_CFG_INT, offsetof(gw_config_t, command_rate), "50", 1, 1000000},
-    {"gateway.max_sockets_per_user", HR_CFG_INT, offsetof(gw_config_t, max_sockets_per_user), "128",
-     0, 1 << 30},
-    {"gateway.max_sockets_per_ip", HR_CFG_INT, offsetof(gw_config_t, max_sockets_per_ip), "1000", 0,
-     1 << 30},
-    {"gateway.forwarded_for", HR_CFG_BOOL, offsetof(gw_config_t, forwarded_for), "false", 0, 0},
-    {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
-    {"gateway.presence_events_max", HR_CFG_INT, offsetof(gw_config_t, presence_events_max), "1000",
-     0, 1 << 30},
-    {"redis.url", HR_CFG_STR, offsetof(gw_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
-    {"log.level", HR_CFG_STR, offsetof(gw_config_t, log_level), "info", 0, 0},
-};
-const size_t gw_config_nfields = HR_ARRAY_LEN(gw_config_fields);
 
 struct gw_server_s {
     uv_loop_t *loop;        /* borrowed */
@@ -69,16 +40,11 @@ struct gw_server_s {
     hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
     gw_rooms_t *rooms;           /* owned */
     gw_receipts_t *receipts;     /* owned */
-    int listen_fd;               /* owned; -1 once closed */
-    uv_poll_t *listen_poll;      /* owned (closed through uv) */
-    uv_timer_t *accept_pause;    /* owned (closed through uv): accepting resumes when it fires */
-    uint64_t accept_logged_ms;   /* when accept_paused was last logged */
-    uint64_t accept_pauses;      /* pauses since then */
+    gw_listen_t *listen;         /* owned; NULL once closed */
     struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
-    hr_dict_t *waiting;          /* channel → first gw_session_t waiting for it (borrowed) */
-    hr_dict_t *per_user;         /* user id → its sockets here (a pointer-sized integer) */
-    hr_dict_t *per_ip;           /* client address → its sockets here (likewise) */
+    gw_waiters_t *waiting;       /* owned: sessions holding an answer until a channel is live */
+    gw_admit_t *admit;           /* owned: sockets per user and per client address */
     int draining;
     int stopped;
 };
@@ -89,15 +55,12 @@ struct gw_session_s {
     gw_conn_t conn;
     struct lws *wsi;    /* borrowed */
     char *rx;           /* owned: a message arriving in fragments */
-    gw_msg_t *wait_msg; /* owned: welcome/joined held until wait_ch is live, or NULL */
-    char *wait_ch;      /* owned: the channel it waits for */
-    size_t wait_chlen;
-    gw_session_t *wait_prev; /* borrowed: the sessions waiting for the same channel */
-    gw_session_t *wait_next; /* borrowed */
-    double tokens;           /* publish rate limit: token bucket */
-    double cmd_tokens;       /* command rate limit: token bucket */
+    gw_waiter_t wait;   /* on s->waiting while wait_msg is held */
+    gw_msg_t *wait_msg; /* owned: welcome/joined held until wait.ch is live, or NULL */
+    double tokens;      /* publish rate limit: token bucket */
+    double cmd_tokens;  /* command rate limit: token bucket */
     uint64_t cmd_ms;
-    char *ip; /* owned: the client address, counted in per_ip (and the user in per_user) */
+    char *ip;            /* owned: the client address, once counted in s->admit (with the user) */
     uint8_t established; /* lws may write to it */
     uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
@@ -159,14 +122,7 @@ static void
 gw_session_wait(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
 {
     ss->wait_msg = m;
-    ss->wait_ch = hr_strndup(ch, len);
-    ss->wait_chlen = len;
-    gw_session_t *head = hr_dict_get(s->waiting, ch, len);
-    ss->wait_prev = NULL;
-    ss->wait_next = head;
-    if (head != NULL)
-        head->wait_prev = ss;
-    hr_dict_set(s->waiting, ch, len, ss);
+    gw_waiters_add(s->waiting, &ss->wait, ch, len);
     lws_rx_flow_control(ss->wsi, 0);
 }
 
@@ -174,19 +130,9 @@ gw_session_wait(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw
 static void
 gw_session_unwait(gw_server_t *s, gw_session_t *ss, int send)
 {
-    if (ss->wait_ch == NULL)
+    if (ss->wait_msg == NULL)
         return;
-    if (ss->wait_prev != NULL)
-        ss->wait_prev->wait_next = ss->wait_next;
-    else if (ss->wait_next != NULL)
-        hr_dict_set(s->waiting, ss->wait_ch, ss->wait_chlen, ss->wait_next);
-    else
-        hr_dict_del(s->waiting, ss->wait_ch, ss->wait_chlen);
-    if (ss->wait_next != NULL)
-        ss->wait_next->wait_prev = ss->wait_prev;
-    ss->wait_prev = ss->wait_next = NULL;
-    hr_free(ss->wait_ch);
-    ss->wait_ch = NULL;
+    gw_waiters_remove(s->waiting, &ss->wait);
     if (send) {
         gw_conn_send(s->hub, &ss->conn, ss->wait_msg);
         lws_rx_flow_control(ss->wsi, 1);
@@ -195,12 +141,14 @@ gw_session_unwait(gw_server_t *s, gw_session_t *ss, int send)
     ss->wait_msg = NULL;
 }
 
+#define gw_session_of_wait(w) ((gw_session_t *)((char *)(w)-offsetof(gw_session_t, wait)))
+
 /* Sends m (a reference taken) now if channel ch is live, else once it is. */
 static void
 gw_send_when_live(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
 {
     /* Redis down: nothing can be delivered anyway; answer as before. */
-    if (len > 0 && ss->wait_ch == NULL && s->pubsub != NULL && gw_pubsub_ready(s->pubsub) &&
+    if (len > 0 && ss->wait_msg == NULL && s->pubsub != NULL && gw_pubsub_ready(s->pubsub) &&
         !gw_pubsub_live(s->pubsub, ch, len)) {
         gw_session_wait(s, ss, ch, len, m);
         return;
@@ -209,42 +157,23 @@ gw_send_when_live(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, 
     gw_msg_release(m);
 }
 
-static int
-gw_collect_waiting(const char *key, size_t klen, void *val, void *ud)
-{
-    HR_UNUSED(key);
-    HR_UNUSED(klen);
-    gw_session_t ***heads = ud;
-    *(*heads)++ = val;
-    return 0;
-}
-
 /* gw_pubsub_live_fn: channel ch is live (or, NULL, the connection was lost). */
 static void
 gw_on_channel_live(void *ud, const char *ch, size_t len)
 {
     gw_server_t *s = ud;
     if (ch != NULL) {
-        gw_session_t *ss;
-        while ((ss = hr_dict_get(s->waiting, ch, len)) != NULL)
-            gw_session_unwait(s, ss, 1);
+        gw_waiter_t *w;
+        while ((w = gw_waiters_first(s->waiting, ch, len)) != NULL)
+            gw_session_unwait(s, gw_session_of_wait(w), 1);
         return;
     }
     /* Lost: the waiters are answered as if Redis had been down when they asked. */
-    size_t n = hr_dict_size(s->waiting);
-    if (n == 0)
-        return;
-    gw_session_t **heads = hr_malloc(n * sizeof(*heads)), **end = heads;
-    hr_dict_foreach(s->waiting, gw_collect_waiting, &end);
-    for (gw_session_t **h = heads; h < end; h++) {
-        gw_session_t *ss = *h;
-        while (ss != NULL) {
-            gw_session_t *next = ss->wait_next;
-            gw_session_unwait(s, ss, 1);
-            ss = next;
-        }
-    }
-    hr_free(heads);
+    size_t n;
+    gw_waiter_t **all = gw_waiters_all(s->waiting, &n);
+    for (size_t i = 0; i < n; i++)
+        gw_session_unwait(s, gw_session_of_wait(all[i]), 1);
+    hr_free(all);
 }
 
 /* ---- hub ↔ pubsub wiring ---- */
@@ -472,57 +401,6 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
 
 /* ---- libwebsockets ---- */
 
-static int
-gw_http_reply(struct lws *wsi, unsigned status, const char *body)
-{
-    unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
-                                      *end = buf + sizeof(buf) - 1;
-    size_t len = strlen(body);
-    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    unsigned char out[LWS_PRE + 512];
-    if (len > sizeof(out) - LWS_PRE)
-        len = sizeof(out) - LWS_PRE;
-    memcpy(out + LWS_PRE, body, len);
-    if (lws_write(wsi, out + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int)len)
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
-}
-
-/* Answers an upgrade request that is refused (the caller then returns -1 to close). */
-static void
-gw_http_refuse(struct lws *wsi, unsigned status, const char *body)
-{
-    unsigned char buf[LWS_PRE + 768], *start = buf + LWS_PRE, *p = start,
-                                      *end = buf + sizeof(buf) - 1;
-    size_t len = strlen(body);
-    if (lws_add_http_header_status(wsi, status, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
-                                     (const unsigned char *)"application/json", 16, &p, end) ||
-        lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5,
-                                     &p, end) ||
-        lws_finalize_http_header(wsi, &p, end) || (size_t)(end - p) < len)
-        return;
-    memcpy(p, body, len);
-    p += len;
-    lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS);
-}
-
-/* Adds delta to the count under key k; the entry goes at 0. Returns the new count. */
-static uintptr_t
-gw_count_add(hr_dict_t *d, const char *k, int delta)
-{
-    size_t kl = strlen(k);
-    uintptr_t n = (uintptr_t)hr_dict_get(d, k, kl) + (uintptr_t)(intptr_t)delta;
-    if (n == 0)
-        hr_dict_del(d, k, kl);
-    else
-        hr_dict_set(d, k, kl, (void *)n);
-    return n;
-}
-
 /*
  * The client's address: the peer's, or behind a proxy (gateway.forwarded_for)
  * the last X-Forwarded-For entry, which the proxy itself appended.
@@ -543,33 +421,19 @@ gw_session_peer(gw_server_t *s, struct lws *wsi, char *buf, size_t cap)
         lws_get_peer_simple(wsi, buf, cap);
 }
 
-/*
- * Sockets per user and per client address are bounded, so one client cannot
- * hold the gateway's descriptors or multiply its publish rate by its tabs.
- * Returns 0, or HR_DECLINED after refusing the socket.
- */
+/* Counts the socket in s->admit, or refuses it: 0, or HR_DECLINED. */
 static int
 gw_session_admit(gw_server_t *s, gw_session_t *ss, const char *user)
 {
     char ip[64];
+    const char *why;
     gw_session_peer(s, ss->wsi, ip, sizeof(ip));
-    const gw_config_t *cfg = s->cfg;
-    uintptr_t nip = (uintptr_t)hr_dict_get(s->per_ip, ip, strlen(ip));
-    uintptr_t nuser = (uintptr_t)hr_dict_get(s->per_user, user, strlen(user));
-    const char *why = NULL;
-    if (cfg->max_sockets_per_ip > 0 && nip >= (uintptr_t)cfg->max_sockets_per_ip)
-        why = "too many sockets from this address";
-    else if (cfg->max_sockets_per_user > 0 && nuser >= (uintptr_t)cfg->max_sockets_per_user)
-        why = "too many sockets of this user";
-    if (why != NULL) {
-        hr_log_info("socket_refused", "ip=%s user_sockets=%llu ip_sockets=%llu reason=\"%s\"", ip,
-                    (unsigned long long)nuser, (unsigned long long)nip, why);
+    if (gw_admit_take(s->admit, user, ip, &why) != 0) {
+        hr_log_info("socket_refused", "ip=%s reason=\"%s\"", ip, why);
         gw_send_error(s, ss, "too_many_connections", why, NULL);
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "too many connections");
         return HR_DECLINED;
     }
-    gw_count_add(s->per_ip, ip, 1);
-    gw_count_add(s->per_user, user, 1);
     ss->ip = hr_strdup(ip);
     return 0;
 }
@@ -734,8 +598,7 @@ gw_session_closed(gw_server_t *s, gw_session_t *ss)
 {
     gw_session_unwait(s, ss, 0);
     if (ss->ip != NULL) {
-        gw_count_add(s->per_ip, ss->ip, -1);
-        gw_count_add(s->per_user, gw_conn_user_id(&ss->conn), -1);
+        gw_admit_release(s->admit, gw_conn_user_id(&ss->conn), ss->ip);
         hr_free(ss->ip);
         ss->ip = NULL;
     }
@@ -924,125 +787,20 @@ gw_handle_closed(uv_handle_t *h)
     hr_free(h);
 }
 
-/*
- * Herald owns the listening socket (lws 4.1 cannot share a port between
- * processes): SO_REUSEPORT lets several gateway processes accept on one port,
- * and each accepted socket is handed to lws, which then speaks HTTP and
- * WebSocket on it.
- */
+/* gw_listen_fn: lws takes the socket (and closes it); a refused one is the listener's. */
 static int
-gw_listen_open(const gw_config_t *cfg, int *bound, char *err, size_t errlen)
+gw_server_accept(void *ud, int fd)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
-    if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "gateway.host must be an IPv4 address, got \"%s\"", cfg->host);
-        return -1;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (cfg->reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    socklen_t sl = sizeof(sa);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    *bound = ntohs(sa.sin_port);
-    return fd;
-}
-
-#define GW_ACCEPT_PAUSE_MS 250
-#define GW_ACCEPT_LOG_MS 10000
-
-static void gw_listen_ready(uv_poll_t *h, int status, int events);
-
-static void
-gw_accept_resume(uv_timer_t *t)
-{
-    gw_server_t *s = t->data;
-    if (s->listen_poll != NULL)
-        uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
-}
-
-/*
- * Out of descriptors (or kernel memory): the pending connection stays in the
- * backlog and the listen socket stays readable, so retrying at once would
- * spin. Accepting pauses for GW_ACCEPT_PAUSE_MS instead; the waiting clients
- * are served once sockets close. Logged at most once per GW_ACCEPT_LOG_MS.
- */
-static void
-gw_accept_pause(gw_server_t *s, int err)
-{
-    uv_poll_stop(s->listen_poll);
-    uv_timer_start(s->accept_pause, gw_accept_resume, GW_ACCEPT_PAUSE_MS, 0);
-    s->accept_pauses++;
-    uint64_t now = hr_mono_ms();
-    if (s->accept_logged_ms == 0 || now - s->accept_logged_ms >= GW_ACCEPT_LOG_MS) {
-        hr_log_warn("accept_paused", "error=\"%s\" pause_ms=%d pauses=%llu connections=%llu",
-                    strerror(err), GW_ACCEPT_PAUSE_MS, (unsigned long long)s->accept_pauses,
-                    (unsigned long long)gw_hub_stats(s->hub).conns);
-        s->accept_logged_ms = now;
-        s->accept_pauses = 0;
-    }
-}
-
-static void
-gw_listen_ready(uv_poll_t *h, int status, int events)
-{
-    HR_UNUSED(events);
-    gw_server_t *s = h->data;
-    if (status != 0 || s->listen_fd < 0)
-        return;
-    /* A bounded batch per wakeup keeps one accept storm from starving the loop. */
-    for (int i = 0; i < 256; i++) {
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-                gw_accept_pause(s, errno);
-            else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                     errno != ECONNABORTED)
-                hr_log_warn("accept_failed", "error=\"%s\"", strerror(errno));
-            return;
-        }
-        if (s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL)
-            close(fd); /* lws closes fds it adopted; a refused one is ours */
-    }
-}
-
-static void
-gw_listen_closed(uv_handle_t *h)
-{
-    hr_free(h);
+    gw_server_t *s = ud;
+    return s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL ? HR_DECLINED : 0;
 }
 
 /* Stops accepting: the kernel then sends new clients to sibling processes. */
 static void
 gw_listen_close(gw_server_t *s)
 {
-    if (s->accept_pause != NULL) {
-        uv_timer_stop(s->accept_pause);
-        uv_close((uv_handle_t *)s->accept_pause, gw_listen_closed);
-        s->accept_pause = NULL;
-    }
-    if (s->listen_poll != NULL) {
-        uv_poll_stop(s->listen_poll);
-        uv_close((uv_handle_t *)s->listen_poll, gw_listen_closed);
-        s->listen_poll = NULL;
-    }
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
-        s->listen_fd = -1;
-    }
+    gw_listen_destroy(s->listen);
+    s->listen = NULL;
 }
 
 gw_server_t *
@@ -1052,8 +810,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->loop = loop;
     s->cfg = cfg;
     int port = 0;
-    s->listen_fd = gw_listen_open(cfg, &port, err, errlen);
-    if (s->listen_fd < 0) {
+    s->listen = gw_listen_create(loop, cfg->host, cfg->port, cfg->reuseport, &port, err, errlen);
+    if (s->listen == NULL) {
         hr_free(s);
         return NULL;
     }
@@ -1073,9 +831,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                         .queue_max_frames = (uint32_t)cfg->queue_max_frames,
                         .queue_max_bytes = (uint32_t)cfg->queue_max_bytes};
     s->hub = gw_hub_create(&ho);
-    s->waiting = hr_dict_create();
-    s->per_user = hr_dict_create();
-    s->per_ip = hr_dict_create();
+    s->waiting = gw_waiters_create();
+    s->admit = gw_admit_create(cfg->max_sockets_per_user, cfg->max_sockets_per_ip);
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
@@ -1083,10 +840,9 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                                  gw_on_channel_live, s, err, errlen);
     if (s->pubsub == NULL) {
         gw_hub_destroy(s->hub);
-        hr_dict_destroy(s->waiting, NULL);
-        hr_dict_destroy(s->per_user, NULL);
-        hr_dict_destroy(s->per_ip, NULL);
-        close(s->listen_fd);
+        gw_waiters_destroy(s->waiting);
+        gw_admit_destroy(s->admit);
+        gw_listen_destroy(s->listen);
         hr_free(s);
         return NULL;
     }
@@ -1140,20 +896,13 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_rooms_destroy(s->rooms);
         gw_pubsub_destroy(s->pubsub);
         gw_hub_destroy(s->hub);
-        hr_dict_destroy(s->waiting, NULL);
-        hr_dict_destroy(s->per_user, NULL);
-        hr_dict_destroy(s->per_ip, NULL);
-        close(s->listen_fd);
+        gw_waiters_destroy(s->waiting);
+        gw_admit_destroy(s->admit);
+        gw_listen_destroy(s->listen);
         hr_free(s);
         return NULL;
     }
-    s->listen_poll = hr_malloc(sizeof(uv_poll_t));
-    uv_poll_init(loop, s->listen_poll, s->listen_fd);
-    s->listen_poll->data = s;
-    uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
-    s->accept_pause = hr_malloc(sizeof(uv_timer_t));
-    uv_timer_init(loop, s->accept_pause);
-    s->accept_pause->data = s;
+    gw_listen_start(s->listen, gw_server_accept, s);
     s->keepalive = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(loop, s->keepalive);
     s->keepalive->data = s;
@@ -1257,15 +1006,13 @@ gw_server_destroy(gw_server_t *s)
         return;
     if (s->context != NULL)
         lws_context_destroy(s->context);
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
+    gw_listen_destroy(s->listen);
     gw_pubsub_destroy(s->pubsub);
     gw_receipts_destroy(s->receipts);
     hr_redis_async_destroy(s->redis);
     gw_rooms_destroy(s->rooms);
     gw_hub_destroy(s->hub);
-    hr_dict_destroy(s->waiting, NULL);
-    hr_dict_destroy(s->per_user, NULL);
-    hr_dict_destroy(s->per_ip, NULL);
+    gw_waiters_destroy(s->waiting);
+    gw_admit_destroy(s->admit);
     hr_free(s);
 }
