@@ -108,8 +108,7 @@ def make_stuck(stack, port, user, room=None):
     if room:
         frame = json.dumps({"type": "join", "room": room}).encode()
         s.sendall(bytes([0x81, 0x80 | len(frame), 0, 0, 0, 0]) + frame)
-        wait_until(lambda: stack.redis.cmd("ZSCORE", f"herald:presence:{room}", user), 5,
-                   f"{user} in presence")
+        wait_until(lambda: in_presence(stack, room, user), 5, f"{user} in presence")
     pad = "y" * 60000
     for _ in range(160):  # ~9.6 MB: more than the kernel's 4 MB send buffer
         stack.redis.cmd("PUBLISH", f"herald:user:{user}", '{"type":"pad","p":"%s"}' % pad)
@@ -142,6 +141,13 @@ def recv_answer(c, timeout=5.0):
             return m
 
 
+def in_presence(stack, room, user):
+    """Whether any presence key of room lists user (whatever the key layout of proto/redis.md)."""
+    keys = stack.redis.cmd("KEYS", f"herald:presence:*{room}*") or []
+    return any(stack.redis.cmd("TYPE", k) == "zset" and stack.redis.cmd("ZSCORE", k, user)
+               is not None for k in keys)
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -172,7 +178,7 @@ def main():
             check("runtime error" not in text and "AddressSanitizer" not in text,
                   f"sanitizer report:\n{text[-3000:]}")
             check(rc == 0, f"gateway exit code {rc}")
-            check(stack.redis.cmd("ZSCORE", "herald:presence:stuckroom", "stuck") is None,
+            check(not in_presence(stack, "stuckroom", "stuck"),
                   "the stuck socket's presence was left behind")
         t.check("drain_that_times_out_with_a_stuck_socket_exits_0_and_leaves_presence",
                 drain_timeout_with_stuck_socket_exits_cleanly)
