@@ -11,7 +11,6 @@
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
-#include "herald/hr_dict.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
 #include "herald/hr_time.h"
