@@ -186,7 +186,21 @@ def main():
             port = stack.gateway_ports[0]
             svc = stack.services["gateway1"]
             closing(make_stuck(stack, port, "stuck", room="stuckroom"))
+            # Accepted before the drain, asking to upgrade during it.
+            late = socket.create_connection(("127.0.0.1", port), timeout=5)
+            opened.append(late)
+            check(http_get(port, "/healthz")[0] == 200, "healthz before the drain")
             svc.proc.send_signal(15)
+            wait_until(lambda: "event=draining" in svc.log_text(), 5, "the drain to start")
+            late.sendall(HANDSHAKE.format(path="/ws?user_id=late").encode())
+            data = b""
+            while True:
+                d = late.recv(4096)
+                if not d:
+                    break
+                data += d
+            check(b" 503 " in data.split(b"\r\n", 1)[0] and b'"unavailable"' in data,
+                  f"upgrade during the drain: {data[:300]!r}")
             rc = svc.proc.wait(15)
             text = svc.log_text()
             check("event=drain_timeout" in text, f"the drain did not time out:\n{text[-3000:]}")
