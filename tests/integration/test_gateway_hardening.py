@@ -124,16 +124,26 @@ def make_stuck(stack, port, user, room=None):
         frame = json.dumps({"type": "join", "room": room}).encode()
         s.sendall(bytes([0x81, 0x80 | len(frame), 0, 0, 0, 0]) + frame)
         wait_until(lambda: in_presence(stack, room, user), 5, f"{user} in presence")
+    marker = WsClient("127.0.0.1", port, f"/ws?user_id={user}-marker")
+    marker.recv_type("welcome")
     pad = "y" * 60000
-    for _ in range(160):  # ~9.6 MB: more than the kernel's 4 MB send buffer
+    for _ in range(160):  # ~9.6 MB: more than the kernel's send buffer towards s
         stack.redis.cmd("PUBLISH", f"herald:user:{user}", '{"type":"pad","p":"%s"}' % pad)
+    # Redis delivers in order on the gateway's one subscriber connection: once
+    # the marker arrives, the gateway has taken the whole flood.
+    stack.redis.cmd("PUBLISH", f"herald:user:{user}-marker", '{"type":"marker"}')
+    marker.recv_type("marker", timeout=20)
+    marker.close()
     samples = []
 
-    def stable():
+    # Full: over 1 MB (the kernel's buffer grows to ~2 MB here) and unchanged
+    # for a second while the gateway has more to write.
+    def full():
         samples.append(send_q(port, s))
-        return len(samples) >= 5 and samples[-1] is not None and samples[-1] > 0 and \
-            len(set(samples[-5:])) == 1
-    wait_until(stable, 15, "the send queue to stop growing", interval=0.1)
+        last = samples[-10:]
+        return len(last) == 10 and last[0] is not None and last[0] > (1 << 20) and \
+            len(set(last)) == 1
+    wait_until(full, 20, "the send queue to fill and stop growing", interval=0.1)
     return s
 
 
