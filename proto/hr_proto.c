@@ -394,6 +394,19 @@ hr_proto_json_has_nul(const char *json, size_t len)
 }
 
 int
+hr_proto_id_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > HR_USER_ID_MAX || !hr_utf8_valid(s, len))
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
+int
 hr_proto_room_message_decode(const char *json, size_t len, hr_notification_t *n, char *err,
                              size_t errlen)
 {

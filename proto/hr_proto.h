@@ -163,6 +163,13 @@ int hr_proto_room_valid(const char *s);
 int hr_proto_token_valid(const char *s, size_t len, size_t max);
 
 /**
+ * The identity rule, wherever a user id enters Herald (a query, a body, a
+ * token's sub): 1..HR_USER_ID_MAX bytes of valid UTF-8 without control
+ * characters (so no NUL, which C strings and cJSON would truncate at).
+ */
+int hr_proto_id_valid(const char *s, size_t len);
+
+/**
  * Parses a room message payload as the gateway writes it to
  * HR_STREAM_ROOM_MESSAGES, {"id","room","from","message","created_at"}, into
  * n (id, room, user_id = from, message, created_at). Returns 0, or

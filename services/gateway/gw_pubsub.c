@@ -159,7 +159,8 @@ const hr_loop_ops_t gw_loop_ops_libuv = {
 
 /* ---- subscriber ---- */
 
-typedef enum { GW_CH_NONE, GW_CH_SUBSCRIBED, GW_CH_UNSUBSCRIBING } gw_ch_state_t;
+/* SUBSCRIBING: the SUBSCRIBE is sent, its reply (from then on messages flow) not yet in. */
+typedef enum { GW_CH_NONE, GW_CH_SUBSCRIBING, GW_CH_SUBSCRIBED, GW_CH_UNSUBSCRIBING } gw_ch_state_t;
 
 typedef struct {
     gw_ch_state_t state;
@@ -171,6 +172,7 @@ struct gw_pubsub_s {
     hr_dict_t *chans;        /* channel → gw_ch_t (owned) */
     char *control;           /* owned */
     gw_pubsub_msg_fn on_msg;
+    gw_pubsub_live_fn on_live;
     void *ud; /* borrowed */
     size_t wanted;
 };
@@ -202,13 +204,21 @@ gw_pubsub_reply(redisAsyncContext *ac, void *reply, void *privdata)
         redisReply *payload = r->element[2];
         if (payload->type == REDIS_REPLY_STRING)
             p->on_msg(p->ud, ch->str, ch->len, payload->str, payload->len);
+    } else if (strcmp(kind, "subscribe") == 0) {
+        /* Redis has registered the channel: a PUBLISH from now on reaches us. */
+        gw_ch_t *c = hr_dict_get(p->chans, ch->str, ch->len);
+        if (c == NULL || c->state != GW_CH_SUBSCRIBING)
+            return;
+        c->state = GW_CH_SUBSCRIBED;
+        if (c->wanted && p->on_live != NULL)
+            p->on_live(p->ud, ch->str, ch->len);
     } else if (strcmp(kind, "unsubscribe") == 0) {
         gw_ch_t *c = hr_dict_get(p->chans, ch->str, ch->len);
         if (c == NULL || c->state != GW_CH_UNSUBSCRIBING)
             return;
         if (c->wanted) {
             /* Wanted again while the UNSUBSCRIBE was in flight: now it is safe. */
-            c->state = GW_CH_SUBSCRIBED;
+            c->state = GW_CH_SUBSCRIBING;
             gw_pubsub_send(p, "SUBSCRIBE", ch->str, ch->len);
         } else {
             hr_free(hr_dict_del(p->chans, ch->str, ch->len));
@@ -229,7 +239,7 @@ gw_pubsub_resub_one(const char *key, size_t klen, void *val, void *ud)
     gw_resub_t *rs = ud;
     gw_ch_t *c = val;
     if (c->wanted) {
-        c->state = GW_CH_SUBSCRIBED;
+        c->state = GW_CH_SUBSCRIBING;
         gw_pubsub_send(rs->p, "SUBSCRIBE", key, klen);
     } else {
         c->state = GW_CH_NONE;
@@ -256,6 +266,8 @@ gw_pubsub_state(hr_redis_async_t *r, int ready, void *ud)
     gw_pubsub_t *p = ud;
     if (!ready) {
         hr_dict_foreach(p->chans, gw_pubsub_reset_one, NULL);
+        if (p->on_live != NULL)
+            p->on_live(p->ud, NULL, 0);
         return;
     }
     gw_pubsub_send(p, "SUBSCRIBE", p->control, strlen(p->control));
@@ -271,12 +283,14 @@ gw_pubsub_state(hr_redis_async_t *r, int ready, void *ud)
 
 gw_pubsub_t *
 gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *control_channel,
-                 gw_pubsub_msg_fn on_msg, void *ud, char *err, size_t errlen)
+                 gw_pubsub_msg_fn on_msg, gw_pubsub_live_fn on_live, void *ud, char *err,
+                 size_t errlen)
 {
     gw_pubsub_t *p = hr_calloc(1, sizeof(*p));
     p->chans = hr_dict_create();
     p->control = hr_strdup(control_channel);
     p->on_msg = on_msg;
+    p->on_live = on_live;
     p->ud = ud;
     hr_redis_async_opts_t o = {.url = redis_url,
                                .name = "subscribe",
@@ -317,7 +331,7 @@ gw_pubsub_want(gw_pubsub_t *p, const char *channel, size_t len)
     c->wanted = 1;
     p->wanted++;
     if (c->state == GW_CH_NONE && hr_redis_async_ready(p->redis)) {
-        c->state = GW_CH_SUBSCRIBED;
+        c->state = GW_CH_SUBSCRIBING;
         gw_pubsub_send(p, "SUBSCRIBE", channel, len);
     }
 }
@@ -330,12 +344,21 @@ gw_pubsub_unwant(gw_pubsub_t *p, const char *channel, size_t len)
         return;
     c->wanted = 0;
     p->wanted--;
-    if (c->state == GW_CH_SUBSCRIBED && hr_redis_async_ready(p->redis)) {
+    /* Behind a SUBSCRIBE in flight is safe; the other order is not (see gw_pubsub.h). */
+    if ((c->state == GW_CH_SUBSCRIBED || c->state == GW_CH_SUBSCRIBING) &&
+        hr_redis_async_ready(p->redis)) {
         c->state = GW_CH_UNSUBSCRIBING;
         gw_pubsub_send(p, "UNSUBSCRIBE", channel, len);
     } else if (c->state == GW_CH_NONE) {
         hr_free(hr_dict_del(p->chans, channel, len));
     }
+}
+
+int
+gw_pubsub_live(const gw_pubsub_t *p, const char *channel, size_t len)
+{
+    const gw_ch_t *c = hr_dict_get(p->chans, channel, len);
+    return c != NULL && c->wanted && c->state == GW_CH_SUBSCRIBED;
 }
 
 int

@@ -21,6 +21,11 @@ typedef struct gw_pubsub_s gw_pubsub_t;
 
 typedef void (*gw_pubsub_msg_fn)(void *ud, const char *channel, size_t chlen, const char *payload,
                                  size_t len);
+/**
+ * A wanted channel's SUBSCRIBE was confirmed: messages published from now on
+ * arrive. channel NULL: the connection was lost, no channel is live.
+ */
+typedef void (*gw_pubsub_live_fn)(void *ud, const char *channel, size_t chlen);
 
 /** libuv implementation of hr_loop_ops_t; loop is a uv_loop_t *. */
 extern const hr_loop_ops_t gw_loop_ops_libuv;
@@ -30,12 +35,15 @@ extern const hr_loop_ops_t gw_loop_ops_libuv;
  * Returns NULL with err filled if the URL is bad.
  */
 gw_pubsub_t *gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *control_channel,
-                              gw_pubsub_msg_fn on_msg, void *ud, char *err, size_t errlen);
+                              gw_pubsub_msg_fn on_msg, gw_pubsub_live_fn on_live, void *ud,
+                              char *err, size_t errlen);
 void gw_pubsub_destroy(gw_pubsub_t *p);
 /** Wants messages of channel (idempotent). */
 void gw_pubsub_want(gw_pubsub_t *p, const char *channel, size_t len);
 /** No longer wants channel. */
 void gw_pubsub_unwant(gw_pubsub_t *p, const char *channel, size_t len);
+/** Whether channel is wanted and Redis confirmed its subscription. */
+int gw_pubsub_live(const gw_pubsub_t *p, const char *channel, size_t len);
 /** Whether the connection is up. */
 int gw_pubsub_ready(const gw_pubsub_t *p);
 /** Channels currently wanted (excluding the control channel). */

@@ -1,9 +1,13 @@
 #include "gw_server.h"
+#include "gw_admit.h"
+#include "gw_http.h"
 #include "gw_hub.h"
+#include "gw_listen.h"
 #include "gw_msg.h"
 #include "gw_pubsub.h"
 #include "gw_receipts.h"
 #include "gw_rooms.h"
+#include "gw_wait.h"
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
@@ -14,37 +18,14 @@
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <string.h>
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 _Static_assert(GW_MSG_HEADROOM >= LWS_PRE, "gw_msg headroom must cover LWS_PRE");
 
-const hr_cfg_field_t gw_config_fields[] = {
-    {"gateway.host", HR_CFG_STR, offsetof(gw_config_t, host), "127.0.0.1", 0, 0},
-    {"gateway.port", HR_CFG_INT, offsetof(gw_config_t, port), "8081", 0, 65535},
-    {"gateway.reuseport", HR_CFG_BOOL, offsetof(gw_config_t, reuseport), "false", 0, 0},
-    {"gateway.dev_user_query", HR_CFG_BOOL, offsetof(gw_config_t, dev_user_query), "false", 0, 0},
-    {"gateway.node_id", HR_CFG_STR, offsetof(gw_config_t, node_id), "", 0, 0},
-    {"gateway.max_frame", HR_CFG_INT, offsetof(gw_config_t, max_frame), "16384", 128, 1 << 24},
-    {"gateway.queue_max_frames", HR_CFG_INT, offsetof(gw_config_t, queue_max_frames), "1024", 1,
-     1 << 20},
-    {"gateway.queue_max_bytes", HR_CFG_INT, offsetof(gw_config_t, queue_max_bytes), "1048576", 1024,
-     1 << 30},
-    {"gateway.ping_interval_s", HR_CFG_INT, offsetof(gw_config_t, ping_interval_s), "25", 1, 3600},
-    {"gateway.idle_timeout_s", HR_CFG_INT, offsetof(gw_config_t, idle_timeout_s), "60", 2, 7200},
-    {"gateway.drain_ms", HR_CFG_INT, offsetof(gw_config_t, drain_ms), "5000", 0, 600000},
-    {"gateway.max_rooms", HR_CFG_INT, offsetof(gw_config_t, max_rooms), "100", 1, 100000},
-    {"gateway.publish_rate", HR_CFG_INT, offsetof(gw_config_t, publish_rate), "20", 1, 1000000},
-    {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
-    {"gateway.presence_events_max", HR_CFG_INT, offsetof(gw_config_t, presence_events_max), "1000",
-     0, 1 << 30},
-    {"redis.url", HR_CFG_STR, offsetof(gw_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
-    {"log.level", HR_CFG_STR, offsetof(gw_config_t, log_level), "info", 0, 0},
-};
-const size_t gw_config_nfields = HR_ARRAY_LEN(gw_config_fields);
+/* Close codes the transport decides (proto/ws.md); the hub's are in gw_hub.h. */
+#define GW_CLOSE_IDLE 4000 /* silent for gateway.idle_timeout_s */
 
 struct gw_server_s {
     uv_loop_t *loop;        /* borrowed */
@@ -58,29 +39,38 @@ struct gw_server_s {
     hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
     gw_rooms_t *rooms;           /* owned */
     gw_receipts_t *receipts;     /* owned */
-    int listen_fd;               /* owned; -1 once closed */
-    uv_poll_t *listen_poll;      /* owned (closed through uv) */
+    gw_listen_t *listen;         /* owned; NULL once closed */
     struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
+    gw_waiters_t *waiting;       /* owned: sessions holding an answer until a channel is live */
+    gw_admit_t *admit;           /* owned: sockets per user and per client address */
     int draining;
     int stopped;
 };
 
 /* Per-socket state, allocated and zeroed by lws (per_session_data_size). */
-typedef struct {
+typedef struct gw_session_s gw_session_t;
+struct gw_session_s {
     gw_conn_t conn;
-    struct lws *wsi;     /* borrowed */
-    char *rx;            /* owned: a message arriving in fragments */
-    double tokens;       /* publish rate limit: token bucket */
+    struct lws *wsi;    /* borrowed */
+    char *rx;           /* owned: a message arriving in fragments */
+    gw_waiter_t wait;   /* on s->waiting while wait_msg is held */
+    gw_msg_t *wait_msg; /* owned: welcome/joined held until wait.ch is live, or NULL */
+    double tokens;      /* publish rate limit: token bucket */
+    double cmd_tokens;  /* command rate limit: token bucket */
+    uint64_t cmd_ms;
+    char *ip;            /* owned: the client address, once counted in s->admit (with the user) */
     uint8_t established; /* lws may write to it */
     uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
     uint8_t ping_due;   /* send a PING at the next WRITEABLE */
+    uint8_t killed;     /* cut after close_timeout_s */
     uint32_t last_rx_s; /* monotonic seconds of the last frame or PONG received */
+    uint32_t close_s;   /* monotonic seconds when its close was decided, or 0 */
     uint64_t tokens_ms;
     size_t rxlen;
     int attached;
-} gw_session_t;
+};
 
 #define gw_session_of(c) ((gw_session_t *)((char *)(c)-offsetof(gw_session_t, conn)))
 
@@ -99,6 +89,10 @@ static void
 gw_session_wake(gw_conn_t *c)
 {
     gw_session_t *ss = gw_session_of(c);
+    if (c->close_code != 0 && ss->close_s == 0) {
+        uint32_t now = (uint32_t)(hr_mono_ms() / 1000);
+        ss->close_s = now != 0 ? now : 1;
+    }
     if (c->qlen == 1 && c->close_code == 0 && ss->established && !ss->in_callback &&
         !lws_partial_buffered(ss->wsi)) {
         gw_server_t *s = lws_context_user(lws_get_context(ss->wsi));
@@ -113,18 +107,91 @@ gw_session_wake(gw_conn_t *c)
 
 static const gw_conn_ops_t gw_session_ops = {.wake = gw_session_wake};
 
+/* ---- answers held until a subscription is live ---- */
+
+/*
+ * welcome and joined promise delivery: a notification or chat message
+ * published once the client has them must arrive. So when the user's or
+ * room's channel is not subscribed yet (first local socket, or a re-join
+ * while the UNSUBSCRIBE is in flight), the answer m (a reference taken) waits
+ * for Redis to confirm the SUBSCRIBE, and the socket reads nothing meanwhile,
+ * so a publish sent right after a join is handled after it too.
+ */
+static void
+gw_session_wait(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
+{
+    ss->wait_msg = m;
+    gw_waiters_add(s->waiting, &ss->wait, ch, len);
+    lws_rx_flow_control(ss->wsi, 0);
+}
+
+/* Ends ss's wait: its answer is sent (send) or dropped (the socket closes). */
+static void
+gw_session_unwait(gw_server_t *s, gw_session_t *ss, int send)
+{
+    if (ss->wait_msg == NULL)
+        return;
+    gw_waiters_remove(s->waiting, &ss->wait);
+    if (send) {
+        gw_conn_send(s->hub, &ss->conn, ss->wait_msg);
+        lws_rx_flow_control(ss->wsi, 1);
+    }
+    gw_msg_release(ss->wait_msg);
+    ss->wait_msg = NULL;
+}
+
+#define gw_session_of_wait(w) ((gw_session_t *)((char *)(w)-offsetof(gw_session_t, wait)))
+
+/* Sends m (a reference taken) now if channel ch is live, else once it is. */
+static void
+gw_send_when_live(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
+{
+    /* Redis down: nothing can be delivered anyway; answer as before. */
+    if (len > 0 && ss->wait_msg == NULL && s->pubsub != NULL && gw_pubsub_ready(s->pubsub) &&
+        !gw_pubsub_live(s->pubsub, ch, len)) {
+        gw_session_wait(s, ss, ch, len, m);
+        return;
+    }
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+}
+
+/* gw_pubsub_live_fn: channel ch is live (or, NULL, the connection was lost). */
+static void
+gw_on_channel_live(void *ud, const char *ch, size_t len)
+{
+    gw_server_t *s = ud;
+    if (ch != NULL) {
+        gw_waiter_t *w;
+        while ((w = gw_waiters_first(s->waiting, ch, len)) != NULL)
+            gw_session_unwait(s, gw_session_of_wait(w), 1);
+        return;
+    }
+    /* Lost: the waiters are answered as if Redis had been down when they asked. */
+    size_t n;
+    gw_waiter_t **all = gw_waiters_all(s->waiting, &n);
+    for (size_t i = 0; i < n; i++)
+        gw_session_unwait(s, gw_session_of_wait(all[i]), 1);
+    hr_free(all);
+}
+
 /* ---- hub ↔ pubsub wiring ---- */
 
+/* Sockets still closing at stop detach after the subscriber is gone: nothing to do then. */
 static void
 gw_hub_subscribe(void *ud, const char *ch, size_t len)
 {
-    gw_pubsub_want(((gw_server_t *)ud)->pubsub, ch, len);
+    gw_server_t *s = ud;
+    if (s->pubsub != NULL)
+        gw_pubsub_want(s->pubsub, ch, len);
 }
 
 static void
 gw_hub_unsubscribe(void *ud, const char *ch, size_t len)
 {
-    gw_pubsub_unwant(((gw_server_t *)ud)->pubsub, ch, len);
+    gw_server_t *s = ud;
+    if (s->pubsub != NULL)
+        gw_pubsub_unwant(s->pubsub, ch, len);
 }
 
 static void
@@ -186,9 +253,8 @@ gw_send_json(gw_server_t *s, gw_session_t *ss, cJSON *o)
 }
 
 /* {"type":type,"room":room,"user_id":me,"ref":ref}: the direct answer to join/leave. */
-static void
-gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
-                 const cJSON *ref)
+static gw_msg_t *
+gw_room_ack(gw_session_t *ss, const char *type, const char *room, const cJSON *ref)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", type);
@@ -196,27 +262,53 @@ gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char 
     cJSON_AddStringToObject(o, "user_id", gw_conn_user_id(&ss->conn));
     if (ref != NULL)
         cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
-    gw_send_json(s, ss, o);
+    gw_msg_t *m = gw_msg_from_json(o);
+    cJSON_Delete(o);
+    return m;
 }
 
-/* Token bucket: publish_rate per second, bursts of twice that. */
+static void
+gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
+                 const cJSON *ref)
+{
+    gw_msg_t *m = gw_room_ack(ss, type, room, ref);
+    gw_conn_send(s->hub, &ss->conn, m);
+    gw_msg_release(m);
+}
+
+/* joined, once the room's channel is live. */
+static void
+gw_send_joined(gw_server_t *s, gw_session_t *ss, const char *room, const cJSON *ref)
+{
+    char ch[HR_ROOM_MAX + 32];
+    size_t len = hr_proto_room_channel(ch, sizeof(ch), room);
+    gw_send_when_live(s, ss, ch, len, gw_room_ack(ss, "joined", room, ref));
+}
+
+/* Token bucket: rate per second, bursts of twice that. Returns 1 if a token was taken. */
+static int
+gw_bucket_take(double *tokens, uint64_t *ms, int rate)
+{
+    uint64_t now = hr_mono_ms();
+    double cap = 2.0 * rate;
+    if (*ms == 0) {
+        *tokens = cap;
+    } else {
+        *tokens += (double)(now - *ms) * rate / 1000.0;
+        if (*tokens > cap)
+            *tokens = cap;
+    }
+    *ms = now;
+    if (*tokens < 1.0)
+        return 0;
+    *tokens -= 1.0;
+    return 1;
+}
+
 static int
 gw_session_take_token(gw_server_t *s, gw_session_t *ss)
 {
-    uint64_t now = hr_mono_ms();
-    double cap = 2.0 * s->cfg->publish_rate;
-    if (ss->tokens_ms == 0) {
-        ss->tokens = cap;
-    } else {
-        ss->tokens += (double)(now - ss->tokens_ms) * s->cfg->publish_rate / 1000.0;
-        if (ss->tokens > cap)
-            ss->tokens = cap;
-    }
-    ss->tokens_ms = now;
-    if (ss->tokens < 1.0)
-        return 0;
-    ss->tokens -= 1.0;
-    return 1;
+    return gw_bucket_take(&ss->tokens, &ss->tokens_ms, s->cfg->publish_rate);
 }
 
 static void
@@ -240,7 +332,7 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const c
             gw_send_error(s, ss, "too_many_rooms", "this socket is in too many rooms", ref);
             return;
         }
-        gw_send_room_ack(s, ss, "joined", room, ref);
+        gw_send_joined(s, ss, room, ref);
     } else if (strcmp(type, "leave") == 0) {
         if (gw_hub_leave(s->hub, &ss->conn, room) != 0) {
             gw_send_error(s, ss, "not_member", "not a member of this room", ref);
@@ -287,14 +379,23 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
 {
     cJSON *root;
     char err[128];
+    /* cJSON would end a string at a NUL: "ok\u0000bad room!" would join "ok". */
+    if (memchr(buf, '\0', len) != NULL || hr_json_has_nul_escape(buf, len)) {
+        gw_send_error(s, ss, "invalid_json", "\\u0000 is not allowed in strings", NULL);
+        return;
+    }
     if (hr_json_parse_object(buf, len, &root, err, sizeof(err)) != 0) {
         gw_send_error(s, ss, "invalid_json", err, NULL);
         return;
     }
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
     const char *type = hr_json_get_str(root, "type");
+    /* Every frame costs: join/leave fan out events, presence reads a whole set. */
+    int limited = !gw_bucket_take(&ss->cmd_tokens, &ss->cmd_ms, s->cfg->command_rate);
     if (ref != NULL && !cJSON_IsString(ref) && !cJSON_IsNumber(ref)) {
         gw_send_error(s, ss, "invalid_field", "ref must be a string or a number", NULL);
+    } else if (limited) {
+        gw_send_error(s, ss, "rate_limited", "too many commands; slow down", ref);
     } else if (type == NULL) {
         gw_send_error(s, ss, "missing_field", "type is required", ref);
     } else if (strcmp(type, "ping") == 0) {
@@ -314,22 +415,41 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
 
 /* ---- libwebsockets ---- */
 
-static int
-gw_http_reply(struct lws *wsi, unsigned status, const char *body)
+/*
+ * The client's address: the peer's, or behind a proxy (gateway.forwarded_for)
+ * the last X-Forwarded-For entry, which the proxy itself appended.
+ */
+static void
+gw_session_peer(gw_server_t *s, struct lws *wsi, char *buf, size_t cap)
 {
-    unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *p = start,
-                                      *end = buf + sizeof(buf) - 1;
-    size_t len = strlen(body);
-    if (lws_add_http_common_headers(wsi, status, "application/json", (lws_filepos_t)len, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    unsigned char out[LWS_PRE + 512];
-    if (len > sizeof(out) - LWS_PRE)
-        len = sizeof(out) - LWS_PRE;
-    memcpy(out + LWS_PRE, body, len);
-    if (lws_write(wsi, out + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) != (int)len)
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    char xff[256];
+    buf[0] = '\0';
+    if (s->cfg->forwarded_for &&
+        lws_hdr_copy(wsi, xff, sizeof(xff), WSI_TOKEN_X_FORWARDED_FOR) > 0) {
+        const char *last = strrchr(xff, ',');
+        last = last != NULL ? last + 1 : xff;
+        last += strspn(last, " \t");
+        snprintf(buf, cap, "%.*s", (int)strcspn(last, " \t"), last);
+    }
+    if (buf[0] == '\0')
+        lws_get_peer_simple(wsi, buf, cap);
+}
+
+/* Counts the socket in s->admit, or refuses it: 0, or HR_DECLINED. */
+static int
+gw_session_admit(gw_server_t *s, gw_session_t *ss, const char *user)
+{
+    char ip[64];
+    const char *why;
+    gw_session_peer(s, ss->wsi, ip, sizeof(ip));
+    if (gw_admit_take(s->admit, user, ip, &why) != 0) {
+        hr_log_info("socket_refused", "ip=%s reason=\"%s\"", ip, why);
+        gw_send_error(s, ss, "too_many_connections", why, NULL);
+        gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "too many connections");
+        return HR_DECLINED;
+    }
+    ss->ip = hr_strdup(ip);
+    return 0;
 }
 
 static int
@@ -346,15 +466,14 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "unauthorized");
         return 0;
     }
-    size_t ul = user ? strlen(user) : 0;
-    int ok = ul > 0 && ul <= HR_USER_ID_MAX;
-    for (size_t i = 0; ok && i < ul; i++)
-        ok = (unsigned char)user[i] >= 0x20 && user[i] != 0x7f;
-    if (!ok) {
+    /* Bytes that are not UTF-8 would reach every browser in the user's rooms and fail them. */
+    if (user == NULL || !hr_proto_id_valid(user, strlen(user))) {
         gw_send_error(s, ss, "invalid_user", "user_id query parameter missing or invalid", NULL);
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "invalid user_id");
         return 0;
     }
+    if (gw_session_admit(s, ss, user) != 0)
+        return 0;
     gw_hub_attach(s->hub, &ss->conn, user);
     ss->attached = 1;
 
@@ -368,8 +487,9 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     cJSON_Delete(o);
     gw_msg_t *m = gw_msg_create(txt, strlen(txt));
     hr_free(txt);
-    gw_conn_send(s->hub, &ss->conn, m);
-    gw_msg_release(m);
+    char ch[HR_USER_ID_MAX + 32];
+    size_t chlen = hr_proto_user_channel(ch, sizeof(ch), user);
+    gw_send_when_live(s, ss, ch, chlen, m);
     hr_log_debug("ws_open", "conn=%s user=%s", cid, user);
     return 0;
 }
@@ -490,6 +610,12 @@ gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 static void
 gw_session_closed(gw_server_t *s, gw_session_t *ss)
 {
+    gw_session_unwait(s, ss, 0);
+    if (ss->ip != NULL) {
+        gw_admit_release(s->admit, gw_conn_user_id(&ss->conn), ss->ip);
+        hr_free(ss->ip);
+        ss->ip = NULL;
+    }
     if (ss->attached) {
         gw_hub_detach(s->hub, &ss->conn);
         ss->attached = 0;
@@ -539,11 +665,34 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
                              "endpoint is /ws\"}}");
     }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        /* An upgrade refused gets an HTTP answer, not a bare TCP close. */
         char uri[64];
-        if (s->draining)
+        if (s->draining) {
+            gw_http_refuse(wsi, 503,
+                           "{\"error\":{\"code\":\"unavailable\",\"message\":\"gateway "
+                           "draining, reconnect\"}}");
             return -1;
-        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0)
+        }
+        if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
+            strcmp(uri, "/ws") != 0) {
+            gw_http_refuse(wsi, 404,
+                           "{\"error\":{\"code\":\"not_found\",\"message\":\"WebSocket "
+                           "endpoint is /ws\"}}");
             return -1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
+        /*
+         * RFC 6455 5.5.1/7.4: a 1-byte close payload or a code past 4999 is
+         * a protocol error, answered 1002 (lws fixes the codes below 3000
+         * itself but would echo these).
+         */
+        const unsigned char *p = in;
+        if (len == 1 || (len >= 2 && ((unsigned)p[0] << 8 | p[1]) >= 5000)) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"bad close", 9);
+            return -1;
+        }
         return 0;
     }
     case LWS_CALLBACK_ESTABLISHED: {
@@ -594,9 +743,28 @@ gw_lws_log(int level, const char *line)
 }
 
 /*
+ * A socket whose close was decided but whose last frames cannot be written
+ * (the client stopped reading: no WRITEABLE will come) is cut after
+ * close_timeout_s, with a reset so the kernel drops its send buffer too.
+ */
+static void
+gw_session_kill(gw_server_t *s, gw_session_t *ss, uint32_t now)
+{
+    if (ss->killed || now - ss->close_s < (uint32_t)s->cfg->close_timeout_s)
+        return;
+    ss->killed = 1;
+    hr_log_info("close_timeout", "conn=%llu code=%u", (unsigned long long)ss->conn.id,
+                ss->conn.close_code);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(lws_get_socket_fd(ss->wsi), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    lws_set_timeout(ss->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/*
  * Keepalive for every socket in one pass: a socket silent for ping_interval
- * gets a PING, one silent for idle_timeout is closed (1001). Costs O(sockets)
- * per pass, against lws 4.1's O(sockets) per PONG.
+ * gets a PING, one silent for idle_timeout is closed (4000), one stuck in its
+ * close is cut. Costs O(sockets) per pass, against lws 4.1's O(sockets) per
+ * PONG.
  */
 static void
 gw_keepalive_one(gw_conn_t *c, void *ud)
@@ -605,11 +773,15 @@ gw_keepalive_one(gw_conn_t *c, void *ud)
     gw_session_t *ss = gw_session_of(c);
     uint32_t now = (uint32_t)(hr_mono_ms() / 1000);
     uint32_t idle = now - ss->last_rx_s;
-    if (!ss->established || c->close_code != 0)
+    if (!ss->established)
         return;
+    if (c->close_code != 0) {
+        gw_session_kill(s, ss, now);
+        return;
+    }
     if (idle >= (uint32_t)s->cfg->idle_timeout_s) {
         hr_log_debug("idle_timeout", "conn=%llu idle_s=%u", (unsigned long long)c->id, idle);
-        gw_conn_close(c, GW_CLOSE_GOING_AWAY, "idle timeout");
+        gw_conn_close(c, GW_CLOSE_IDLE, "idle timeout");
     } else if (idle >= (uint32_t)s->cfg->ping_interval_s) {
         ss->ping_due = 1;
         lws_callback_on_writable(ss->wsi);
@@ -629,82 +801,20 @@ gw_handle_closed(uv_handle_t *h)
     hr_free(h);
 }
 
-/*
- * Herald owns the listening socket (lws 4.1 cannot share a port between
- * processes): SO_REUSEPORT lets several gateway processes accept on one port,
- * and each accepted socket is handed to lws, which then speaks HTTP and
- * WebSocket on it.
- */
+/* gw_listen_fn: lws takes the socket (and closes it); a refused one is the listener's. */
 static int
-gw_listen_open(const gw_config_t *cfg, int *bound, char *err, size_t errlen)
+gw_server_accept(void *ud, int fd)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port)};
-    if (inet_pton(AF_INET, cfg->host, &sa.sin_addr) != 1) {
-        snprintf(err, errlen, "gateway.host must be an IPv4 address, got \"%s\"", cfg->host);
-        return -1;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (cfg->reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-        snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    socklen_t sl = sizeof(sa);
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    *bound = ntohs(sa.sin_port);
-    return fd;
-}
-
-static void
-gw_listen_ready(uv_poll_t *h, int status, int events)
-{
-    HR_UNUSED(events);
-    gw_server_t *s = h->data;
-    if (status != 0 || s->listen_fd < 0)
-        return;
-    /* A bounded batch per wakeup keeps one accept storm from starving the loop. */
-    for (int i = 0; i < 256; i++) {
-        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-                hr_log_warn("accept_failed", "error=\"%s\"", strerror(errno));
-            return;
-        }
-        if (s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL)
-            close(fd); /* lws closes fds it adopted; a refused one is ours */
-    }
-}
-
-static void
-gw_listen_closed(uv_handle_t *h)
-{
-    hr_free(h);
+    gw_server_t *s = ud;
+    return s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL ? HR_DECLINED : 0;
 }
 
 /* Stops accepting: the kernel then sends new clients to sibling processes. */
 static void
 gw_listen_close(gw_server_t *s)
 {
-    if (s->listen_poll != NULL) {
-        uv_poll_stop(s->listen_poll);
-        uv_close((uv_handle_t *)s->listen_poll, gw_listen_closed);
-        s->listen_poll = NULL;
-    }
-    if (s->listen_fd >= 0) {
-        close(s->listen_fd);
-        s->listen_fd = -1;
-    }
+    gw_listen_destroy(s->listen);
+    s->listen = NULL;
 }
 
 gw_server_t *
@@ -714,8 +824,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->loop = loop;
     s->cfg = cfg;
     int port = 0;
-    s->listen_fd = gw_listen_open(cfg, &port, err, errlen);
-    if (s->listen_fd < 0) {
+    s->listen = gw_listen_create(loop, cfg->host, cfg->port, cfg->reuseport, &port, err, errlen);
+    if (s->listen == NULL) {
         hr_free(s);
         return NULL;
     }
@@ -735,14 +845,18 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                         .queue_max_frames = (uint32_t)cfg->queue_max_frames,
                         .queue_max_bytes = (uint32_t)cfg->queue_max_bytes};
     s->hub = gw_hub_create(&ho);
+    s->waiting = gw_waiters_create();
+    s->admit = gw_admit_create(cfg->max_sockets_per_user, cfg->max_sockets_per_ip);
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
-    s->pubsub =
-        gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message, s, err, errlen);
+    s->pubsub = gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message,
+                                 gw_on_channel_live, s, err, errlen);
     if (s->pubsub == NULL) {
         gw_hub_destroy(s->hub);
-        close(s->listen_fd);
+        gw_waiters_destroy(s->waiting);
+        gw_admit_destroy(s->admit);
+        gw_listen_destroy(s->listen);
         hr_free(s);
         return NULL;
     }
@@ -781,6 +895,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     info.pcontext = &s->context;
     info.retry_and_idle_policy = &s->retry;
     info.timeout_secs = 10;
+    /* Room for a long query, so an oversized user_id gets invalid_user, not a bare close. */
+    info.max_http_header_data = 8192;
     info.options =
         LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     s->context = lws_create_context(&info);
@@ -794,18 +910,20 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_rooms_destroy(s->rooms);
         gw_pubsub_destroy(s->pubsub);
         gw_hub_destroy(s->hub);
-        close(s->listen_fd);
+        gw_waiters_destroy(s->waiting);
+        gw_admit_destroy(s->admit);
+        gw_listen_destroy(s->listen);
         hr_free(s);
         return NULL;
     }
-    s->listen_poll = hr_malloc(sizeof(uv_poll_t));
-    uv_poll_init(loop, s->listen_poll, s->listen_fd);
-    s->listen_poll->data = s;
-    uv_poll_start(s->listen_poll, UV_READABLE, gw_listen_ready);
+    gw_listen_start(s->listen, gw_server_accept, s);
     s->keepalive = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(loop, s->keepalive);
     s->keepalive->data = s;
-    uint64_t every = (uint64_t)cfg->ping_interval_s * 1000 / 2;
+    /* Often enough for both the keepalive and the cut of stuck closes. */
+    int period_s =
+        cfg->ping_interval_s < cfg->close_timeout_s ? cfg->ping_interval_s : cfg->close_timeout_s;
+    uint64_t every = (uint64_t)period_s * 1000 / 2;
     uv_timer_start(s->keepalive, gw_keepalive_sweep, every, every);
     hr_log_info("listening", "addr=%s:%d node=%s reuseport=%d dev_user_query=%d", cfg->host, port,
                 s->node_id, cfg->reuseport, cfg->dev_user_query);
@@ -837,22 +955,25 @@ gw_server_stop(gw_server_t *s)
         uv_close((uv_handle_t *)s->drain_timer, gw_drain_timer_closed);
         s->drain_timer = NULL;
     }
+    /*
+     * Sockets first: lws fires CLOSED for every socket still open (a drain
+     * that timed out), and their detach needs the subscriber and rooms (the
+     * presence they leave). On a foreign loop this starts closing lws's
+     * handles; lws finishes by itself as their close callbacks run, and
+     * uv_run() returns once nothing is left on the loop.
+     */
+    if (s->context != NULL)
+        lws_context_destroy(s->context);
     gw_pubsub_destroy(s->pubsub);
     s->pubsub = NULL;
-    /* Last receipts out, then pending replies fail (they reach sockets through the hub). */
+    /* Last receipts and presence out, then pending replies fail (they reach sockets through the
+     * hub). */
     gw_receipts_destroy(s->receipts);
     s->receipts = NULL;
     hr_redis_async_destroy(s->redis);
     s->redis = NULL;
     gw_rooms_destroy(s->rooms);
     s->rooms = NULL;
-    /*
-     * On a foreign loop this starts closing lws's handles; lws finishes by
-     * itself as their close callbacks run, and uv_run() returns once
-     * nothing is left on the loop.
-     */
-    if (s->context != NULL)
-        lws_context_destroy(s->context);
 }
 
 static void
@@ -899,12 +1020,13 @@ gw_server_destroy(gw_server_t *s)
         return;
     if (s->context != NULL)
         lws_context_destroy(s->context);
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
+    gw_listen_destroy(s->listen);
     gw_pubsub_destroy(s->pubsub);
     gw_receipts_destroy(s->receipts);
     hr_redis_async_destroy(s->redis);
     gw_rooms_destroy(s->rooms);
     gw_hub_destroy(s->hub);
+    gw_waiters_destroy(s->waiting);
+    gw_admit_destroy(s->admit);
     hr_free(s);
 }

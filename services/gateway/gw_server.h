@@ -19,15 +19,20 @@ typedef struct {
     int max_frame;        /* largest client frame, bytes */
     int queue_max_frames; /* per-socket outbound queue */
     int queue_max_bytes;
-    int ping_interval_s;     /* server PING after this much silence */
-    int idle_timeout_s;      /* close after this much silence */
-    int drain_ms;            /* SIGTERM: time given to clients to leave */
-    int max_rooms;           /* rooms one socket may be in */
-    int publish_rate;        /* chat messages per second per socket (burst: twice) */
-    int presence_ttl_s;      /* a killed gateway's members leave presence after this */
-    int presence_events_max; /* rooms above this many users get no joined/left events */
-    char *redis_url;         /* owned */
-    char *log_level;         /* owned */
+    int ping_interval_s;      /* server PING after this much silence */
+    int idle_timeout_s;       /* close after this much silence */
+    int drain_ms;             /* SIGTERM: time given to clients to leave */
+    int close_timeout_s;      /* a decided close that cannot be written is cut after this */
+    int max_rooms;            /* rooms one socket may be in */
+    int publish_rate;         /* chat messages per second per socket (burst: twice) */
+    int command_rate;         /* client frames of any type per second per socket (burst: twice) */
+    int max_sockets_per_user; /* on this gateway; 0: no limit */
+    int max_sockets_per_ip;   /* likewise, per client address */
+    int forwarded_for;        /* the client address is X-Forwarded-For's last entry (proxy) */
+    int presence_ttl_s;       /* a killed gateway's members leave presence after this */
+    int presence_events_max;  /* rooms above this many users get no joined/left events */
+    char *redis_url;          /* owned */
+    char *log_level;          /* owned */
 } gw_config_t;
 
 /** The settings of herald-gateway, for hr_config_load(). */
