@@ -285,10 +285,10 @@ def main():
         def silent_socket_is_closed():
             # A client that completes the handshake and then never answers a
             # PING: PINGs after ping_interval (1 s), then the idle close
-            # (1001 "idle timeout") after idle_timeout (3 s), then EOF.
+            # (4000 "idle timeout", proto/ws.md) after idle_timeout (3 s), then EOF.
             c = WsClient("127.0.0.1", stack.gateway_ports[0], "/ws?user_id=mute", auto_pong=False)
             opened.append(c)
-            reason = c.expect_close(1001, timeout=20)
+            reason = c.expect_close(4000, timeout=20)
             check(c.pings_received >= 1, "no PING before the close", c.pings_received)
             check("idle" in reason, "close reason", reason)
             c.expect_eof(timeout=10)

@@ -269,7 +269,10 @@ def main():
         t.check("keepalive_stack_stops_cleanly", stack.stop)
 
     # -- answers that promise delivery wait for the subscription -----------
-    stack = Stack(gateways=1, services=("ingest", "gateway"))
+    # 50 publishes in a burst: above the default publish rate (20/s, burst 40),
+    # whose rate_limited answer is not what these checks are about.
+    stack = Stack(gateways=1, services=("ingest", "gateway"), extra_env={
+        "HERALD_GATEWAY_PUBLISH_RATE": 1000, "HERALD_GATEWAY_COMMAND_RATE": 1000})
     try:
         port = stack.gateway_ports[0]
 
