@@ -22,8 +22,13 @@ grep -q "listen $NGINX_PORT;" "$out/nginx.conf" || { echo "$0: no listen line in
 servers() { for a in $1; do printf '    server %s max_fails=1 fail_timeout=2s;\n' "$a"; done; }
 {
   echo "# Written by deploy/nginx-local.sh; do not edit."
-  echo "upstream herald_gateways {"; echo "    least_conn;"; servers "$GATEWAYS"; echo "}"
-  echo "upstream herald_ingest {"; servers "$INGESTS"; echo "    keepalive 32;"; echo "}"
-  echo "upstream herald_history {"; servers "$HISTORIES"; echo "    keepalive 32;"; echo "}"
+  # zone: nginx's workers share one view of the upstreams (least_conn counts
+  # every worker's sockets, failures seen by one are seen by all).
+  echo "upstream herald_gateways {"; echo "    zone herald_gateways 64k;"; echo "    least_conn;"
+  servers "$GATEWAYS"; echo "}"
+  echo "upstream herald_ingest {"; echo "    zone herald_ingest 64k;"; servers "$INGESTS"
+  echo "    keepalive 32;"; echo "}"
+  echo "upstream herald_history {"; echo "    zone herald_history 64k;"; servers "$HISTORIES"
+  echo "    keepalive 32;"; echo "}"
   echo "map \$host \$herald_demo_root {"; echo "    default \"$DEMO_ROOT\";"; echo "}"
 } >"$out/herald-upstreams.conf"
