@@ -5,7 +5,9 @@ the Prometheus config and alert rules pass promtool (and the rule tests fire
 each alert); every Grafana expression is valid PromQL; the compose file
 passes `docker-compose config` with the topology issue 12 asks for; every
 metric name the dashboard and the alerts use is listed in proto/metrics.md;
-the container health check follows /readyz."""
+the container health check follows /readyz; a real Prometheus server scrapes
+hr_metrics over HTTP."""
+import http.client
 import http.server
 import json
 import os
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import urllib.parse
 
 from herald_stack import (BIN_DIR, SRC_DIR, Stack, TestRun, free_port, http_request, log,
                           wait_until)
@@ -60,6 +63,69 @@ def metrics_text_passes_promtool():
     bad = run(["promtool", "check", "metrics"],
               input="# HELP x_count x\n# TYPE x_count counter\nx_count 1\n")
     check(bad.returncode != 0, "promtool accepted a counter without _total")
+
+
+def prometheus_scrapes_hr_metrics_over_http():
+    """A real Prometheus server scrapes metrics_demo --serve (hr_metrics_send_evhttp)
+    and reads the counter back through its HTTP API."""
+    tmp = tempfile.mkdtemp(prefix="herald-prom-")
+    demo = subprocess.Popen([os.path.join(BIN_DIR, "tests", "unit", "metrics_demo"), "--serve"],
+                            stdout=subprocess.PIPE, text=True)
+    prom = None
+    try:
+        line = demo.stdout.readline()
+        check(line.startswith("port="), f"metrics_demo --serve said {line!r}")
+        port = int(line.strip().split("=")[1])
+        for _ in range(5):
+            check(http_request(port, "GET", "/hit")[0] == 200, "GET /hit")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        check(resp.status == 200, f"/metrics answered {resp.status}")
+        check(resp.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8",
+              f"Content-Type {resp.getheader('Content-Type')!r}")
+        check('herald_demo_requests_total{route="post",code="2xx"} 5\n' in text, text[:2000])
+
+        prom_port = free_port()
+        with open(os.path.join(tmp, "prometheus.yml"), "w") as f:
+            f.write("global: {scrape_interval: 1s}\n"
+                    "scrape_configs:\n"
+                    f"  - job_name: demo\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+        prom_log = open(os.path.join(tmp, "prometheus.log"), "w")
+        prom = subprocess.Popen(["prometheus", f"--config.file={tmp}/prometheus.yml",
+                                 f"--storage.tsdb.path={tmp}/data",
+                                 f"--web.listen-address=127.0.0.1:{prom_port}"],
+                                stdout=prom_log, stderr=subprocess.STDOUT)
+
+        def query(expr):
+            s, body = http_request(prom_port, "GET",
+                                   "/api/v1/query?query=" + urllib.parse.quote(expr))
+            if s != 200 or body["status"] != "success" or not body["data"]["result"]:
+                return None
+            return body["data"]["result"]
+        try:
+            result = wait_until(
+                lambda: query('herald_demo_requests_total{route="post",code="2xx"}'), 30,
+                "Prometheus to scrape the demo")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; targets: {http_request(prom_port, 'GET', '/api/v1/targets')}")
+        check(result[0]["value"][1] == "5", f"Prometheus read {result}")
+        info = query('herald_build_info{service="demo"}')
+        check(info and info[0]["value"][1] == "1", f"build info through Prometheus: {info}")
+        s, targets = http_request(prom_port, "GET", "/api/v1/targets")
+        active = targets["data"]["activeTargets"]
+        check(len(active) == 1 and active[0]["health"] == "up" and not active[0]["lastError"],
+              f"scrape target: {active}")
+    finally:
+        if prom is not None:
+            prom.terminate()
+            prom.wait(timeout=20)
+        demo.terminate()
+        rc = demo.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    check(rc == 0, f"metrics_demo --serve exited {rc}")
 
 
 # -- nginx ---------------------------------------------------------------------
@@ -346,6 +412,7 @@ def main():
         if shutil.which(tool) is None:
             log(f"{tool} is missing: run scripts/deps.sh test")
     t.check("metrics_text_passes_promtool_check_metrics", metrics_text_passes_promtool)
+    t.check("prometheus_scrapes_hr_metrics_over_http", prometheus_scrapes_hr_metrics_over_http)
     t.check("nginx_conf_passes_nginx_t_with_local_and_compose_upstreams", nginx_conf_passes_nginx_t)
     t.check("nginx_ws_timeouts_exceed_gateway_ping_and_idle",
             nginx_ws_timeouts_exceed_gateway_ping_and_idle)
