@@ -116,6 +116,7 @@ hr_metrics_add(hr_metrics_t *m, hr_metric_kind_t kind, const char *name, const c
     }
     size_t nslots = 1;
     for (size_t i = 0; i < nlabels; i++) {
+        /* le is the bucket label of histograms; refused everywhere for simplicity. */
         if (!hr_metrics_valid_name(labels[i].name, 1) || strcmp(labels[i].name, "le") == 0)
             hr_metrics_fatal(name, "invalid label name");
         if (labels[i].nvalues == 0 || labels[i].values == NULL)
@@ -193,10 +194,6 @@ hr_metrics_histogram(hr_metrics_t *m, const char *name, const char *help, const 
     for (size_t i = 0; i < nbounds; i++) {
         if (!isfinite(bounds[i]) || (i > 0 && !(bounds[i] > bounds[i - 1])))
             hr_metrics_fatal(name, "bucket bounds must be finite and ascending");
-    }
-    for (size_t i = 0; i < nlabels; i++) {
-        if (labels[i].name && strcmp(labels[i].name, "le") == 0)
-            hr_metrics_fatal(name, "le is the bucket label");
     }
     hr_metric_family_t *f =
         hr_metrics_add(m, HR_METRIC_HISTOGRAM, name, help, labels, nlabels, sizeof(hr_histogram_t));

@@ -5,6 +5,8 @@
 #include "herald/hr_time.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +197,85 @@ HR_TEST(process_metrics_describe_this_process)
     close(a);
     close(b);
     hr_metrics_destroy(m);
+}
+
+/* Runs fn in a child; whether it died of SIGABRT (a refused registration). */
+static int
+aborts(void (*fn)(hr_metrics_t *))
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (freopen("/dev/null", "w", stderr) == NULL)
+            _exit(2);
+        hr_metrics_t *m = hr_metrics_create();
+        fn(m);
+        hr_metrics_destroy(m);
+        _exit(0);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid)
+        return 0;
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void
+counter_without_total(hr_metrics_t *m)
+{
+    hr_metrics_counter(m, "herald_requests", "h", NULL, 0);
+}
+
+static void
+gauge_with_total(hr_metrics_t *m)
+{
+    hr_metrics_gauge(m, "herald_open_total", "h", NULL, 0);
+}
+
+static void
+registered_twice(hr_metrics_t *m)
+{
+    hr_metrics_gauge(m, "herald_x", "h", NULL, 0);
+    hr_metrics_gauge(m, "herald_x", "h", NULL, 0);
+}
+
+static void
+bad_name(hr_metrics_t *m)
+{
+    hr_metrics_gauge(m, "herald-x", "h", NULL, 0);
+}
+
+static void
+bad_label(hr_metrics_t *m)
+{
+    static const char *const v[] = {"a"};
+    hr_metrics_label_t l[] = {HR_METRICS_LABEL("le", v)};
+    hr_metrics_gauge(m, "herald_y", "h", l, 1);
+}
+
+static void
+descending_buckets(hr_metrics_t *m)
+{
+    static const double b[] = {1, 0.5};
+    hr_metrics_histogram(m, "herald_z_seconds", "h", b, 2, NULL, 0);
+}
+
+static void
+well_formed(hr_metrics_t *m)
+{
+    static const double b[] = {0.5, 1};
+    hr_metrics_counter(m, "herald_ok_total", "h", NULL, 0);
+    hr_metrics_histogram(m, "herald_ok_seconds", "h", b, 2, NULL, 0);
+}
+
+HR_TEST(malformed_registrations_abort)
+{
+    HR_CHECK(aborts(counter_without_total));
+    HR_CHECK(aborts(gauge_with_total));
+    HR_CHECK(aborts(registered_twice));
+    HR_CHECK(aborts(bad_name));
+    HR_CHECK(aborts(bad_label));
+    HR_CHECK(aborts(descending_buckets));
+    HR_CHECK(!aborts(well_formed));
 }
 
 HR_TEST_MAIN()
