@@ -189,7 +189,9 @@ def nginx_ws_timeouts_exceed_gateway_ping_and_idle():
         check(m, f"/ws has no {directive}")
         t = seconds(m.group(1))
         check(t > ping and t > idle, f"/ws {directive} {t}s is not above ping {ping}s / idle {idle}s")
-    check(re.search(r"proxy_set_header Upgrade \$http_upgrade;", ws.group(1)), "/ws passes no Upgrade")
+    # A location with its own proxy_set_header inherits none of the server's.
+    for header in ("Upgrade", "Connection", "Host", "X-Forwarded-For", "X-Request-Id"):
+        check(re.search(r"proxy_set_header " + header + r" ", ws.group(1)), f"/ws does not set {header}")
 
 
 def nginx_serves_ws_post_and_history_on_one_port():
@@ -414,7 +416,7 @@ def main():
     t.check("metrics_text_passes_promtool_check_metrics", metrics_text_passes_promtool)
     t.check("prometheus_scrapes_hr_metrics_over_http", prometheus_scrapes_hr_metrics_over_http)
     t.check("nginx_conf_passes_nginx_t_with_local_and_compose_upstreams", nginx_conf_passes_nginx_t)
-    t.check("nginx_ws_timeouts_exceed_gateway_ping_and_idle",
+    t.check("nginx_ws_timeouts_exceed_gateway_ping_and_idle_and_headers_are_passed",
             nginx_ws_timeouts_exceed_gateway_ping_and_idle)
     t.check("prometheus_config_and_alert_rules_pass_promtool",
             prometheus_config_and_rules_pass_promtool)
