@@ -9,6 +9,7 @@ pkgs=(build-essential cmake pkg-config git python3 procps
       libconfig-dev libuv1-dev redis-server postgresql curl)
 if [ "${1:-}" = test ]; then
   pkgs+=(chromium)   # headless browser for the e2e test (tests/e2e), driven by playwright-core
+  pkgs+=(prometheus nginx-light docker-compose)   # promtool, nginx -t, docker-compose config (test_deploy_files)
 fi
 
 missing=()

@@ -1,0 +1,110 @@
+/*
+ * A sample registry with every family kind, labels and the process metrics,
+ * for checks that need real rendered text (tests/integration/test_deploy_files.py):
+ *
+ *   metrics_demo           prints it once (piped to `promtool check metrics`)
+ *   metrics_demo --serve   serves it on a free loopback port (printed as
+ *                          "port=N") through hr_metrics_send_evhttp: GET
+ *                          /metrics, and GET /hit counts one request; a real
+ *                          Prometheus scrapes it. SIGTERM stops it.
+ */
+#include "herald/hr_http.h"
+#include "herald/hr_metrics.h"
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    hr_metrics_t *m;     /* borrowed */
+    hr_counter_t *req;   /* borrowed from m */
+    hr_histogram_t *dur; /* borrowed from m */
+} demo_t;
+
+static void
+demo_route(struct evhttp_request *req, void *arg)
+{
+    demo_t *d = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    if (strcmp(uri, "/metrics") == 0) {
+        hr_metrics_send_evhttp(req, d->m);
+    } else if (strcmp(uri, "/hit") == 0) {
+        hr_counter_inc(&d->req[0]);
+        hr_histogram_observe(&d->dur[0], 0.002);
+        evhttp_send_reply(req, 200, "OK", NULL);
+    } else {
+        evhttp_send_error(req, 404, NULL);
+    }
+}
+
+static void
+demo_stop(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    event_base_loopexit(arg, NULL);
+}
+
+static int
+demo_serve(demo_t *d)
+{
+    struct event_base *base = event_base_new();
+    char err[256];
+    int port = 0;
+    struct evhttp *http = hr_http_listen(base, "127.0.0.1", 0, 4096, &port, NULL, err, sizeof(err));
+    if (http == NULL) {
+        fprintf(stderr, "metrics_demo: %s\n", err);
+        event_base_free(base);
+        return 1;
+    }
+    evhttp_set_gencb(http, demo_route, d);
+    struct event *term = evsignal_new(base, SIGTERM, demo_stop, base);
+    event_add(term, NULL);
+    printf("port=%d\n", port);
+    fflush(stdout);
+    event_base_dispatch(base);
+    event_free(term);
+    evhttp_free(http);
+    event_base_free(base);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const char *const routes[] = {"post", "batch"};
+    static const char *const statuses[] = {"2xx", "4xx", "5xx"};
+    hr_metrics_label_t rl[] = {HR_METRICS_LABEL("route", routes),
+                               HR_METRICS_LABEL("code", statuses)};
+    hr_metrics_t *m = hr_metrics_create();
+    hr_metrics_add_process(m, "demo");
+    demo_t d = {.m = m};
+    d.req = hr_metrics_counter(m, "herald_demo_requests_total",
+                               "HTTP requests by route and status class.", rl, 2);
+    hr_gauge_t *conn =
+        hr_metrics_gauge(m, "herald_demo_connections", "Open \"demo\" sockets\\now.", NULL, 0);
+    d.dur = hr_metrics_histogram(m, "herald_demo_request_duration_seconds",
+                                 "Request duration in seconds.", hr_metrics_latency_buckets,
+                                 hr_metrics_latency_nbuckets, rl, 1);
+    hr_histogram_t *size =
+        hr_metrics_histogram(m, "herald_demo_batch_size", "Entries per batch.",
+                             hr_metrics_size_buckets, hr_metrics_size_nbuckets, NULL, 0);
+    hr_counter_add(&d.req[1], 3);
+    hr_gauge_set(conn, 12);
+    hr_histogram_observe(&d.dur[0], 0.003);
+    hr_histogram_observe(&d.dur[1], 42);
+    hr_histogram_observe(size, 700);
+
+    int rc;
+    if (argc > 1 && strcmp(argv[1], "--serve") == 0) {
+        rc = demo_serve(&d);
+    } else {
+        size_t len;
+        const char *text = hr_metrics_render(m, &len);
+        rc = fwrite(text, 1, len, stdout) == len ? 0 : 1;
+    }
+    hr_metrics_destroy(m);
+    return rc;
+}
