@@ -689,8 +689,12 @@ hr_token_verify(const hr_token_verifier_t *v, const char *token, size_t len, int
     }
     /* libjwt parses the header itself; it must have used the algorithm and key we chose. */
     const char *jkid = jwt_get_header(jwt, "kid");
-    if (jwt_get_alg(jwt) != hr_token_alg_jwt(k->alg) || jkid == NULL || strcmp(jkid, kid) != 0) {
-        rc = hr_token_fail(HR_TOKEN_WRONG_ALG, err, errlen, "token header is ambiguous");
+    if (jwt_get_alg(jwt) != hr_token_alg_jwt(k->alg)) {
+        rc = hr_token_fail(HR_TOKEN_WRONG_ALG, err, errlen, "token header names two algorithms");
+        goto done;
+    }
+    if (jkid == NULL || strcmp(jkid, kid) != 0) {
+        rc = hr_token_fail(HR_TOKEN_MALFORMED, err, errlen, "token header names two kids");
         goto done;
     }
     rc = hr_token_claims(v, p, now, claims, err, errlen);

@@ -299,6 +299,26 @@ HR_TEST(hs256_presented_to_an_rs256_key_is_wrong_alg)
                  HR_TOKEN_WRONG_ALG);
 }
 
+HR_TEST(a_header_naming_a_member_twice_is_refused)
+{
+    /* cJSON reads the first member, libjwt's jansson the last: neither view may win. */
+    hr_token_verifier_t *v = verifier(30, NULL, NULL);
+    const char *headers[] = {"{\"alg\":\"HS256\",\"kid\":\"hs1\",\"alg\":\"none\"}",
+                             "{\"alg\":\"HS256\",\"kid\":\"hs1\",\"kid\":\"hs2\"}",
+                             "{\"alg\":\"HS256\",\"kid\":\"hs1\",\"alg\":\"HS384\"}"};
+    for (size_t i = 0; i < HR_ARRAY_LEN(headers); i++) {
+        char *tok = forge(headers[i], CLAIMS_OK, SIG_HS, SECRET);
+        hr_token_claims_t c;
+        char err[256] = "";
+        int rc = hr_token_verify(v, tok, strlen(tok), NOW, &c, err, sizeof(err));
+        if (!HR_CHECK(rc != 0))
+            hr_token_claims_free(&c);
+        fprintf(stderr, "#   header %zu: %s (%s)\n", i, hr_token_reason(rc), err);
+        hr_free(tok);
+    }
+    hr_token_verifier_destroy(v);
+}
+
 HR_TEST(a_missing_or_unknown_kid_is_unknown_kid)
 {
     check_forged("{\"alg\":\"HS256\",\"kid\":\"hs9\"}", CLAIMS_OK, SIG_HS, SECRET,
