@@ -30,3 +30,9 @@ format:
 
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)
+
+# libFuzzer targets in fuzz/ (clang), each for FUZZ_SECONDS; crashes land in build-fuzz/crashes_*.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: test-deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh build-fuzz

@@ -6,10 +6,11 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git python3 procps
       libwebsockets-dev libevent-dev libhiredis-dev libpq-dev libcjson-dev
-      libconfig-dev libuv1-dev redis-server postgresql curl)
+      libconfig-dev libuv1-dev libjwt-dev libssl-dev redis-server postgresql curl)
 if [ "${1:-}" = test ]; then
   pkgs+=(chromium)   # headless browser for the e2e test (tests/e2e), driven by playwright-core
   pkgs+=(prometheus nginx-light docker-compose)   # promtool, nginx -t, docker-compose config (test_deploy_files)
+  pkgs+=(clang)      # libFuzzer targets in fuzz/ (make fuzz, and their short run in the unit tier)
 fi
 
 missing=()
