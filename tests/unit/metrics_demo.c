@@ -52,21 +52,20 @@ demo_serve(demo_t *d)
 {
     struct event_base *base = event_base_new();
     char err[256];
-    int port = 0;
-    struct evhttp *http = hr_http_listen(base, "127.0.0.1", 0, 4096, &port, NULL, err, sizeof(err));
+    hr_http_opts_t ho = {.host = "127.0.0.1", .max_body = 4096, .cb = demo_route, .cbarg = d};
+    hr_http_t *http = hr_http_create(base, &ho, err, sizeof(err));
     if (http == NULL) {
         fprintf(stderr, "metrics_demo: %s\n", err);
         event_base_free(base);
         return 1;
     }
-    evhttp_set_gencb(http, demo_route, d);
     struct event *term = evsignal_new(base, SIGTERM, demo_stop, base);
     event_add(term, NULL);
-    printf("port=%d\n", port);
+    printf("port=%d\n", hr_http_port(http));
     fflush(stdout);
     event_base_dispatch(base);
     event_free(term);
-    evhttp_free(http);
+    hr_http_destroy(http);
     event_base_free(base);
     return 0;
 }
