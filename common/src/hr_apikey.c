@@ -86,24 +86,12 @@ hr_apikey_hash_hex(const char *key, size_t len, char hex[65])
 }
 
 static int
-hr_apikey_hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static int
 hr_apikey_parse_hex(const char *s, unsigned char out[32])
 {
     if (s == NULL || strlen(s) != 64)
         return HR_ERR;
     for (int i = 0; i < 32; i++) {
-        int hi = hr_apikey_hex_val(s[2 * i]), lo = hr_apikey_hex_val(s[2 * i + 1]);
+        int hi = hr_hex_val(s[2 * i]), lo = hr_hex_val(s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return HR_ERR;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -10,18 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int
-hr_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Percent-decodes s[0..len) (RFC 3986) into a new string; NULL when a %XX is
  * malformed or decodes to NUL (a password goes to AUTH as a C string).
@@ -35,8 +23,8 @@ hr_pct_decode(const char *s, size_t len)
             *o++ = s[i];
             continue;
         }
-        int hi = i + 1 < len ? hr_hexval(s[i + 1]) : -1;
-        int lo = i + 2 < len ? hr_hexval(s[i + 2]) : -1;
+        int hi = i + 1 < len ? hr_hex_val(s[i + 1]) : -1;
+        int lo = i + 2 < len ? hr_hex_val(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             hr_free(out);
             return NULL;

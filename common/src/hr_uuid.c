@@ -75,18 +75,6 @@ hr_uuid_format(const uint8_t u[16], char out[HR_UUID_STR_LEN])
     out[j] = '\0';
 }
 
-static int
-hr_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int
 hr_uuid_parse(const char *s, uint8_t out[16])
 {
@@ -100,7 +88,7 @@ hr_uuid_parse(const char *s, uint8_t out[16])
             i++;
             continue;
         }
-        int hi = hr_hexval(s[i]), lo = hr_hexval(s[i + 1]);
+        int hi = hr_hex_val(s[i]), lo = hr_hex_val(s[i + 1]);
         if (hi < 0 || lo < 0)
             return HR_DECLINED;
         out[j++] = (uint8_t)(hi << 4 | lo);

@@ -14,4 +14,17 @@
 #define HR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define HR_UNUSED(x) ((void)(x))
 
+/** The value of hex digit c (either case), or -1. */
+static inline int
+hr_hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #endif

@@ -1,7 +1,11 @@
 // Chat state for the one room this page is in: the log (messages and
 // joined/left events, oldest first), who is present, and whether the
-// gateway has confirmed our join.
-export const initialChat = { room: null, joined: false, log: [], presence: [], error: null };
+// gateway has confirmed our join. `since` holds the joined/left events seen
+// after our presence request went out (user -> 'joined' | 'left'): the answer
+// is a snapshot taken in Redis, and it can reach us after an event that
+// happened later (the gateway gets replies and room events on two Redis
+// connections), so the events win over the snapshot.
+export const initialChat = { room: null, joined: false, log: [], presence: [], since: {}, error: null };
 
 let seq = 0;
 const event = (text) => ({ kind: 'event', key: `e${++seq}`, text });
@@ -28,11 +32,13 @@ export function chatReducer(state, action) {
   if (f.room !== state.room && f.type !== 'error') return state;
   switch (f.type) {
     case 'joined':
-      if (f.ref != null) return { ...state, joined: true, error: null };
+      // Our own join (ref): App asks for presence right then.
+      if (f.ref != null) return { ...state, joined: true, since: {}, error: null };
       return {
         ...state,
         log: [...state.log, event(`${f.user_id} joined`)],
         presence: state.presence.includes(f.user_id) ? state.presence : [...state.presence, f.user_id].sort(),
+        since: { ...state.since, [f.user_id]: 'joined' },
       };
     case 'left':
       if (f.ref != null) return { ...state, joined: false };
@@ -40,9 +46,16 @@ export function chatReducer(state, action) {
         ...state,
         log: [...state.log, event(`${f.user_id} left`)],
         presence: state.presence.filter((u) => u !== f.user_id),
+        since: { ...state.since, [f.user_id]: 'left' },
       };
-    case 'presence':
-      return { ...state, presence: [...f.users].sort() };
+    case 'presence': {
+      const users = new Set(f.users);
+      for (const [u, what] of Object.entries(state.since)) {
+        if (what === 'joined') users.add(u);
+        else users.delete(u);
+      }
+      return { ...state, presence: [...users].sort() };
+    }
     case 'message':
       if (state.log.some((e) => e.key === f.id)) return state;
       return { ...state, log: [...state.log, message(f)] };
