@@ -11,6 +11,7 @@
 #include <event2/bufferevent.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -613,6 +614,50 @@ hr_http_accept_error(struct evconnlistener *l, void *arg)
     hr_log_warn("accept_failed", "error=\"%s\"", strerror(e));
 }
 
+/*
+ * The listening socket, made here rather than by evhttp_bind_socket so that
+ * it can carry SO_REUSEPORT: several processes then share one port and the
+ * kernel spreads connections among them. Returns evhttp's handle or NULL
+ * with err filled.
+ */
+static struct evhttp_bound_socket *
+hr_http_bind(struct event_base *base, struct evhttp *http, const hr_http_opts_t *o, char *err,
+             size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", o->port);
+    int rc = getaddrinfo(o->host, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve %s: %s", o->host, gai_strerror(rc));
+        return NULL;
+    }
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE;
+    if (o->reuseport)
+        flags |= LEV_OPT_REUSEABLE_PORT;
+    struct evconnlistener *l = NULL;
+    int e = 0;
+    for (struct addrinfo *a = ai; a != NULL && l == NULL; a = a->ai_next) {
+        /* The backlog evhttp_bind_socket uses. */
+        l = evconnlistener_new_bind(base, NULL, NULL, flags, 128, a->ai_addr, (int)a->ai_addrlen);
+        e = errno;
+    }
+    freeaddrinfo(ai);
+    if (l == NULL) {
+        snprintf(err, errlen, "cannot bind %s:%d: %s", o->host, o->port, strerror(e));
+        return NULL;
+    }
+    struct evhttp_bound_socket *sock = evhttp_bind_listener(http, l);
+    if (sock == NULL) {
+        evconnlistener_free(l);
+        snprintf(err, errlen, "cannot listen on %s:%d", o->host, o->port);
+    }
+    return sock;
+}
+
 hr_http_t *
 hr_http_create(struct event_base *base, const hr_http_opts_t *o, char *err, size_t errlen)
 {
@@ -632,10 +677,8 @@ hr_http_create(struct event_base *base, const hr_http_opts_t *o, char *err, size
                                          EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_HEAD |
                                          EVHTTP_REQ_PATCH);
     evhttp_set_timeout(http, HR_HTTP_IDLE_TIMEOUT_S);
-    struct evhttp_bound_socket *sock =
-        evhttp_bind_socket_with_handle(http, o->host, (ev_uint16_t)o->port);
+    struct evhttp_bound_socket *sock = hr_http_bind(base, http, o, err, errlen);
     if (sock == NULL) {
-        snprintf(err, errlen, "cannot bind %s:%d", o->host, o->port);
         evhttp_free(http);
         return NULL;
     }

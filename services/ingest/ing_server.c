@@ -27,6 +27,7 @@
 const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.host", HR_CFG_STR, offsetof(ing_config_t, host), "127.0.0.1", 0, 0},
     {"ingest.port", HR_CFG_INT, offsetof(ing_config_t, port), "8080", 0, 65535},
+    {"ingest.reuseport", HR_CFG_BOOL, offsetof(ing_config_t, reuseport), "false", 0, 0},
     {"ingest.drain_ms", HR_CFG_INT, offsetof(ing_config_t, drain_ms), "5000", 0, 600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
@@ -623,6 +624,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     hr_http_opts_t ho = {.host = cfg->host,
                          .port = cfg->port,
                          .max_body = HR_BATCH_BODY_MAX,
+                         .reuseport = cfg->reuseport,
                          .rules = bodies,
                          .nrules = HR_ARRAY_LEN(bodies),
                          .cb = ing_route,

@@ -24,6 +24,7 @@ typedef struct {
     const char *cors_origin; /* borrowed; NULL or "": no CORS headers on hr_http's own answers */
     int max_connections;     /* 0: derived from the file limit */
     int header_timeout_ms;   /* 0: HR_HTTP_HEADER_TIMEOUT_MS */
+    int reuseport;           /* SO_REUSEPORT: processes with it set share the port */
     void (*cb)(struct evhttp_request *req, void *arg); /* every request that passed the checks */
     void *cbarg;                                       /* borrowed */
 } hr_http_opts_t;
