@@ -170,22 +170,24 @@ hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_r
         data_json = hr_json_member_text(body, len, "data");
     }
 
+    /* The strings stay in the tree, which r now owns: no copies. */
     hr_notification_t *n = &r->n;
     if (uid != NULL)
-        n->user_id = hr_strdup(uid->valuestring);
+        n->user_id = uid->valuestring;
     if (room != NULL)
-        n->room = hr_strdup(room->valuestring);
+        n->room = room->valuestring;
     if (uids != NULL) {
         r->nusers = (size_t)cJSON_GetArraySize(uids);
         r->user_ids = hr_calloc(r->nusers, sizeof(*r->user_ids));
         size_t i = 0;
         const cJSON *u;
-        cJSON_ArrayForEach(u, uids) r->user_ids[i++] = hr_strdup(u->valuestring);
+        cJSON_ArrayForEach(u, uids) r->user_ids[i++] = u->valuestring;
     }
-    n->message = hr_strdup(message);
-    n->type = hr_strdup(type);
+    n->message = (char *)message;
+    n->type = (char *)type;
     n->data_json = data_json;
-    rc = 0;
+    r->tree = root;
+    return 0;
 done:
     cJSON_Delete(root);
     return rc;
@@ -197,9 +199,16 @@ hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_pr
     hr_proto_request_t r;
     memset(&r, 0, sizeof(r));
     int rc = hr_proto_parse(body, len, HR_BODY_MAX, 0, &r, e);
-    if (rc == 0)
-        *n = r.n;
-    return rc;
+    if (rc != 0)
+        return rc;
+    /* n owns its strings: copy them out of the tree. */
+    memcpy(n, &r.n, sizeof(*n));
+    n->user_id = hr_strdup(r.n.user_id);
+    n->type = hr_strdup(r.n.type);
+    n->message = hr_strdup(r.n.message);
+    r.n.data_json = NULL; /* moved to n */
+    hr_proto_request_clear(&r);
+    return 0;
 }
 
 int
@@ -213,12 +222,13 @@ hr_proto_parse_targets(const char *body, size_t len, size_t max, hr_proto_reques
 void
 hr_proto_request_clear(hr_proto_request_t *r)
 {
-    hr_notification_clear(&r->n);
-    for (size_t i = 0; i < r->nusers; i++)
-        hr_free(r->user_ids[i]);
+    hr_free(r->n.data_json);
+    r->n.user_id = r->n.room = r->n.type = r->n.message = r->n.data_json = NULL;
     hr_free(r->user_ids);
     r->user_ids = NULL;
     r->nusers = 0;
+    cJSON_Delete(r->tree);
+    r->tree = NULL;
 }
 
 /*

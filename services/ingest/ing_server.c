@@ -360,8 +360,7 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
         ing_args_set(a, ING_ARG_HASH, hex, 40);
     }
     char count[24];
-    int cl = snprintf(count, sizeof(count), "%zu", p->count);
-    ing_args_set(a, ING_ARG_COUNT, count, (size_t)cl);
+    ing_args_set(a, ING_ARG_COUNT, count, ing_u64(count, p->count));
     ing_args_set(a, ING_ARG_ANSWER, p->answer.p, p->answer.len);
     ing_args_finish(a);
     /* EVALSHA once the script is loaded: 40 bytes instead of the script per request. */
@@ -542,19 +541,18 @@ ing_route(struct evhttp_request *req, void *arg)
 {
     ing_server_t *s = arg;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    char *path = hr_http_path(req);
 
-    if (strcmp(path, "/notifications") == 0) {
+    if (hr_http_path_is(req, "/notifications")) {
         if (m == EVHTTP_REQ_POST)
             ing_handle_post(s, req);
         else
             hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
-    } else if (strcmp(path, "/notifications/batch") == 0) {
+    } else if (hr_http_path_is(req, "/notifications/batch")) {
         if (m == EVHTTP_REQ_POST)
             ing_handle_batch(s, req);
         else
             hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
-    } else if (strcmp(path, "/healthz") == 0) {
+    } else if (hr_http_path_is(req, "/healthz")) {
         if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
             ing_handle_health(s, req);
         else
@@ -562,7 +560,6 @@ ing_route(struct evhttp_request *req, void *arg)
     } else {
         hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
     }
-    hr_free(path);
 }
 
 /*

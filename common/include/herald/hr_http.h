@@ -73,6 +73,10 @@ const char *hr_http_body(struct evhttp_request *req, size_t *len);
 
 /** The path of the request URI without the query (owned by caller). */
 char *hr_http_path(struct evhttp_request *req);
+/** The path of the request URI without the query: borrowed (not NUL-terminated), *len bytes. */
+const char *hr_http_path_ref(struct evhttp_request *req, size_t *len);
+/** Whether the request's path (without the query) is exactly path. */
+int hr_http_path_is(struct evhttp_request *req, const char *path);
 
 /**
  * Graceful stop of an HTTP server: the listener closes at once (open
