@@ -45,6 +45,43 @@ hr_proto_valid_name(const char *s, size_t max)
     return 1;
 }
 
+enum { HR_PROTO_TEXT_OK, HR_PROTO_TEXT_NOT_UTF8, HR_PROTO_TEXT_NUL_ESCAPE };
+
+/*
+ * hr_utf8_valid() and hr_json_has_nul_escape() in one pass over the body:
+ * ASCII is checked here, each multi-byte sequence by hr_utf8_valid(). Not
+ * UTF-8 wins over a \u0000 escape, as when the two ran one after the other.
+ */
+static int
+hr_proto_text_check(const char *body, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)body;
+    int nul = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned c = s[i];
+        if (c >= 0x80) {
+            size_t n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+            if (n == 0 || n > len - i || !hr_utf8_valid(body + i, n))
+                return HR_PROTO_TEXT_NOT_UTF8;
+            i += n;
+            continue;
+        }
+        if (c == 0)
+            return HR_PROTO_TEXT_NOT_UTF8;
+        if (c == '\\' && i + 6 <= len) {
+            /* An escaped backslash is not the start of an escape: skip both. */
+            if (s[i + 1] == '\\') {
+                i += 2;
+                continue;
+            }
+            if (memcmp(body + i + 1, "u0000", 5) == 0)
+                nul = 1;
+        }
+        i++;
+    }
+    return nul ? HR_PROTO_TEXT_NUL_ESCAPE : HR_PROTO_TEXT_OK;
+}
+
 /*
  * The common parser of a notification body. With targets, "user_ids" and
  * "room" are accepted besides "user_id" (exactly one of them); without, only
@@ -59,9 +96,10 @@ hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_r
 
     if (len > max)
         return hr_proto_fail(e, 413, HR_E_BODY_TOO_LARGE, "body is larger than %zu bytes", max);
-    if (!hr_utf8_valid(body, len))
+    int text = hr_proto_text_check(body, len);
+    if (text == HR_PROTO_TEXT_NOT_UTF8)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "body is not valid UTF-8");
-    if (hr_json_has_nul_escape(body, len))
+    if (text == HR_PROTO_TEXT_NUL_ESCAPE)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "\\u0000 is not allowed in strings");
     if (hr_json_parse_object(body, len, &root, err, sizeof(err)) != 0)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "%s", err);

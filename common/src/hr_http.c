@@ -791,13 +791,10 @@ hr_http_send_json(struct evhttp_request *req, int status, const char *json, size
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char date[HR_TIME_HTTP_LEN], n[24];
     evhttp_add_header(h, "Content-Type", "application/json");
-    if (evhttp_find_header(h, "Date") == NULL) {
-        hr_time_format_http(hr_now_ms() / 1000, date);
-        evhttp_add_header(h, "Date", date);
-    }
+    hr_time_format_http(hr_now_ms() / 1000, date);
+    evhttp_add_header(h, "Date", date);
     /* The body and its newline; HEAD gets the length the GET would have, and no body. */
     hr_http_utoa(n, len + 1);
-    evhttp_remove_header(h, "Content-Length");
     evhttp_add_header(h, "Content-Length", n);
     if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
         struct evbuffer *b = evhttp_request_get_output_buffer(req);
@@ -825,7 +822,13 @@ hr_http_send_error(struct evhttp_request *req, int status, const char *code, con
 int
 hr_http_is_json(struct evhttp_request *req)
 {
-    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    return hr_http_json_type(
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type"));
+}
+
+int
+hr_http_json_type(const char *ct)
+{
     if (ct == NULL)
         return 0;
     while (*ct == ' ')

@@ -64,6 +64,8 @@ void hr_http_send_error(struct evhttp_request *req, int status, const char *code
 
 /** Whether the request's Content-Type is application/json (parameters allowed). */
 int hr_http_is_json(struct evhttp_request *req);
+/** Whether a Content-Type value (NULL: absent) is application/json. */
+int hr_http_json_type(const char *content_type);
 
 /**
  * Makes the request body contiguous. Returns a pointer into evhttp's buffer
