@@ -11,6 +11,7 @@
 #   bench/ingest_bench.sh [BUILD_DIR]        (default: build-bench, a Release build)
 #   THREADS=1 CONNS=64 SECONDS_RUN=8 PIN=1 bench/ingest_bench.sh
 #   INGEST=/path/to/herald-ingest NO_BUILD=1 bench/ingest_bench.sh   (another build, e.g. before a change)
+#   PROCS=2 bench/ingest_bench.sh   (throughput run: 2 ingest processes on one port, ingest.reuseport)
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +20,7 @@ THREADS=${THREADS:-1}
 CONNS=${CONNS:-64}
 SECONDS_RUN=${SECONDS_RUN:-8}
 PIN=${PIN:-1}
+PROCS=${PROCS:-1}
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
   cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DHERALD_TESTS=OFF >/dev/null
@@ -58,9 +60,14 @@ stop_ingests() {
 }
 cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 
-# 1. throughput
-start_ingest
+# 1. throughput (PROCS processes sharing the port; the CPU time is their sum)
+if [ "$PROCS" -gt 1 ]; then
+  for _ in $(seq "$PROCS"); do start_ingest HERALD_INGEST_REUSEPORT=true; done
+else
+  start_ingest
+fi
 wrk -t1 -c8 -d1s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >/dev/null  # warm-up
+for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "an ingest process exited:" >&2; cat "$TMP/ingest.log" >&2; exit 1; }; done
 rcli DEL herald:stream:notifications >/dev/null
 netin() { rcli INFO stats | awk -F: '/^total_net_input_bytes/ {print $2+0}'; }
 in0=$(netin)
@@ -75,7 +82,7 @@ total=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk.out"); non2xx=${non2xx:-0}
 stored=$(rcli XLEN herald:stream:notifications)
 hz=$(getconf CLK_TCK)
-echo "command: wrk -t$THREADS -c$CONNS -d${SECONDS_RUN}s -s bench/post.lua (pinned: $PIN) ingest: $INGEST"
+echo "command: wrk -t$THREADS -c$CONNS -d${SECONDS_RUN}s -s bench/post.lua (pinned: $PIN, ingest processes: $PROCS) ingest: $INGEST"
 echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "post_per_sec: $rps"
 echo "requests: $total non_2xx: $non2xx stored_in_stream: $stored"

@@ -45,6 +45,43 @@ hr_proto_valid_name(const char *s, size_t max)
     return 1;
 }
 
+enum { HR_PROTO_TEXT_OK, HR_PROTO_TEXT_NOT_UTF8, HR_PROTO_TEXT_NUL_ESCAPE };
+
+/*
+ * hr_utf8_valid() and hr_json_has_nul_escape() in one pass over the body:
+ * ASCII is checked here, each multi-byte sequence by hr_utf8_valid(). Not
+ * UTF-8 wins over a \u0000 escape, as when the two ran one after the other.
+ */
+static int
+hr_proto_text_check(const char *body, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)body;
+    int nul = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned c = s[i];
+        if (c >= 0x80) {
+            size_t n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+            if (n == 0 || n > len - i || !hr_utf8_valid(body + i, n))
+                return HR_PROTO_TEXT_NOT_UTF8;
+            i += n;
+            continue;
+        }
+        if (c == 0)
+            return HR_PROTO_TEXT_NOT_UTF8;
+        if (c == '\\' && i + 6 <= len) {
+            /* An escaped backslash is not the start of an escape: skip both. */
+            if (s[i + 1] == '\\') {
+                i += 2;
+                continue;
+            }
+            if (memcmp(body + i + 1, "u0000", 5) == 0)
+                nul = 1;
+        }
+        i++;
+    }
+    return nul ? HR_PROTO_TEXT_NUL_ESCAPE : HR_PROTO_TEXT_OK;
+}
+
 /*
  * The common parser of a notification body. With targets, "user_ids" and
  * "room" are accepted besides "user_id" (exactly one of them); without, only
@@ -59,9 +96,10 @@ hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_r
 
     if (len > max)
         return hr_proto_fail(e, 413, HR_E_BODY_TOO_LARGE, "body is larger than %zu bytes", max);
-    if (!hr_utf8_valid(body, len))
+    int text = hr_proto_text_check(body, len);
+    if (text == HR_PROTO_TEXT_NOT_UTF8)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "body is not valid UTF-8");
-    if (hr_json_has_nul_escape(body, len))
+    if (text == HR_PROTO_TEXT_NUL_ESCAPE)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "\\u0000 is not allowed in strings");
     if (hr_json_parse_object(body, len, &root, err, sizeof(err)) != 0)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "%s", err);
@@ -170,22 +208,24 @@ hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_r
         data_json = hr_json_member_text(body, len, "data");
     }
 
+    /* The strings stay in the tree, which r now owns: no copies. */
     hr_notification_t *n = &r->n;
     if (uid != NULL)
-        n->user_id = hr_strdup(uid->valuestring);
+        n->user_id = uid->valuestring;
     if (room != NULL)
-        n->room = hr_strdup(room->valuestring);
+        n->room = room->valuestring;
     if (uids != NULL) {
         r->nusers = (size_t)cJSON_GetArraySize(uids);
         r->user_ids = hr_calloc(r->nusers, sizeof(*r->user_ids));
         size_t i = 0;
         const cJSON *u;
-        cJSON_ArrayForEach(u, uids) r->user_ids[i++] = hr_strdup(u->valuestring);
+        cJSON_ArrayForEach(u, uids) r->user_ids[i++] = u->valuestring;
     }
-    n->message = hr_strdup(message);
-    n->type = hr_strdup(type);
+    n->message = (char *)message;
+    n->type = (char *)type;
     n->data_json = data_json;
-    rc = 0;
+    r->tree = root;
+    return 0;
 done:
     cJSON_Delete(root);
     return rc;
@@ -197,9 +237,16 @@ hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_pr
     hr_proto_request_t r;
     memset(&r, 0, sizeof(r));
     int rc = hr_proto_parse(body, len, HR_BODY_MAX, 0, &r, e);
-    if (rc == 0)
-        *n = r.n;
-    return rc;
+    if (rc != 0)
+        return rc;
+    /* n owns its strings: copy them out of the tree. */
+    memcpy(n, &r.n, sizeof(*n));
+    n->user_id = hr_strdup(r.n.user_id);
+    n->type = hr_strdup(r.n.type);
+    n->message = hr_strdup(r.n.message);
+    r.n.data_json = NULL; /* moved to n */
+    hr_proto_request_clear(&r);
+    return 0;
 }
 
 int
@@ -213,12 +260,13 @@ hr_proto_parse_targets(const char *body, size_t len, size_t max, hr_proto_reques
 void
 hr_proto_request_clear(hr_proto_request_t *r)
 {
-    hr_notification_clear(&r->n);
-    for (size_t i = 0; i < r->nusers; i++)
-        hr_free(r->user_ids[i]);
+    hr_free(r->n.data_json);
+    r->n.user_id = r->n.room = r->n.type = r->n.message = r->n.data_json = NULL;
     hr_free(r->user_ids);
     r->user_ids = NULL;
     r->nusers = 0;
+    cJSON_Delete(r->tree);
+    r->tree = NULL;
 }
 
 /*

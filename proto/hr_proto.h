@@ -128,9 +128,14 @@ int hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, h
  * notification published to the room).
  */
 typedef struct {
-    hr_notification_t n; /* type, message, data_json, and user_id or room */
-    char **user_ids;     /* owned array of owned strings, or NULL */
+    /*
+     * type, message, and user_id or room are borrowed from tree (or type is
+     * HR_TYPE_DEFAULT); data_json is owned. So parsing copies no string.
+     */
+    hr_notification_t n;
+    char **user_ids; /* owned array of strings borrowed from tree, or NULL */
     size_t nusers;
+    struct cJSON *tree; /* owned: the parsed body */
 } hr_proto_request_t;
 
 /** Frees what hr_proto_parse_targets() stored in r. */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /*
  * redis.timeout_ms: a write without a reply this long drops the connection
@@ -27,6 +28,7 @@
 const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.host", HR_CFG_STR, offsetof(ing_config_t, host), "127.0.0.1", 0, 0},
     {"ingest.port", HR_CFG_INT, offsetof(ing_config_t, port), "8080", 0, 65535},
+    {"ingest.reuseport", HR_CFG_BOOL, offsetof(ing_config_t, reuseport), "false", 0, 0},
     {"ingest.drain_ms", HR_CFG_INT, offsetof(ing_config_t, drain_ms), "5000", 0, 600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
@@ -289,16 +291,14 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 /*
- * Reads Idempotency-Key and X-Herald-Client into the idempotency key name
+ * Checks Idempotency-Key and X-Herald-Client (NULL: absent) and writes the idempotency key name
  * (argument ING_ARG_IDEM of p, "" without Idempotency-Key). Returns 0, or
  * HR_DECLINED after answering 400.
  */
 static int
-ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, int *keyed)
+ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *key,
+                    const char *client, int *keyed)
 {
-    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-    const char *key = evhttp_find_header(h, HR_HEADER_IDEMPOTENCY_KEY);
-    const char *client = evhttp_find_header(h, HR_HEADER_CLIENT);
     *keyed = 0;
     if (client != NULL && !hr_proto_token_valid(client, strlen(client), HR_CLIENT_MAX)) {
         hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
@@ -359,8 +359,7 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
         ing_args_set(a, ING_ARG_HASH, hex, 40);
     }
     char count[24];
-    int cl = snprintf(count, sizeof(count), "%zu", p->count);
-    ing_args_set(a, ING_ARG_COUNT, count, (size_t)cl);
+    ing_args_set(a, ING_ARG_COUNT, count, ing_u64(count, p->count));
     ing_args_set(a, ING_ARG_ANSWER, p->answer.p, p->answer.len);
     ing_args_finish(a);
     /* EVALSHA once the script is loaded: 40 bytes instead of the script per request. */
@@ -398,14 +397,34 @@ static ing_pending_t *
 ing_preamble(ing_server_t *s, struct evhttp_request *req, const char **body, size_t *len,
              int *keyed)
 {
-    if (!hr_http_is_json(req)) {
+    /* The three headers ingest reads, in one pass (the first of each, as evhttp_find_header). */
+    const char *ct = NULL, *key = NULL, *client = NULL;
+    struct evkeyval *kv;
+    for (kv = evhttp_request_get_input_headers(req)->tqh_first; kv != NULL;
+         kv = kv->next.tqe_next) {
+        const char **slot = NULL, *name = NULL;
+        switch (kv->key[0] | 0x20) {
+        case 'c':
+            slot = &ct, name = "Content-Type";
+            break;
+        case 'i':
+            slot = &key, name = HR_HEADER_IDEMPOTENCY_KEY;
+            break;
+        case 'x':
+            slot = &client, name = HR_HEADER_CLIENT;
+            break;
+        }
+        if (slot != NULL && *slot == NULL && strcasecmp(kv->key, name) == 0)
+            *slot = kv->value;
+    }
+    if (!hr_http_json_type(ct)) {
         hr_http_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
                            "Content-Type must be application/json");
         return NULL;
     }
     *body = hr_http_body(req, len);
     ing_pending_t *p = ing_pending_new(s, req);
-    if (ing_idempotency_key(req, p, keyed) != 0) {
+    if (ing_idempotency_key(req, p, key, client, keyed) != 0) {
         ing_pending_free(p);
         return NULL;
     }
@@ -541,19 +560,18 @@ ing_route(struct evhttp_request *req, void *arg)
 {
     ing_server_t *s = arg;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    char *path = hr_http_path(req);
 
-    if (strcmp(path, "/notifications") == 0) {
+    if (hr_http_path_is(req, "/notifications")) {
         if (m == EVHTTP_REQ_POST)
             ing_handle_post(s, req);
         else
             hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
-    } else if (strcmp(path, "/notifications/batch") == 0) {
+    } else if (hr_http_path_is(req, "/notifications/batch")) {
         if (m == EVHTTP_REQ_POST)
             ing_handle_batch(s, req);
         else
             hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
-    } else if (strcmp(path, "/healthz") == 0) {
+    } else if (hr_http_path_is(req, "/healthz")) {
         if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
             ing_handle_health(s, req);
         else
@@ -561,7 +579,6 @@ ing_route(struct evhttp_request *req, void *arg)
     } else {
         hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
     }
-    hr_free(path);
 }
 
 /*
@@ -623,6 +640,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     hr_http_opts_t ho = {.host = cfg->host,
                          .port = cfg->port,
                          .max_body = HR_BATCH_BODY_MAX,
+                         .reuseport = cfg->reuseport,
                          .rules = bodies,
                          .nrules = HR_ARRAY_LEN(bodies),
                          .cb = ing_route,

@@ -14,6 +14,7 @@ typedef struct {
     int redis_timeout_ms;
     char *log_level; /* owned */
     int drain_ms;
+    int reuseport; /* SO_REUSEPORT: several ingest processes share the port */
 } ing_config_t;
 
 /** The settings of herald-ingest, for hr_config_load(). */

@@ -133,8 +133,7 @@ ing_envelope(ing_buf_t *b, const hr_notification_t *n)
     ing_buf_adds(b, "\"}");
 }
 
-/* Writes v in decimal at p; returns its length. */
-static size_t
+size_t
 ing_u64(char *p, uint64_t v)
 {
     char tmp[24];

@@ -32,6 +32,8 @@ void ing_json_str(ing_buf_t *b, const char *s);
 void ing_envelope(ing_buf_t *b, const hr_notification_t *n);
 
 /** Appends the command argv (argc arguments) in RESP, as redisFormatCommandArgv() writes it. */
+/** Writes v in decimal at p (room for 20 digits, no NUL); returns its length. */
+size_t ing_u64(char *p, uint64_t v);
 void ing_resp_format(ing_buf_t *b, size_t argc, const char *const *argv, const size_t *argvlen);
 
 #define ING_ARGS_INLINE 16

@@ -55,7 +55,8 @@ main(int argc, char **argv)
     struct event *sigint = evsignal_new(base, SIGINT, on_signal, srv);
     evsignal_add(sigterm, NULL);
     evsignal_add(sigint, NULL);
-    hr_log_info("listening", "addr=%s:%d", cfg.host, ing_server_port(srv));
+    hr_log_info("listening", "addr=%s:%d reuseport=%d", cfg.host, ing_server_port(srv),
+                cfg.reuseport);
 
     event_base_dispatch(base);
 

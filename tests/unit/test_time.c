@@ -3,6 +3,7 @@
 
 #include "herald/hr_time.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -43,6 +44,26 @@ HR_TEST(iso_format_is_always_24_characters)
     for (uint64_t ms = 0; ms < UINT64_C(253402300799999); ms = ms * 3 + 7777) {
         hr_time_format_iso(ms, out);
         if (!HR_CHECK_EQ_INT(strlen(out), HR_TIME_ISO_LEN - 1))
+            return;
+    }
+}
+
+HR_TEST(iso_and_http_formats_agree_with_gmtime)
+{
+    char out[HR_TIME_ISO_LEN], http[HR_TIME_HTTP_LEN], want[64];
+    for (uint64_t ms = 0; ms < UINT64_C(253402300799999); ms = ms * 3 + 86399999) {
+        time_t t = (time_t)(ms / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        hr_time_format_iso(ms, out);
+        snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (unsigned)(ms % 1000));
+        if (!HR_CHECK_EQ_STR(out, want))
+            return;
+        hr_time_format_http(ms / 1000, http);
+        strftime(want, sizeof(want), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if (!HR_CHECK_EQ_STR(http, want))
             return;
     }
 }

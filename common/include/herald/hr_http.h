@@ -24,6 +24,7 @@ typedef struct {
     const char *cors_origin; /* borrowed; NULL or "": no CORS headers on hr_http's own answers */
     int max_connections;     /* 0: derived from the file limit */
     int header_timeout_ms;   /* 0: HR_HTTP_HEADER_TIMEOUT_MS */
+    int reuseport;           /* SO_REUSEPORT: processes with it set share the port */
     void (*cb)(struct evhttp_request *req, void *arg); /* every request that passed the checks */
     void *cbarg;                                       /* borrowed */
 } hr_http_opts_t;
@@ -63,6 +64,8 @@ void hr_http_send_error(struct evhttp_request *req, int status, const char *code
 
 /** Whether the request's Content-Type is application/json (parameters allowed). */
 int hr_http_is_json(struct evhttp_request *req);
+/** Whether a Content-Type value (NULL: absent) is application/json. */
+int hr_http_json_type(const char *content_type);
 
 /**
  * Makes the request body contiguous. Returns a pointer into evhttp's buffer
@@ -72,6 +75,10 @@ const char *hr_http_body(struct evhttp_request *req, size_t *len);
 
 /** The path of the request URI without the query (owned by caller). */
 char *hr_http_path(struct evhttp_request *req);
+/** The path of the request URI without the query: borrowed (not NUL-terminated), *len bytes. */
+const char *hr_http_path_ref(struct evhttp_request *req, size_t *len);
+/** Whether the request's path (without the query) is exactly path. */
+int hr_http_path_is(struct evhttp_request *req, const char *path);
 
 /**
  * Graceful stop of an HTTP server: the listener closes at once (open

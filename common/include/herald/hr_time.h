@@ -16,4 +16,8 @@ uint64_t hr_mono_us(void);
 /** Formats ms since epoch as RFC 3339 UTC with milliseconds into out. */
 void hr_time_format_iso(uint64_t ms, char out[HR_TIME_ISO_LEN]);
 
+#define HR_TIME_HTTP_LEN 30 /* "Tue, 01 Dec 2026 21:10:36 GMT" + NUL */
+/** Formats secs since epoch as an HTTP date (RFC 9110 IMF-fixdate) into out. */
+void hr_time_format_http(uint64_t secs, char out[HR_TIME_HTTP_LEN]);
+
 #endif
