@@ -167,6 +167,7 @@ def main():
 
         def redis_reported_not_required():
             dep = 'herald_dependency_up{service="history",dependency="redis"}'
+            wait_until(lambda: http_request(hp, "GET", "/readyz")[0] == 200, 15, "ready to start")
             stack.stop_redis()
             try:
                 wait_until(lambda: parse(scrape(hp))[dep] == 0, 15, "redis down seen")
