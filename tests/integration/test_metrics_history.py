@@ -4,19 +4,21 @@ accepts the text, every name proto/metrics.md lists for history (and for
 every service) is exported, counters move by exact amounts with traffic,
 pool gauges follow the pool, and /readyz follows PostgreSQL while /healthz
 stays 200."""
+import http.client
+import json
 import os
 import re
+import signal
 import subprocess
 import threading
 
-from herald_stack import Stack, TestRun, check, http_request, wait_until
+from herald_stack import Stack, TestRun, check, http_request, listening_ports, wait_until
 
 SRC = os.environ.get("HERALD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
 def scrape(port):
-    import http.client
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/metrics")
@@ -180,6 +182,39 @@ def main():
                 stack.start_redis()
             wait_until(lambda: parse(scrape(hp))[dep] == 1, 15, "redis up again")
         t.check("redis_down_shows_in_dependency_up_and_readyz_body", redis_reported_not_required)
+
+        def draining_is_not_ready_but_alive():
+            svc = stack.spawn("history_d", "herald-history",
+                              {"HERALD_HISTORY_PORT": 0, "HERALD_HISTORY_DRAIN_MS": 20000,
+                               "HERALD_HISTORY_PG_POOL_SIZE": 1, "HERALD_HISTORY_PG_TIMEOUT_MS": 20000})
+            wait_until(lambda: len(listening_ports(svc.proc.pid)) == 1, 15, "history_d listens")
+            dp = listening_ports(svc.proc.pid)[0]
+            wait_until(lambda: http_request(dp, "GET", "/readyz")[0] == 200, 15, "history_d ready")
+            hc = http.client.HTTPConnection("127.0.0.1", dp, timeout=5)  # open before the drain
+
+            def get(path):
+                hc.request("GET", path)
+                r = hc.getresponse()
+                return r.status, json.loads(r.read())
+            check(get("/readyz")[0] == 200, "readyz on the kept connection")
+            result = []
+            with stack.lock_table("notifications"):
+                # A request in flight keeps the draining process alive.
+                th = threading.Thread(target=lambda: result.append(
+                    http_request(dp, "GET", "/notifications?user_id=mx", timeout=30)[0]))
+                th.start()
+                wait_until(lambda: stack.waiting_on_lock() >= 1, 10, "a query waits on the lock")
+                svc.proc.send_signal(signal.SIGTERM)
+                wait_until(lambda: get("/readyz")[0] == 503, 10, "readyz 503 while draining")
+                s, b = get("/readyz")
+                check(b["status"] == "unavailable" and b["down"] == ["draining"], b)
+                s, b = get("/healthz")
+                check(s == 200 and b["status"] == "ok" and b["draining"] is True, (s, b))
+                hc.close()
+            th.join(30)
+            check(result == [200], result)
+            check(svc.terminate(sent=True) == 0, "history_d exits 0 after the drain")
+        t.check("while_draining_readyz_is_503_and_healthz_200", draining_is_not_ready_but_alive)
     finally:
         t.check("services_exit_cleanly_without_sanitizer_reports", stack.stop)
     t.finish()
