@@ -284,6 +284,18 @@ hist_db_alive(const hist_db_t *db)
     return n;
 }
 
+void
+hist_db_stats(const hist_db_t *db, hist_db_stats_t *st)
+{
+    st->open = 0;
+    st->busy = 0;
+    for (int i = 0; i < db->nconns; i++) {
+        st->busy += db->conns[i].state == HIST_CONN_BUSY;
+        st->open += db->conns[i].state == HIST_CONN_IDLE || db->conns[i].state == HIST_CONN_BUSY;
+    }
+    st->waiting = db->queued;
+}
+
 /* With no open connection left, nothing queued can run soon: answer those now. */
 static void
 hist_db_fail_queue_if_down(hist_db_t *db)

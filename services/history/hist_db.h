@@ -113,6 +113,15 @@ void hist_db_destroy(hist_db_t *db);
 /** Connections that are open and prepared (idle or busy). */
 int hist_db_alive(const hist_db_t *db);
 
+typedef struct {
+    int open;    /* open and prepared (idle or busy) */
+    int busy;    /* running a query */
+    int waiting; /* queries queued for a connection */
+} hist_db_stats_t;
+
+/** The pool's state now, for metrics. */
+void hist_db_stats(const hist_db_t *db, hist_db_stats_t *st);
+
 /**
  * Queues statement q with its text parameters (copied; NULL is SQL NULL).
  * Returns 0 and *op (a handle for hist_db_cancel, valid until cb runs);

@@ -1,4 +1,5 @@
 #include "hist_server.h"
+#include "hist_metrics.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_http.h"
@@ -59,6 +60,7 @@ struct hist_server_s {
     hist_db_t *db;            /* owned */
     hr_redis_async_t *redis;  /* owned: PUBLISH of read/unread events */
     hr_http_drain_t drain;    /* listener, requests in flight, stop */
+    hist_metrics_t metrics;   /* registry and slots (owned) */
 };
 
 /* ---- routes ---- */
@@ -66,6 +68,8 @@ struct hist_server_s {
 typedef enum {
     HIST_R_NONE,
     HIST_R_HEALTH,
+    HIST_R_READY,
+    HIST_R_METRICS,
     HIST_R_LIST,
     HIST_R_UNREAD_COUNT,
     HIST_R_READ_ALL,
@@ -85,6 +89,10 @@ hist_route_match(const char *path, const char **seg, size_t *seglen)
     *seglen = 0;
     if (strcmp(path, "/healthz") == 0)
         return HIST_R_HEALTH;
+    if (strcmp(path, "/readyz") == 0)
+        return HIST_R_READY;
+    if (strcmp(path, "/metrics") == 0)
+        return HIST_R_METRICS;
     if (strncmp(path, notif, sizeof(notif) - 1) == 0) {
         const char *p = path + sizeof(notif) - 1;
         if (*p == '\0')
@@ -120,6 +128,36 @@ hist_route_match(const char *path, const char **seg, size_t *seglen)
     return HIST_R_NONE;
 }
 
+/* The route label of proto/metrics.md. */
+static hist_m_route_t
+hist_route_label(hist_route_t r)
+{
+    switch (r) {
+    case HIST_R_LIST:
+        return HIST_M_INBOX;
+    case HIST_R_UNREAD_COUNT:
+        return HIST_M_UNREAD_COUNT;
+    case HIST_R_MARK_READ:
+        return HIST_M_READ;
+    case HIST_R_MARK_UNREAD:
+        return HIST_M_UNREAD;
+    case HIST_R_READ_ALL:
+        return HIST_M_READ_ALL;
+    case HIST_R_GET:
+        return HIST_M_GET;
+    case HIST_R_ROOM_MESSAGES:
+        return HIST_M_ROOM_MESSAGES;
+    case HIST_R_HEALTH:
+    case HIST_R_READY:
+        return HIST_M_HEALTH;
+    case HIST_R_METRICS:
+        return HIST_M_METRICS;
+    case HIST_R_NONE:
+        break;
+    }
+    return HIST_M_OTHER;
+}
+
 static int
 hist_route_is_post(hist_route_t r)
 {
@@ -146,6 +184,7 @@ typedef struct {
     hist_op_t *op;                   /* borrowed: the query in the pool, NULL when done */
     struct event *watch;             /* owned: EOF detection on the client's socket */
     hist_route_t route;
+    uint64_t start_us; /* hr_mono_us when the request arrived */
     hist_params_t params;
     char id[HR_UUID_STR_LEN];     /* {id} of the path */
     char room[HIST_ROOM_MAX + 1]; /* {room} of the path */
@@ -200,12 +239,13 @@ hist_call_peek(evutil_socket_t fd, short what, void *arg)
 }
 
 static hist_call_t *
-hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route)
+hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route, uint64_t start_us)
 {
     hist_call_t *c = hr_calloc(1, sizeof(*c));
     c->srv = s;
     c->req = req;
     c->route = route;
+    c->start_us = start_us;
     c->evcon = evhttp_request_get_connection(req);
     if (c->evcon != NULL) {
         evhttp_connection_set_closecb(c->evcon, hist_call_closed, c);
@@ -249,8 +289,10 @@ static void
 hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
 {
     struct evhttp_request *req = hist_call_detach(c);
-    if (req != NULL)
+    if (req != NULL) {
         hr_http_send_json(req, status, json, len);
+        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), status, c->start_us);
+    }
     hist_call_free(c);
 }
 
@@ -258,8 +300,10 @@ static void
 hist_call_error(hist_call_t *c, int status, const char *code, const char *message)
 {
     struct evhttp_request *req = hist_call_detach(c);
-    if (req != NULL)
+    if (req != NULL) {
         hr_http_send_error(req, status, code, message);
+        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), status, c->start_us);
+    }
     hist_call_free(c);
 }
 
@@ -267,6 +311,9 @@ hist_call_error(hist_call_t *c, int status, const char *code, const char *messag
 static void
 hist_call_db_error(hist_call_t *c, int status)
 {
+    /* A wait in the queue is not a query that failed: it never reached PostgreSQL. */
+    if (status != HIST_DB_WAITED)
+        hr_counter_inc(c->srv->metrics.pg_errors);
     if (status == HR_AGAIN)
         hist_call_error(c, 503, HR_E_UNAVAILABLE, "postgres is not reachable; retry");
     else if (status == HIST_DB_SLOW)
@@ -592,8 +639,7 @@ hist_call_done(int status, const PGresult *r, void *arg)
     case HIST_R_READ_ALL:
         hist_read_all_step(c, r);
         return;
-    case HIST_R_HEALTH:
-    case HIST_R_NONE:
+    default:
         break;
     }
     if (root == NULL) {
@@ -605,32 +651,32 @@ hist_call_done(int status, const PGresult *r, void *arg)
 
 /* ---- handlers ---- */
 
-static void
+static int
 hist_send_refusal(struct evhttp_request *req, const hr_proto_err_t *e)
 {
     hr_log_debug("request_refused", "code=%s", e->code);
     hr_http_send_error(req, e->status, e->code, e->message);
+    return e->status;
 }
 
 /*
  * Validates what the route needs (user_id, the path's id or room), then sends
- * its query. Every answer after this point goes through the call.
+ * its query. Every answer after this point goes through the call (and is
+ * counted there): returns 0 then, else the status of the refusal it sent.
  */
-static void
+static int
 hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, const char *seg,
-            size_t seglen)
+            size_t seglen, uint64_t start_us)
 {
     hist_params_t p;
     hr_proto_err_t e;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
     if (hist_params_parse(query, &p, &e) != 0) {
-        hist_send_refusal(req, &e);
-        return;
+        return hist_send_refusal(req, &e);
     }
     if (route != HIST_R_HEALTH && route != HIST_R_ROOM_MESSAGES && p.user_id[0] == '\0') {
         hist_fail(&e, HR_E_MISSING_FIELD, "user_id is required (query string)");
-        hist_send_refusal(req, &e);
-        return;
+        return hist_send_refusal(req, &e);
     }
     char id[HR_UUID_STR_LEN] = "";
     char room[HIST_ROOM_MAX + 1] = "";
@@ -639,20 +685,18 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
         int n = hist_unescape(seg, seglen, raw, sizeof(raw), 0);
         if (n < 0 || hist_id_normalize(raw, id) != 0) {
             hist_fail(&e, HR_E_INVALID_FIELD, "the notification id in the path must be a UUID");
-            hist_send_refusal(req, &e);
-            return;
+            return hist_send_refusal(req, &e);
         }
     } else if (route == HIST_R_ROOM_MESSAGES) {
         int n = hist_unescape(seg, seglen, room, sizeof(room), 0);
         if (n < 0 || !hist_room_valid(room)) {
             hist_fail(&e, HR_E_INVALID_FIELD, "room must be 1-%d characters of A-Za-z0-9_.:@-",
                       HIST_ROOM_MAX);
-            hist_send_refusal(req, &e);
-            return;
+            return hist_send_refusal(req, &e);
         }
     }
 
-    hist_call_t *c = hist_call_new(s, req, route);
+    hist_call_t *c = hist_call_new(s, req, route, start_us);
     c->params = p;
     memcpy(c->id, id, sizeof(c->id));
     memcpy(c->room, room, sizeof(c->room));
@@ -670,17 +714,17 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
         };
         const char *params[] = {uid, cursor, limit};
         hist_call_submit(c, by_status[p.status], 3, params);
-        return;
+        return 0;
     }
     case HIST_R_ROOM_MESSAGES: {
         const char *params[] = {c->room, cursor, limit};
         hist_call_submit(c, HIST_Q_ROOM_MESSAGES, 3, params);
-        return;
+        return 0;
     }
     case HIST_R_UNREAD_COUNT: {
         const char *params[] = {uid};
         hist_call_submit(c, HIST_Q_UNREAD_COUNT, 1, params);
-        return;
+        return 0;
     }
     case HIST_R_GET:
     case HIST_R_MARK_READ:
@@ -690,38 +734,68 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
                      : route == HIST_R_MARK_READ ? HIST_Q_MARK_READ
                                                  : HIST_Q_MARK_UNREAD;
         hist_call_submit(c, q, 2, params);
-        return;
+        return 0;
     }
     case HIST_R_READ_ALL: {
         const char *params[] = {uid, p.up_to[0] != '\0' ? c->params.up_to : NULL};
         hist_call_submit(c, HIST_Q_READ_ALL_BOUND, 2, params);
-        return;
+        return 0;
     }
-    case HIST_R_HEALTH:
-    case HIST_R_NONE:
+    default:
         break;
     }
     hist_call_error(c, 404, HR_E_NOT_FOUND, "no such endpoint");
+    return 0;
 }
 
 /*
- * Liveness from the pool's state, never through its queue: under load the
- * queue is full of real work, and a probe that waits there (or is refused
- * with 503) gets a busy, healthy instance restarted. Up while at least one
- * PostgreSQL connection is open, and not draining.
+ * Liveness: 200 while the process runs, draining or not, with the state of
+ * each dependency for people reading it. Whether the instance should get
+ * traffic is /readyz's answer.
  */
-static void
+static int
 hist_handle_health(hist_server_t *s, struct evhttp_request *req)
 {
     int pg = hist_db_alive(s->db) > 0;
-    int ok = pg && !s->drain.draining;
-    char body[128];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\"}",
-                     ok ? "ok" : "unavailable", pg ? "up" : "down",
-                     hr_redis_async_ready(s->redis) ? "up" : "down");
+    int redis = hr_redis_async_ready(s->redis);
+    char body[160];
+    int n =
+        snprintf(body, sizeof(body),
+                 "{\"status\":\"ok\",\"postgres\":\"%s\",\"redis\":\"%s\",\"draining\":%s}",
+                 pg ? "up" : "down", redis ? "up" : "down", s->drain.draining ? "true" : "false");
+    hr_http_send_json(req, 200, body, (size_t)n);
+    return 200;
+}
+
+/*
+ * Readiness from the pool's state, never through its queue: under load the
+ * queue is full of real work, and a probe that waits there (or is refused
+ * with 503) gets a busy, healthy instance taken out. Ready while at least one
+ * PostgreSQL connection is open and not draining; else 503 naming what is
+ * down. Redis is reported but not required (hist_metrics_ready).
+ */
+static int
+hist_handle_ready(hist_server_t *s, struct evhttp_request *req)
+{
+    int pg = hist_db_alive(s->db) > 0;
+    int redis = hr_redis_async_ready(s->redis);
+    int ok = hist_metrics_ready(&s->metrics.src);
+    char down[64] = "";
+    int dn = 0;
+    if (!pg)
+        dn += snprintf(down + dn, sizeof(down) - (size_t)dn, "%s\"postgres\"", dn ? "," : "");
+    if (s->drain.draining)
+        snprintf(down + dn, sizeof(down) - (size_t)dn, "%s\"draining\"", dn ? "," : "");
+    char body[256];
+    int n = snprintf(body, sizeof(body),
+                     "{\"status\":\"%s\",\"postgres\":\"%s\",\"redis\":\"%s\",\"draining\":%s,"
+                     "\"down\":[%s]}",
+                     ok ? "ok" : "unavailable", pg ? "up" : "down", redis ? "up" : "down",
+                     s->drain.draining ? "true" : "false", down);
     if (!ok)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
     hr_http_send_json(req, ok ? 200 : 503, body, (size_t)n);
+    return ok ? 200 : 503;
 }
 
 /* CORS preflight: nothing to send but what the browser may do next. */
@@ -746,7 +820,9 @@ hist_route(struct evhttp_request *req, void *arg)
     char *path = hr_http_path(req);
     const char *seg;
     size_t seglen;
+    uint64_t start_us = hr_mono_us();
     hist_route_t route = hist_route_match(path, &seg, &seglen);
+    int status = 0; /* what was answered here; 0: a call answers (and counts) later */
     /* seg points into path: keep path until the handler has copied what it needs. */
 
     /* On every answer, errors included, so a browser can read why it failed. */
@@ -763,18 +839,31 @@ hist_route(struct evhttp_request *req, void *arg)
     if (m == EVHTTP_REQ_OPTIONS) {
         /* Unknown paths too: a failed preflight would hide the JSON 404 from the page. */
         hist_handle_preflight(s, req, route == HIST_R_NONE ? HIST_ALLOW_ANY : allow);
+        status = 204;
     } else if (route == HIST_R_NONE) {
         hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
+        status = 404;
     } else if (post ? m != EVHTTP_REQ_POST : (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)) {
         evhttp_add_header(h, "Allow", allow);
         hr_http_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
+        status = 405;
     } else if (route == HIST_R_HEALTH) {
-        hist_handle_health(s, req);
+        status = hist_handle_health(s, req);
+    } else if (route == HIST_R_READY) {
+        status = hist_handle_ready(s, req);
+    } else if (route == HIST_R_METRICS) {
+        /* Counted before the render, so a scrape sees itself: requests_total moves by exact
+         * amounts. */
+        hist_metrics_answered(&s->metrics, HIST_M_METRICS, 200, start_us);
+        hr_metrics_send_evhttp(req, s->metrics.reg);
     } else if (s->drain.draining) {
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
+        status = 503;
     } else {
-        hist_handle(s, req, route, seg, seglen);
+        status = hist_handle(s, req, route, seg, seglen, start_us);
     }
+    if (status != 0)
+        hist_metrics_answered(&s->metrics, hist_route_label(route), status, start_us);
     hr_free(path);
 }
 
@@ -824,6 +913,8 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     }
     s->drain.base = base;
     s->drain.http = s->http;
+    hist_metrics_src_t src = {.db = s->db, .redis = s->redis, .draining = &s->drain.draining};
+    hist_metrics_init(&s->metrics, &src);
     return s;
 }
 
@@ -853,5 +944,6 @@ hist_server_destroy(hist_server_t *s)
     hr_redis_async_destroy(s->redis);
     hr_http_drain_clear(&s->drain);
     hr_http_destroy(s->http);
+    hist_metrics_fini(&s->metrics);
     hr_free(s);
 }

@@ -716,7 +716,7 @@ class Stack:
         if "ingest" in self.services:
             wait_until(lambda: http_get(self.ingest_port, "/healthz")[0] == 200, 15, "ingest")
         if "history" in self.services:
-            wait_until(lambda: http_get(self.history_port, "/healthz")[0] == 200, 15, "history")
+            wait_until(lambda: http_get(self.history_port, "/readyz")[0] == 200, 15, "history")
         for port in self.gateway_ports:
             wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, f"gateway :{port}")
         for name, svc in self.services.items():

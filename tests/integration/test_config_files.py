@@ -43,6 +43,7 @@ def run_config(t, run, label, conf):
             start(stack, "worker", "herald-worker", conf, {"HERALD_WORKER_CONSUMER": "wc"})
             for name, port in ports.items():
                 wait_until(lambda: request(port, "GET", "/healthz")[0] == 200, 15, f"{name} healthy")
+            wait_until(lambda: request(ports["history"], "GET", "/readyz")[0] == 200, 15, "history ready")
             for name, svc in stack.services.items():
                 check(svc.proc.poll() is None, f"{name} running", svc.log_text()[-2000:])
             # The file's gateway.dev_user_query decides (the environment does not set it).

@@ -390,8 +390,8 @@ def main():
             s, h, b = req_h(hp, "GET", f"/notifications?user_id={PAGER}")
             check(s == 503 and b["error"]["code"] == "unavailable", (s, b))
             check(h.get("retry-after") == "1", h)
-            s, h, b = req_h(hp, "GET", "/healthz")
-            check(s == 503, (s, b))
+            s, h, b = req_h(hp, "GET", "/readyz")
+            check(s == 503 and "postgres" in b["down"], (s, b))
             stack.start_postgres()
             wait_until(lambda: http_request(hp, "GET", f"/notifications?user_id={PAGER}")[0] == 200,
                        10, "history answers again")

@@ -197,7 +197,7 @@ def main():
                  "HERALD_HISTORY_PG_POOL_SIZE": 2,
                  "HERALD_POSTGRES_URL": f"host=127.0.0.1 port={proxy.port} dbname=herald "
                                         "user=postgres"})
-    wait_until(lambda: http_request(xp, "GET", "/healthz")[0] == 200, 15, "history_px")
+    wait_until(lambda: http_request(xp, "GET", "/readyz")[0] == 200, 15, "history_px")
     try:
         def empty_cursor_is_first_page():
             sql_load(stack, "pager", 3, 60000)

@@ -293,7 +293,7 @@ def main():
             svc = Service("history_fd", ["prlimit", "--nofile=40:40", stack.binary("herald-history")],
                           env, stack.tmp)
             stack.services["history_fd"] = svc
-            wait_until(lambda: http_request(port, "GET", "/healthz")[0] == 200, 15, "history_fd")
+            wait_until(lambda: http_request(port, "GET", "/readyz")[0] == 200, 15, "history_fd")
             held = []
             try:
                 for _ in range(60):
