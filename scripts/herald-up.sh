@@ -4,7 +4,7 @@
 # and history. Ctrl-C stops everything.
 #
 # Ports come from REDIS_PORT, PG_PORT, INGEST_PORT, HISTORY_PORT, GATEWAY1_PORT,
-# GATEWAY2_PORT and DEMO_PORT (defaults below); HERALD_UP_VAR moves var/ (data
+# GATEWAY2_PORT, DEMO_PORT and WORKER_PORT (the worker's /metrics; defaults below); HERALD_UP_VAR moves var/ (data
 # and logs) elsewhere; HERALD_UP_DEMO_DIR serves an already built demo from that
 # directory instead of building examples/client (tests/integration/test_make_up.py
 # uses all of them to run a private copy).
@@ -16,7 +16,7 @@ var=${HERALD_UP_VAR:-$top/var}
 mkdir -p "$var/log"
 
 : "${REDIS_PORT:=16379}" "${PG_PORT:=15432}" "${INGEST_PORT:=8080}" "${HISTORY_PORT:=8082}"
-: "${GATEWAY1_PORT:=8081}" "${GATEWAY2_PORT:=8091}" "${DEMO_PORT:=8090}"
+: "${GATEWAY1_PORT:=8081}" "${GATEWAY2_PORT:=8091}" "${DEMO_PORT:=8090}" "${WORKER_PORT:=8084}"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -73,7 +73,7 @@ start() { # name binary [VAR=value ...]
 start ingest ingest HERALD_INGEST_PORT="$INGEST_PORT"
 start gateway1 gateway HERALD_GATEWAY_PORT="$GATEWAY1_PORT" HERALD_GATEWAY_NODE_ID=gw1
 start gateway2 gateway HERALD_GATEWAY_PORT="$GATEWAY2_PORT" HERALD_GATEWAY_NODE_ID=gw2
-start worker worker
+start worker worker HERALD_WORKER_PORT="$WORKER_PORT"
 start history history HERALD_HISTORY_PORT="$HISTORY_PORT"
 
 # The React demo (examples/client), built once and served as static files.

@@ -129,6 +129,7 @@ wrk_ack(wrk_worker_t *w)
         sent++;
         dead++;
     }
+    size_t nxack = 0; /* the replies after the dead letters' are these XACKs' */
     for (int s = 0; s < WRK_NSTREAMS; s++) {
         size_t argc = 0;
         w->argv[argc] = "XACK";
@@ -148,6 +149,7 @@ wrk_ack(wrk_worker_t *w)
             continue;
         redisAppendCommandArgv(w->redis, (int)argc, w->argv, w->argvlen);
         sent++;
+        nxack++;
     }
     /* Entries done with (stored or dead-lettered) drop their attempt counts. */
     size_t nattempt = 0;
@@ -204,6 +206,9 @@ wrk_ack(wrk_worker_t *w)
                 b->entries[dead_at[k]].dead_done = 1;
             moved += r->integer > 0;
             unacked += r->integer == 2;
+        } else if (k >= dead && k < dead + nxack && r->type == REDIS_REPLY_INTEGER) {
+            /* Counted at once: a retry after a later failure acks these no more. */
+            hr_counter_add(w->m.acks, (uint64_t)r->integer);
         }
         freeReplyObject(r);
     }
@@ -220,6 +225,7 @@ wrk_ack(wrk_worker_t *w)
                     "failed over since they were read)\"",
                     unacked);
     w->stats.dead += moved;
+    hr_counter_add(w->m.dead, moved);
     w->stats.batches++;
     wrk_batch_clear(b);
     return 0;

@@ -8,6 +8,7 @@
 
 #include "wrk_batch.h"
 #include "wrk_worker.h"
+#include "herald/hr_metrics.h"
 #include "herald/hr_redis.h"
 
 #include <hiredis/hiredis.h>
@@ -22,6 +23,23 @@ typedef struct {
     unsigned attempts;
     hr_backoff_t backoff;
 } wrk_link_t;
+
+/* herald_worker_rows_inserted_total{table}: the label order. */
+enum { WRK_T_NOTIFY = 0, WRK_T_ROOM = 1, WRK_T_RECEIPT = 2, WRK_NTABLES = 3 };
+
+struct event_base;
+typedef struct hr_http_s hr_http_t;
+
+/* The metric slots of proto/metrics.md's worker section (borrowed from reg). */
+typedef struct {
+    hr_metrics_t *reg;  /* owned */
+    hr_counter_t *rows; /* [WRK_NTABLES] */
+    hr_counter_t *batches, *acks, *claims, *dead;
+    hr_histogram_t *batch_size, *commit_seconds;
+    hr_gauge_t *ready, *dep_up; /* dep_up: [redis, postgres] */
+    hr_gauge_t *stream_len;     /* [notifications, room_messages, dead_letters] */
+    hr_gauge_t *pending, *lag;
+} wrk_metrics_t;
 
 struct wrk_worker_s {
     const wrk_config_t *cfg;     /* borrowed */
@@ -53,6 +71,10 @@ struct wrk_worker_s {
     char redis_run_id[48];     /* INFO run_id of the server connected to, "" if unknown */
     char batch_run_id[48];     /* redis_run_id when the batch in flight was read */
     wrk_stats_t stats;
+    wrk_metrics_t m;
+    struct event_base *base; /* owned: runs the HTTP listener between steps and in sleeps */
+    hr_http_t *http;         /* owned */
+    uint64_t next_probe_ms;  /* monotonic: next idle check of the PostgreSQL link */
 };
 
 /* ---- wrk_worker.c: links, logs, Redis connection ---- */
@@ -115,5 +137,17 @@ int wrk_ack(wrk_worker_t *w);
 /* ---- wrk_maintain.c ---- */
 /** Trims the streams and removes gone consumers, every worker.maintenance_ms. */
 void wrk_maintain(wrk_worker_t *w);
+
+/* ---- wrk_http.c: /metrics, /healthz, /readyz ---- */
+/** Registers the metrics and binds worker.host:worker.port. 0, or HR_ERR with err filled. */
+int wrk_http_start(wrk_worker_t *w, char *err, size_t errlen);
+/** Answers the HTTP requests that are ready, without blocking. */
+void wrk_http_poll(wrk_worker_t *w);
+/** Waits up to ms for HTTP requests and answers them. */
+void wrk_http_wait(wrk_worker_t *w, uint32_t ms);
+/** While idle: notices a PostgreSQL connection the server closed, reconnects a lost one. */
+void wrk_pg_probe(wrk_worker_t *w);
+/** Closes the listener and frees the registry. */
+void wrk_http_stop(wrk_worker_t *w);
 
 #endif

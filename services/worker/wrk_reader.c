@@ -286,6 +286,7 @@ wrk_fetch_claim(wrk_worker_t *w, int s, size_t want, size_t *got)
     freeReplyObject(r);
     if (*got > 0) {
         w->stats.claimed += *got;
+        hr_counter_add(w->m.claims, *got);
         if (s == WRK_S_RECEIPT)
             hr_log_debug("entries_claimed", "count=%zu stream=%s min_idle_ms=%d", *got,
                          wrk_stream_name(s), idle_ms);

@@ -351,6 +351,7 @@ wrk_pg_store_range(wrk_worker_t *w, size_t lo, size_t hi, uint64_t *inserted, ch
             return rc;
         got += n;
     }
+    uint64_t got_notify = got;
     if (nrows[WRK_S_ROOM] > 0) {
         wrk_batch_copy_rooms(b, lo, hi, &w->copy);
         if ((rc = wrk_pg_copy(w, wrk_sql_room_copy, err, errlen)) != 0 ||
@@ -363,6 +364,8 @@ wrk_pg_store_range(wrk_worker_t *w, size_t lo, size_t hi, uint64_t *inserted, ch
     if ((rc = wrk_pg_cmd(w, "COMMIT", NULL, err, errlen)) != 0)
         return rc;
     *inserted += got;
+    hr_counter_add(&w->m.rows[WRK_T_NOTIFY], got_notify);
+    hr_counter_add(&w->m.rows[WRK_T_ROOM], got - got_notify);
     return 0;
 }
 
@@ -542,6 +545,9 @@ wrk_commit(wrk_worker_t *w)
     w->refused_state[0] = '\0';
     wrk_link_ok(&w->pg_link);
     b->committed = 1;
+    hr_counter_inc(w->m.batches);
+    hr_histogram_observe(w->m.batch_size, (double)b->len);
+    hr_histogram_observe(w->m.commit_seconds, (double)(hr_mono_us() - t0) / 1e6);
     w->stats.rows += b->rows;
     w->stats.inserted += inserted;
 
@@ -555,6 +561,7 @@ wrk_commit(wrk_worker_t *w)
             continue;
         if (!e->no_ack) {
             w->stats.receipts++;
+            hr_counter_inc(&w->m.rows[WRK_T_RECEIPT]);
             continue;
         }
         uint64_t written = strtoull(e->sid, NULL, 10);

@@ -62,6 +62,10 @@ const hr_cfg_field_t wrk_config_fields[] = {
     /* worker.migrations_dir: NNN_name.sql files applied at start and by --migrate. */
     {"worker.migrations_dir", HR_CFG_STR, offsetof(wrk_config_t, migrations_dir), "migrations", 0,
      0},
+    /* worker.host: address of the small HTTP listener for /metrics, /healthz and /readyz. */
+    {"worker.host", HR_CFG_STR, offsetof(wrk_config_t, host), "127.0.0.1", 0, 0},
+    /* worker.port: its port (proto/metrics.md); 0 picks a free one. */
+    {"worker.port", HR_CFG_INT, offsetof(wrk_config_t, port), "8084", 0, 65535},
     /* log.level: debug|info|warn|error. */
     {"log.level", HR_CFG_STR, offsetof(wrk_config_t, log_level), "info", 0, 0},
 };
@@ -126,7 +130,7 @@ wrk_link_ok(wrk_link_t *l)
     hr_backoff_reset(&l->backoff);
 }
 
-/* Sleeps ms, in slices, returning early once a stop is requested. */
+/* Sleeps ms, in slices, returning early once a stop is requested; answers HTTP meanwhile. */
 static void
 wrk_sleep(wrk_worker_t *w, uint32_t ms)
 {
@@ -136,8 +140,7 @@ wrk_sleep(wrk_worker_t *w, uint32_t ms)
         if (now >= end)
             return;
         uint64_t slice = end - now < WRK_SLEEP_SLICE_MS ? end - now : WRK_SLEEP_SLICE_MS;
-        struct timespec ts = {0, (long)slice * 1000000L};
-        nanosleep(&ts, NULL);
+        wrk_http_wait(w, (uint32_t)slice);
     }
 }
 
@@ -349,6 +352,10 @@ wrk_worker_create(const wrk_config_t *cfg, volatile sig_atomic_t *stop, char *er
     wrk_batch_init(&w->batch, cap);
     w->argv = hr_calloc(cap + 3, sizeof(*w->argv));
     w->argvlen = hr_calloc(cap + 3, sizeof(*w->argvlen));
+    if (wrk_http_start(w, err, errlen) != 0) {
+        wrk_worker_destroy(w);
+        return NULL;
+    }
     return w;
 }
 
@@ -362,6 +369,7 @@ wrk_worker_step(wrk_worker_t *w)
         return 0;
     }
     if (b->len == 0) {
+        wrk_pg_probe(w);
         if (wrk_redis_ready(w) == 0)
             wrk_maintain(w);
         if (wrk_redis_ready(w) != 0 || wrk_fetch(w) != 0) {
@@ -404,6 +412,7 @@ wrk_worker_run(wrk_worker_t *w)
     while (!*w->stop) {
         if (wrk_worker_step(w) == HR_ERR)
             return HR_ERR;
+        wrk_http_poll(w);
     }
 
     wrk_batch_t *b = &w->batch;
@@ -443,6 +452,7 @@ wrk_worker_destroy(wrk_worker_t *w)
 {
     if (w == NULL)
         return;
+    wrk_http_stop(w);
     wrk_redis_drop(w);
     wrk_pg_drop(w);
     wrk_batch_free(&w->batch);

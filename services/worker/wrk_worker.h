@@ -36,6 +36,8 @@ typedef struct {
     int maintenance_ms;     /* trim streams and remove gone consumers this often */
     int consumer_gc_ms;     /* a consumer idle this long with 0 pending is removed */
     char *migrations_dir;   /* owned */
+    char *host;             /* owned: address of the /metrics, /healthz, /readyz listener */
+    int port;               /* its port; 0 picks one */
     char *log_level;        /* owned */
 } wrk_config_t;
 

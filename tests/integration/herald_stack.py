@@ -670,6 +670,8 @@ class Stack:
             "HERALD_POSTGRES_URL": f"host=127.0.0.1 port={self.pg_port} dbname=herald user=postgres",
             "HERALD_WORKER_MIGRATIONS_DIR": os.path.join(SRC_DIR, "migrations"),
             "HERALD_LOG_LEVEL": "info",
+            # The worker's /metrics listener (default 8084): any free port, several workers may run.
+            "HERALD_WORKER_PORT": "0",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
             "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
         })

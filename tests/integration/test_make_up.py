@@ -179,7 +179,8 @@ def main():
     with open(os.path.join(demo, "index.html"), "w") as f:
         f.write(f"<!doctype html><title>{MARK}</title>\n")
     ports = {k: free_port() for k in ("REDIS_PORT", "PG_PORT", "INGEST_PORT", "HISTORY_PORT",
-                                      "GATEWAY1_PORT", "GATEWAY2_PORT", "DEMO_PORT")}
+                                      "GATEWAY1_PORT", "GATEWAY2_PORT", "DEMO_PORT",
+                                      "WORKER_PORT")}
     env = dict(os.environ, HERALD_UP_VAR=var, HERALD_UP_DEMO_DIR=demo,
                ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1",
