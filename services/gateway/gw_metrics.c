@@ -109,6 +109,31 @@ gw_metrics_frame_in(gw_metrics_t *gm, const char *type)
     hr_counter_inc(&gm->frames_in[i]);
 }
 
+void
+gw_metrics_delivered(gw_metrics_t *gm, const char *frame, size_t len, uint64_t now_ms)
+{
+    static const char head[] = "{\"type\":\"notification\",\"notification\":{\"id\":\"";
+    size_t hl = sizeof(head) - 1;
+    if (len < hl + 36 || memcmp(frame, head, hl) != 0)
+        return;
+    /* A UUIDv7's first 48 bits are its Unix milliseconds: created_at, without parsing JSON. */
+    const char *id = frame + hl;
+    uint64_t ms = 0;
+    for (size_t i = 0; i < 13; i++) {
+        char c = id[i];
+        if (i == 8) {
+            if (c != '-')
+                return;
+            continue;
+        }
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return;
+        ms = ms << 4 | (uint64_t)v;
+    }
+    hr_histogram_observe(gm->delay, now_ms > ms ? (double)(now_ms - ms) / 1000.0 : 0.0);
+}
+
 /* 200 with the rendered registry, through a buffer kept for the next scrape. */
 static int
 gw_metrics_send(gw_metrics_t *gm, struct lws *wsi)

@@ -63,6 +63,13 @@ void gw_metrics_disconnect(gw_metrics_t *gm, unsigned code);
 void gw_metrics_frame_in(gw_metrics_t *gm, const char *type);
 
 /**
+ * Observes the delivery delay of a notification frame written at now_ms
+ * (wall clock), from its id's UUIDv7 timestamp (= created_at); other frames
+ * are ignored.
+ */
+void gw_metrics_delivered(gw_metrics_t *gm, const char *frame, size_t len, uint64_t now_ms);
+
+/**
  * Answers a plain-HTTP request for uri (/metrics, /healthz, /readyz, else
  * 404). Returns 0, or -1 to close.
  */

@@ -578,6 +578,7 @@ gw_session_write(gw_server_t *s, gw_session_t *ss, gw_msg_t *m, int n)
     if (n >= 0 && !m->noted && s->receipts != NULL) {
         /* One receipt per notification per gateway: the first socket written. */
         m->noted = 1;
+        gw_metrics_delivered(s->metrics, (const char *)gw_msg_payload(m), m->len, hr_now_ms());
         gw_receipts_note(s->receipts, (const char *)gw_msg_payload(m), m->len,
                          gw_conn_user_id(&ss->conn));
     }

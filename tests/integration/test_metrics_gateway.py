@@ -6,6 +6,7 @@ import http.client
 import os
 import re
 import subprocess
+import time
 
 from herald_stack import Stack, TestRun, check, check_eq, http_get, wait_until
 from herald_ws import WsClient
@@ -117,6 +118,25 @@ def main():
             for typ, k in (("ping", 3), ("invalid", 1), ("leave", 1), ("join", 0)):
                 key = f'herald_gateway_frames_in_total{{type="{typ}"}}'
                 check_eq(last[key], after[key] + k, f"frames in {typ}")
+            # A notification's id is a UUIDv7 (its created_at): one observation
+            # per notification per gateway, at its first write.
+            ids = []
+            for i in range(2):
+                ms = int(time.time() * 1000) - 50
+                h = f"{ms:012x}"
+                nid = f"{h[:8]}-{h[8:]}-7000-8000-00000000000{i}"
+                ids.append(nid)
+                frame = ('{"type":"notification","notification":{"id":"%s","user_id":"mx",'
+                         '"type":"t","message":"m","data":null,"created_at":"x"}}' % nid)
+                stack.redis.cmd("PUBLISH", "herald:user:mx", frame)
+            for c in (a, b):
+                got = [c.recv_type("notification")["notification"]["id"] for _ in ids]
+                check_eq(got, ids, "notifications delivered")
+            d = samples(scrape(port))
+            check_eq(d["herald_gateway_delivery_delay_seconds_count"],
+                     last["herald_gateway_delivery_delay_seconds_count"] + 2, "delay observed")
+            check(d["herald_gateway_delivery_delay_seconds_sum"]
+                  >= last["herald_gateway_delivery_delay_seconds_sum"] + 0.1, "delay >= 50 ms each")
             a.close_handshake(1000)
             b.close_handshake(1000)
             wait_until(lambda: samples(scrape(port))["herald_gateway_connections"]
