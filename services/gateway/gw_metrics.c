@@ -20,10 +20,10 @@ static void
 gw_metrics_collect(void *arg)
 {
     gw_metrics_t *gm = arg;
-    gw_status_t st = {0};
+    gw_status_t st = {.want_queued = 1};
     gm->status(gm->ud, &st);
     hr_gauge_set(gm->conns, (double)st.conns);
-    hr_gauge_set(gm->queued, (double)st.queued);
+    hr_gauge_set(gm->queued, (double)st.queued_now);
     hr_gauge_set(gm->channels, (double)st.channels);
     /* The hub counts the cuts where it decides them; mirrored here at scrape. */
     gm->slow->value = st.slow_killed;

@@ -27,8 +27,10 @@ typedef struct {
     int redis_up; /* both Redis connections READY */
     int draining;
     const char *node_id;                               /* borrowed */
-    uint64_t conns, users, rooms, memberships, queued; /* from the hub */
+    uint64_t conns, users, rooms, memberships, queued; /* from the hub; queued: ever */
     uint64_t slow_killed;
+    uint64_t queued_now; /* frames in outbound queues now; filled only when want_queued */
+    int want_queued;     /* set by the caller: walk every socket for queued_now */
     uint64_t channels;   /* Pub/Sub channels wanted */
     uint64_t reconnects; /* Redis connections re-established */
     size_t receipts_pending;

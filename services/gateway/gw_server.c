@@ -229,6 +229,12 @@ gw_on_command_state(hr_redis_async_t *r, int ready, void *ud)
         gw_rooms_on_ready(s->rooms);
 }
 
+static void
+gw_count_queued(gw_conn_t *c, void *ud)
+{
+    *(uint64_t *)ud += c->qlen;
+}
+
 /* gw_status_fn: what /healthz, /readyz and the metrics' gauges report. */
 static void
 gw_server_status(void *ud, gw_status_t *st)
@@ -250,6 +256,8 @@ gw_server_status(void *ud, gw_status_t *st)
     st->reconnects = (s->pubsub != NULL ? gw_pubsub_reconnects(s->pubsub) : 0) +
                      (s->command_readies > 1 ? s->command_readies - 1 : 0);
     st->receipts_pending = s->receipts ? gw_receipts_pending(s->receipts) : 0;
+    if (st->want_queued)
+        gw_hub_foreach_conn(s->hub, gw_count_queued, &st->queued_now);
 }
 
 /* ---- frames to one socket ---- */

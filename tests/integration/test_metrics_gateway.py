@@ -102,6 +102,8 @@ def main():
                 for i in range(n):
                     check_eq(c.recv_type("notification")["n"], i, "in order")
             after = samples(scrape(port))
+            # Everything was read: nothing waits in a queue (a gauge, not a total).
+            check_eq(after["herald_gateway_queued_frames"], 0, "queues empty")
             check_eq(after["herald_gateway_frames_out_total"],
                      mid["herald_gateway_frames_out_total"] + 2 * n, "frames out: N x sockets")
             check_eq(after["herald_gateway_bytes_out_total"],
