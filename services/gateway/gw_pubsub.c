@@ -175,6 +175,7 @@ struct gw_pubsub_s {
     gw_pubsub_live_fn on_live;
     void *ud; /* borrowed */
     size_t wanted;
+    uint64_t readies; /* times the connection became READY */
 };
 
 static void gw_pubsub_reply(redisAsyncContext *ac, void *reply, void *privdata);
@@ -270,6 +271,7 @@ gw_pubsub_state(hr_redis_async_t *r, int ready, void *ud)
             p->on_live(p->ud, NULL, 0);
         return;
     }
+    p->readies++;
     gw_pubsub_send(p, "SUBSCRIBE", p->control, strlen(p->control));
     gw_resub_t rs = {p, NULL, 0};
     hr_dict_foreach(p->chans, gw_pubsub_resub_one, &rs);
@@ -371,4 +373,10 @@ size_t
 gw_pubsub_count(const gw_pubsub_t *p)
 {
     return p->wanted;
+}
+
+uint64_t
+gw_pubsub_reconnects(const gw_pubsub_t *p)
+{
+    return p->readies > 1 ? p->readies - 1 : 0;
 }

@@ -46,6 +46,8 @@ void gw_pubsub_unwant(gw_pubsub_t *p, const char *channel, size_t len);
 int gw_pubsub_live(const gw_pubsub_t *p, const char *channel, size_t len);
 /** Whether the connection is up. */
 int gw_pubsub_ready(const gw_pubsub_t *p);
+/** Times the connection became READY again after a loss. */
+uint64_t gw_pubsub_reconnects(const gw_pubsub_t *p);
 /** Channels currently wanted (excluding the control channel). */
 size_t gw_pubsub_count(const gw_pubsub_t *p);
 

@@ -3,6 +3,7 @@
 #include "gw_http.h"
 #include "gw_hub.h"
 #include "gw_listen.h"
+#include "gw_metrics.h"
 #include "gw_msg.h"
 #include "gw_pubsub.h"
 #include "gw_receipts.h"
@@ -44,6 +45,8 @@ struct gw_server_s {
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     gw_waiters_t *waiting;       /* owned: sessions holding an answer until a channel is live */
     gw_admit_t *admit;           /* owned: sockets per user and per client address */
+    gw_metrics_t *metrics;       /* owned */
+    uint64_t command_readies;    /* times the command connection became READY */
     int draining;
     int stopped;
 };
@@ -63,10 +66,11 @@ struct gw_session_s {
     uint8_t established; /* lws may write to it */
     uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
-    uint8_t ping_due;   /* send a PING at the next WRITEABLE */
-    uint8_t killed;     /* cut after close_timeout_s */
-    uint32_t last_rx_s; /* monotonic seconds of the last frame or PONG received */
-    uint32_t close_s;   /* monotonic seconds when its close was decided, or 0 */
+    uint8_t ping_due;    /* send a PING at the next WRITEABLE */
+    uint8_t killed;      /* cut after close_timeout_s */
+    uint16_t peer_close; /* the close code the client sent, or 0 */
+    uint32_t last_rx_s;  /* monotonic seconds of the last frame or PONG received */
+    uint32_t close_s;    /* monotonic seconds when its close was decided, or 0 */
     uint64_t tokens_ms;
     size_t rxlen;
     int attached;
@@ -219,8 +223,41 @@ gw_on_command_state(hr_redis_async_t *r, int ready, void *ud)
 {
     HR_UNUSED(r);
     gw_server_t *s = ud;
+    if (ready)
+        s->command_readies++;
     if (ready && s->rooms != NULL)
         gw_rooms_on_ready(s->rooms);
+}
+
+static void
+gw_count_queued(gw_conn_t *c, void *ud)
+{
+    *(uint64_t *)ud += c->qlen;
+}
+
+/* gw_status_fn: what /healthz, /readyz and the metrics' gauges report. */
+static void
+gw_server_status(void *ud, gw_status_t *st)
+{
+    gw_server_t *s = ud;
+    gw_hub_stats_t hs = gw_hub_stats(s->hub);
+    /* Both connections: subscriptions (delivery) and commands (chat, presence). */
+    st->redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub) && s->redis != NULL &&
+                   hr_redis_async_ready(s->redis);
+    st->draining = s->draining;
+    st->node_id = s->node_id;
+    st->conns = hs.conns;
+    st->users = hs.users;
+    st->rooms = hs.rooms;
+    st->memberships = hs.memberships;
+    st->queued = hs.frames_queued;
+    st->slow_killed = hs.slow_killed;
+    st->channels = s->pubsub != NULL ? gw_pubsub_count(s->pubsub) : 0;
+    st->reconnects = (s->pubsub != NULL ? gw_pubsub_reconnects(s->pubsub) : 0) +
+                     (s->command_readies > 1 ? s->command_readies - 1 : 0);
+    st->receipts_pending = s->receipts ? gw_receipts_pending(s->receipts) : 0;
+    if (st->want_queued)
+        gw_hub_foreach_conn(s->hub, gw_count_queued, &st->queued_now);
 }
 
 /* ---- frames to one socket ---- */
@@ -381,15 +418,18 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
     char err[128];
     /* cJSON would end a string at a NUL: "ok\u0000bad room!" would join "ok". */
     if (memchr(buf, '\0', len) != NULL || hr_json_has_nul_escape(buf, len)) {
+        gw_metrics_frame_in(s->metrics, NULL);
         gw_send_error(s, ss, "invalid_json", "\\u0000 is not allowed in strings", NULL);
         return;
     }
     if (hr_json_parse_object(buf, len, &root, err, sizeof(err)) != 0) {
+        gw_metrics_frame_in(s->metrics, NULL);
         gw_send_error(s, ss, "invalid_json", err, NULL);
         return;
     }
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
     const char *type = hr_json_get_str(root, "type");
+    gw_metrics_frame_in(s->metrics, type);
     /* Every frame costs: join/leave fan out events, presence reads a whole set. */
     int limited = !gw_bucket_take(&ss->cmd_tokens, &ss->cmd_ms, s->cfg->command_rate);
     if (ref != NULL && !cJSON_IsString(ref) && !cJSON_IsNumber(ref)) {
@@ -462,18 +502,23 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     /* lws copies "user_id=<value>" into arg, url-decoded, and points past the name. */
     const char *user = lws_get_urlarg_by_name(wsi, "user_id=", arg, sizeof(arg));
     if (!s->cfg->dev_user_query) {
+        hr_counter_inc(&s->metrics->connects[GW_CONNECT_UNAUTHORIZED]);
         gw_send_error(s, ss, "unauthorized", "no credentials accepted by this gateway", NULL);
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "unauthorized");
         return 0;
     }
     /* Bytes that are not UTF-8 would reach every browser in the user's rooms and fail them. */
     if (user == NULL || !hr_proto_id_valid(user, strlen(user))) {
+        hr_counter_inc(&s->metrics->connects[GW_CONNECT_INVALID_USER]);
         gw_send_error(s, ss, "invalid_user", "user_id query parameter missing or invalid", NULL);
         gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "invalid user_id");
         return 0;
     }
-    if (gw_session_admit(s, ss, user) != 0)
+    if (gw_session_admit(s, ss, user) != 0) {
+        hr_counter_inc(&s->metrics->connects[GW_CONNECT_ERROR]);
         return 0;
+    }
+    hr_counter_inc(&s->metrics->connects[GW_CONNECT_OK]);
     gw_hub_attach(s->hub, &ss->conn, user);
     ss->attached = 1;
 
@@ -541,8 +586,13 @@ gw_session_write(gw_server_t *s, gw_session_t *ss, gw_msg_t *m, int n)
     if (n >= 0 && !m->noted && s->receipts != NULL) {
         /* One receipt per notification per gateway: the first socket written. */
         m->noted = 1;
+        gw_metrics_delivered(s->metrics, (const char *)gw_msg_payload(m), m->len, hr_now_ms());
         gw_receipts_note(s->receipts, (const char *)gw_msg_payload(m), m->len,
                          gw_conn_user_id(&ss->conn));
+    }
+    if (n >= 0) {
+        hr_counter_inc(s->metrics->frames_out);
+        hr_counter_add(s->metrics->bytes_out, m->len);
     }
     gw_msg_release(m);
     if (n < 0)
@@ -610,6 +660,9 @@ gw_session_writeable(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 static void
 gw_session_closed(gw_server_t *s, gw_session_t *ss)
 {
+    if (ss->wsi != NULL)
+        gw_metrics_disconnect(s->metrics,
+                              ss->conn.close_code ? ss->conn.close_code : ss->peer_close);
     gw_session_unwait(s, ss, 0);
     if (ss->ip != NULL) {
         gw_admit_release(s->admit, gw_conn_user_id(&ss->conn), ss->ip);
@@ -640,34 +693,13 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
-        const char *uri = in;
-        if (uri != NULL && strcmp(uri, "/healthz") == 0) {
-            /* Both connections: subscriptions (delivery) and commands (chat, presence). */
-            int redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub) && s->redis != NULL &&
-                           hr_redis_async_ready(s->redis);
-            int up = redis_up && !s->draining;
-            gw_hub_stats_t st = gw_hub_stats(s->hub);
-            char body[400];
-            snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"redis\":\"%s\",\"node\":\"%s\","
-                     "\"connections\":%llu,\"users\":%llu,\"rooms\":%llu,"
-                     "\"memberships\":%llu,\"frames_queued\":%llu,\"slow_consumers_closed\":%llu,"
-                     "\"receipts_pending\":%zu}",
-                     up ? "ok" : "unavailable", redis_up ? "up" : "down", s->node_id,
-                     (unsigned long long)st.conns, (unsigned long long)st.users,
-                     (unsigned long long)st.rooms, (unsigned long long)st.memberships,
-                     (unsigned long long)st.frames_queued, (unsigned long long)st.slow_killed,
-                     s->receipts ? gw_receipts_pending(s->receipts) : (size_t)0);
-            return gw_http_reply(wsi, up ? 200 : 503, body);
-        }
-        return gw_http_reply(wsi, 404,
-                             "{\"error\":{\"code\":\"not_found\",\"message\":\"WebSocket "
-                             "endpoint is /ws\"}}");
+        return gw_metrics_http(s->metrics, wsi, in);
     }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         /* An upgrade refused gets an HTTP answer, not a bare TCP close. */
         char uri[64];
         if (s->draining) {
+            hr_counter_inc(&s->metrics->connects[GW_CONNECT_DRAINING]);
             gw_http_refuse(wsi, 503,
                            "{\"error\":{\"code\":\"unavailable\",\"message\":\"gateway "
                            "draining, reconnect\"}}");
@@ -689,6 +721,8 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
          * itself but would echo these).
          */
         const unsigned char *p = in;
+        if (len >= 2)
+            ss->peer_close = (uint16_t)((unsigned)p[0] << 8 | p[1]);
         if (len == 1 || (len >= 2 && ((unsigned)p[0] << 8 | p[1]) >= 5000)) {
             lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"bad close", 9);
             return -1;
@@ -847,6 +881,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->hub = gw_hub_create(&ho);
     s->waiting = gw_waiters_create();
     s->admit = gw_admit_create(cfg->max_sockets_per_user, cfg->max_sockets_per_ip);
+    s->metrics = gw_metrics_create(gw_server_status, s);
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
@@ -856,6 +891,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_hub_destroy(s->hub);
         gw_waiters_destroy(s->waiting);
         gw_admit_destroy(s->admit);
+        gw_metrics_destroy(s->metrics);
         gw_listen_destroy(s->listen);
         hr_free(s);
         return NULL;
@@ -912,6 +948,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_hub_destroy(s->hub);
         gw_waiters_destroy(s->waiting);
         gw_admit_destroy(s->admit);
+        gw_metrics_destroy(s->metrics);
         gw_listen_destroy(s->listen);
         hr_free(s);
         return NULL;
@@ -1028,5 +1065,6 @@ gw_server_destroy(gw_server_t *s)
     gw_hub_destroy(s->hub);
     gw_waiters_destroy(s->waiting);
     gw_admit_destroy(s->admit);
+    gw_metrics_destroy(s->metrics);
     hr_free(s);
 }

@@ -720,7 +720,7 @@ class Stack:
         if "history" in self.services:
             wait_until(lambda: http_get(self.history_port, "/readyz")[0] == 200, 15, "history")
         for port in self.gateway_ports:
-            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, f"gateway :{port}")
+            wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, f"gateway :{port}")
         for name, svc in self.services.items():
             if svc.proc.poll() is not None:
                 raise AssertionError(f"{name} exited early:\n{svc.log_text()}")

@@ -223,7 +223,7 @@ def main():
             wait_until(lambda: http_request(stack.ingest_port, "GET", "/healthz")[0] == 200, 15,
                        "ingest reconnected")
             for port in stack.gateway_ports:
-                wait_until(lambda: http_request(port, "GET", "/healthz")[0] == 200, 15,
+                wait_until(lambda: http_request(port, "GET", "/readyz")[0] == 200, 15,
                            "gateway reconnected (subscriber and command connections)")
             status, body = post_notification(stack.ingest_port, {"user_id": "alice",
                                                                  "message": "back"})

@@ -554,7 +554,7 @@ def main():
         svc = Service("limited", ["prlimit", "--nofile=64", stack.binary("herald-gateway")], env,
                       stack.tmp)
         stack.services["limited"] = svc
-        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "limited gateway")
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, "limited gateway")
 
         def file_limit_keeps_gateway_responsive():
             import http.client

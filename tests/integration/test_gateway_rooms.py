@@ -94,7 +94,7 @@ def main():
         stack.spawn(name, "herald-gateway", {"HERALD_GATEWAY_PORT": port,
                                              "HERALD_GATEWAY_DEV_USER_QUERY": "true",
                                              "HERALD_GATEWAY_NODE_ID": name})
-        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, f"{name} ready")
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, f"{name} ready")
         stack.gateway_ports.append(port)
         return len(stack.gateway_ports) - 1
 
@@ -208,7 +208,7 @@ def main():
                        5, "the first attempt's entry")
             first = reader.recv_type("message")
             check(first["message"] == "exactly once", first)
-            wait_until(lambda: http_get(stack.gateway_ports[0], "/healthz")[0] == 200, 15,
+            wait_until(lambda: http_get(stack.gateway_ports[0], "/readyz")[0] == 200, 15,
                        "gateway's command connection back")
             sender.send_json(frame)
             again = sender.recv_type("message")

@@ -1,7 +1,7 @@
 """Gateway promises of proto/ws.md and proto/redis.md that no other test drove:
 dev_user_query=false refuses every socket, invalid_field and close 1007,
 presence_events_max, presence keys expiring without refresh, `unavailable`
-while Redis is down, /healthz 503 while draining."""
+while Redis is down, /readyz 503 while draining."""
 import http.client
 import json
 import signal
@@ -20,6 +20,10 @@ EXPECTED_FAILURES = {}
 
 def healthz(port):
     return request(port, "GET", "/healthz")
+
+
+def readyz(port):
+    return request(port, "GET", "/readyz")
 
 
 def main():
@@ -52,7 +56,7 @@ def main():
             svc = stack.spawn("gateway_noauth", "herald-gateway", {
                 "HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_DEV_USER_QUERY": "false",
                 "HERALD_GATEWAY_NODE_ID": "noauth"})
-            wait_until(lambda: healthz(port)[0] == 200, 15, "gateway without dev_user_query")
+            wait_until(lambda: readyz(port)[0] == 200, 15, "gateway without dev_user_query")
             for path in ("/ws?user_id=alice", "/ws"):
                 c = WsClient("127.0.0.1", port, path)
                 opened.append(c)
@@ -161,7 +165,7 @@ def main():
                            "both presence keys to expire")
             finally:
                 gw.send_signal(signal.SIGCONT)
-            wait_until(lambda: healthz(stack.gateway_ports[1])[0] == 200, 10, "gateway2 back")
+            wait_until(lambda: readyz(stack.gateway_ports[1])[0] == 200, 10, "gateway2 back")
             c.send_json({"type": "ping", "ref": "back"})
             check(c.recv_type("pong")["ref"] == "back", "socket survives")
         run("presence_keys_expire_after_twice_the_ttl_without_refresh",
@@ -172,8 +176,8 @@ def main():
             join(c, "dark", "d")
             stack.stop_redis()
             try:
-                wait_until(lambda: healthz(stack.gateway_ports[0])[0] == 503, 10, "gateway sees redis down")
-                status, _, body = healthz(stack.gateway_ports[0])
+                wait_until(lambda: readyz(stack.gateway_ports[0])[0] == 503, 10, "gateway sees redis down")
+                status, _, body = readyz(stack.gateway_ports[0])
                 check(body["redis"] == "down" and body["status"] == "unavailable", "healthz body", body)
                 c.send_json({"type": "publish", "room": "dark", "message": "lost?", "ref": "p"})
                 err = c.recv_type("error")
@@ -185,7 +189,7 @@ def main():
                 stack.start_redis()
                 # Also when a check above failed: the next checks need the gateways back.
                 for port in stack.gateway_ports:
-                    wait_until(lambda: healthz(port)[0] == 200, 15, f"gateway :{port} recovered")
+                    wait_until(lambda: readyz(port)[0] == 200, 15, f"gateway :{port} recovered")
             # The error said retry; the retry goes through, and the refused
             # message never shows up before it.
             c.send_json({"type": "publish", "room": "dark", "message": "now", "ref": "p2"})
@@ -205,12 +209,12 @@ def main():
             svc = stack.services["gateway2"]
             hc = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             try:
-                status, _, body = request(port, "GET", "/healthz", conn=hc)
-                check(status == 200 and body["status"] == "ok", "healthy before", body)
+                status, _, body = request(port, "GET", "/readyz", conn=hc)
+                check(status == 200 and body["status"] == "ready", "ready before", body)
                 svc.proc.send_signal(signal.SIGTERM)
                 # The listener is closed at once; the keep-alive connection stays.
                 answer = wait_until(lambda: (lambda a: a if a[0] == 503 else None)(
-                    request(port, "GET", "/healthz", conn=hc)), 5, "503 on /healthz")
+                    request(port, "GET", "/readyz", conn=hc)), 5, "503 on /readyz")
                 check(answer[2]["status"] == "unavailable" and answer[2]["redis"] == "up",
                       "draining, Redis itself up", answer)
                 check(svc.proc.poll() is None, "gateway was still draining when asked")
