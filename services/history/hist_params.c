@@ -9,18 +9,6 @@
 
 /* ---- query string and path ---- */
 
-static int
-hist_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Decodes s[0..n) (%XX escapes; '+' as space when plus_space, as in a query
  * string) into out, NUL-terminated. Returns the decoded length, or -1 when an
@@ -35,8 +23,8 @@ hist_unescape(const char *s, size_t n, char *out, size_t cap, int plus_space)
         if (c == '+' && plus_space) {
             c = ' ';
         } else if (c == '%') {
-            int hi = i + 2 < n ? hist_hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hist_hexval(s[i + 2]) : -1;
+            int hi = i + 2 < n ? hr_hex_val(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hr_hex_val(s[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             c = (char)(hi << 4 | lo);
