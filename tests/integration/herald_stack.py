@@ -63,9 +63,9 @@ def free_port():
     return port
 
 
-def listening_ports(pid):
-    """TCP ports process pid listens on, from /proc (its socket inodes matched
-    against /proc/net/tcp LISTEN entries): state, not log text."""
+def _tcp_rows(pid):
+    """The /proc/net/tcp{,6} rows (split into columns) of the sockets process
+    pid holds open, matched by socket inode."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -77,18 +77,21 @@ def listening_ports(pid):
                 inodes.add(link[8:-1])
     except OSError:
         return []
-    ports = []
+    rows = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == "0A" and cols[9] in inodes:
-                        ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+                rows.extend(cols for cols in (line.split() for line in f) if cols[9] in inodes)
         except OSError:
             pass
-    return sorted(set(ports))
+    return rows
+
+
+def listening_ports(pid):
+    """TCP ports process pid listens on, from /proc (its socket inodes matched
+    against /proc/net/tcp LISTEN entries): state, not log text."""
+    return sorted({int(cols[1].rsplit(":", 1)[1], 16) for cols in _tcp_rows(pid) if cols[3] == "0A"})
 
 
 TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
@@ -100,29 +103,7 @@ def tcp_states(pid):
     """States ("ESTABLISHED", "CLOSE_WAIT", ...) of the TCP sockets process pid
     holds open. CLOSE_WAIT = the peer hung up and pid has not closed its end
     yet: a way to wait until a server has processed clients leaving."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
-        return []
-    out = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)
-                for line in f:
-                    cols = line.split()
-                    if cols[9] in inodes:
-                        out.append(TCP_STATES.get(cols[3], cols[3]))
-        except OSError:
-            pass
-    return out
+    return [TCP_STATES.get(cols[3], cols[3]) for cols in _tcp_rows(pid)]
 
 
 class CheckedThread(threading.Thread):
