@@ -9,6 +9,9 @@ process (see _Reaper) kills every process started under this test and removes
 its temp dirs when the test process is gone, also after a SIGKILL (CTest
 3.25's timeout SIGKILLs the test's process tree, which misses daemonized
 servers and leaves temp dirs)."""
+import base64
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -30,6 +33,62 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSani
 
 def log(msg):
     print(f"# {msg}", flush=True)
+
+
+# -- credentials (proto/auth.md) -------------------------------------------
+# Every stack gets this auth section (HERALD_CONFIG): tests use real tokens
+# and a real ingest key. The secret and key are the tests' own.
+TEST_KID = "test-1"
+TEST_SECRET = "herald-integration-test-secret-0123456789"
+INGEST_KEY = "herald-test-ingest-key"
+INGEST_KEY_NAME = "test"
+
+
+def ingest_key_entry(name, key, extra=""):
+    """One libconfig entry of auth.ingest_keys for a key (hashed, as the config keeps it)."""
+    return (f'{{ name = "{name}"; sha256 = "{hashlib.sha256(key.encode()).hexdigest()}"; '
+            f'{extra} }}')
+
+
+def auth_section(extra_keys="", extra_ingest_keys="", settings=""):
+    """The auth section a Stack writes; extra_* are further libconfig list
+    entries (with a leading comma), settings further `name = value;` lines."""
+    return ("auth: {\n  leeway_s = 2;\n" + settings +
+            f'  keys = ( {{ kid = "{TEST_KID}"; alg = "HS256"; secret = "{TEST_SECRET}"; }}'
+            f"{extra_keys} );\n"
+            f"  ingest_keys = ( {ingest_key_entry(INGEST_KEY_NAME, INGEST_KEY)}{extra_ingest_keys} );\n}};\n")
+
+
+def _b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def mint_token(sub, rooms=None, ttl=3600, iat=None, secret=TEST_SECRET, kid=TEST_KID,
+               alg="HS256", claims=None, header=None):
+    """An HS256 JWT signed with the test key (RFC 7519), as an auth server
+    would mint it. claims/header add or override members (None deletes)."""
+    now = int(time.time())
+    c = {"sub": sub, "iat": now if iat is None else iat, "exp": now + ttl}
+    if rooms is not None:
+        c["rooms"] = list(rooms)
+    for k, v in (claims or {}).items():
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    h = {"alg": alg, "typ": "JWT", "kid": kid}
+    for k, v in (header or {}).items():
+        if v is None:
+            h.pop(k, None)
+        else:
+            h[k] = v
+    signing = _b64url(json.dumps(h).encode()) + "." + _b64url(json.dumps(c).encode())
+    sig = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
+    return signing + "." + _b64url(sig)
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
 
 
 class CheckFailed(AssertionError):
@@ -517,10 +576,15 @@ class Service:
 
 class Stack:
     def __init__(self, gateways=2, workers=1, services=("ingest", "worker", "history", "gateway"),
-                 extra_env=None):
+                 extra_env=None, config=None):
+        """config: the text of the services' config file (HERALD_CONFIG);
+        default auth_section()."""
         self.tmp = tempfile.mkdtemp(prefix="herald-it-")
         register_dir(self.tmp)
         os.chmod(self.tmp, 0o755)
+        self.config_path = os.path.join(self.tmp, "herald.conf")
+        with open(self.config_path, "w") as f:
+            f.write(auth_section() if config is None else config)
         self.services = {}
         self.retired = []  # services replaced by spawn() under the same key
         self.extra_env = extra_env or {}
@@ -651,6 +715,7 @@ class Stack:
             "HERALD_POSTGRES_URL": f"host=127.0.0.1 port={self.pg_port} dbname=herald user=postgres",
             "HERALD_WORKER_MIGRATIONS_DIR": os.path.join(SRC_DIR, "migrations"),
             "HERALD_LOG_LEVEL": "info",
+            "HERALD_CONFIG": self.config_path,
             # The worker's /metrics listener (default 8084): any free port, several workers may run.
             "HERALD_WORKER_PORT": "0",
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
