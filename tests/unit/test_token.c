@@ -633,7 +633,7 @@ HR_TEST(verifier_refuses_weak_or_mismatched_keys)
 HR_TEST(config_file_auth_section_loads_keys)
 {
     fixture_t *f = fx();
-    char path[128], secret_path[128];
+    char path[512], secret_path[512];
     snprintf(path, sizeof(path), "%s/herald.conf", f->dir);
     snprintf(secret_path, sizeof(secret_path), "%s/secret", f->dir);
     FILE *s = fopen(secret_path, "w");
