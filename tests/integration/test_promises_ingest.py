@@ -6,7 +6,7 @@ with the same key, and the key/scope length limits."""
 import json
 
 from herald_promises import Checks, check, request
-from herald_stack import Stack, TestRun, wait_until
+from herald_stack import Stack, TestRun, ingest_headers, wait_until
 
 NOTIFY = "herald:stream:notifications"
 
@@ -25,7 +25,7 @@ def main():
     port = stack.ingest_port
 
     def post(body, headers=None, path="/notifications"):
-        return request(port, "POST", path, body, headers)
+        return request(port, "POST", path, body, ingest_headers(headers))
 
     def xlen():
         return stack.redis.cmd("XLEN", NOTIFY)
