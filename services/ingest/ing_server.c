@@ -303,12 +303,12 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 
 /*
  * Checks Idempotency-Key and X-Herald-Client (NULL: absent) and writes the idempotency key name
- * (argument ING_ARG_IDEM of p, "" without Idempotency-Key). Returns 0, or
- * HR_DECLINED after answering 400.
+ * (argument ING_ARG_IDEM of p, "" without Idempotency-Key), scoped to the caller's API key
+ * name. Returns 0, or HR_DECLINED after answering 400.
  */
 static int
 ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *key,
-                    const char *client, int *keyed)
+                    const char *client, const char *caller, int *keyed)
 {
     *keyed = 0;
     if (client != NULL && !hr_proto_token_valid(client, strlen(client), HR_CLIENT_MAX)) {
@@ -325,12 +325,18 @@ ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *ke
     }
     const char *scope = client != NULL ? client : HR_CLIENT_DEFAULT;
     char head[32];
-    /* The scope's length first: "a:b" + "c" and "a" + "b:c" stay two keys. */
-    int hl = snprintf(head, sizeof(head), "%zu:", strlen(scope));
+    /*
+     * The scope is "<key name>/<client>" (names have no "/"), so two API keys
+     * never share a record; its length first: "a:b" + "c" and "a" + "b:c"
+     * stay two keys.
+     */
+    int hl = snprintf(head, sizeof(head), "%zu:", strlen(caller) + 1 + strlen(scope));
     ing_buf_t *b = &p->args.bytes;
     p->args.arg[ING_ARG_IDEM].off = b->len;
     ing_buf_adds(b, HR_KEY_IDEMPOTENCY_PREFIX);
     ing_buf_add(b, head, (size_t)hl);
+    ing_buf_adds(b, caller);
+    ing_buf_add(b, "/", 1);
     ing_buf_adds(b, scope);
     ing_buf_add(b, ":", 1);
     ing_buf_adds(b, key);
@@ -402,8 +408,8 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
  * state, or NULL after answering.
  */
 static ing_pending_t *
-ing_preamble(ing_server_t *s, struct evhttp_request *req, const char **body, size_t *len,
-             int *keyed)
+ing_preamble(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c, const char **body,
+             size_t *len, int *keyed)
 {
     /* The three headers ingest reads, in one pass (the first of each, as evhttp_find_header). */
     const char *ct = NULL, *key = NULL, *client = NULL;
@@ -432,7 +438,7 @@ ing_preamble(ing_server_t *s, struct evhttp_request *req, const char **body, siz
     }
     *body = hr_http_body(req, len);
     ing_pending_t *p = ing_pending_new(s, req);
-    if (ing_idempotency_key(req, p, key, client, keyed) != 0) {
+    if (ing_idempotency_key(req, p, key, client, c->name, keyed) != 0) {
         ing_pending_free(p);
         return NULL;
     }
@@ -460,7 +466,7 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req, const ing_caller_t 
     size_t len;
     int keyed;
 
-    ing_pending_t *p = ing_preamble(s, req, &body, &len, &keyed);
+    ing_pending_t *p = ing_preamble(s, req, c, &body, &len, &keyed);
     if (p == NULL)
         return;
     if (ing_depth_check(req, body, len, HR_JSON_DEPTH_MAX) != 0) {
@@ -514,7 +520,7 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
     size_t *lens;
     int keyed;
 
-    ing_pending_t *p = ing_preamble(s, req, &body, &len, &keyed);
+    ing_pending_t *p = ing_preamble(s, req, c, &body, &len, &keyed);
     if (p == NULL)
         return;
     /* {"notifications":[item]}: two levels above each item's own. */

@@ -137,6 +137,25 @@ def main():
         t.check("over_the_rate_is_429_with_retry_after_and_works_after_it",
                 over_the_rate_is_429_with_retry_after_and_works_after_it)
 
+        def idempotency_keys_are_scoped_to_the_api_key():
+            body = {"user_id": "alice", "message": "once per key"}
+            h = {"Idempotency-Key": "shared-1"}
+            s1, _, a1 = post("/notifications", body, headers=h)
+            s2, _, a2 = post("/notifications", body, key=SCOPED_KEY, headers=h)
+            check(s1 == 202 and s2 == 202 and a1["id"] != a2["id"],
+                  "another key's same Idempotency-Key is a new request, not a replay", a1, a2)
+            s3, _, a3 = post("/notifications", {"user_id": "carol", "message": "other body"},
+                             key=SCOPED_KEY, headers={"Idempotency-Key": "shared-1-b"})
+            check_eq(s3, 202, a3)
+            s4, _, a4 = post("/notifications", {"user_id": "carol", "message": "x"},
+                             headers={"Idempotency-Key": "shared-1-b"})
+            check_eq(s4, 202, "no 409 across keys", a4)
+            s5, _, a5 = post("/notifications", body, headers=h)
+            check(s5 == 202 and a5 == a1, "the same key still replays its own answer", a5, a1)
+            check_eq(stack.redis.cmd("EXISTS", "herald:idem:12:test/default:shared-1",
+                                     "herald:idem:14:scoped/default:shared-1"), 2)
+        t.check("idempotency_keys_are_scoped_to_the_api_key", idempotency_keys_are_scoped_to_the_api_key)
+
         def the_key_name_is_logged_and_the_key_never():
             text = stack.services["ingest"].log_text()
             lines = [ln for ln in text.splitlines() if "event=request " in ln]

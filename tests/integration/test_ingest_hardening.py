@@ -476,7 +476,7 @@ def test_wire_contract(t):
             h = {"Idempotency-Key": "rec-1", "X-Herald-Client": "c:1"}
             st, a = ingest_request(port, "POST", "/notifications", raw, h)
             check(st == 202 and len(a["items"]) == 2, (st, a))
-            v = r.cmd("GET", "herald:idem:3:c:1:rec-1")
+            v = r.cmd("GET", "herald:idem:8:test/c:1:rec-1")  # scope: <API key name>/<client>
             want = hashlib.sha1(b"/notifications\n" + raw).hexdigest()
             check(v[:40] == want, (v[:40], want))
             check(json.loads(v[40:]) == a, (v, a))
