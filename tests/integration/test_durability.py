@@ -176,7 +176,7 @@ def main():
             s4, a4 = ingest_request(port, "POST", "/notifications", body,
                                     {"Idempotency-Key": "k-1", "X-Herald-Client": "other"})
             check(s4 == 202 and a4["id"] != a1["id"], a4)
-            ttl = stack.redis.cmd("TTL", "herald:idem:7:default:k-1")
+            ttl = stack.redis.cmd("TTL", "herald:idem:12:test/default:k-1")  # <API key name>/<client>
             check(86000 < ttl <= 86400, ttl)
             s5, a5 = ingest_request(port, "POST", "/notifications", body, {"Idempotency-Key": "bad key"})
             check(s5 == 400 and a5["error"]["code"] == "invalid_field", a5)
