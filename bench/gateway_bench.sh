@@ -184,7 +184,7 @@ stop_gateways() {
 }
 
 ING_PORT=$(free_port)
-HERALD_INGEST_PORT=$ING_PORT "$ING_BIN" >>"$WORK/ingest.log" 2>&1 &
+HERALD_INGEST_PORT=$ING_PORT HERALD_INGEST_ALLOW_ANONYMOUS=true "$ING_BIN" >>"$WORK/ingest.log" 2>&1 &
 PIDS+=($!)
 wait_http "$ING_PORT" /healthz 15
 log "ingest port $ING_PORT"

@@ -48,6 +48,9 @@ cc -O2 -shared -fPIC -o "$TMP/alloc_count.so" "$SRC/bench/alloc_count.c"
 rcli() { redis-cli -p "$RPORT" "$@"; }
 until rcli PING >/dev/null 2>&1; do sleep 0.05; done
 export HERALD_REDIS_URL=redis://127.0.0.1:$RPORT HERALD_INGEST_PORT=$IPORT HERALD_LOG_LEVEL=warn
+# A real API key (bench/post.lua sends it), so each POST pays the key check as in production.
+echo "auth: { ingest_keys = ( { name = \"bench\"; sha256 = \"$(printf %s herald-bench-key | sha256sum | cut -d' ' -f1)\"; } ); };" >"$TMP/herald.conf"
+export HERALD_CONFIG=$TMP/herald.conf
 
 start_ingest() { # $@: extra env
   env "$@" "${ON_INGEST_CPU[@]}" "$INGEST" >>"$TMP/ingest.log" 2>&1 &
@@ -133,7 +136,8 @@ c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
 for n in range(int(sys.argv[2])):
     body = ('{"user_id":"user%d","type":"comment","message":"bench message %d","data":{"n":%d}}'
             % (n % 10000, n, n)).encode()
-    c.request("POST", "/notifications", body=body, headers={"Content-Type": "application/json"})
+    c.request("POST", "/notifications", body=body,
+              headers={"Content-Type": "application/json", "Authorization": "Bearer herald-bench-key"})
     r = c.getresponse()
     r.read()
     if r.status != 202:

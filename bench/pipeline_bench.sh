@@ -125,7 +125,7 @@ fill; drain 2
 
 # End-to-end lag under a steady POST load.
 sql "TRUNCATE notifications" >/dev/null
-HERALD_INGEST_PORT=$IPORT "$INGEST" 2>>"$TMP/ingest.log" & PIDS+=($!)
+HERALD_INGEST_PORT=$IPORT HERALD_INGEST_ALLOW_ANONYMOUS=true "$INGEST" 2>>"$TMP/ingest.log" & PIDS+=($!)
 HERALD_WORKER_CONSUMER=lag1 "$WORKER" 2>>"$TMP/worker.log" & PIDS+=($!)
 ready=0
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$IPORT/healthz" >/dev/null && { ready=1; break; }; sleep 0.05; done

@@ -3,6 +3,7 @@
 wrk.method = "POST"
 wrk.path = "/notifications"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer herald-bench-key" -- bench/ingest_bench.sh configures it
 local n = 0
 request = function()
   n = n + 1

@@ -45,7 +45,7 @@ for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sle
 redis-cli -p "$RPORT" ping >/dev/null || fail "redis-server did not start"
 
 IPORT=$(free_port)
-HERALD_REDIS_URL=redis://127.0.0.1:$RPORT HERALD_INGEST_PORT=$IPORT HERALD_LOG_LEVEL=warn \
+HERALD_REDIS_URL=redis://127.0.0.1:$RPORT HERALD_INGEST_PORT=$IPORT HERALD_LOG_LEVEL=warn HERALD_INGEST_ALLOW_ANONYMOUS=true \
     "$ING_BIN" >"$WORK/ingest.log" 2>&1 &
 ING_PID=$!
 ready=0

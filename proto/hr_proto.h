@@ -63,6 +63,17 @@
 #define HR_HEADER_IDEMPOTENCY_KEY "Idempotency-Key"
 #define HR_HEADER_CLIENT "X-Herald-Client"
 
+/*
+ * Revocation (proto/auth.md, proto/redis.md): HR_KEY_REVOKED_PREFIX + user_id
+ * + "}" holds the user's cut-off (decimal seconds; {user_id} is the Redis
+ * Cluster hash tag); HR_CHANNEL_CONTROL carries the orders to gateways,
+ * {"type":"disconnect","user_id":…,"issued_before":<seconds>|null}.
+ */
+#define HR_KEY_REVOKED_PREFIX "herald:revoked:{"
+#define HR_CHANNEL_CONTROL "herald:control"
+#define HR_CONTROL_DISCONNECT "disconnect"
+#define HR_REVOCATION_TTL_S 2592000 /* default of auth.revocation_ttl_s: 30 days */
+
 /* Limits of POST /notifications (proto/openapi.yaml). */
 #define HR_USER_ID_MAX 128
 #define HR_TYPE_MAX 64
@@ -72,6 +83,7 @@
 #define HR_ROOM_MAX 64                  /* A-Za-z0-9_.:@- as in proto/ws.md */
 #define HR_FANOUT_MAX 1000              /* notifications one request may create */
 #define HR_BATCH_BODY_MAX (1024 * 1024) /* POST /notifications/batch */
+#define HR_JSON_DEPTH_MAX 32            /* nesting of a notification body, its own {} included */
 
 /* Stable error codes of the REST API. */
 #define HR_E_INVALID_JSON "invalid_json"
@@ -86,6 +98,10 @@
 #define HR_E_OUTCOME_UNKNOWN "outcome_unknown" /* 503: may be done: retry with Idempotency-Key */
 #define HR_E_INTERNAL "internal"
 #define HR_E_IDEMPOTENCY_CONFLICT "idempotency_conflict"
+#define HR_E_TOO_DEEP "json_too_deep"    /* 400: nesting past HR_JSON_DEPTH_MAX */
+#define HR_E_UNKNOWN_KEY "unknown_key"   /* 401: no API key, or not a configured one */
+#define HR_E_OUT_OF_SCOPE "out_of_scope" /* 403: a target the API key may not notify */
+#define HR_E_OVER_RATE "over_rate"       /* 429: the API key's bucket is empty */
 /* HTTP framing, answered by common/src/hr_http.c before any endpoint. */
 #define HR_E_BAD_REQUEST "bad_request"
 #define HR_E_URI_TOO_LONG "uri_too_long"

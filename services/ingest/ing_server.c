@@ -1,5 +1,7 @@
 #include "ing_server.h"
 #include "hr_proto.h"
+#include "ing_auth.h"
+#include "ing_revoke.h"
 #include "ing_write.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
@@ -19,6 +21,9 @@
 #include <string.h>
 #include <strings.h>
 
+#define ING_STR2(x) #x
+#define ING_STR(x) ING_STR2(x)
+
 /*
  * redis.timeout_ms: a write without a reply this long drops the connection
  * and answers 503 outcome_unknown. 10 s, above Redis's own stalls (an AOF
@@ -33,6 +38,10 @@ const hr_cfg_field_t ing_config_fields[] = {
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(ing_config_t, log_level), "info", 0, 0},
+    /* Development only: no Authorization header = the caller "anonymous" (proto/auth.md). */
+    {"ingest.allow_anonymous", HR_CFG_BOOL, offsetof(ing_config_t, allow_anonymous), "false", 0, 0},
+    {"auth.revocation_ttl_s", HR_CFG_INT, offsetof(ing_config_t, revocation_ttl_s),
+     ING_STR(HR_REVOCATION_TTL_S), 60, 315360000},
 };
 const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
 
@@ -102,7 +111,9 @@ struct ing_server_s {
     hr_http_drain_t drain; /* listener, requests in flight, stop */
     char *script;          /* owned: ing_lua_template with the frame filled in */
     size_t script_len;
-    char script_sha[41]; /* SHA1 of script once Redis has it; "" before */
+    char script_sha[41];  /* SHA1 of script once Redis has it; "" before */
+    ing_auth_t *auth;     /* owned: API keys, scopes, rates */
+    ing_revoke_t *revoke; /* owned: /users/{id}/disconnect and /revoke */
 };
 
 /*
@@ -292,12 +303,12 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 
 /*
  * Checks Idempotency-Key and X-Herald-Client (NULL: absent) and writes the idempotency key name
- * (argument ING_ARG_IDEM of p, "" without Idempotency-Key). Returns 0, or
- * HR_DECLINED after answering 400.
+ * (argument ING_ARG_IDEM of p, "" without Idempotency-Key), scoped to the caller's API key
+ * name. Returns 0, or HR_DECLINED after answering 400.
  */
 static int
 ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *key,
-                    const char *client, int *keyed)
+                    const char *client, const char *caller, int *keyed)
 {
     *keyed = 0;
     if (client != NULL && !hr_proto_token_valid(client, strlen(client), HR_CLIENT_MAX)) {
@@ -314,12 +325,18 @@ ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *ke
     }
     const char *scope = client != NULL ? client : HR_CLIENT_DEFAULT;
     char head[32];
-    /* The scope's length first: "a:b" + "c" and "a" + "b:c" stay two keys. */
-    int hl = snprintf(head, sizeof(head), "%zu:", strlen(scope));
+    /*
+     * The scope is "<key name>/<client>" (names have no "/"), so two API keys
+     * never share a record; its length first: "a:b" + "c" and "a" + "b:c"
+     * stay two keys.
+     */
+    int hl = snprintf(head, sizeof(head), "%zu:", strlen(caller) + 1 + strlen(scope));
     ing_buf_t *b = &p->args.bytes;
     p->args.arg[ING_ARG_IDEM].off = b->len;
     ing_buf_adds(b, HR_KEY_IDEMPOTENCY_PREFIX);
     ing_buf_add(b, head, (size_t)hl);
+    ing_buf_adds(b, caller);
+    ing_buf_add(b, "/", 1);
     ing_buf_adds(b, scope);
     ing_buf_add(b, ":", 1);
     ing_buf_adds(b, key);
@@ -327,9 +344,6 @@ ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *ke
     *keyed = 1;
     return 0;
 }
-
-#define ING_STR2(x) #x
-#define ING_STR(x) ING_STR2(x)
 
 /*
  * Sends p (taken) for its request. With keyed, the idempotency key protects
@@ -394,8 +408,8 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
  * state, or NULL after answering.
  */
 static ing_pending_t *
-ing_preamble(ing_server_t *s, struct evhttp_request *req, const char **body, size_t *len,
-             int *keyed)
+ing_preamble(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c, const char **body,
+             size_t *len, int *keyed)
 {
     /* The three headers ingest reads, in one pass (the first of each, as evhttp_find_header). */
     const char *ct = NULL, *key = NULL, *client = NULL;
@@ -424,15 +438,27 @@ ing_preamble(ing_server_t *s, struct evhttp_request *req, const char **body, siz
     }
     *body = hr_http_body(req, len);
     ing_pending_t *p = ing_pending_new(s, req);
-    if (ing_idempotency_key(req, p, key, client, keyed) != 0) {
+    if (ing_idempotency_key(req, p, key, client, c->name, keyed) != 0) {
         ing_pending_free(p);
         return NULL;
     }
     return p;
 }
 
+/* 400 json_too_deep when body nests deeper than max; returns HR_DECLINED then. */
+static int
+ing_depth_check(struct evhttp_request *req, const char *body, size_t len, int max)
+{
+    if (!hr_json_deeper_than(body, len, max))
+        return 0;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "objects and arrays nest more than %d deep", HR_JSON_DEPTH_MAX);
+    hr_http_send_error(req, 400, HR_E_TOO_DEEP, msg);
+    return HR_DECLINED;
+}
+
 static void
-ing_handle_post(ing_server_t *s, struct evhttp_request *req)
+ing_handle_post(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c)
 {
     hr_proto_err_t e;
     hr_proto_request_t r;
@@ -440,13 +466,22 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req)
     size_t len;
     int keyed;
 
-    ing_pending_t *p = ing_preamble(s, req, &body, &len, &keyed);
+    ing_pending_t *p = ing_preamble(s, req, c, &body, &len, &keyed);
     if (p == NULL)
         return;
+    if (ing_depth_check(req, body, len, HR_JSON_DEPTH_MAX) != 0) {
+        ing_pending_free(p);
+        return;
+    }
     if (hr_proto_parse_targets(body, len, HR_BODY_MAX, &r, &e) != 0) {
         hr_log_debug("request_refused", "code=%s", e.code);
         ing_pending_free(p);
         hr_http_send_error(req, e.status, e.code, e.message);
+        return;
+    }
+    if (ing_auth_check_request(s->auth, req, c, &r) != 0) {
+        hr_proto_request_clear(&r);
+        ing_pending_free(p);
         return;
     }
     if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
@@ -476,7 +511,7 @@ ing_item_error(ing_buf_t *a, const hr_proto_err_t *e)
  * least one was accepted, 400 with the same results when none was.
  */
 static void
-ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
+ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c)
 {
     hr_proto_err_t e;
     const char *body;
@@ -485,9 +520,14 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
     size_t *lens;
     int keyed;
 
-    ing_pending_t *p = ing_preamble(s, req, &body, &len, &keyed);
+    ing_pending_t *p = ing_preamble(s, req, c, &body, &len, &keyed);
     if (p == NULL)
         return;
+    /* {"notifications":[item]}: two levels above each item's own. */
+    if (ing_depth_check(req, body, len, HR_JSON_DEPTH_MAX + 2) != 0) {
+        ing_pending_free(p);
+        return;
+    }
     if (hr_proto_parse_batch(body, len, &items, &lens, &n, &e) != 0) {
         ing_pending_free(p);
         hr_http_send_error(req, e.status, e.code, e.message);
@@ -496,18 +536,28 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req)
     hr_proto_request_t *reqs = hr_calloc(n, sizeof(*reqs));
     int *ok = hr_calloc(n, sizeof(*ok));
     hr_proto_err_t *errs = hr_calloc(n, sizeof(*errs));
-    size_t accepted = 0, total = 0;
+    size_t accepted = 0, total = 0, outside = n;
     for (size_t i = 0; i < n; i++) {
         if (hr_proto_parse_targets(items[i], lens[i], HR_BODY_MAX, &reqs[i], &errs[i]) == 0) {
             ok[i] = 1;
             accepted++;
             total += reqs[i].user_ids != NULL ? reqs[i].nusers : 1;
+            if (outside == n && !ing_auth_allows_request(c, &reqs[i]))
+                outside = i;
         }
     }
-    if (total > HR_FANOUT_MAX) {
+    if (outside < n) {
+        /* One item outside the key's scope refuses the whole batch: nothing is written. */
+        char what[64];
+        snprintf(what, sizeof(what), "the targets of notifications[%zu]", outside);
+        ing_pending_free(p);
+        ing_auth_send_out_of_scope(req, c, what);
+    } else if (total > HR_FANOUT_MAX) {
         ing_pending_free(p);
         hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
                            "the batch expands to more than 1000 notifications");
+    } else if (accepted > 0 && ing_auth_admit(s->auth, req, c) != 0) {
+        ing_pending_free(p);
     } else if (accepted > 0 && (s->drain.draining || !hr_redis_async_ready(s->redis))) {
         ing_pending_free(p);
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
@@ -560,17 +610,23 @@ ing_route(struct evhttp_request *req, void *arg)
 {
     ing_server_t *s = arg;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    ing_caller_t caller = {0};
 
+    /* Every route but the probes needs an API key (401 first, proto/auth.md). */
+    if (!ing_auth_open_path(req) && ing_auth_identify(s->auth, req, &caller) != 0)
+        return;
     if (hr_http_path_is(req, "/notifications")) {
         if (m == EVHTTP_REQ_POST)
-            ing_handle_post(s, req);
+            ing_handle_post(s, req, &caller);
         else
             hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
     } else if (hr_http_path_is(req, "/notifications/batch")) {
         if (m == EVHTTP_REQ_POST)
-            ing_handle_batch(s, req);
+            ing_handle_batch(s, req, &caller);
         else
             hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
+    } else if (ing_revoke_route(s->revoke, req, &caller)) {
+        /* answered */
     } else if (hr_http_path_is(req, "/healthz")) {
         if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
             ing_handle_health(s, req);
@@ -623,6 +679,10 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->base = base;
     s->cfg = cfg;
     hr_uuid_gen_init(&s->uuid);
+    if (ing_auth_create(cfg->config_path, cfg->allow_anonymous, &s->auth, err, errlen) != 0) {
+        hr_free(s);
+        return NULL;
+    }
     s->script = ing_script_build(&s->script_len);
 
     hr_redis_async_opts_t ro = {.url = cfg->redis_url,
@@ -632,6 +692,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
                                 .ud = s};
     s->redis = hr_redis_async_create(&hr_loop_ops_libevent, base, &ro, err, errlen);
     if (s->redis == NULL) {
+        ing_auth_destroy(s->auth);
         hr_free(s->script);
         hr_free(s);
         return NULL;
@@ -648,12 +709,14 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->http = hr_http_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
+        ing_auth_destroy(s->auth);
         hr_free(s->script);
         hr_free(s);
         return NULL;
     }
     s->drain.base = base;
     s->drain.http = s->http;
+    s->revoke = ing_revoke_create(s->redis, s->auth, &s->drain, cfg->revocation_ttl_s);
     return s;
 }
 
@@ -677,6 +740,8 @@ ing_server_destroy(ing_server_t *s)
     hr_http_drain_clear(&s->drain);
     hr_redis_async_destroy(s->redis);
     hr_http_destroy(s->http);
+    ing_revoke_destroy(s->revoke);
+    ing_auth_destroy(s->auth); /* last: answered requests log the key name it holds */
     hr_free(s->script);
     hr_free(s);
 }

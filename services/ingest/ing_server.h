@@ -15,6 +15,10 @@ typedef struct {
     char *log_level; /* owned */
     int drain_ms;
     int reuseport; /* SO_REUSEPORT: several ingest processes share the port */
+
+    int allow_anonymous;     /* development: requests without an API key are accepted */
+    int revocation_ttl_s;    /* auth.revocation_ttl_s: lifetime of a user's cut-off */
+    const char *config_path; /* borrowed: the file read (auth section), NULL: none */
 } ing_config_t;
 
 /** The settings of herald-ingest, for hr_config_load(). */

@@ -30,6 +30,7 @@ main(int argc, char **argv)
     if (hr_config_start("ingest", &cfg, ing_config_fields, ing_config_nfields, path,
                         offsetof(ing_config_t, log_level)) != 0)
         return 1;
+    cfg.config_path = path; /* ingest's API keys are read from its auth section */
 
     /*
      * The changelist folds the read/write toggles evhttp and hiredis make in

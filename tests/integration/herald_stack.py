@@ -899,11 +899,13 @@ def _alive(pid):
 
 
 def http_request(port, method, path, body=None, headers=None, timeout=5):
+    """One request; a header given as None is not sent. Returns (status, parsed body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
         h = {"Content-Type": "application/json"} if data is not None else {}
         h.update(headers or {})
+        h = {k: v for k, v in h.items() if v is not None}
         conn.request(method, path, body=data, headers=h)
         resp = conn.getresponse()
         raw = resp.read()
@@ -920,8 +922,21 @@ def http_get(port, path):
     return http_request(port, "GET", path)
 
 
+def ingest_headers(headers=None, key=INGEST_KEY):
+    """headers with the test API key's Authorization (proto/auth.md) unless
+    they set their own; {"Authorization": None} sends none."""
+    h = bearer(key)
+    h.update(headers or {})
+    return h
+
+
+def ingest_request(port, method, path, body=None, headers=None, timeout=5):
+    """http_request() to ingest with the test API key (ingest_headers)."""
+    return http_request(port, method, path, body, ingest_headers(headers), timeout)
+
+
 def post_notification(port, body, headers=None):
-    return http_request(port, "POST", "/notifications", body, headers)
+    return ingest_request(port, "POST", "/notifications", body, headers)
 
 
 class TestRun:

@@ -56,8 +56,10 @@ def run_config(t, run, label, conf):
                     check(c.recv_type("welcome")["user_id"] == "cfg", "dev.conf: dev_user_query = true")
             finally:
                 c.close()
+            # The example's development key; dev.conf sets ingest.allow_anonymous.
+            key = {"Authorization": "Bearer dev-ingest-key-change-me"} if label == "example" else {}
             s, _, a = request(ports["ingest"], "POST", "/notifications",
-                              {"user_id": "cfg", "message": f"through {label}"})
+                              {"user_id": "cfg", "message": f"through {label}"}, key)
             check(s == 202, "ingest accepts", s, a)
             wait_until(lambda: stack.psql(f"SELECT count(*) FROM notifications WHERE id = '{a['id']}'")
                        == "1", 15, "the worker stored it")

@@ -18,8 +18,8 @@ import tempfile
 import threading
 import urllib.parse
 
-from herald_stack import (BIN_DIR, SRC_DIR, Stack, TestRun, free_port, http_request, log,
-                          wait_until)
+from herald_stack import (BIN_DIR, SRC_DIR, Stack, TestRun, free_port, http_request, ingest_headers,
+                          log, wait_until)
 from herald_ws import WsClient
 
 DEPLOY = os.path.join(SRC_DIR, "deploy")
@@ -225,7 +225,7 @@ def nginx_serves_ws_post_and_history_on_one_port():
 
         status, body = http_request(port, "POST", "/notifications",
                                     {"user_id": "alice", "message": "via nginx"},
-                                    {"X-Request-Id": "rid-nginx-1"})
+                                    ingest_headers({"X-Request-Id": "rid-nginx-1"}))
         check(status == 202, f"POST through nginx: {status} {body}")
         nid = body["id"]
         for c in ws:
@@ -233,7 +233,8 @@ def nginx_serves_ws_post_and_history_on_one_port():
             check(n["id"] == nid, f"socket got {n}")
 
         status, body = http_request(port, "POST", "/notifications/batch",
-                                    {"notifications": [{"user_id": "alice", "message": "b1"}]})
+                                    {"notifications": [{"user_id": "alice", "message": "b1"}]},
+                                    ingest_headers())
         check(status in (200, 202, 207), f"batch through nginx: {status} {body}")
 
         def inbox_has_it():

@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from herald_stack import CheckedThread, Redis, Stack, TestRun, check, http_request, wait_until
+from herald_stack import CheckedThread, Redis, Stack, TestRun, check, ingest_headers, ingest_request, wait_until
 
 NOTIFY = "herald:stream:notifications"
 RECEIPTS = "herald:stream:receipts"
@@ -75,7 +75,7 @@ class Poster:
 
     def post(self, body, key, drop_first=False, path="/notifications"):
         data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        headers = ingest_headers({"Content-Type": "application/json", "Idempotency-Key": key})
         if drop_first:
             # The request reaches ingest but the client never reads the answer.
             c = self._conn()
@@ -166,19 +166,19 @@ def main():
             body = {"user_id": "idem", "message": "once"}
             h = {"Idempotency-Key": "k-1"}
             added = stack.entries_added(NOTIFY)
-            s1, a1 = http_request(port, "POST", "/notifications", body, h)
-            s2, a2 = http_request(port, "POST", "/notifications", body, h)
+            s1, a1 = ingest_request(port, "POST", "/notifications", body, h)
+            s2, a2 = ingest_request(port, "POST", "/notifications", body, h)
             check(s1 == 202 and s2 == 202 and a1 == a2, (s1, a1, s2, a2))
             check(stack.entries_added(NOTIFY) == added + 1, "the replay wrote another entry")
-            s3, a3 = http_request(port, "POST", "/notifications", {"user_id": "idem", "message": "x"}, h)
+            s3, a3 = ingest_request(port, "POST", "/notifications", {"user_id": "idem", "message": "x"}, h)
             check(s3 == 409 and a3["error"]["code"] == "idempotency_conflict", (s3, a3))
             # Another client's scope: the same key is a new request.
-            s4, a4 = http_request(port, "POST", "/notifications", body,
-                                  {"Idempotency-Key": "k-1", "X-Herald-Client": "other"})
+            s4, a4 = ingest_request(port, "POST", "/notifications", body,
+                                    {"Idempotency-Key": "k-1", "X-Herald-Client": "other"})
             check(s4 == 202 and a4["id"] != a1["id"], a4)
-            ttl = stack.redis.cmd("TTL", "herald:idem:7:default:k-1")
+            ttl = stack.redis.cmd("TTL", "herald:idem:12:test/default:k-1")  # <API key name>/<client>
             check(86000 < ttl <= 86400, ttl)
-            s5, a5 = http_request(port, "POST", "/notifications", body, {"Idempotency-Key": "bad key"})
+            s5, a5 = ingest_request(port, "POST", "/notifications", body, {"Idempotency-Key": "bad key"})
             check(s5 == 400 and a5["error"]["code"] == "invalid_field", a5)
             wait_until(lambda: count(stack, "user_id = 'idem'") == 2, 10, "2 idem rows")
             check(count(stack, f"id = '{a1['id']}'") == 1)
@@ -194,14 +194,14 @@ def main():
                 {"room": "lobby", "message": "to the room", "data": {"n": 12345678901234567890}},
             ]}
             h = {"Idempotency-Key": "batch-1"}
-            s, a = http_request(port, "POST", "/notifications/batch", body, h)
+            s, a = ingest_request(port, "POST", "/notifications/batch", body, h)
             check(s == 202, (s, a))
             check(a["accepted"] == 3 and a["rejected"] == 1, a)
             r = a["results"]
             check(len(r[0]["id"]) == 36 and [x["user_id"] for x in r[1]["items"]] == ["f1", "f2", "f3"], a)
             check(r[2]["error"]["code"] == "missing_field", a)
             check(len({x["id"] for x in r[1]["items"]}) == 3)
-            s2, a2 = http_request(port, "POST", "/notifications/batch", body, h)
+            s2, a2 = ingest_request(port, "POST", "/notifications/batch", body, h)
             check(s2 == 202 and a2 == a, a2)
             msg = sub._read()
             check(msg[0] == "message" and msg[1] == "herald:room:lobby", msg)
@@ -213,21 +213,21 @@ def main():
             row = stack.psql(f"SELECT room, user_id IS NULL, data::text FROM notifications "
                              f"WHERE id = '{r[3]['id']}'")
             check(row == 'lobby|t|{"n": 12345678901234567890}', row)
-            s, a = http_request(port, "POST", "/notifications/batch", {"notifications": [{"x": 1}]})
+            s, a = ingest_request(port, "POST", "/notifications/batch", {"notifications": [{"x": 1}]})
             check(s == 400 and a["error"]["code"] == "invalid_field" and a["rejected"] == 1, a)
             added = stack.entries_added(NOTIFY)
-            s, a = http_request(port, "POST", "/notifications/batch",
-                                {"notifications": [{"user_id": "u", "message": "m"}] * 1001})
+            s, a = ingest_request(port, "POST", "/notifications/batch",
+                                  {"notifications": [{"user_id": "u", "message": "m"}] * 1001})
             check(s == 400 and a["error"]["code"] == "invalid_field", (s, a))
             check("1000" in a["error"]["message"], "message names the limit", a)
             check(stack.entries_added(NOTIFY) == added, "a refused batch wrote entries")
-            s, a = http_request(port, "POST", "/notifications/batch",
-                                {"notifications": [{"user_id": f"lim{i}", "message": "m"} for i in range(1000)]})
+            s, a = ingest_request(port, "POST", "/notifications/batch",
+                                  {"notifications": [{"user_id": f"lim{i}", "message": "m"} for i in range(1000)]})
             check(s == 202 and a["accepted"] == 1000 and a["rejected"] == 0, (s, str(a)[:200]))
             check(stack.entries_added(NOTIFY) == added + 1000, "1000 items, 1000 entries")
             wait_until(lambda: count(stack, "user_id LIKE 'lim%'") == 1000, 20, "the 1000 rows")
-            s, a = http_request(port, "POST", "/notifications",
-                                {"user_ids": ["a", "a"], "message": "dup"})
+            s, a = ingest_request(port, "POST", "/notifications",
+                                  {"user_ids": ["a", "a"], "message": "dup"})
             check(s == 400 and a["error"]["code"] == "invalid_field", a)
         t.check("batch_fanout_and_room_in_one_call_with_per_item_results", batch_and_fanout)
 
@@ -319,7 +319,7 @@ def main():
                 redelivered_entry_is_dead_lettered_then_replayed)
 
         def receipts():
-            s, a = http_request(port, "POST", "/notifications", {"user_id": "rc", "message": "m"})
+            s, a = ingest_request(port, "POST", "/notifications", {"user_id": "rc", "message": "m"})
             check(s == 202)
             wait_until(lambda: count(stack, f"id = '{a['id']}'") == 1, 10, "row")
             stack.redis.cmd("XADD", RECEIPTS, "*", "id", a["id"], "user_id", "rc",

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 
-from herald_stack import Service, Stack, TestRun, free_port, http_request, wait_until
+from herald_stack import INGEST_KEY, Service, Stack, TestRun, free_port, http_request, ingest_request, wait_until
 
 HEADER_TIMEOUT_MS = 1000
 
@@ -132,6 +132,7 @@ def main():
             body = json.dumps({"user_id": "chunky", "message": "in chunks"}).encode()
             a, b = body[:10], body[10:]
             data = (b"POST /notifications HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Authorization: Bearer " + INGEST_KEY.encode() + b"\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n"
                     + b"%x\r\n" % len(a) + a + b"\r\n" + b"%x;ext=1\r\n" % len(b) + b + b"\r\n"
                     + b"0\r\nX-Trailer: t\r\n\r\n")
@@ -199,7 +200,7 @@ def main():
 
         def duplicate_keys_refused():
             body = b'{"user_id":"alice","message":"hi","user_id":"bob"}'
-            s, b = http_request(ip, "POST", "/notifications", body)
+            s, b = ingest_request(ip, "POST", "/notifications", body)
             check(s == 400 and b["error"]["code"] == "invalid_json", (s, b))
             check("twice" in b["error"]["message"], b)
         t.check("duplicate_json_keys_are_refused", duplicate_keys_refused)

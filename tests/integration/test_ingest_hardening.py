@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 
-from herald_stack import (Redis, Stack, TestRun, free_port, http_get, http_request,
+from herald_stack import (Redis, Stack, TestRun, free_port, http_get, ingest_request,
                           post_notification, wait_until)
 
 STREAM = "herald:stream:notifications"
@@ -213,10 +213,10 @@ def test_script_flush(t):
             r.cmd("SCRIPT", "FLUSH")
             h = {"Idempotency-Key": "flush-1"}
             b = {"notifications": [{"user_id": "a", "message": "b1"}, {"room": "r", "message": "b2"}]}
-            s1, a1 = http_request(port, "POST", "/notifications/batch", b, h)
+            s1, a1 = ingest_request(port, "POST", "/notifications/batch", b, h)
             check(s1 == 202, (s1, a1))
             r.cmd("SCRIPT", "FLUSH")
-            s2, a2 = http_request(port, "POST", "/notifications/batch", b, h)
+            s2, a2 = ingest_request(port, "POST", "/notifications/batch", b, h)
             check(s2 == 202 and a2 == a1, (s2, a2, a1))
             check(stream_messages(r).count("b1") == 1, stream_messages(r))
         t.check("script_flush_between_two_posts_answers_202_and_writes_once",
@@ -321,7 +321,7 @@ def test_redis_stall(t):
             return {"Idempotency-Key": f"stall-{k}-{i}"}
 
         def batch_post(k, i, body):
-            return http_request(port, "POST", "/notifications/batch", body, key(k, i), timeout=30)
+            return ingest_request(port, "POST", "/notifications/batch", body, key(k, i), timeout=30)
 
         def answers_tell_sent_from_unsent():
             bodies = {(k, i): make(k, i) for k in range(24) for i in range(2)}
@@ -474,15 +474,15 @@ def test_wire_contract(t):
         def idempotency_record_is_sha1_of_path_and_body_then_answer():
             raw = b'{"user_ids":["a","b"],"message":"fan"}'
             h = {"Idempotency-Key": "rec-1", "X-Herald-Client": "c:1"}
-            st, a = http_request(port, "POST", "/notifications", raw, h)
+            st, a = ingest_request(port, "POST", "/notifications", raw, h)
             check(st == 202 and len(a["items"]) == 2, (st, a))
-            v = r.cmd("GET", "herald:idem:3:c:1:rec-1")
+            v = r.cmd("GET", "herald:idem:8:test/c:1:rec-1")  # scope: <API key name>/<client>
             want = hashlib.sha1(b"/notifications\n" + raw).hexdigest()
             check(v[:40] == want, (v[:40], want))
             check(json.loads(v[40:]) == a, (v, a))
-            st2, a2 = http_request(port, "POST", "/notifications", raw, h)
+            st2, a2 = ingest_request(port, "POST", "/notifications", raw, h)
             check(st2 == 202 and a2 == a, (st2, a2))
-            st3, a3 = http_request(port, "POST", "/notifications", raw + b" ", h)
+            st3, a3 = ingest_request(port, "POST", "/notifications", raw + b" ", h)
             check(st3 == 409 and a3["error"]["code"] == "idempotency_conflict", (st3, a3))
         t.check("idempotency_record_is_sha1_of_path_and_body_then_the_answer",
                 idempotency_record_is_sha1_of_path_and_body_then_answer)

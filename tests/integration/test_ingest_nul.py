@@ -7,7 +7,7 @@ herald-ingest against a private redis-server."""
 import json
 import re
 
-from herald_stack import Stack, TestRun, check, check_eq, http_request
+from herald_stack import Stack, TestRun, check, check_eq, ingest_request
 
 STREAM = "herald:stream:notifications"
 
@@ -43,7 +43,7 @@ def main():
         port, r = stack.ingest_port, stack.redis
 
         def post(path, raw):
-            return http_request(port, "POST", path, raw)
+            return ingest_request(port, "POST", path, raw)
 
         def nul_anywhere_in_a_post_is_400_before_the_script():
             # A valid POST first, so the script is loaded and counted once.

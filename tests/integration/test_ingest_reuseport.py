@@ -7,7 +7,7 @@ import http.client
 import json
 import os
 
-from herald_stack import Stack, TestRun, check, check_eq, http_get, listening_ports, wait_until
+from herald_stack import Stack, TestRun, check, check_eq, http_get, ingest_headers, listening_ports, wait_until
 
 STREAM = "herald:stream:notifications"
 
@@ -37,7 +37,8 @@ def served_connections(pid, port):
 
 def post(conn, i):
     body = json.dumps({"user_id": f"u{i}", "message": f"m{i}"})
-    conn.request("POST", "/notifications", body=body, headers={"Content-Type": "application/json"})
+    conn.request("POST", "/notifications", body=body,
+                 headers=ingest_headers({"Content-Type": "application/json"}))
     r = conn.getresponse()
     return r.status, json.loads(r.read())
 

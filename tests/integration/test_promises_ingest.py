@@ -6,7 +6,7 @@ with the same key, and the key/scope length limits."""
 import json
 
 from herald_promises import Checks, check, request
-from herald_stack import Stack, TestRun, wait_until
+from herald_stack import INGEST_KEY_NAME, Stack, TestRun, ingest_headers, wait_until
 
 NOTIFY = "herald:stream:notifications"
 
@@ -14,7 +14,9 @@ NOTIFY = "herald:stream:notifications"
 EXPECTED_FAILURES = {}
 
 
-def idem_key(scope, key):
+def idem_key(client, key, key_name=INGEST_KEY_NAME):
+    """The record's name: the scope is "<API key name>/<X-Herald-Client or default>"."""
+    scope = f"{key_name}/{client}"
     return f"herald:idem:{len(scope)}:{scope}:{key}"
 
 
@@ -25,7 +27,7 @@ def main():
     port = stack.ingest_port
 
     def post(body, headers=None, path="/notifications"):
-        return request(port, "POST", path, body, headers)
+        return request(port, "POST", path, body, ingest_headers(headers))
 
     def xlen():
         return stack.redis.cmd("XLEN", NOTIFY)
@@ -142,7 +144,7 @@ def main():
             s, _, a = post(body, {"Idempotency-Key": "scoped", "X-Herald-Client": scope128})
             check(s == 202, "128-byte scope accepted", s, a)
             check(stack.redis.cmd("EXISTS", idem_key(scope128, "scoped")) == 1,
-                  "stored as herald:idem:128:<scope>:<key>")
+                  "stored as herald:idem:133:test/<scope>:<key>")
             for bad in ("c" * 129, "", "two words"):
                 s, _, a = post(body, {"Idempotency-Key": "scoped", "X-Herald-Client": bad})
                 check(s == 400 and a["error"]["code"] == "invalid_field", "bad scope refused", bad[:20], s, a)
@@ -153,7 +155,7 @@ def main():
             s1, _, a1 = post(body, {"X-Herald-Client": "a:b", "Idempotency-Key": "c"})
             s2, _, a2 = post(body, {"X-Herald-Client": "a", "Idempotency-Key": "b:c"})
             check(s1 == 202 and s2 == 202 and a1["id"] != a2["id"], "two distinct keys", a1, a2)
-            check(stack.redis.cmd("EXISTS", "herald:idem:3:a:b:c", "herald:idem:1:a:b:c") == 2,
+            check(stack.redis.cmd("EXISTS", idem_key("a:b", "c"), idem_key("a", "b:c")) == 2,
                   "both records exist")
         run("idempotency_key_and_scope_length_limits", key_and_scope_limits)
     finally:

@@ -4,7 +4,8 @@ row, is served by history; bad input gets the documented errors; Redis down
 gives 503."""
 import time
 
-from herald_stack import CheckedThread, Stack, TestRun, check, http_request, post_notification, wait_until
+from herald_stack import (CheckedThread, Stack, TestRun, check, http_request, ingest_request, post_notification,
+                          wait_until)
 from herald_ws import WsClient, WsClosed
 
 
@@ -120,13 +121,13 @@ def main():
             ]
             added = stack.entries_added("herald:stream:notifications")
             for body, headers, want_status, want_code in cases:
-                status, resp = http_request(port, "POST", "/notifications", body, headers)
+                status, resp = ingest_request(port, "POST", "/notifications", body, headers)
                 check(status == want_status, (body[:60], status, resp))
                 check(resp["error"]["code"] == want_code, (body[:60], resp))
                 check(resp["error"]["message"], resp)
-            status, resp = http_request(port, "GET", "/nope")
+            status, resp = ingest_request(port, "GET", "/nope")
             check(status == 404 and resp["error"]["code"] == "not_found", resp)
-            status, resp = http_request(port, "GET", "/notifications")
+            status, resp = ingest_request(port, "GET", "/notifications")
             check(status == 405 and resp["error"]["code"] == "method_not_allowed", resp)
             # Nothing refused was written (and so reached nobody; the pong
             # check below also shows alice1's next frame is no notification).

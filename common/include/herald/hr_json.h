@@ -29,4 +29,10 @@ char *hr_json_print(const cJSON *item);
 int hr_utf8_valid(const char *buf, size_t len);
 /** Whether a JSON text contains the escape \u0000, which PostgreSQL text and jsonb refuse. */
 int hr_json_has_nul_escape(const char *buf, size_t len);
+/**
+ * Whether the JSON text buf[0..len) nests objects and arrays more than max
+ * deep (the outermost container is level 1). A byte scan that skips
+ * strings; it does not validate the text (the parser does).
+ */
+int hr_json_deeper_than(const char *buf, size_t len, int max);
 #endif

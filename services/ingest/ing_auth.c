@@ -1,0 +1,222 @@
+#include "ing_auth.h"
+#include "herald/hr_alloc.h"
+#include "herald/hr_core.h"
+#include "herald/hr_http.h"
+#include "herald/hr_log.h"
+#include "herald/hr_time.h"
+
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+struct ing_auth_s {
+    hr_apikeys_t *keys; /* owned */
+    size_t nkeys;
+    int allow_anonymous; /* ingest.allow_anonymous: no header = ING_AUTH_ANONYMOUS */
+};
+
+int
+ing_auth_create(const char *path, int allow_anonymous, ing_auth_t **out, char *err, size_t errlen)
+{
+    hr_apikey_config_t *cfg = NULL;
+    size_t n = 0;
+    *out = NULL;
+    if (path != NULL && path[0] != '\0' && hr_apikey_config_load(path, &cfg, &n, err, errlen) != 0)
+        return HR_ERR;
+    hr_apikeys_t *ks;
+    int rc = hr_apikeys_create(cfg, n, &ks, err, errlen);
+    hr_apikey_config_free(cfg, n);
+    if (rc != 0)
+        return HR_ERR;
+    ing_auth_t *a = hr_calloc(1, sizeof(*a));
+    a->keys = ks;
+    a->nkeys = n;
+    a->allow_anonymous = allow_anonymous;
+    if (allow_anonymous)
+        hr_log_warn("allow_anonymous",
+                    "keys=%zu note=\"ingest.allow_anonymous is on: requests without a key are "
+                    "accepted as anonymous, with no scope and no rate (development only)\"",
+                    n);
+    else if (n == 0)
+        hr_log_warn("no_ingest_keys", "%s",
+                    "note=\"auth.ingest_keys is empty: every request is refused (401)\"");
+    else
+        hr_log_info("ingest_keys", "keys=%zu", n);
+    *out = a;
+    return 0;
+}
+
+void
+ing_auth_destroy(ing_auth_t *a)
+{
+    if (a == NULL)
+        return;
+    hr_apikeys_destroy(a->keys);
+    hr_free(a);
+}
+
+int
+ing_auth_open_path(struct evhttp_request *req)
+{
+    return hr_http_path_is(req, "/healthz") || hr_http_path_is(req, "/readyz") ||
+           hr_http_path_is(req, "/metrics");
+}
+
+/*
+ * The request's line at log level debug, once its answer is written: the
+ * path with anything outside visible ASCII (and quotes) replaced, so an
+ * untrusted URI cannot forge fields; the key by its name only.
+ */
+static void
+ing_auth_log_request(struct evhttp_request *req, void *arg)
+{
+    const char *name = arg;
+    size_t n;
+    const char *p = hr_http_path_ref(req, &n);
+    char path[129];
+    size_t k = 0;
+    for (; k < n && k < sizeof(path) - 1; k++) {
+        unsigned char c = (unsigned char)p[k];
+        path[k] = c > 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+    }
+    path[k] = '\0';
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    hr_log_debug("request", "method=%s path=\"%s%s\" status=%d key=%s",
+                 m == EVHTTP_REQ_POST  ? "POST"
+                 : m == EVHTTP_REQ_GET ? "GET"
+                                       : "other",
+                 path, k < n ? "..." : "", evhttp_request_get_response_code(req),
+                 name != NULL ? name : "-");
+}
+
+static void
+ing_auth_trace(struct evhttp_request *req, const char *name)
+{
+    if (hr_log_enabled(HR_LOG_DEBUG))
+        evhttp_request_set_on_complete_cb(req, ing_auth_log_request, (void *)name);
+}
+
+/*
+ * The key of "Authorization: Bearer <key>" (scheme in any case, blanks
+ * around the key dropped) as *key, *len; HR_DECLINED if the header has
+ * another shape.
+ */
+static int
+ing_auth_bearer(const char *h, const char **key, size_t *len)
+{
+    while (*h == ' ' || *h == '\t')
+        h++;
+    if (strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
+        return HR_DECLINED;
+    h += 6;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    size_t n = strlen(h);
+    while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+        n--;
+    *key = h;
+    *len = n;
+    return n > 0 ? 0 : HR_DECLINED;
+}
+
+static void
+ing_auth_send_unknown(struct evhttp_request *req, int given)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                      given ? "Bearer realm=\"herald-ingest\", error=\"invalid_token\""
+                            : "Bearer realm=\"herald-ingest\"");
+    hr_http_send_error(req, 401, HR_E_UNKNOWN_KEY,
+                       given ? "the API key is not one of this ingest's keys"
+                             : "an API key is required: Authorization: Bearer <key>");
+}
+
+int
+ing_auth_identify(ing_auth_t *a, struct evhttp_request *req, ing_caller_t *c)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    const char *key;
+    size_t len;
+    c->key = NULL;
+    c->name = NULL;
+    if (h == NULL && a->allow_anonymous) {
+        c->name = ING_AUTH_ANONYMOUS;
+        ing_auth_trace(req, c->name);
+        return 0;
+    }
+    ing_auth_trace(req, NULL);
+    if (h == NULL || ing_auth_bearer(h, &key, &len) != 0) {
+        hr_log_debug("unauthorized", "reason=%s", h == NULL ? "no_key" : "not_bearer");
+        ing_auth_send_unknown(req, h != NULL);
+        return HR_DECLINED;
+    }
+    c->key = hr_apikeys_lookup(a->keys, key, len);
+    if (c->key == NULL) {
+        hr_log_debug("unauthorized", "reason=%s len=%zu", "unknown_key", len);
+        ing_auth_send_unknown(req, 1);
+        return HR_DECLINED;
+    }
+    c->name = hr_apikey_name(c->key);
+    ing_auth_trace(req, c->name);
+    return 0;
+}
+
+int
+ing_auth_allows_user(const ing_caller_t *c, const char *user)
+{
+    return c->key == NULL || hr_apikey_allows_user(c->key, user);
+}
+
+int
+ing_auth_allows_request(const ing_caller_t *c, const hr_proto_request_t *r)
+{
+    if (c->key == NULL)
+        return 1;
+    if (r->n.room != NULL)
+        return hr_apikey_allows_room(c->key, r->n.room);
+    if (r->user_ids != NULL) {
+        for (size_t i = 0; i < r->nusers; i++)
+            if (!hr_apikey_allows_user(c->key, r->user_ids[i]))
+                return 0;
+        return 1;
+    }
+    return r->n.user_id != NULL && hr_apikey_allows_user(c->key, r->n.user_id);
+}
+
+void
+ing_auth_send_out_of_scope(struct evhttp_request *req, const ing_caller_t *c, const char *what)
+{
+    char msg[256];
+    /* Logged at info: a caller sending outside its scope is misconfigured, not noise. */
+    hr_log_info("out_of_scope", "key=%s", c->name);
+    snprintf(msg, sizeof(msg), "the API key \"%s\" may not notify %s", c->name, what);
+    hr_http_send_error(req, 403, HR_E_OUT_OF_SCOPE, msg);
+}
+
+int
+ing_auth_admit(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c)
+{
+    int retry = 1;
+    if (c->key == NULL || hr_apikey_take(a->keys, c->key, hr_mono_ms(), &retry) == 0)
+        return 0;
+    char v[16], msg[128];
+    snprintf(v, sizeof(v), "%d", retry);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
+    hr_log_debug("over_rate", "key=%s retry_after_s=%d", c->name, retry);
+    snprintf(msg, sizeof(msg), "the API key \"%s\" is over its rate: retry in %d s", c->name,
+             retry);
+    hr_http_send_error(req, 429, HR_E_OVER_RATE, msg);
+    return HR_DECLINED;
+}
+
+int
+ing_auth_check_request(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c,
+                       const hr_proto_request_t *r)
+{
+    if (!ing_auth_allows_request(c, r)) {
+        ing_auth_send_out_of_scope(req, c,
+                                   r->n.room != NULL ? "this room" : "every user of this request");
+        return HR_DECLINED;
+    }
+    return ing_auth_admit(a, req, c);
+}
