@@ -14,7 +14,8 @@ typedef struct {
     int redis_timeout_ms;
     char *log_level; /* owned */
     int drain_ms;
-    int reuseport; /* SO_REUSEPORT: several ingest processes share the port */
+    int reuseport;  /* SO_REUSEPORT: several ingest processes share the port */
+    int access_log; /* one info line per answered request */
 } ing_config_t;
 
 /** The settings of herald-ingest, for hr_config_load(). */

@@ -46,7 +46,8 @@ int hr_config_args(int argc, char **argv, const char *service, const char **path
 /**
  * What every main does before building its loop: loads the config (file,
  * then environment), sets the log level from the string field at
- * log_level_offset, routes cJSON through hr_alloc and ignores SIGPIPE.
+ * log_level_offset, the line format from log.format ("kv" or "json", read
+ * by every service without a field of its own), routes cJSON through hr_alloc and ignores SIGPIPE.
  * Returns 0, or HR_ERR after logging why (cfg is then freed).
  */
 int hr_config_start(const char *service, void *cfg, const hr_cfg_field_t *fields, size_t nfields,
