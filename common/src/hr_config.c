@@ -198,6 +198,9 @@ hr_config_start(const char *service, void *cfg, const hr_cfg_field_t *fields, si
     char err[512];
     hr_log_level_t level = HR_LOG_INFO;
     hr_log_init(service, level);
+    /* As hr_config_args, for a main with its own arguments (the worker's). */
+    if (path == NULL || path[0] == '\0')
+        path = getenv("HERALD_CONFIG");
     /* log.format is every service's: read first, so the errors below come out in it. */
     static const hr_cfg_field_t log_fields[] = {{"log.format", HR_CFG_STR, 0, "kv", 0, 0}};
     char *format = NULL;
