@@ -453,8 +453,8 @@ def test_wire_contract(t):
             finally:
                 sub.close()
             e1, e2 = raw_stream(stack.redis_port)[-2:]
-            check(set(e1) == {b"id", b"user_id", b"payload"}, e1)
-            check(set(e2) == {b"id", b"room", b"payload"}, e2)
+            check(set(e1) == {b"id", b"user_id", b"payload", b"request_id"}, e1)
+            check(set(e2) == {b"id", b"room", b"payload", b"request_id"}, e2)
             check(e1[b"id"].decode() == a["id"] and e1[b"user_id"] == "al\u00e9x".encode(), e1)
             check(e2[b"room"] == b"lobby", e2)
             head = b'{"type":"notification","notification":'
