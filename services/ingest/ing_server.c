@@ -122,10 +122,10 @@ typedef struct {
     struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
     ing_args_t args;            /* owned: the command */
     ing_buf_t answer;           /* owned: the 202 body */
-    char answer_inl[88]; /* {"id":…,"created_at":…} is 85 bytes */
-    size_t count;      /* notifications written */
-    int resent;        /* already sent again as EVAL after NOSCRIPT */
-    uint64_t start_us; /* hr_mono_us when the request arrived */
+    char answer_inl[88];        /* {"id":…,"created_at":…} is 85 bytes */
+    size_t count;               /* notifications written */
+    int resent;                 /* already sent again as EVAL after NOSCRIPT */
+    uint64_t start_us;          /* hr_mono_us when the request arrived */
 } ing_pending_t;
 
 /* glibc serves requests up to 1008 bytes from its small bins without consolidating. */
