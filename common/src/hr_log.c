@@ -18,8 +18,7 @@ static struct {
 static const char *const hr_level_names[] = {"debug", "info", "warn", "error"};
 
 #define HR_LOG_LINE_MAX 2048
-/* A JSON line: every byte of a kv line may become a 6-byte \u00XX escape. */
-#define HR_LOG_JSON_MAX (HR_LOG_LINE_MAX * 3)
+_Static_assert(HR_LOG_LINE_CAP >= HR_LOG_LINE_MAX, "a kv line fits in HR_LOG_LINE_CAP");
 
 void
 hr_log_init(const char *service, hr_log_level_t min_level)
@@ -324,24 +323,22 @@ hr_log_kv_to_json(const char *line, size_t len, char *out, size_t cap)
     return o.len;
 }
 
-void
-hr_log_write(hr_log_level_t level, const char *event, const char *fmt, ...)
+/* hr_log_format() with a va_list. */
+static size_t
+hr_log_vformat(char *out, size_t cap, hr_log_level_t level, const char *event, const char *fmt,
+               va_list ap)
 {
-    if (level < hr_logger.min)
-        return;
-
     char line[HR_LOG_LINE_MAX];
     char ts[HR_TIME_ISO_LEN];
+    if (cap < 2)
+        return 0;
     hr_time_format_iso(hr_now_ms(), ts);
     int n = snprintf(line, sizeof(line), "ts=%s level=%s svc=%s event=%s", ts,
                      hr_level_names[level], hr_logger.service, event);
     if (n < 0)
-        return;
+        return 0;
     if ((size_t)n < sizeof(line) - 2 && fmt != NULL && fmt[0] != '\0') {
-        va_list ap;
-        va_start(ap, fmt);
         int m = vsnprintf(line + n + 1, sizeof(line) - (size_t)n - 2, fmt, ap);
-        va_end(ap);
         /* The separator only when there are fields ("%s", "" is how callers log none). */
         if (m > 0) {
             line[n] = ' ';
@@ -350,16 +347,38 @@ hr_log_write(hr_log_level_t level, const char *event, const char *fmt, ...)
     }
     if ((size_t)n > sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
-    /* One write() per line so lines from concurrent processes do not interleave. */
+    size_t len;
     if (hr_logger.format == HR_LOG_JSON) {
-        char json[HR_LOG_JSON_MAX];
-        size_t jl = hr_log_kv_to_json(line, (size_t)n, json, sizeof(json) - 1);
-        json[jl++] = '\n';
-        ssize_t w = write(STDERR_FILENO, json, jl);
-        (void)w;
-        return;
+        len = hr_log_kv_to_json(line, (size_t)n, out, cap - 1);
+    } else {
+        len = (size_t)n < cap - 1 ? (size_t)n : cap - 1;
+        memcpy(out, line, len);
     }
-    line[n++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    out[len++] = '\n';
+    return len;
+}
+
+size_t
+hr_log_format(char *out, size_t cap, hr_log_level_t level, const char *event, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = hr_log_vformat(out, cap, level, event, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+void
+hr_log_write(hr_log_level_t level, const char *event, const char *fmt, ...)
+{
+    if (level < hr_logger.min)
+        return;
+    char out[HR_LOG_LINE_CAP];
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = hr_log_vformat(out, sizeof(out), level, event, fmt, ap);
+    va_end(ap);
+    /* One write() per line so lines from concurrent processes do not interleave. */
+    ssize_t w = write(STDERR_FILENO, out, n);
     (void)w;
 }

@@ -5,10 +5,18 @@
 #include "herald/hr_log.h"
 #include "herald/hr_time.h"
 
+#include "herald/hr_alloc.h"
+
+#include <errno.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+/* Room for the access lines of one loop turn; a fuller buffer is written at once. */
+#define ING_LOGBUF (64 * 1024)
 
 static const char *const ing_metrics_routes[] = {"notifications", "batch",   "users",
                                                  "health",        "metrics", "other"};
@@ -38,10 +46,41 @@ ing_metrics_collect(void *arg)
     hr_gauge_set(m->ready, ing_metrics_ready(m) ? 1 : 0);
 }
 
-void
-ing_metrics_init(ing_metrics_t *m, const ing_metrics_src_t *src, hr_uuid_gen_t *uuid,
-                 int access_log)
+/* Writes the buffered access lines (whole lines: a line never spans two writes). */
+static void
+ing_log_flush(ing_metrics_t *m)
 {
+    size_t off = 0;
+    while (off < m->loglen) {
+        ssize_t w = write(STDERR_FILENO, m->logbuf + off, m->loglen - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* stderr is gone: the lines are dropped, as hr_log_write's would be */
+        off += (size_t)w;
+    }
+    m->loglen = 0;
+}
+
+static void
+ing_log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    ing_log_flush(arg);
+}
+
+void
+ing_metrics_init(ing_metrics_t *m, struct event_base *base, const ing_metrics_src_t *src,
+                 hr_uuid_gen_t *uuid, int access_log)
+{
+    m->logbuf = hr_malloc(ING_LOGBUF);
+    m->loglen = 0;
+    m->flush = event_new(base, -1, 0, ing_log_flush_cb, m);
+    if (m->flush == NULL) {
+        fprintf(stderr, "herald: event_new failed\n");
+        abort();
+    }
     m->src = *src;
     m->uuid = uuid;
     m->access_log = access_log;
@@ -76,6 +115,9 @@ ing_metrics_init(ing_metrics_t *m, const ing_metrics_src_t *src, hr_uuid_gen_t *
 void
 ing_metrics_fini(ing_metrics_t *m)
 {
+    ing_log_flush(m);
+    event_free(m->flush);
+    hr_free(m->logbuf);
     hr_metrics_destroy(m->reg);
     m->reg = NULL;
 }
@@ -185,10 +227,14 @@ ing_metrics_answered(ing_metrics_t *m, struct evhttp_request *req, int status, u
     hr_log_quote(qpath, sizeof(qpath), path != NULL ? path : "", path != NULL ? plen : 0);
     const char *id = ing_metrics_request_id(req);
     hr_log_quote(qid, sizeof(qid), id, strlen(id));
-    hr_log_write(level, "request",
-                 "method=%s path=\"%s\" status=%d duration_us=%llu request_id=\"%s\"",
-                 ing_method_name(evhttp_request_get_command(req)), qpath, status,
-                 (unsigned long long)us, qid);
+    if (ING_LOGBUF - m->loglen < HR_LOG_LINE_CAP)
+        ing_log_flush(m);
+    if (m->loglen == 0)
+        event_active(m->flush, EV_TIMEOUT, 1);
+    m->loglen += hr_log_format(m->logbuf + m->loglen, ING_LOGBUF - m->loglen, level, "request",
+                               "method=%s path=\"%s\" status=%d duration_us=%llu request_id=\"%s\"",
+                               ing_method_name(evhttp_request_get_command(req)), qpath, status,
+                               (unsigned long long)us, qid);
 }
 
 void

@@ -680,7 +680,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->drain.base = base;
     s->drain.http = s->http;
     ing_metrics_src_t src = {.redis = s->redis, .draining = &s->drain.draining};
-    ing_metrics_init(&s->metrics, &src, &s->uuid, cfg->access_log);
+    ing_metrics_init(&s->metrics, base, &src, &s->uuid, cfg->access_log);
     return s;
 }
 

@@ -31,6 +31,18 @@ int hr_log_enabled(hr_log_level_t level);
 void hr_log_write(hr_log_level_t level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The most one formatted line takes (a JSON line may be longer than its kv text), newline included.
+ */
+#define HR_LOG_LINE_CAP 6144
+/**
+ * Formats the line hr_log_write() would write (whatever the level), newline
+ * included, into out (cap bytes, at most HR_LOG_LINE_CAP needed); returns its
+ * length. For callers that buffer lines and write many at once (ingest's
+ * access log).
+ */
+size_t hr_log_format(char *out, size_t cap, hr_log_level_t level, const char *event,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /**
  * Writes untrusted text s (len bytes) into dst (cap bytes, NUL-terminated,
  * cut to fit) for use inside a quoted log value: '"' and '\' get a backslash,
