@@ -27,6 +27,14 @@
 #define HR_FIELD_PAYLOAD "payload"
 #define HR_FIELD_ROOM "room"
 #define HR_FIELD_DELIVERED_AT "delivered_at" /* ms since the epoch, decimal */
+/*
+ * The request that wrote a notification (proto/redis.md): its X-Request-Id,
+ * the caller's when 1..HR_REQUEST_ID_MAX visible ASCII characters, else a
+ * UUID ingest made. For logs only: the worker does not store it.
+ */
+#define HR_FIELD_REQUEST_ID "request_id"
+#define HR_HEADER_REQUEST_ID "X-Request-Id"
+#define HR_REQUEST_ID_MAX 128
 
 /*
  * Dead letters (proto/redis.md): an entry the worker could not store is

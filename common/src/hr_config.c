@@ -198,6 +198,24 @@ hr_config_start(const char *service, void *cfg, const hr_cfg_field_t *fields, si
     char err[512];
     hr_log_level_t level = HR_LOG_INFO;
     hr_log_init(service, level);
+    /* As hr_config_args, for a main with its own arguments (the worker's). */
+    if (path == NULL || path[0] == '\0')
+        path = getenv("HERALD_CONFIG");
+    /* log.format is every service's: read first, so the errors below come out in it. */
+    static const hr_cfg_field_t log_fields[] = {{"log.format", HR_CFG_STR, 0, "kv", 0, 0}};
+    char *format = NULL;
+    hr_log_format_t lf = HR_LOG_KV;
+    int frc = hr_config_load(&format, log_fields, 1, path, err, sizeof(err));
+    if (frc == 0 && hr_log_format_parse(format, &lf) != 0) {
+        snprintf(err, sizeof(err), "log.format must be kv or json, got \"%s\"", format);
+        frc = HR_ERR;
+    }
+    hr_free(format);
+    if (frc != 0) {
+        hr_log_error("config_invalid", "error=\"%s\"", err);
+        return HR_ERR;
+    }
+    hr_log_set_format(lf);
     if (hr_config_load(cfg, fields, nfields, path, err, sizeof(err)) != 0) {
         hr_log_error("config_invalid", "error=\"%s\"", err);
         hr_config_free(cfg, fields, nfields);

@@ -13,11 +13,13 @@
 struct ing_auth_s {
     hr_apikeys_t *keys; /* owned */
     size_t nkeys;
-    int allow_anonymous; /* ingest.allow_anonymous: no header = ING_AUTH_ANONYMOUS */
+    int allow_anonymous;    /* ingest.allow_anonymous: no header = ING_AUTH_ANONYMOUS */
+    ing_metrics_t *metrics; /* borrowed: refusals are counted and logged like every answer */
 };
 
 int
-ing_auth_create(const char *path, int allow_anonymous, ing_auth_t **out, char *err, size_t errlen)
+ing_auth_create(const char *path, int allow_anonymous, ing_metrics_t *metrics, ing_auth_t **out,
+                char *err, size_t errlen)
 {
     hr_apikey_config_t *cfg = NULL;
     size_t n = 0;
@@ -33,6 +35,7 @@ ing_auth_create(const char *path, int allow_anonymous, ing_auth_t **out, char *e
     a->keys = ks;
     a->nkeys = n;
     a->allow_anonymous = allow_anonymous;
+    a->metrics = metrics;
     if (allow_anonymous)
         hr_log_warn("allow_anonymous",
                     "keys=%zu note=\"ingest.allow_anonymous is on: requests without a key are "
@@ -121,14 +124,14 @@ ing_auth_bearer(const char *h, const char **key, size_t *len)
 }
 
 static void
-ing_auth_send_unknown(struct evhttp_request *req, int given)
+ing_auth_send_unknown(ing_auth_t *a, struct evhttp_request *req, int given)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                       given ? "Bearer realm=\"herald-ingest\", error=\"invalid_token\""
                             : "Bearer realm=\"herald-ingest\"");
-    hr_http_send_error(req, 401, HR_E_UNKNOWN_KEY,
-                       given ? "the API key is not one of this ingest's keys"
-                             : "an API key is required: Authorization: Bearer <key>");
+    ing_metrics_send_error(a->metrics, req, a->metrics->route_start_us, 401, HR_E_UNKNOWN_KEY,
+                           given ? "the API key is not one of this ingest's keys"
+                                 : "an API key is required: Authorization: Bearer <key>");
 }
 
 int
@@ -147,13 +150,13 @@ ing_auth_identify(ing_auth_t *a, struct evhttp_request *req, ing_caller_t *c)
     ing_auth_trace(req, NULL);
     if (h == NULL || ing_auth_bearer(h, &key, &len) != 0) {
         hr_log_debug("unauthorized", "reason=%s", h == NULL ? "no_key" : "not_bearer");
-        ing_auth_send_unknown(req, h != NULL);
+        ing_auth_send_unknown(a, req, h != NULL);
         return HR_DECLINED;
     }
     c->key = hr_apikeys_lookup(a->keys, key, len);
     if (c->key == NULL) {
         hr_log_debug("unauthorized", "reason=%s len=%zu", "unknown_key", len);
-        ing_auth_send_unknown(req, 1);
+        ing_auth_send_unknown(a, req, 1);
         return HR_DECLINED;
     }
     c->name = hr_apikey_name(c->key);
@@ -184,13 +187,15 @@ ing_auth_allows_request(const ing_caller_t *c, const hr_proto_request_t *r)
 }
 
 void
-ing_auth_send_out_of_scope(struct evhttp_request *req, const ing_caller_t *c, const char *what)
+ing_auth_send_out_of_scope(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c,
+                           const char *what)
 {
     char msg[256];
     /* Logged at info: a caller sending outside its scope is misconfigured, not noise. */
     hr_log_info("out_of_scope", "key=%s", c->name);
     snprintf(msg, sizeof(msg), "the API key \"%s\" may not notify %s", c->name, what);
-    hr_http_send_error(req, 403, HR_E_OUT_OF_SCOPE, msg);
+    ing_metrics_send_error(a->metrics, req, a->metrics->route_start_us, 403, HR_E_OUT_OF_SCOPE,
+                           msg);
 }
 
 int
@@ -205,7 +210,7 @@ ing_auth_admit(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c)
     hr_log_debug("over_rate", "key=%s retry_after_s=%d", c->name, retry);
     snprintf(msg, sizeof(msg), "the API key \"%s\" is over its rate: retry in %d s", c->name,
              retry);
-    hr_http_send_error(req, 429, HR_E_OVER_RATE, msg);
+    ing_metrics_send_error(a->metrics, req, a->metrics->route_start_us, 429, HR_E_OVER_RATE, msg);
     return HR_DECLINED;
 }
 
@@ -214,7 +219,7 @@ ing_auth_check_request(ing_auth_t *a, struct evhttp_request *req, const ing_call
                        const hr_proto_request_t *r)
 {
     if (!ing_auth_allows_request(c, r)) {
-        ing_auth_send_out_of_scope(req, c,
+        ing_auth_send_out_of_scope(a, req, c,
                                    r->n.room != NULL ? "this room" : "every user of this request");
         return HR_DECLINED;
     }

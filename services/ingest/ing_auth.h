@@ -9,6 +9,7 @@
 #define HERALD_ING_AUTH_H
 
 #include "hr_proto.h"
+#include "ing_metrics.h"
 #include "herald/hr_apikey.h"
 
 #include <event2/http.h>
@@ -30,8 +31,8 @@ typedef struct {
  * Logs a warning when allow_anonymous is on. Returns 0 and *out, or HR_ERR
  * with err filled (a bad key entry refuses the start).
  */
-int ing_auth_create(const char *path, int allow_anonymous, ing_auth_t **out, char *err,
-                    size_t errlen);
+int ing_auth_create(const char *path, int allow_anonymous, ing_metrics_t *metrics, ing_auth_t **out,
+                    char *err, size_t errlen);
 void ing_auth_destroy(ing_auth_t *a);
 
 /** Whether req's path needs no key (/healthz, /readyz, /metrics). */
@@ -49,7 +50,7 @@ int ing_auth_allows_user(const ing_caller_t *c, const char *user);
 /** Whether c may notify every target of r (user_id, each of user_ids, or room). */
 int ing_auth_allows_request(const ing_caller_t *c, const hr_proto_request_t *r);
 /** Answers 403 out_of_scope for c (what: the target refused, for the message). */
-void ing_auth_send_out_of_scope(struct evhttp_request *req, const ing_caller_t *c,
+void ing_auth_send_out_of_scope(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c,
                                 const char *what);
 
 /**

@@ -39,6 +39,7 @@ static const char ing_revoke_lua[] =
 struct ing_revoke_s {
     hr_redis_async_t *redis; /* borrowed */
     ing_auth_t *auth;        /* borrowed */
+    ing_metrics_t *metrics;  /* borrowed: every answer is counted and logged */
     hr_http_drain_t *drain;  /* borrowed */
     int ttl_s;
 };
@@ -49,6 +50,7 @@ typedef struct {
     struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
     char *user;                 /* owned: the decoded user id */
     const char *key_name;       /* borrowed from the auth */
+    uint64_t start_us;          /* hr_mono_us when the request arrived */
     int revoke;                 /* revoke, else disconnect */
 } ing_revoke_pending_t;
 
@@ -59,23 +61,27 @@ ing_revoke_done(redisAsyncContext *ac, void *reply, void *privdata)
     ing_revoke_pending_t *p = privdata;
     ing_revoke_t *rv = p->rv;
     redisReply *r = reply;
+    rv->metrics->key = p->key_name;
 
     if (r == NULL && hr_redis_async_lost_unsent(rv->redis)) {
         hr_log_warn("revoke_failed", "sent=0 error=\"%s\"", "redis connection lost");
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE,
-                           "redis connection lost before the revocation was sent; retry");
+        ing_metrics_send_error(rv->metrics, p->req, p->start_us, 503, HR_E_UNAVAILABLE,
+                               "redis connection lost before the revocation was sent; retry");
     } else if (r == NULL) {
         hr_log_warn("revoke_failed", "sent=1 error=\"%s\"", "no reply from redis");
-        hr_http_send_error(p->req, 503, HR_E_OUTCOME_UNKNOWN,
-                           "redis did not answer; the revocation may be done: retrying is safe");
+        ing_metrics_send_error(
+            rv->metrics, p->req, p->start_us, 503, HR_E_OUTCOME_UNKNOWN,
+            "redis did not answer; the revocation may be done: retrying is safe");
     } else if (r->type == REDIS_REPLY_ERROR) {
         hr_log_error("revoke_failed", "error=\"%s\"", r->str);
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis refused the revocation; retry");
+        ing_metrics_send_error(rv->metrics, p->req, p->start_us, 503, HR_E_UNAVAILABLE,
+                               "redis refused the revocation; retry");
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
                r->element[0]->type != REDIS_REPLY_INTEGER ||
                r->element[1]->type != REDIS_REPLY_STRING) {
         hr_log_error("revoke_failed", "error=\"%s\"", "unexpected script reply");
-        hr_http_send_error(p->req, 500, HR_E_INTERNAL, "unexpected reply from redis");
+        ing_metrics_send_error(rv->metrics, p->req, p->start_us, 500, HR_E_INTERNAL,
+                               "unexpected reply from redis");
     } else {
         char inl[256], num[24];
         ing_buf_t b;
@@ -92,7 +98,7 @@ ing_revoke_done(redisAsyncContext *ac, void *reply, void *privdata)
         hr_log_info("revocation", "action=%s cutoff=%s gateways=%s key=%s",
                     p->revoke ? "revoke" : "disconnect",
                     r->element[1]->len > 0 ? r->element[1]->str : "none", num, p->key_name);
-        hr_http_send_json(p->req, 200, b.p, b.len);
+        ing_metrics_send_json(rv->metrics, p->req, p->start_us, 200, b.p, b.len);
         ing_buf_free(&b);
     }
     hr_free(p->user);
@@ -107,7 +113,7 @@ ing_revoke_done(redisAsyncContext *ac, void *reply, void *privdata)
  * HR_DECLINED after answering 400/413/415.
  */
 static int
-ing_revoke_body(struct evhttp_request *req, int revoke, int64_t now, int64_t *cut)
+ing_revoke_body(ing_revoke_t *rv, struct evhttp_request *req, int revoke, int64_t now, int64_t *cut)
 {
     size_t len;
     const char *body = hr_http_body(req, &len);
@@ -118,18 +124,20 @@ ing_revoke_body(struct evhttp_request *req, int revoke, int64_t now, int64_t *cu
         return 0;
     if (len > ING_REVOKE_BODY_MAX) {
         snprintf(msg, sizeof(msg), "body is larger than %d bytes", ING_REVOKE_BODY_MAX);
-        hr_http_send_error(req, 413, HR_E_BODY_TOO_LARGE, msg);
+        ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 413,
+                               HR_E_BODY_TOO_LARGE, msg);
         return HR_DECLINED;
     }
     if (!hr_http_is_json(req)) {
-        hr_http_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
-                           "Content-Type must be application/json");
+        ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 415,
+                               HR_E_UNSUPPORTED_MEDIA, "Content-Type must be application/json");
         return HR_DECLINED;
     }
     if (!hr_utf8_valid(body, len) ||
         hr_json_parse_object(body, len, &root, err, sizeof(err)) != 0) {
-        hr_http_send_error(req, 400, HR_E_INVALID_JSON,
-                           hr_utf8_valid(body, len) ? err : "body is not valid UTF-8");
+        ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 400,
+                               HR_E_INVALID_JSON,
+                               hr_utf8_valid(body, len) ? err : "body is not valid UTF-8");
         return HR_DECLINED;
     }
     int rc = 0;
@@ -138,7 +146,8 @@ ing_revoke_body(struct evhttp_request *req, int revoke, int64_t now, int64_t *cu
     {
         if (!revoke || strcmp(it->string, "issued_before") != 0) {
             snprintf(msg, sizeof(msg), "unknown field \"%.64s\"", it->string);
-            hr_http_send_error(req, 400, HR_E_UNKNOWN_FIELD, msg);
+            ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 400,
+                                   HR_E_UNKNOWN_FIELD, msg);
             rc = HR_DECLINED;
             goto done;
         }
@@ -151,7 +160,8 @@ ing_revoke_body(struct evhttp_request *req, int revoke, int64_t now, int64_t *cu
                      "issued_before must be an integer number of seconds since the epoch, "
                      "at most %d s ahead of now",
                      ING_REVOKE_FUTURE_MAX_S);
-            hr_http_send_error(req, 400, HR_E_INVALID_FIELD, msg);
+            ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 400,
+                                   HR_E_INVALID_FIELD, msg);
             rc = HR_DECLINED;
             goto done;
         }
@@ -214,19 +224,22 @@ ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_
         return 0;
     int64_t now = (int64_t)(hr_now_ms() / 1000), cut;
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-        hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
+        ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 405, HR_E_METHOD,
+                               "use POST");
     } else if (!hr_proto_id_valid(user, idlen)) {
-        hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
-                           "the user id must be 1-128 bytes of UTF-8 without control characters "
-                           "(percent-encoded in the path)");
+        ing_metrics_send_error(
+            rv->metrics, req, rv->metrics->route_start_us, 400, HR_E_INVALID_FIELD,
+            "the user id must be 1-128 bytes of UTF-8 without control characters "
+            "(percent-encoded in the path)");
     } else if (!ing_auth_allows_user(c, user)) {
-        ing_auth_send_out_of_scope(req, c, "this user");
-    } else if (ing_revoke_body(req, revoke, now, &cut) != 0) {
+        ing_auth_send_out_of_scope(rv->auth, req, c, "this user");
+    } else if (ing_revoke_body(rv, req, revoke, now, &cut) != 0) {
         /* answered */
     } else if (ing_auth_admit(rv->auth, req, c) != 0) {
         /* answered */
     } else if (rv->drain->draining || !hr_redis_async_ready(rv->redis)) {
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 503, HR_E_UNAVAILABLE,
+                               "redis is not reachable; retry");
     } else {
         char keybuf[HR_USER_ID_MAX + 32], cutbuf[24], ttlbuf[24];
         int kl = snprintf(keybuf, sizeof(keybuf), HR_KEY_REVOKED_PREFIX "%s}", user);
@@ -248,6 +261,7 @@ ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_
         p->req = req;
         p->user = user;
         p->key_name = c->name;
+        p->start_us = rv->metrics->route_start_us;
         p->revoke = revoke;
         if (hr_redis_async_argv(rv->redis, ing_revoke_done, p, (int)HR_ARRAY_LEN(argv), argv,
                                 argvlen) == 0) {
@@ -255,7 +269,8 @@ ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_
             user = NULL; /* the pending owns it now */
         } else {
             hr_free(p);
-            hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+            ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 503,
+                                   HR_E_UNAVAILABLE, "redis is not reachable; retry");
         }
         ing_buf_free(&msg);
     }
@@ -264,11 +279,13 @@ ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_
 }
 
 ing_revoke_t *
-ing_revoke_create(hr_redis_async_t *redis, ing_auth_t *auth, hr_http_drain_t *drain, int ttl_s)
+ing_revoke_create(hr_redis_async_t *redis, ing_auth_t *auth, ing_metrics_t *metrics,
+                  hr_http_drain_t *drain, int ttl_s)
 {
     ing_revoke_t *rv = hr_calloc(1, sizeof(*rv));
     rv->redis = redis;
     rv->auth = auth;
+    rv->metrics = metrics;
     rv->drain = drain;
     rv->ttl_s = ttl_s;
     return rv;

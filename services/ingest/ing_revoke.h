@@ -23,8 +23,8 @@
 typedef struct ing_revoke_s ing_revoke_t;
 
 /** The routes over redis (borrowed), counting requests in flight in drain (borrowed). */
-ing_revoke_t *ing_revoke_create(hr_redis_async_t *redis, ing_auth_t *auth, hr_http_drain_t *drain,
-                                int ttl_s);
+ing_revoke_t *ing_revoke_create(hr_redis_async_t *redis, ing_auth_t *auth, ing_metrics_t *metrics,
+                                hr_http_drain_t *drain, int ttl_s);
 void ing_revoke_destroy(ing_revoke_t *rv);
 
 /**

@@ -2,6 +2,7 @@
 #include "hr_proto.h"
 #include "ing_auth.h"
 #include "ing_revoke.h"
+#include "ing_metrics.h"
 #include "ing_write.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
@@ -42,6 +43,8 @@ const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.allow_anonymous", HR_CFG_BOOL, offsetof(ing_config_t, allow_anonymous), "false", 0, 0},
     {"auth.revocation_ttl_s", HR_CFG_INT, offsetof(ing_config_t, revocation_ttl_s),
      ING_STR(HR_REVOCATION_TTL_S), 60, 315360000},
+    /* One info line per answered request (event=request); false saves a write() each. */
+    {"ingest.access_log", HR_CFG_BOOL, offsetof(ing_config_t, access_log), "true", 0, 0},
 };
 const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
 
@@ -57,7 +60,8 @@ const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
  * ARGV[1] sha1hex("<path>\n<body>") the key protects (hashed by ingest), or ""
  * ARGV[2] the answer to store and replay (JSON)
  * ARGV[3] the key's TTL in seconds
- * ARGV[4] n, the number of notifications, then n groups of four:
+ * ARGV[4] n, the number of notifications
+ * ARGV[5] the request id (X-Request-Id), stored in each entry; then n groups of four:
  *         id, target field ("user_id" or "room"), target, envelope JSON
  * Reply: {0, ""} written; {1, answer} a replay of the key's first answer
  * (nothing written); {2, ""} the key was used with another body (nothing
@@ -77,10 +81,10 @@ static const char ing_lua_template[] =
     "end\n"
     "local n = tonumber(ARGV[4])\n"
     "for i = 0, n - 1 do\n"
-    "  local b = 5 + i * 4\n"
+    "  local b = 6 + i * 4\n"
     "  local field, target, env = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]\n"
     "  redis.call('XADD', KEYS[1], '*', '" HR_FIELD_ID "', ARGV[b], field, target, "
-    "'" HR_FIELD_PAYLOAD "', env)\n"
+    "'" HR_FIELD_PAYLOAD "', env, '" HR_FIELD_REQUEST_ID "', ARGV[5])\n"
     "  local ch = (field == '" HR_FIELD_ROOM "' and '" HR_CHANNEL_ROOM_PREFIX
     "' or '" HR_CHANNEL_USER_PREFIX "') .. target\n"
     "  redis.call('PUBLISH', ch, 'ING_FRAME_HEAD' .. env .. 'ING_FRAME_TAIL')\n"
@@ -88,7 +92,7 @@ static const char ing_lua_template[] =
     "if idem ~= '' then redis.call('SET', idem, ARGV[1] .. ARGV[2], 'EX', ARGV[3]) end\n"
     "return {0, ''}\n";
 
-/* EVAL script numkeys KEYS[1] KEYS[2] ARGV[1..4] */
+/* EVAL script numkeys KEYS[1] KEYS[2] ARGV[1..5] */
 enum {
     ING_ARG_CMD,
     ING_ARG_SCRIPT,
@@ -99,6 +103,7 @@ enum {
     ING_ARG_ANSWER,
     ING_ARG_TTL,
     ING_ARG_COUNT,
+    ING_ARG_REQUEST_ID,
     ING_ARGS_FIXED
 };
 
@@ -111,9 +116,10 @@ struct ing_server_s {
     hr_http_drain_t drain; /* listener, requests in flight, stop */
     char *script;          /* owned: ing_lua_template with the frame filled in */
     size_t script_len;
-    char script_sha[41];  /* SHA1 of script once Redis has it; "" before */
-    ing_auth_t *auth;     /* owned: API keys, scopes, rates */
-    ing_revoke_t *revoke; /* owned: /users/{id}/disconnect and /revoke */
+    char script_sha[41];   /* SHA1 of script once Redis has it; "" before */
+    ing_auth_t *auth;      /* owned: API keys, scopes, rates */
+    ing_revoke_t *revoke;  /* owned: /users/{id}/disconnect and /revoke */
+    ing_metrics_t metrics; /* registry, request ids, access log (owned) */
 };
 
 /*
@@ -127,9 +133,11 @@ typedef struct {
     struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
     ing_args_t args;            /* owned: the command */
     ing_buf_t answer;           /* owned: the 202 body */
-    char answer_inl[96];
-    size_t count; /* notifications written */
-    int resent;   /* already sent again as EVAL after NOSCRIPT */
+    char answer_inl[88];        /* {"id":…,"created_at":…} is 85 bytes */
+    uint32_t count;             /* notifications written (at most HR_FANOUT_MAX) */
+    int resent;                 /* already sent again as EVAL after NOSCRIPT */
+    uint64_t start_us;          /* hr_mono_us when the request arrived */
+    const char *key;            /* borrowed: the caller's key name (ing_auth) */
 } ing_pending_t;
 
 /* glibc serves requests up to 1008 bytes from its small bins without consolidating. */
@@ -145,6 +153,8 @@ ing_pending_new(ing_server_t *s, struct evhttp_request *req)
     ing_buf_init(&p->answer, p->answer_inl, sizeof(p->answer_inl));
     p->count = 0;
     p->resent = 0;
+    p->start_us = s->metrics.route_start_us;
+    p->key = s->metrics.key;
     for (int i = 0; i < ING_ARGS_FIXED; i++)
         ing_args_open(&p->args); /* filled by ing_send() */
     return p;
@@ -241,6 +251,34 @@ ing_redis_state(hr_redis_async_t *r, int ready, void *ud)
         ing_load_script(s);
 }
 
+/*
+ * Answers the request of p after its Redis reply, counted (ing_metrics).
+ * Every 5xx here is the write failing in Redis (lost, unanswered, refused).
+ */
+static void
+ing_reply_error(ing_pending_t *p, int status, const char *code, const char *message)
+{
+    if (status >= 500)
+        hr_counter_inc(p->srv->metrics.redis_errors);
+    p->srv->metrics.key = p->key;
+    ing_metrics_send_error(&p->srv->metrics, p->req, p->start_us, status, code, message);
+}
+
+static void
+ing_reply_json(ing_pending_t *p, int status, const char *json, size_t len)
+{
+    p->srv->metrics.key = p->key;
+    ing_metrics_send_json(&p->srv->metrics, p->req, p->start_us, status, json, len);
+}
+
+/* Refuses the request being routed, counted by its error code (ing_metrics). */
+static void
+ing_refuse(ing_server_t *s, struct evhttp_request *req, int status, const char *code,
+           const char *message)
+{
+    ing_metrics_send_error(&s->metrics, req, s->metrics.route_start_us, status, code, message);
+}
+
 static void
 ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -251,16 +289,18 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
 
     if (r == NULL && hr_redis_async_lost_unsent(s->redis)) {
         /* The command never reached Redis whole: nothing was stored. */
-        hr_log_warn("publish_failed", "count=%zu sent=0 error=\"redis connection lost\"", p->count);
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE,
-                           "redis connection lost before the write was sent; nothing was stored: "
-                           "retry");
+        hr_log_warn("publish_failed", "count=%u sent=0 error=\"redis connection lost\"",
+                    (unsigned)p->count);
+        ing_reply_error(p, 503, HR_E_UNAVAILABLE,
+                        "redis connection lost before the write was sent; nothing was stored: "
+                        "retry");
     } else if (r == NULL) {
         /* Sent, no answer (stall past redis.timeout_ms, or the connection dropped). */
-        hr_log_warn("publish_failed", "count=%zu sent=1 error=\"no reply from redis\"", p->count);
-        hr_http_send_error(p->req, 503, HR_E_OUTCOME_UNKNOWN,
-                           "redis did not answer; the notification may be stored: retry with the "
-                           "same Idempotency-Key (a retry without one may store it twice)");
+        hr_log_warn("publish_failed", "count=%u sent=1 error=\"no reply from redis\"",
+                    (unsigned)p->count);
+        ing_reply_error(p, 503, HR_E_OUTCOME_UNKNOWN,
+                        "redis did not answer; the notification may be stored: retry with the "
+                        "same Idempotency-Key (a retry without one may store it twice)");
     } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !p->resent) {
         /*
          * The script cache was flushed (SCRIPT FLUSH, a restart, a failover):
@@ -280,22 +320,25 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
         if (hr_redis_async_argv(s->redis, ing_notify_done, p, (int)p->args.n, p->args.argv,
                                 p->args.argvlen) == 0)
             return;
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        ing_reply_error(p, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
     } else if (r->type == REDIS_REPLY_ERROR) {
-        hr_log_error("publish_failed", "count=%zu error=\"%s\"", p->count, r->str);
-        hr_http_send_error(p->req, 503, HR_E_UNAVAILABLE, "redis refused the write; retry");
+        hr_log_error("publish_failed", "count=%u error=\"%s\"", (unsigned)p->count, r->str);
+        ing_reply_error(p, 503, HR_E_UNAVAILABLE, "redis refused the write; retry");
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
                r->element[0]->type != REDIS_REPLY_INTEGER) {
-        hr_log_error("publish_failed", "count=%zu error=\"unexpected script reply\"", p->count);
-        hr_http_send_error(p->req, 500, HR_E_INTERNAL, "unexpected reply from redis");
+        hr_log_error("publish_failed", "count=%u error=\"unexpected script reply\"",
+                     (unsigned)p->count);
+        ing_reply_error(p, 500, HR_E_INTERNAL, "unexpected reply from redis");
     } else if (r->element[0]->integer == 1 && r->element[1]->type == REDIS_REPLY_STRING) {
         hr_log_debug("idempotent_replay", "len=%zu", r->element[1]->len);
-        hr_http_send_json(p->req, 202, r->element[1]->str, r->element[1]->len);
+        hr_counter_inc(s->metrics.replays);
+        ing_reply_json(p, 202, r->element[1]->str, r->element[1]->len);
     } else if (r->element[0]->integer == 2) {
-        hr_http_send_error(p->req, 409, HR_E_IDEMPOTENCY_CONFLICT,
-                           "this Idempotency-Key was used with a different request body");
+        ing_reply_error(p, 409, HR_E_IDEMPOTENCY_CONFLICT,
+                        "this Idempotency-Key was used with a different request body");
     } else {
-        hr_http_send_json(p->req, 202, p->answer.p, p->answer.len);
+        hr_counter_add(s->metrics.accepted, p->count);
+        ing_reply_json(p, 202, p->answer.p, p->answer.len);
     }
     ing_pending_free(p);
     hr_http_drain_release(&s->drain);
@@ -312,15 +355,15 @@ ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *ke
 {
     *keyed = 0;
     if (client != NULL && !hr_proto_token_valid(client, strlen(client), HR_CLIENT_MAX)) {
-        hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
-                           HR_HEADER_CLIENT " must be 1-128 visible ASCII characters");
+        ing_refuse(p->srv, req, 400, HR_E_INVALID_FIELD,
+                   HR_HEADER_CLIENT " must be 1-128 visible ASCII characters");
         return HR_DECLINED;
     }
     if (key == NULL)
         return 0;
     if (!hr_proto_token_valid(key, strlen(key), HR_IDEMPOTENCY_KEY_MAX)) {
-        hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
-                           HR_HEADER_IDEMPOTENCY_KEY " must be 1-255 visible ASCII characters");
+        ing_refuse(p->srv, req, 400, HR_E_INVALID_FIELD,
+                   HR_HEADER_IDEMPOTENCY_KEY " must be 1-255 visible ASCII characters");
         return HR_DECLINED;
     }
     const char *scope = client != NULL ? client : HR_CLIENT_DEFAULT;
@@ -356,7 +399,7 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
     struct evhttp_request *req = p->req;
     if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
         ing_pending_free(p);
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        ing_refuse(s, req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
     ing_args_t *a = &p->args;
@@ -375,6 +418,8 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
     char count[24];
     ing_args_set(a, ING_ARG_COUNT, count, ing_u64(count, p->count));
     ing_args_set(a, ING_ARG_ANSWER, p->answer.p, p->answer.len);
+    const char *rid = ing_metrics_request_id(req);
+    ing_args_set(a, ING_ARG_REQUEST_ID, rid, strlen(rid));
     ing_args_finish(a);
     /* EVALSHA once the script is loaded: 40 bytes instead of the script per request. */
     int sha = s->script_sha[0] != '\0';
@@ -397,7 +442,7 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
     ing_buf_free(&resp);
     if (rc != 0) {
         ing_pending_free(p);
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        ing_refuse(s, req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
     s->drain.inflight++;
@@ -432,8 +477,7 @@ ing_preamble(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c,
             *slot = kv->value;
     }
     if (!hr_http_json_type(ct)) {
-        hr_http_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
-                           "Content-Type must be application/json");
+        ing_refuse(s, req, 415, HR_E_UNSUPPORTED_MEDIA, "Content-Type must be application/json");
         return NULL;
     }
     *body = hr_http_body(req, len);
@@ -476,7 +520,7 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req, const ing_caller_t 
     if (hr_proto_parse_targets(body, len, HR_BODY_MAX, &r, &e) != 0) {
         hr_log_debug("request_refused", "code=%s", e.code);
         ing_pending_free(p);
-        hr_http_send_error(req, e.status, e.code, e.message);
+        ing_refuse(s, req, e.status, e.code, e.message);
         return;
     }
     if (ing_auth_check_request(s->auth, req, c, &r) != 0) {
@@ -487,7 +531,7 @@ ing_handle_post(ing_server_t *s, struct evhttp_request *req, const ing_caller_t 
     if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
         hr_proto_request_clear(&r);
         ing_pending_free(p);
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        ing_refuse(s, req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
         return;
     }
     ing_expand(s, &r, p);
@@ -530,7 +574,7 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
     }
     if (hr_proto_parse_batch(body, len, &items, &lens, &n, &e) != 0) {
         ing_pending_free(p);
-        hr_http_send_error(req, e.status, e.code, e.message);
+        ing_refuse(s, req, e.status, e.code, e.message);
         return;
     }
     hr_proto_request_t *reqs = hr_calloc(n, sizeof(*reqs));
@@ -551,16 +595,16 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
         char what[64];
         snprintf(what, sizeof(what), "the targets of notifications[%zu]", outside);
         ing_pending_free(p);
-        ing_auth_send_out_of_scope(req, c, what);
+        ing_auth_send_out_of_scope(s->auth, req, c, what);
     } else if (total > HR_FANOUT_MAX) {
         ing_pending_free(p);
-        hr_http_send_error(req, 400, HR_E_INVALID_FIELD,
-                           "the batch expands to more than 1000 notifications");
+        ing_refuse(s, req, 400, HR_E_INVALID_FIELD,
+                   "the batch expands to more than 1000 notifications");
     } else if (accepted > 0 && ing_auth_admit(s->auth, req, c) != 0) {
         ing_pending_free(p);
     } else if (accepted > 0 && (s->drain.draining || !hr_redis_async_ready(s->redis))) {
         ing_pending_free(p);
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        ing_refuse(s, req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
     } else {
         ing_buf_t *a = &p->answer;
         char head[96];
@@ -570,10 +614,12 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
         for (size_t i = 0; i < n; i++) {
             if (i > 0)
                 ing_buf_add(a, ",", 1);
-            if (ok[i])
+            if (ok[i]) {
                 ing_expand(s, &reqs[i], p);
-            else
+            } else {
                 ing_item_error(a, &errs[i]);
+                ing_metrics_rejected(&s->metrics, errs[i].code);
+            }
         }
         ing_buf_add(a, "]", 1);
         if (accepted > 0) {
@@ -582,7 +628,7 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
         } else {
             ing_buf_adds(a, ",\"error\":{\"code\":\"" HR_E_INVALID_FIELD
                             "\",\"message\":\"no notification of the batch is valid\"}}");
-            hr_http_send_json(req, 400, a->p, a->len);
+            ing_metrics_send_json(&s->metrics, req, s->metrics.route_start_us, 400, a->p, a->len);
             ing_pending_free(p);
         }
     }
@@ -596,44 +642,31 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
 }
 
 static void
-ing_handle_health(ing_server_t *s, struct evhttp_request *req)
-{
-    int ok = hr_redis_async_ready(s->redis) && !s->drain.draining;
-    char body[128];
-    int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"redis\":\"%s\"}",
-                     ok ? "ok" : "unavailable", hr_redis_async_ready(s->redis) ? "up" : "down");
-    hr_http_send_json(req, ok ? 200 : 503, body, (size_t)n);
-}
-
-static void
 ing_route(struct evhttp_request *req, void *arg)
 {
     ing_server_t *s = arg;
     enum evhttp_cmd_type m = evhttp_request_get_command(req);
     ing_caller_t caller = {0};
+    ing_metrics_begin(&s->metrics, req);
 
     /* Every route but the probes needs an API key (401 first, proto/auth.md). */
     if (!ing_auth_open_path(req) && ing_auth_identify(s->auth, req, &caller) != 0)
         return;
+    s->metrics.key = caller.name;
     if (hr_http_path_is(req, "/notifications")) {
         if (m == EVHTTP_REQ_POST)
             ing_handle_post(s, req, &caller);
         else
-            hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
+            ing_refuse(s, req, 405, HR_E_METHOD, "use POST");
     } else if (hr_http_path_is(req, "/notifications/batch")) {
         if (m == EVHTTP_REQ_POST)
             ing_handle_batch(s, req, &caller);
         else
-            hr_http_send_error(req, 405, HR_E_METHOD, "use POST");
+            ing_refuse(s, req, 405, HR_E_METHOD, "use POST");
     } else if (ing_revoke_route(s->revoke, req, &caller)) {
         /* answered */
-    } else if (hr_http_path_is(req, "/healthz")) {
-        if (m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD)
-            ing_handle_health(s, req);
-        else
-            hr_http_send_error(req, 405, HR_E_METHOD, "use GET");
-    } else {
-        hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
+    } else if (ing_metrics_handle(&s->metrics, req) != 0) {
+        ing_refuse(s, req, 404, HR_E_NOT_FOUND, "no such endpoint");
     }
 }
 
@@ -679,7 +712,8 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     s->base = base;
     s->cfg = cfg;
     hr_uuid_gen_init(&s->uuid);
-    if (ing_auth_create(cfg->config_path, cfg->allow_anonymous, &s->auth, err, errlen) != 0) {
+    if (ing_auth_create(cfg->config_path, cfg->allow_anonymous, &s->metrics, &s->auth, err,
+                        errlen) != 0) {
         hr_free(s);
         return NULL;
     }
@@ -716,7 +750,9 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
     }
     s->drain.base = base;
     s->drain.http = s->http;
-    s->revoke = ing_revoke_create(s->redis, s->auth, &s->drain, cfg->revocation_ttl_s);
+    s->revoke = ing_revoke_create(s->redis, s->auth, &s->metrics, &s->drain, cfg->revocation_ttl_s);
+    ing_metrics_src_t src = {.redis = s->redis, .draining = &s->drain.draining};
+    ing_metrics_init(&s->metrics, base, &src, &s->uuid, cfg->access_log);
     return s;
 }
 
@@ -738,6 +774,7 @@ ing_server_destroy(ing_server_t *s)
     if (s == NULL)
         return;
     hr_http_drain_clear(&s->drain);
+    ing_metrics_fini(&s->metrics);
     hr_redis_async_destroy(s->redis);
     hr_http_destroy(s->http);
     ing_revoke_destroy(s->revoke);

@@ -19,6 +19,7 @@ typedef struct {
     int allow_anonymous;     /* development: requests without an API key are accepted */
     int revocation_ttl_s;    /* auth.revocation_ttl_s: lifetime of a user's cut-off */
     const char *config_path; /* borrowed: the file read (auth section), NULL: none */
+    int access_log;          /* one info line per answered request */
 } ing_config_t;
 
 /** The settings of herald-ingest, for hr_config_load(). */

@@ -194,16 +194,27 @@ wrk_ack(wrk_worker_t *w)
             char err[256], safe[200];
             snprintf(err, sizeof(err), "%s: %s", k < dead ? "dead letter" : "XACK",
                      wrk_log_safe(safe, sizeof(safe), r->str));
-            if (k < dead)
-                hr_log_error("dead_letter_failed", "sid=%s error=\"%s\" action=left_pending",
-                             b->entries[dead_at[k]].sid, err);
+            if (k < dead) {
+                char rid[WRK_RID_LOG_MAX];
+                hr_log_error("dead_letter_failed",
+                             "sid=%s request_id=\"%s\" error=\"%s\" action=left_pending",
+                             b->entries[dead_at[k]].sid,
+                             wrk_entry_rid(rid, &b->entries[dead_at[k]]), err);
+            }
             if (rc == 0)
                 wrk_link_fail(&w->redis_link, err);
             rc = HR_AGAIN;
         } else if (k < dead && r->type == REDIS_REPLY_INTEGER) {
             /* Written: an ack retry must not write it again. */
-            if (r->integer > 0)
-                b->entries[dead_at[k]].dead_done = 1;
+            if (r->integer > 0) {
+                wrk_entry_t *e = &b->entries[dead_at[k]];
+                char rid[WRK_RID_LOG_MAX], safe[256];
+                e->dead_done = 1;
+                hr_log_warn("entry_dead_lettered",
+                            "sid=%s stream=%s request_id=\"%s\" reason=\"%s\"", e->sid,
+                            wrk_stream_name(e->stream), wrk_entry_rid(rid, e),
+                            wrk_log_safe(safe, sizeof(safe), e->reason));
+            }
             moved += r->integer > 0;
             unacked += r->integer == 2;
         } else if (k >= dead && k < dead + nxack && r->type == REDIS_REPLY_INTEGER) {

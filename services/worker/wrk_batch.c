@@ -395,6 +395,22 @@ wrk_batch_add_entry(wrk_batch_t *b, int stream, const char *sid, size_t sidlen,
     return 0;
 }
 
+const char *
+wrk_entry_field(const wrk_entry_t *e, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    const char *p = e->raw;
+    for (size_t i = 0; p != NULL && i + 1 < e->nraw; i += 2) {
+        const char *v = p + e->rawlen[i];
+        if (e->rawlen[i] == nl && memcmp(p, name, nl) == 0) {
+            *len = e->rawlen[i + 1];
+            return v;
+        }
+        p = v + e->rawlen[i + 1];
+    }
+    return NULL;
+}
+
 int
 wrk_batch_add(wrk_batch_t *b, const char *sid, size_t sidlen, const char *const *kv,
               const size_t *kvlen, size_t nkv, char *err, size_t errlen)

@@ -124,6 +124,12 @@ int wrk_batch_add_entry(wrk_batch_t *b, int stream, const char *sid, size_t sidl
                         const char *const *kv, const size_t *kvlen, size_t nkv, char *err,
                         size_t errlen);
 
+/**
+ * The value of field name among e's original fields (borrowed, *len bytes,
+ * not NUL-terminated), or NULL. Only fields at even positions are names.
+ */
+const char *wrk_entry_field(const wrk_entry_t *e, const char *name, size_t *len);
+
 /** Marks entry i rejected after the fact (PostgreSQL refused its row). */
 void wrk_batch_reject(wrk_batch_t *b, size_t i);
 /** Like wrk_batch_reject() and records why (copied) for its dead letter. */

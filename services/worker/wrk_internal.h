@@ -78,6 +78,13 @@ struct wrk_worker_s {
 };
 
 /* ---- wrk_worker.c: links, logs, Redis connection ---- */
+/* Room for a quoted request id (every byte may take a backslash). */
+#define WRK_RID_LOG_MAX (2 * HR_REQUEST_ID_MAX + 1)
+/**
+ * The request id of entry e (HR_FIELD_REQUEST_ID, written by ingest) for a
+ * log value inside quotes, in dst (WRK_RID_LOG_MAX bytes); "-" without one.
+ */
+const char *wrk_entry_rid(char *dst, const wrk_entry_t *e);
 /** Copies s into a log-safe form: no quotes or control characters, bounded. */
 const char *wrk_log_safe(char *dst, size_t cap, const char *s);
 /** Makes err safe to log inside quotes, in place. */

@@ -62,8 +62,10 @@ wrk_take_entries(wrk_worker_t *w, int s, const redisReply *list)
         added++;
         if (rc == HR_DECLINED) {
             /* Dead-lettered and acked with the batch, so it never blocks the stream. */
-            hr_log_error("entry_rejected", "sid=%s stream=%s reason=\"%s\"",
-                         w->batch.entries[w->batch.len - 1].sid, wrk_stream_name(s),
+            const wrk_entry_t *e = &w->batch.entries[w->batch.len - 1];
+            char rid[WRK_RID_LOG_MAX];
+            hr_log_error("entry_rejected", "sid=%s stream=%s request_id=\"%s\" reason=\"%s\"",
+                         e->sid, wrk_stream_name(s), wrk_entry_rid(rid, e),
                          wrk_log_safe(safe, sizeof(safe), err));
             w->stats.rejected++;
         }
@@ -422,14 +424,25 @@ wrk_count_attempts(wrk_worker_t *w)
     wrk_batch_t *b = &w->batch;
     for (size_t i = 0; i < b->len; i++) {
         wrk_entry_t *e = &b->entries[i];
-        if (!e->counted || !e->is_row || e->attempts <= (unsigned)w->cfg->max_deliveries)
+        if (!e->counted || !e->is_row)
             continue;
+        if (e->attempts <= (unsigned)w->cfg->max_deliveries) {
+            /* Delivered again after a store attempt that did not end in an ack: a retry. */
+            char rid[WRK_RID_LOG_MAX];
+            hr_log_info("entry_retry",
+                        "sid=%s stream=%s request_id=\"%s\" attempts=%u deliveries=%u", e->sid,
+                        wrk_stream_name(e->stream), wrk_entry_rid(rid, e), e->attempts,
+                        e->deliveries);
+            continue;
+        }
         char reason[160];
         snprintf(reason, sizeof(reason),
                  "%u store attempts failed (a worker crashed storing it, or postgres refused it)",
                  e->attempts);
-        hr_log_error("entry_poison", "sid=%s stream=%s attempts=%u deliveries=%u", e->sid,
-                     wrk_stream_name(e->stream), e->attempts, e->deliveries);
+        char rid[WRK_RID_LOG_MAX];
+        hr_log_error("entry_poison", "sid=%s stream=%s request_id=\"%s\" attempts=%u deliveries=%u",
+                     e->sid, wrk_stream_name(e->stream), wrk_entry_rid(rid, e), e->attempts,
+                     e->deliveries);
         wrk_batch_reject_reason(b, i, reason);
         w->stats.rejected++;
     }

@@ -427,10 +427,12 @@ wrk_pg_isolate(wrk_worker_t *w, wrk_isolate_t *iso, size_t lo, size_t hi)
     while (!b->entries[i].is_row)
         i++;
     wrk_entry_t *e = &b->entries[i];
-    char safe[512], reason[600];
+    char safe[512], reason[600], rid[WRK_RID_LOG_MAX];
     if (rc == HR_DECLINED) {
-        hr_log_error("entry_rejected", "sid=%s id=%s reason=\"postgres refused the row: %s\"",
-                     e->sid, e->n.id, wrk_log_safe(safe, sizeof(safe), iso->err));
+        hr_log_error("entry_rejected",
+                     "sid=%s id=%s request_id=\"%s\" reason=\"postgres refused the row: %s\"",
+                     e->sid, e->n.id, wrk_entry_rid(rid, e),
+                     wrk_log_safe(safe, sizeof(safe), iso->err));
         snprintf(reason, sizeof(reason), "postgres refused the row: %s", iso->err);
         wrk_batch_reject_reason(b, i, reason); /* dead-lettered with the ack */
         w->stats.rejected++;
@@ -460,10 +462,12 @@ wrk_pg_store_isolating(wrk_worker_t *w, uint64_t *inserted, char *err, size_t er
     if (rc == 0) {
         for (size_t k = 0; k < iso.nsuspects; k++) {
             wrk_entry_t *e = &b->entries[iso.suspects[k]];
-            char safe[512], reason[600];
+            char safe[512], reason[600], rid[WRK_RID_LOG_MAX];
             hr_log_error("entry_rejected",
-                         "sid=%s id=%s reason=\"postgres failed on this entry alone: %s\"", e->sid,
-                         e->n.id, wrk_log_safe(safe, sizeof(safe), iso.why[k]));
+                         "sid=%s id=%s request_id=\"%s\" reason=\"postgres failed on this entry "
+                         "alone: %s\"",
+                         e->sid, e->n.id, wrk_entry_rid(rid, e),
+                         wrk_log_safe(safe, sizeof(safe), iso.why[k]));
             snprintf(reason, sizeof(reason), "postgres failed on this entry alone: %s", iso.why[k]);
             wrk_batch_reject_reason(b, iso.suspects[k], reason);
             w->stats.rejected++;

@@ -86,6 +86,17 @@ wrk_log_safe(char *dst, size_t cap, const char *s)
     return dst;
 }
 
+const char *
+wrk_entry_rid(char *dst, const wrk_entry_t *e)
+{
+    size_t n;
+    const char *v = wrk_entry_field(e, HR_FIELD_REQUEST_ID, &n);
+    if (v == NULL)
+        return strcpy(dst, "-");
+    /* Cut at HR_REQUEST_ID_MAX: entries written by others may carry anything. */
+    return hr_log_quote(dst, WRK_RID_LOG_MAX, v, n < HR_REQUEST_ID_MAX ? n : HR_REQUEST_ID_MAX);
+}
+
 /* Makes err safe to log inside quotes, in place (see wrk_log_safe). */
 void
 wrk_err_safe(char *err)

@@ -762,7 +762,7 @@ class Stack:
 
     def wait_ready(self):
         if "ingest" in self.services:
-            wait_until(lambda: http_get(self.ingest_port, "/healthz")[0] == 200, 15, "ingest")
+            wait_until(lambda: http_get(self.ingest_port, "/readyz")[0] == 200, 15, "ingest")
         if "history" in self.services:
             wait_until(lambda: http_get(self.history_port, "/readyz")[0] == 200, 15, "history")
         for port in self.gateway_ports:

@@ -44,6 +44,7 @@ def run_config(t, run, label, conf):
             for name, port in ports.items():
                 wait_until(lambda: request(port, "GET", "/healthz")[0] == 200, 15, f"{name} healthy")
             wait_until(lambda: request(ports["history"], "GET", "/readyz")[0] == 200, 15, "history ready")
+            wait_until(lambda: request(ports["ingest"], "GET", "/readyz")[0] == 200, 15, "ingest ready")
             for name, svc in stack.services.items():
                 check(svc.proc.poll() is None, f"{name} running", svc.log_text()[-2000:])
             # The file's gateway.dev_user_query decides (the environment does not set it).

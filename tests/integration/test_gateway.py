@@ -220,7 +220,7 @@ def main():
             stack.start_redis()
             wait_until(lambda: numsub(stack, "herald:user:alice") == 1, 15, "alice resubscribed")
             wait_until(lambda: numsub(stack, "herald:room:lobby") == 2, 15, "lobby resubscribed")
-            wait_until(lambda: http_request(stack.ingest_port, "GET", "/healthz")[0] == 200, 15,
+            wait_until(lambda: http_request(stack.ingest_port, "GET", "/readyz")[0] == 200, 15,
                        "ingest reconnected")
             for port in stack.gateway_ports:
                 wait_until(lambda: http_request(port, "GET", "/readyz")[0] == 200, 15,

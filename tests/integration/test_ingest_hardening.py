@@ -41,7 +41,7 @@ def spawn_ingest(stack, key, env=None, ready=True):
     e.update(env or {})
     svc = stack.spawn(key, "herald-ingest", e)
     if ready:
-        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, f"{key} healthz 200")
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, f"{key} readyz 200")
     return port, svc
 
 
@@ -76,7 +76,7 @@ def test_redis_url(t):
             log = svc.log_text()
             check("step=SELECT" in log, log[-2000:])
             check("redis_ready" not in log, log[-2000:])
-            status, body = http_get(port, "/healthz")
+            status, body = http_get(port, "/readyz")
             check(status == 503, (status, body))
             status, body = post_notification(port, {"user_id": "u", "message": "db20"})
             check(status == 503 and body["error"]["code"] == "unavailable", (status, body))
@@ -138,7 +138,7 @@ def test_redis_url(t):
             # Again after a reconnect: still one per connect.
             r.cmd("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             wait_until(lambda: commandstat(r, "auth") == 2, 15, "ingest to reconnect")
-            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "ingest ready again")
+            wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, "ingest ready again")
             wait_until(lambda: post_notification(port, {"user_id": "u", "message": "again"})[0]
                        == 202, 15, "a post after the reconnect")
             check(commandstat(r, "script|load") == 2, r.cmd("INFO", "commandstats"))
@@ -168,7 +168,7 @@ def test_redis_url(t):
                                      ready=False)
             wait_until(lambda: "redis_handshake_failed" in svc.log_text(), 15, "AUTH refused")
             check("step=AUTH" in svc.log_text(), svc.log_text()[-2000:])
-            check(http_get(port, "/healthz")[0] == 503, "healthz up with a wrong password")
+            check(http_get(port, "/readyz")[0] == 503, "readyz up with a wrong password")
         t.check("wrong_password_is_logged_and_keeps_healthz_503", wrong_password_keeps_ingest_down)
     finally:
         stack.stop()
@@ -348,7 +348,7 @@ def test_redis_stall(t):
             # The dropped connection's buffered commands run once Redis wakes; it
             # closes that connection after reading them all.
             wait_until(lambda: not (before & set(client_ids(r))), 20, "old connection gone")
-            wait_until(lambda: http_get(port, "/healthz")[0] == 200, 20, "ingest reconnected")
+            wait_until(lambda: http_get(port, "/readyz")[0] == 200, 20, "ingest reconnected")
             stored = stream_messages(r)
             codes = {}
             for k, i, st, body in results:
@@ -453,8 +453,8 @@ def test_wire_contract(t):
             finally:
                 sub.close()
             e1, e2 = raw_stream(stack.redis_port)[-2:]
-            check(set(e1) == {b"id", b"user_id", b"payload"}, e1)
-            check(set(e2) == {b"id", b"room", b"payload"}, e2)
+            check(set(e1) == {b"id", b"user_id", b"payload", b"request_id"}, e1)
+            check(set(e2) == {b"id", b"room", b"payload", b"request_id"}, e2)
             check(e1[b"id"].decode() == a["id"] and e1[b"user_id"] == "al\u00e9x".encode(), e1)
             check(e2[b"room"] == b"lobby", e2)
             head = b'{"type":"notification","notification":'

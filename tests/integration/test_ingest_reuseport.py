@@ -56,7 +56,7 @@ def main():
             wait_until(lambda: svc.proc.poll() is not None or port in listening_ports(svc.proc.pid),
                        15, f"{svc.name} to listen on {port}")
             check(svc.proc.poll() is None, svc.name, "exited:", svc.log_text()[-2000:])
-        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "healthz 200")
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, "readyz 200")
 
         def two_processes_share_one_port_and_both_serve():
             # 64 connections: the kernel hashes each to one listener; all on one

@@ -64,7 +64,7 @@ def main():
             body = {"user_id": "down", "message": "while redis is away"}
             stack.stop_redis()
             try:
-                wait_until(lambda: request(port, "GET", "/healthz")[0] == 503, 10, "ingest sees redis down")
+                wait_until(lambda: request(port, "GET", "/readyz")[0] == 503, 10, "ingest sees redis down")
                 for path, b in (("/notifications", body),
                                 ("/notifications/batch", {"notifications": [body]})):
                     s, hdr, a = post(b, h, path)
@@ -73,7 +73,7 @@ def main():
             finally:
                 stack.start_redis()
                 # Also when a check above failed: the next checks need ingest back.
-                wait_until(lambda: request(port, "GET", "/healthz")[0] == 200, 15, "ingest reconnected")
+                wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, 15, "ingest reconnected")
             s, _, a = wait_until(lambda: (lambda x: x if x[0] != 503 else None)(post(body, h)), 10,
                                  "the script loaded again")
             check(s == 202, "same key accepted after the outage", s, a)

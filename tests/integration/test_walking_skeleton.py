@@ -157,7 +157,7 @@ def main():
                                                                  "message": "lost?"})
             check(status == 503, (status, resp))
             check(resp["error"]["code"] == "unavailable", resp)
-            status, _ = http_request(stack.ingest_port, "GET", "/healthz")
+            status, _ = http_request(stack.ingest_port, "GET", "/readyz")
             check(status == 503)
         t.check("ingest_answers_503_with_redis_stopped", redis_down_gives_503)
 

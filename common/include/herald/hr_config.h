@@ -44,9 +44,11 @@ void hr_config_env_name(const char *key, char *buf, size_t cap);
 int hr_config_args(int argc, char **argv, const char *service, const char **path);
 
 /**
- * What every main does before building its loop: loads the config (file,
- * then environment), sets the log level from the string field at
- * log_level_offset, routes cJSON through hr_alloc and ignores SIGPIPE.
+ * What every main does before building its loop: loads the config (the file
+ * at path, else $HERALD_CONFIG, then the environment), sets the log level
+ * from the string field at log_level_offset and the line format from
+ * log.format ("kv" or "json", read for every service without a field of its
+ * own), routes cJSON through hr_alloc and ignores SIGPIPE.
  * Returns 0, or HR_ERR after logging why (cfg is then freed).
  */
 int hr_config_start(const char *service, void *cfg, const hr_cfg_field_t *fields, size_t nfields,
