@@ -67,40 +67,6 @@ ing_auth_open_path(struct evhttp_request *req)
 }
 
 /*
- * The request's line at log level debug, once its answer is written: the
- * path with anything outside visible ASCII (and quotes) replaced, so an
- * untrusted URI cannot forge fields; the key by its name only.
- */
-static void
-ing_auth_log_request(struct evhttp_request *req, void *arg)
-{
-    const char *name = arg;
-    size_t n;
-    const char *p = hr_http_path_ref(req, &n);
-    char path[129];
-    size_t k = 0;
-    for (; k < n && k < sizeof(path) - 1; k++) {
-        unsigned char c = (unsigned char)p[k];
-        path[k] = c > 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
-    }
-    path[k] = '\0';
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    hr_log_debug("request", "method=%s path=\"%s%s\" status=%d key=%s",
-                 m == EVHTTP_REQ_POST  ? "POST"
-                 : m == EVHTTP_REQ_GET ? "GET"
-                                       : "other",
-                 path, k < n ? "..." : "", evhttp_request_get_response_code(req),
-                 name != NULL ? name : "-");
-}
-
-static void
-ing_auth_trace(struct evhttp_request *req, const char *name)
-{
-    if (hr_log_enabled(HR_LOG_DEBUG))
-        evhttp_request_set_on_complete_cb(req, ing_auth_log_request, (void *)name);
-}
-
-/*
  * The key of "Authorization: Bearer <key>" (scheme in any case, blanks
  * around the key dropped) as *key, *len; HR_DECLINED if the header has
  * another shape.
@@ -144,10 +110,8 @@ ing_auth_identify(ing_auth_t *a, struct evhttp_request *req, ing_caller_t *c)
     c->name = NULL;
     if (h == NULL && a->allow_anonymous) {
         c->name = ING_AUTH_ANONYMOUS;
-        ing_auth_trace(req, c->name);
         return 0;
     }
-    ing_auth_trace(req, NULL);
     if (h == NULL || ing_auth_bearer(h, &key, &len) != 0) {
         hr_log_debug("unauthorized", "reason=%s", h == NULL ? "no_key" : "not_bearer");
         ing_auth_send_unknown(a, req, h != NULL);
@@ -160,7 +124,6 @@ ing_auth_identify(ing_auth_t *a, struct evhttp_request *req, ing_caller_t *c)
         return HR_DECLINED;
     }
     c->name = hr_apikey_name(c->key);
-    ing_auth_trace(req, c->name);
     return 0;
 }
 

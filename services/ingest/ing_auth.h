@@ -40,8 +40,8 @@ int ing_auth_open_path(struct evhttp_request *req);
 
 /**
  * Identifies the caller of req from its Authorization header. Returns 0 with
- * *c filled, or HR_DECLINED after answering 401 unknown_key. At log level
- * debug, the request's line (status, key name) is logged when it is answered.
+ * *c filled, or HR_DECLINED after answering 401 unknown_key. The key's name
+ * is on the request's access line (ing_metrics).
  */
 int ing_auth_identify(ing_auth_t *a, struct evhttp_request *req, ing_caller_t *c);
 

@@ -120,10 +120,16 @@ def main():
                 check(s == 400 and b["error"]["code"] == "invalid_json", s, b)
             s, b = post(ip, {"message": "no target"})
             check(s == 400 and b["error"]["code"] == "missing_field", s, b)
-            s, _ = http_request(ip, "GET", "/nowhere")
+            s, _ = http_request(ip, "GET", "/nowhere", headers=AUTH)
             check(s == 404, s)
-            s, _ = http_request(ip, "GET", "/notifications")
+            s, _ = http_request(ip, "GET", "/notifications", headers=AUTH)
             check(s == 405, s)
+            # Refused by the API key check: counted like every other answer.
+            s, _ = post_notification(ip, {"user_id": "k", "message": "no key"}, {"Authorization": None})
+            check(s == 401, s)
+            s, _ = post_notification(ip, {"user_id": "k", "message": "bad key"},
+                                     {"Authorization": "Bearer not-a-key"})
+            check(s == 401, s)
             # The same Idempotency-Key twice: written once, replayed once.
             key = {"Idempotency-Key": "metrics-replay-1"}
             s1, b1 = post(ip, {"user_id": "idem", "message": "once"}, key)
@@ -138,7 +144,7 @@ def main():
             check(stack.entries_added(NOTIFY) - before == n + 5 + 1, "entries written")
             want = {"herald_ingest_notifications_accepted_total": n + 5 + 1,
                     REQ.format("notifications", "2xx"): n + 1 + 2,
-                    REQ.format("notifications", "4xx"): 5,  # 2 + 1 + the 405 and the 409
+                    REQ.format("notifications", "4xx"): 7,  # 2 + 1 + the 405, the 409 and two 401
                     REQ.format("batch", "2xx"): 1,
                     REQ.format("other", "4xx"): 1,
                     REQ.format("health", "2xx"): 2,
@@ -148,10 +154,11 @@ def main():
                     REJ.format("not_found"): 1,
                     REJ.format("method_not_allowed"): 1,
                     REJ.format("idempotency_conflict"): 1,
+                    REJ.format("unknown_key"): 2,
                     "herald_ingest_idempotent_replays_total": 1,
                     "herald_ingest_redis_errors_total": 0,
-                    'herald_ingest_request_duration_seconds_count{route="notifications"}': n + 8,
-                    'herald_ingest_request_duration_seconds_bucket{route="notifications",le="+Inf"}': n + 8}
+                    'herald_ingest_request_duration_seconds_count{route="notifications"}': n + 10,
+                    'herald_ingest_request_duration_seconds_bucket{route="notifications",le="+Inf"}': n + 10}
             for k, d in want.items():
                 check(m[k] - a[k] == d, f"{k}: {a[k]} -> {m[k]}, want +{d}")
             moved = {k for k in m if k.startswith(("herald_ingest_requests_total",
