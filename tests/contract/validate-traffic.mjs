@@ -45,7 +45,9 @@ export class Contract {
     this.api = new OpenAPIBackend({
       definition: file,
       strict: true,
-      quick: false,
+      quick: true,
+      validate: true,
+      lazyCompileValidators: true,
       customizeAjv: (ajv) => {
         addFormats(ajv);
         return ajv;

@@ -14,7 +14,6 @@ import threading
 
 import json
 
-LOG_PATH = os.environ.get("HERALD_CONTRACT_LOG")
 _services = {}  # port -> "ingest" | "history"
 _lock = threading.Lock()
 
@@ -39,7 +38,8 @@ def _text(raw):
 def record(port, method, target, req_headers, req_body, status, resp_headers, resp_body):
     """Appends one exchange; resp_headers is the list of (name, value) pairs as sent."""
     service = _services.get(port)
-    if LOG_PATH is None or service is None:
+    log_path = os.environ.get("HERALD_CONTRACT_LOG")
+    if not log_path or service is None:
         return
     path, _, query = target.partition("?")
     line = json.dumps({
@@ -53,7 +53,7 @@ def record(port, method, target, req_headers, req_body, status, resp_headers, re
         "response": {"headers": [[k, v] for k, v in resp_headers], "body": _text(resp_body)},
     }) + "\n"
     with _lock:
-        fd = os.open(LOG_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
