@@ -53,6 +53,7 @@ def record(port, method, target, req_headers, req_body, status, resp_headers, re
         "response": {"headers": [[k, v] for k, v in resp_headers], "body": _text(resp_body)},
     }) + "\n"
     with _lock:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
