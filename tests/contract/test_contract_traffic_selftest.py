@@ -107,6 +107,10 @@ def main():
                  "does not end with a newline")
         rec_case("an_unknown_path_answered_other_than_404_fails", find("history", "GET", "/nope", 404),
                  lambda r: r.update(status=200), "a path the service does not have was answered 200")
+        rec_case("an_accepted_request_the_contract_refuses_fails", accepted,
+                 lambda r: r["request"].update(body={"text": json.dumps({"user_id": "alice", "message": "hi",
+                                                                         "priority": 1})}),
+                 "the accepted request/requestBody must NOT have additional properties (priority)")
         rec_case("an_ingest_route_answered_by_history_fails", accepted, lambda r: r.update(service="history"),
                  "a method the path does not take")
 

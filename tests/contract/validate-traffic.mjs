@@ -15,6 +15,8 @@
 //     validate against its schema (unknown fields, types, formats, enums)
 //     and end with a newline; a response without content has no body, and a
 //     HEAD answer never has one;
+//   * a request answered 2xx must be one the contract allows (parameters,
+//     headers, body);
 //   * every response header must be HTTP framing, listed for the service in
 //     x-herald-headers-on-every-answer, or listed for the response, and
 //     match its schema.
@@ -195,6 +197,29 @@ export class Contract {
         out.push(`${where} ${status}: body${e.instancePath || ""} ${e.message}` +
           (e.params && e.params.additionalProperty ? ` (${e.params.additionalProperty})` : "") +
           (e.params && e.params.allowedValues ? ` (${e.params.allowedValues.join(", ")})` : ""));
+    }
+    // A request the service accepted must be one the contract allows.
+    if (rec.status >= 200 && rec.status < 300 && route.method !== "options") {
+      const req = {
+        method: route.method,
+        path: rec.path,
+        query: rec.query || "",
+        headers: Object.fromEntries(Object.entries(rec.request.headers).map(([k, v]) => [k.toLowerCase(), v])),
+        body: rec.request.body ? rec.request.body.text : undefined,
+      };
+      if (typeof req.body === "string" && essence(req.headers["content-type"]) === "application/json") {
+        try {
+          req.body = JSON.parse(req.body);
+        } catch {
+          // left a string: the validator reports it
+        }
+      }
+      const r = this.api.validator.validateRequest(req, op.operationId);
+      // History ignores query parameters it does not know (the contract says so).
+      const ignored = (e) => e.instancePath === "/query" && e.keyword === "additionalProperties";
+      for (const e of (r.errors || []).filter((e) => !ignored(e)))
+        out.push(`${where} ${status}: the accepted request${e.instancePath || ""} ${e.message}` +
+          (e.params && e.params.additionalProperty ? ` (${e.params.additionalProperty})` : ""));
     }
     const rest = {};
     for (const [n, v] of Object.entries(headers)) {
