@@ -96,6 +96,10 @@ def main():
                   "must have required property 'next_cursor'")
         rec_case("an_undocumented_status_fails", accepted, lambda r: r.update(status=201),
                  "status 201 is not documented")
+        body_case("a_framing_status_with_another_code_fails", page,
+                  lambda b: (b.clear(), b.update(error={"code": "not_found", "message": "x"})),
+                  "status 413 is not documented for GET /notifications")
+        cases[-1][1]["status"] = 413
         rec_case("an_undocumented_header_fails", accepted,
                  lambda r: r["response"]["headers"].append(["X-Debug", "1"]), "additional properties (x-debug)")
         rec_case("an_undocumented_content_type_fails", page,

@@ -10,7 +10,8 @@
 //     must be answered 404 not_found (unknown path) or 405
 //     method_not_allowed / 501 not_implemented (known path, other method);
 //     history answers OPTIONS on any path with its preflight;
-//   * the status must be listed for the operation;
+//   * the status must be listed for the operation, or be one of the HTTP
+//     layer's refusals (x-herald-framing-answers) with its error code;
 //   * the Content-Type must be one the response lists, a JSON body must
 //     validate against its schema (unknown fields, types, formats, enums)
 //     and end with a newline; a response without content has no body, and a
@@ -116,6 +117,18 @@ export class Contract {
     const isHead = rec.method.toUpperCase() === "HEAD";
     if (isHead && body !== "") out.push("a HEAD answer has a body");
     const { route, pathKnown } = this.match(rec.service, rec.method, rec.path);
+    // The HTTP layer's own refusals, on any path (x-herald-framing-answers).
+    const framing = (this.doc["x-herald-framing-answers"] || {})[String(rec.status)];
+    if (framing && (!route || !route.op.responses[String(rec.status)])) {
+      const errs = this.checkErrorBody(body, headers, null, isHead);
+      let code = null;
+      try {
+        code = JSON.parse(body).error.code;
+      } catch {
+        // reported by checkErrorBody
+      }
+      if (errs.length === 0 && code === framing) return out;
+    }
 
     if (!route) {
       // Not an operation of this service: the contract's answers for those.
