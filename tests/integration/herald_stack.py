@@ -25,6 +25,8 @@ import threading
 import time
 import uuid
 
+import herald_contract_log
+
 BIN_DIR = os.environ.get("HERALD_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 SRC_DIR = os.environ.get("HERALD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 PG_BIN = os.environ.get("HERALD_PG_BIN", "/usr/lib/postgresql/15/bin")
@@ -752,6 +754,7 @@ class Stack:
         ports = wait_until(bound, timeout, f"{key} to listen")
         check(len(ports) == 1, key, "listens on", ports)
         svc.env[port_var] = str(ports[0])
+        herald_contract_log.register(ports[0], binary)
         return ports[0]
 
     def migrate(self):
@@ -909,6 +912,7 @@ def http_request(port, method, path, body=None, headers=None, timeout=5):
         conn.request(method, path, body=data, headers=h)
         resp = conn.getresponse()
         raw = resp.read()
+        herald_contract_log.record(port, method, path, h, data, resp.status, resp.getheaders(), raw)
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:

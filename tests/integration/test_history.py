@@ -272,7 +272,7 @@ def main():
         def rooms():
             stack.psql("""
                 INSERT INTO room_messages (id, room, user_id, message, created_at)
-                SELECT (lpad(to_hex(ms), 12, '0') || '7000' || lpad(to_hex(g), 16, '0'))::uuid,
+                SELECT (lpad(to_hex(ms), 12, '0') || '7000' || '8' || lpad(to_hex(g), 15, '0'))::uuid,
                        'lobby', 'u' || (g % 3), 'msg ' || g, to_timestamp(ms / 1000.0)
                 FROM (SELECT g, 1700000000000 + g * 1000 AS ms FROM generate_series(1, 45) g) s;
                 INSERT INTO room_messages (id, room, user_id, message, created_at)
