@@ -59,6 +59,7 @@ stop_ingests() {
   PIDS=()
 }
 cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+sys_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat"))); done; echo $t; }
 
 # 1. throughput (PROCS processes sharing the port; the CPU time is their sum)
 if [ "$PROCS" -gt 1 ]; then
@@ -71,10 +72,10 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "an ingest process 
 rcli DEL herald:stream:notifications >/dev/null
 netin() { rcli INFO stats | awk -F: '/^total_net_input_bytes/ {print $2+0}'; }
 in0=$(netin)
-t0=$(cpu_ticks)
+t0=$(cpu_ticks); k0=$(sys_ticks)
 "${ON_LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency -s "$SRC/bench/post.lua" \
   "http://127.0.0.1:$IPORT" >"$TMP/wrk.out"
-t1=$(cpu_ticks)
+t1=$(cpu_ticks); k1=$(sys_ticks)
 in1=$(netin)
 stop_ingests
 rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")
@@ -88,8 +89,8 @@ echo "post_per_sec: $rps"
 echo "requests: $total non_2xx: $non2xx stored_in_stream: $stored"
 grep -E '^\s+(50|99)%' "$TMP/wrk.out" | awk '{print "latency_p" $1 ": " $2}' | tr -d '%'
 awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$total" -v s="$SECONDS_RUN" \
-  -v b="$((in1 - in0))" \
-  'BEGIN {printf "redis_bytes_in_per_post: %.0f\n", b / n; printf "ingest_cpu_cores: %.2f\ningest_cpu_us_per_post: %.1f\npost_per_sec_per_ingest_core: %.0f\n", t / hz / s, t / hz * 1e6 / n, n / (t / hz)}'
+  -v b="$((in1 - in0))" -v k="$((k1 - k0))" \
+  'BEGIN {printf "redis_bytes_in_per_post: %.0f\n", b / n; printf "ingest_cpu_cores: %.2f\ningest_cpu_us_per_post: %.1f (user %.1f, kernel %.1f)\npost_per_sec_per_ingest_core: %.0f\n", t / hz / s, t / hz * 1e6 / n, (t - k) / hz * 1e6 / n, k / hz * 1e6 / n, n / (t / hz)}'
 
 # 2. allocations per POST: a fixed number of requests with the counter preloaded
 N_ALLOC=${N_ALLOC:-20000}
