@@ -465,7 +465,12 @@ hr_proto_body_scan(const char *body, size_t len, int targets, hr_proto_request_t
 {
     /* Each decoded string (plus its NUL) is shorter than its quoted text; so is "data". */
     char *buf = hr_malloc(len + 1);
-    body_scan_t s = {.p = body, .end = body + len, .out = buf};
+    body_scan_t s; /* keys[] is written before it is read: not zeroed (1 KiB) */
+    s.p = body;
+    s.end = body + len;
+    s.out = buf;
+    s.depth = 0;
+    s.nkeys = 0;
     body_fields_t f;
     memset(&f, 0, sizeof(f));
     const char **user_ids = NULL;
