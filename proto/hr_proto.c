@@ -236,13 +236,14 @@ hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_r
 {
     if (len > max)
         return hr_proto_fail(e, 413, HR_E_BODY_TOO_LARGE, "body is larger than %zu bytes", max);
+    /* The one-pass parser checks UTF-8 and NUL itself; what it declines is checked in full. */
+    if (hr_proto_body_scan(body, len, targets, r) == 0)
+        return 0;
     int text = hr_proto_text_check(body, len);
     if (text == HR_PROTO_TEXT_NOT_UTF8)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "body is not valid UTF-8");
     if (text == HR_PROTO_TEXT_NUL_ESCAPE)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "\\u0000 is not allowed in strings");
-    if (hr_proto_body_scan(body, len, targets, r) == 0)
-        return 0;
     return hr_proto_parse_tree(body, len, targets, r, e);
 }
 

@@ -12,6 +12,7 @@
 #include "hr_proto_body.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
+#include "herald/hr_json.h"
 
 #include <string.h>
 
@@ -67,6 +68,17 @@ body_string(body_scan_t *s, char **dst, size_t *n, int *escaped)
         if (c != '"' && c != '\\') {
             if (c < 0x20)
                 return -1;
+            if (c >= 0x80) {
+                /* A whole UTF-8 sequence (the only place one may be); the loop steps past its last
+                 * byte. */
+                size_t n = (c & 0xe0) == 0xc0   ? 2
+                           : (c & 0xf0) == 0xe0 ? 3
+                           : (c & 0xf8) == 0xf0 ? 4
+                                                : 0;
+                if (n == 0 || n > (size_t)(s->end - s->p) || !hr_utf8_valid(s->p, n))
+                    return -1;
+                s->p += n - 1;
+            }
             continue;
         }
         if (o != NULL) {
@@ -117,8 +129,8 @@ body_string(body_scan_t *s, char **dst, size_t *n, int *escaped)
                     return -1;
                 cp = cp << 4 | (unsigned)h;
             }
-            if (cp >= 0xd800 && cp <= 0xdfff)
-                return -1; /* pairs and lone halves: cJSON decides */
+            if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
+                return -1; /* NUL is refused; pairs and lone halves: cJSON decides */
             s->p += 4;
             if (o != NULL) {
                 if (cp < 0x80) {

@@ -11,8 +11,9 @@
 #include <stddef.h>
 
 /**
- * Parses body[0..len) into r (zeroed by the caller) when it is a valid
- * notification body that the tree parser would accept with the same fields;
+ * Parses body[0..len) into r (zeroed by the caller) when it is valid UTF-8
+ * without NUL and a valid notification body that the tree parser would
+ * accept with the same fields;
  * with targets, "user_ids" and "room" are allowed besides "user_id". Returns 0
  * (r filled, its strings in r->strings), or HR_DECLINED with r untouched:
  * the body is invalid, or needs cJSON's own rules to decide (surrogate

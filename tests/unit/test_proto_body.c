@@ -86,8 +86,7 @@ check_body(const char *text, size_t len, tally_t *t)
         if (wrc == 0)
             t->tree_ok++;
         memset(&got, 0, sizeof(got));
-        if (hr_proto_text_check(body, len) == HR_PROTO_TEXT_OK &&
-            hr_proto_body_scan(body, len, targets, &got) == 0) {
+        if (hr_proto_body_scan(body, len, targets, &got) == 0) {
             t->fast++;
             if (wrc != 0) {
                 HR_FAIL("one-pass parser accepted (targets=%d) what the tree refuses (%s): %.*s",
@@ -163,6 +162,11 @@ static const char *const seeds[] = {
     "{}",
     "{\"room\":\"bad room\",\"message\":\"m\"}",
     "{\"user_id\":\"u\",\"message\":\"m\",\"data\":{\"\\ud800\":1}}",
+    "{\"user_id\":\"u\",\"message\":\"a\\u0000b\"}",
+    "{\"user_id\":\"u\",\"message\":\"\xed\xa0\x80\"}",
+    "{\"user_id\":\"u\",\"message\":\"\xc0\xaf\"}",
+    "{\"user_id\":\"u\",\"message\":\"\xf4\x90\x80\x80\"}",
+    "{\"user_id\":\"u\",\"message\":\"\xe2\x82\"}",
 };
 
 HR_TEST(one_pass_parser_takes_the_common_bodies)
@@ -219,12 +223,53 @@ HR_TEST(seeds_answer_as_the_tree_parser)
 
 /* Pieces a mutation inserts: JSON's punctuation, the member names, escapes, UTF-8. */
 static const char *const pieces[] = {
-    "\"",       "\\",       "{",        "}",           "[",        "]",           ",",
-    ":",        " ",        "\n",       "\t",          "0",        "1",           "-",
-    ".",        "e",        "null",     "true",        "false",    "\"user_id\"", "\"user_ids\"",
-    "\"room\"", "\"type\"", "\"data\"", "\"message\"", "\"x\"",    "\\u00e9",     "\\u0041",
-    "\\ud83d",  "\\ude00",  "\\n",      "\\\"",        "\xc3\xa9", "\x7f",        "\x01",
-    "\"a\":1,", "{\"a\":",  "u",        "\\u0000",     "\xff",     "\"lobby\"",   "[\"a\",\"b\"]",
+    "\"",
+    "\\",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    " ",
+    "\n",
+    "\t",
+    "0",
+    "1",
+    "-",
+    ".",
+    "e",
+    "null",
+    "true",
+    "false",
+    "\"user_id\"",
+    "\"user_ids\"",
+    "\"room\"",
+    "\"type\"",
+    "\"data\"",
+    "\"message\"",
+    "\"x\"",
+    "\\u00e9",
+    "\\u0041",
+    "\\ud83d",
+    "\\ude00",
+    "\\n",
+    "\\\"",
+    "\xc3\xa9",
+    "\x7f",
+    "\x01",
+    "\"a\":1,",
+    "\xed\xa0\x80",
+    "\xc0\xaf",
+    "\xf4\x90\x80\x80",
+    "\xe2\x82",
+    "\x80",
+    "{\"a\":",
+    "u",
+    "\\u0000",
+    "\xff",
+    "\"lobby\"",
+    "[\"a\",\"b\"]",
 };
 
 static uint32_t
