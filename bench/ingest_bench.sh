@@ -2,8 +2,8 @@
 # Ingest throughput (not in CTest): a private redis-server on a free port,
 # herald-ingest (Release), then wrk POSTing single notifications
 # (bench/post.lua). Prints POST/s, latency, the ingest process's CPU per
-# request, heap allocations per POST (LD_PRELOAD counter) and epoll_ctl
-# calls per POST (strace -c over a separate short run).
+# request, heap allocations per POST (LD_PRELOAD counter) and system
+# calls per POST (strace -c over a separate short run: epoll_ctl, reads, writes, ioctl).
 #
 # With PIN=1 (default) ingest runs on CPU 1 and wrk + redis-server on CPU 0,
 # so post_per_sec_per_ingest_core is one core's worth of ingest.
@@ -107,14 +107,14 @@ awk -v a="$((run - idle))" -v n="$n2" 'BEGIN {printf "allocations_per_post: %.1f
 # 3. epoll_ctl per POST (strace slows ingest; only the ratio matters)
 if command -v strace >/dev/null; then
   start_ingest
-  strace -f -c -e trace=epoll_ctl,epoll_wait,readv,writev,read,write,recvfrom,sendto,accept4 \
+  strace -f -c -e trace=epoll_ctl,epoll_wait,readv,writev,read,write,recvfrom,sendto,accept4,ioctl \
     -p "${PIDS[0]}" -o "$TMP/strace.out" &
   SPID=$!
   sleep 0.5
   wrk -t1 -c8 -d2s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >"$TMP/wrk3.out"
   kill -INT "$SPID"; wait "$SPID" 2>/dev/null || true
   n3=$(awk '/requests in/ {print $1}' "$TMP/wrk3.out")
-  awk -v n="$n3" '$NF ~ /^(epoll_ctl|epoll_wait|read|write|readv|writev|recvfrom|sendto)$/ {
+  awk -v n="$n3" '$NF ~ /^(epoll_ctl|epoll_wait|read|write|readv|writev|recvfrom|sendto|ioctl)$/ {
       printf "syscalls_per_post_%s: %.2f\n", $NF, $4 / n }' "$TMP/strace.out"
   stop_ingests
 fi
