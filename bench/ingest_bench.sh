@@ -2,8 +2,8 @@
 # Ingest throughput (not in CTest): a private redis-server on a free port,
 # herald-ingest (Release), then wrk POSTing single notifications
 # (bench/post.lua). Prints POST/s, latency, the ingest process's CPU per
-# request, heap allocations per POST (LD_PRELOAD counter) and epoll_ctl
-# calls per POST (strace -c over a separate short run).
+# request, heap allocations per POST (LD_PRELOAD counter) and system
+# calls per POST (strace -c over a separate short run: epoll_ctl, reads, writes, ioctl).
 #
 # With PIN=1 (default) ingest runs on CPU 1 and wrk + redis-server on CPU 0,
 # so post_per_sec_per_ingest_core is one core's worth of ingest.
@@ -62,6 +62,7 @@ stop_ingests() {
   PIDS=()
 }
 cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+sys_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat"))); done; echo $t; }
 
 # 1. throughput (PROCS processes sharing the port; the CPU time is their sum)
 if [ "$PROCS" -gt 1 ]; then
@@ -74,10 +75,10 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "an ingest process 
 rcli DEL herald:stream:notifications >/dev/null
 netin() { rcli INFO stats | awk -F: '/^total_net_input_bytes/ {print $2+0}'; }
 in0=$(netin)
-t0=$(cpu_ticks)
+t0=$(cpu_ticks); k0=$(sys_ticks)
 "${ON_LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency -s "$SRC/bench/post.lua" \
   "http://127.0.0.1:$IPORT" >"$TMP/wrk.out"
-t1=$(cpu_ticks)
+t1=$(cpu_ticks); k1=$(sys_ticks)
 in1=$(netin)
 stop_ingests
 rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")
@@ -91,8 +92,8 @@ echo "post_per_sec: $rps"
 echo "requests: $total non_2xx: $non2xx stored_in_stream: $stored"
 grep -E '^\s+(50|99)%' "$TMP/wrk.out" | awk '{print "latency_p" $1 ": " $2}' | tr -d '%'
 awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$total" -v s="$SECONDS_RUN" \
-  -v b="$((in1 - in0))" \
-  'BEGIN {printf "redis_bytes_in_per_post: %.0f\n", b / n; printf "ingest_cpu_cores: %.2f\ningest_cpu_us_per_post: %.1f\npost_per_sec_per_ingest_core: %.0f\n", t / hz / s, t / hz * 1e6 / n, n / (t / hz)}'
+  -v b="$((in1 - in0))" -v k="$((k1 - k0))" \
+  'BEGIN {printf "redis_bytes_in_per_post: %.0f\n", b / n; printf "ingest_cpu_cores: %.2f\ningest_cpu_us_per_post: %.1f (user %.1f, kernel %.1f)\npost_per_sec_per_ingest_core: %.0f\n", t / hz / s, t / hz * 1e6 / n, (t - k) / hz * 1e6 / n, k / hz * 1e6 / n, n / (t / hz)}'
 
 # 2. allocations per POST: a fixed number of requests with the counter preloaded
 N_ALLOC=${N_ALLOC:-20000}
@@ -109,14 +110,14 @@ awk -v a="$((run - idle))" -v n="$n2" 'BEGIN {printf "allocations_per_post: %.1f
 # 3. epoll_ctl per POST (strace slows ingest; only the ratio matters)
 if command -v strace >/dev/null; then
   start_ingest
-  strace -f -c -e trace=epoll_ctl,epoll_wait,readv,writev,read,write,recvfrom,sendto,accept4 \
+  strace -f -c -e trace=epoll_ctl,epoll_wait,readv,writev,read,write,recvfrom,sendto,accept4,ioctl \
     -p "${PIDS[0]}" -o "$TMP/strace.out" &
   SPID=$!
   sleep 0.5
   wrk -t1 -c8 -d2s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >"$TMP/wrk3.out"
   kill -INT "$SPID"; wait "$SPID" 2>/dev/null || true
   n3=$(awk '/requests in/ {print $1}' "$TMP/wrk3.out")
-  awk -v n="$n3" '$NF ~ /^(epoll_ctl|epoll_wait|read|write|readv|writev|recvfrom|sendto)$/ {
+  awk -v n="$n3" '$NF ~ /^(epoll_ctl|epoll_wait|read|write|readv|writev|recvfrom|sendto|ioctl)$/ {
       printf "syscalls_per_post_%s: %.2f\n", $NF, $4 / n }' "$TMP/strace.out"
   stop_ingests
 fi

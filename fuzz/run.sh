@@ -29,7 +29,7 @@ fi
 
 common=(common/src/hr_alloc.c common/src/hr_log.c common/src/hr_config.c common/src/hr_json.c
         common/src/hr_uuid.c common/src/hr_time.c common/src/hr_token.c common/src/hr_apikey.c
-        proto/hr_proto.c)
+        proto/hr_proto.c proto/hr_proto_body.c)
 flags=(-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=undefined -I"$top/common/include" -I"$top/proto")
 libs=$(pkg-config --libs libjwt libcrypto libcjson libconfig)

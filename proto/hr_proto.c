@@ -1,4 +1,5 @@
 #include "hr_proto.h"
+#include "hr_proto_body.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_json.h"
@@ -83,24 +84,16 @@ hr_proto_text_check(const char *body, size_t len)
 }
 
 /*
- * The common parser of a notification body. With targets, "user_ids" and
- * "room" are accepted besides "user_id" (exactly one of them); without, only
- * "user_id", as POST /notifications has always answered.
+ * The tree parser of a notification body, once UTF-8 and NUL escapes are
+ * checked: the reference, and the one that words every error.
  */
 static int
-hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_request_t *r,
-               hr_proto_err_t *e)
+hr_proto_parse_tree(const char *body, size_t len, int targets, hr_proto_request_t *r,
+                    hr_proto_err_t *e)
 {
     char err[128];
     cJSON *root;
 
-    if (len > max)
-        return hr_proto_fail(e, 413, HR_E_BODY_TOO_LARGE, "body is larger than %zu bytes", max);
-    int text = hr_proto_text_check(body, len);
-    if (text == HR_PROTO_TEXT_NOT_UTF8)
-        return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "body is not valid UTF-8");
-    if (text == HR_PROTO_TEXT_NUL_ESCAPE)
-        return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "\\u0000 is not allowed in strings");
     if (hr_json_parse_object(body, len, &root, err, sizeof(err)) != 0)
         return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "%s", err);
 
@@ -231,6 +224,29 @@ done:
     return rc;
 }
 
+/*
+ * The common parser of a notification body. With targets, "user_ids" and
+ * "room" are accepted besides "user_id" (exactly one of them); without, only
+ * "user_id", as POST /notifications has always answered. A valid body takes
+ * the one-pass parser (hr_proto_body.c); the rest the tree parser.
+ */
+static int
+hr_proto_parse(const char *body, size_t len, size_t max, int targets, hr_proto_request_t *r,
+               hr_proto_err_t *e)
+{
+    if (len > max)
+        return hr_proto_fail(e, 413, HR_E_BODY_TOO_LARGE, "body is larger than %zu bytes", max);
+    /* The one-pass parser checks UTF-8 and NUL itself; what it declines is checked in full. */
+    if (hr_proto_body_scan(body, len, targets, r) == 0)
+        return 0;
+    int text = hr_proto_text_check(body, len);
+    if (text == HR_PROTO_TEXT_NOT_UTF8)
+        return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "body is not valid UTF-8");
+    if (text == HR_PROTO_TEXT_NUL_ESCAPE)
+        return hr_proto_fail(e, 400, HR_E_INVALID_JSON, "\\u0000 is not allowed in strings");
+    return hr_proto_parse_tree(body, len, targets, r, e);
+}
+
 int
 hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_proto_err_t *e)
 {
@@ -239,12 +255,12 @@ hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, hr_pr
     int rc = hr_proto_parse(body, len, HR_BODY_MAX, 0, &r, e);
     if (rc != 0)
         return rc;
-    /* n owns its strings: copy them out of the tree. */
+    /* n owns its strings: copy them out of the request. */
     memcpy(n, &r.n, sizeof(*n));
     n->user_id = hr_strdup(r.n.user_id);
     n->type = hr_strdup(r.n.type);
     n->message = hr_strdup(r.n.message);
-    r.n.data_json = NULL; /* moved to n */
+    n->data_json = r.n.data_json != NULL ? hr_strdup(r.n.data_json) : NULL;
     hr_proto_request_clear(&r);
     return 0;
 }
@@ -260,13 +276,16 @@ hr_proto_parse_targets(const char *body, size_t len, size_t max, hr_proto_reques
 void
 hr_proto_request_clear(hr_proto_request_t *r)
 {
-    hr_free(r->n.data_json);
+    if (r->strings == NULL)
+        hr_free(r->n.data_json);
     r->n.user_id = r->n.room = r->n.type = r->n.message = r->n.data_json = NULL;
     hr_free(r->user_ids);
     r->user_ids = NULL;
     r->nusers = 0;
     cJSON_Delete(r->tree);
     r->tree = NULL;
+    hr_free(r->strings);
+    r->strings = NULL;
 }
 
 /*

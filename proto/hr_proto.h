@@ -153,13 +153,15 @@ int hr_proto_parse_request(const char *body, size_t len, hr_notification_t *n, h
  */
 typedef struct {
     /*
-     * type, message, and user_id or room are borrowed from tree (or type is
-     * HR_TYPE_DEFAULT); data_json is owned. So parsing copies no string.
+     * type, message, user_id or room, and data_json are borrowed from
+     * strings (or type is HR_TYPE_DEFAULT); when the tree parser read the
+     * body (strings NULL), from tree, and data_json is owned.
      */
     hr_notification_t n;
-    char **user_ids; /* owned array of strings borrowed from tree, or NULL */
+    char **user_ids; /* owned array of borrowed strings, or NULL */
     size_t nusers;
-    struct cJSON *tree; /* owned: the parsed body */
+    struct cJSON *tree; /* owned: the parsed body, or NULL */
+    char *strings;      /* owned: the decoded strings of the one-pass parser, or NULL */
 } hr_proto_request_t;
 
 /** Frees what hr_proto_parse_targets() stored in r. */

@@ -47,8 +47,29 @@ hr_http_refusal(int idx)
 int
 hr_http_tchar(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+    /* Letters in either case, digits, and "!#$%&'*+-.^_`|~": no strchr per header byte. */
+    if (((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9'))
+        return 1;
+    switch (c) {
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 int
@@ -117,13 +138,14 @@ hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out)
     memset(out, 0, sizeof(*out));
     if (len > HR_HTTP_HEAD_MAX)
         return HR_HTTP_R_HEAD_LARGE;
-    for (size_t i = 0; i < len; i++) {
-        if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
-            return HR_HTTP_R_BARE_LF;
-        if (buf[i] == '\r' && (i + 1 >= len || buf[i + 1] != '\n'))
-            return HR_HTTP_R_BARE_LF;
-    }
     const char *end = buf + len;
+    /* Every LF after a CR, every CR before an LF. */
+    for (const char *q = buf; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+        if (q == buf || q[-1] != '\r')
+            return HR_HTTP_R_BARE_LF;
+    for (const char *q = buf; (q = memchr(q, '\r', (size_t)(end - q))) != NULL; q++)
+        if (q + 1 >= end || q[1] != '\n')
+            return HR_HTTP_R_BARE_LF;
     const char *eol = memchr(buf, '\r', len);
     if (eol == NULL)
         return HR_HTTP_R_LINE;
