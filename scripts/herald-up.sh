@@ -88,10 +88,8 @@ launch() { # name: starts (or restarts) svc_<name> with its output in var/log/<n
   since[$name]=$SECONDS
 }
 
-stopping=0
 stop_all() {
   trap - INT TERM EXIT
-  stopping=1
   echo; say "stopping"
   [ -n "$sleeper" ] && kill "$sleeper" 2>/dev/null || true
   # The services first (they drain in parallel), then nginx, then redis: each
@@ -194,9 +192,15 @@ fi
 mkdir -p "$var/site"
 docs=""
 if [ -f "$HERALD_UP_DOCS_SCRIPT" ]; then
-  rm -rf "$var/site/docs"
-  if bash "$HERALD_UP_DOCS_SCRIPT" "$var/site/docs" >"$var/log/docs-build.log" 2>&1 &&
-     [ -f "$var/site/docs/index.html" ]; then
+  index="$var/site/docs/index.html"
+  # Built again only when proto/ (or the script) changed since.
+  if [ ! -f "$index" ] || [ -n "$(find "$top/proto" "$HERALD_UP_DOCS_SCRIPT" -newer "$index" \
+        -type f 2>/dev/null | head -1)" ]; then
+    say "building the API reference ($(basename "$HERALD_UP_DOCS_SCRIPT"))"
+    rm -rf "$var/site/docs"
+    bash "$HERALD_UP_DOCS_SCRIPT" "$var/site/docs" >"$var/log/docs-build.log" 2>&1 || rm -f "$index"
+  fi
+  if [ -f "$index" ]; then
     docs="http://127.0.0.1:$NGINX_PORT/docs/"
   else
     say "the API reference did not build (see $var/log/docs-build.log); /docs/ is empty"
