@@ -23,7 +23,7 @@ import urllib.parse
 
 from herald_promises import CheckFailed, Checks, check, request
 from herald_stack import (BIN_DIR, SRC_DIR, Redis, TestRun, free_port, listening_ports,
-                          register_dir, wait_until)
+                          mint_token, register_dir, wait_until)
 from herald_ws import WsClient
 
 SCRIPT = os.path.join(SRC_DIR, "scripts", "herald-up.sh")
@@ -121,6 +121,20 @@ def read_pid(path):
             return int(f.readline().strip())
     except (OSError, ValueError):
         return None
+
+
+def dev_token(sub):
+    """A token signed with deploy/dev.conf's dev-1 key (what herald-token mints)."""
+    with open(DEV_CONF) as f:
+        secret = re.search(r'kid = "dev-1"; alg = "HS256"; secret = "([^"]+)"', f.read())
+    check(secret is not None, "deploy/dev.conf has the dev-1 HS256 key")
+    return mint_token(sub, rooms=["lobby"], secret=secret.group(1), kid="dev-1")
+
+
+def ws_path(sub):
+    """/ws for sub: a token, and user_id for a gateway that predates tokens
+    (with a token, its sub wins: proto/auth.md)."""
+    return f"/ws?user_id={sub}&token={dev_token(sub)}"
 
 
 def b64url_json(part):
@@ -273,7 +287,7 @@ def check_topology(run, up, ports):
             # least_conn spreads sockets held open: three land on three gateways,
             # each of which subscribes carol's channel once.
             for _ in range(3):
-                c = WsClient("127.0.0.1", ports["NGINX_PORT"], "/ws?user_id=carol")
+                c = WsClient("127.0.0.1", ports["NGINX_PORT"], ws_path("carol"))
                 socks.append(c)
                 check(c.recv_type("welcome")["user_id"] == "carol", "welcome through nginx")
             wait_until(lambda: redis.cmd("PUBSUB", "NUMSUB", "herald:user:carol")[1] == 3, 10,
@@ -305,7 +319,7 @@ def check_topology(run, up, ports):
         new = int(re.findall(r"gateway2 restarted \(pid (\d+)\)", up.text())[-1])
         wait_until(lambda: port in listening_ports(new), 15, "the new gateway2 listening")
         check(new != old, "a new process")
-        c = WsClient("127.0.0.1", port, "/ws?user_id=alice")
+        c = WsClient("127.0.0.1", port, ws_path("alice"))
         try:
             check(c.recv_type("welcome")["user_id"] == "alice", "the restarted gateway2 welcomes")
         finally:
