@@ -59,7 +59,7 @@ if ! flock -n "$lock" true; then
     holders=$(lock_holders)
     tops=()
     for p in $holders; do
-      pp=$(awk '{print $4}' "/proc/$p/stat" 2>/dev/null || true)
+      pp=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f2 || true) # the parent
       grep -qx "${pp:-x}" <<<"$holders" || tops+=("$p")
     done
     say "stopping what an earlier make up left running: pids ${tops[*]:-none}"

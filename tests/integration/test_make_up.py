@@ -7,7 +7,8 @@ token is a real dev-1 token for alice; a service killed with SIGKILL is
 restarted with a log line while the rest keep running; SIGINT (Ctrl-C)
 stops everything, and a second run started right after that SIGINT (before
 the first has finished stopping) comes up with its own Redis and PostgreSQL;
-at the end no process or port is left."""
+a run after one killed with SIGKILL stops the servers that one left and comes
+up; at the end no process or port is left."""
 import base64
 import hashlib
 import hmac
@@ -403,6 +404,33 @@ def main():
                   second.text()[-2000:])
         run("a_rerun_right_after_sigint_waits_for_the_first_and_starts_cleanly",
             rerun_right_after_sigint_starts_cleanly)
+        ups[-1].observe()
+
+        def rerun_after_a_killed_run_stops_its_leftovers():
+            killed = ups[-1]
+            check(killed.proc.poll() is None, "running before the SIGKILL", killed.text()[-3000:])
+            killed.observe()
+            ours = set(ports.values())
+            servers = {p for p in killed.seen if alive(p) and ours & set(listening_ports(p))}
+            check(len(servers) >= 9, "its servers", servers)
+            # Only the script dies (a closed terminal, kill -9): its servers run on.
+            killed.proc.kill()
+            killed.proc.wait()
+            check(all(alive(p) for p in servers), "the servers outlive the script")
+            third = Up(env)
+            ups.append(third)
+            third.wait_up()
+            note_servers()
+            check("stopping what an earlier make up left running" in third.text(),
+                  "it says it stops the leftovers", third.text()[:2000])
+            left = sorted(p for p in servers if alive(p))
+            check(not left, "the leftovers are gone", left)
+            s, _, body = request(ports["NGINX_PORT"], "POST", "/notifications",
+                                 {"user_id": "alice", "message": "after a killed run"},
+                                 {"Authorization": f"Bearer {DEV_INGEST_KEY}"})
+            check(s == 202, "the new stack takes a POST through nginx", s, body, third.text()[-2000:])
+        run("a_run_after_a_killed_one_stops_what_it_left_and_starts_cleanly",
+            rerun_after_a_killed_run_stops_its_leftovers)
         ups[-1].observe()
     finally:
         note_servers()
