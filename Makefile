@@ -1,5 +1,6 @@
 # Herald: the two commands.
 #   make up    installs what is missing, builds, and runs the whole stack locally
+#              behind nginx on http://127.0.0.1:8080/ (scripts/herald-up.sh; Ctrl-C stops it)
 #   make test  installs what is missing, builds with ASan/UBSan, runs every test
 BUILD      ?= build
 TEST_BUILD ?= build-test

@@ -6,10 +6,12 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config git python3 procps
       libwebsockets-dev libevent-dev libhiredis-dev libpq-dev libcjson-dev
-      libconfig-dev libuv1-dev libjwt-dev libssl-dev redis-server postgresql curl)
+      libconfig-dev libuv1-dev libjwt-dev libssl-dev redis-server postgresql curl
+      nginx-light)   # make up's one entry port (deploy/nginx.conf); its own service is not used
+
 if [ "${1:-}" = test ]; then
   pkgs+=(chromium)   # headless browser for the e2e test (tests/e2e), driven by playwright-core
-  pkgs+=(prometheus nginx-light docker-compose)   # promtool, nginx -t, docker-compose config (test_deploy_files)
+  pkgs+=(prometheus docker-compose)   # promtool and a Prometheus server, docker-compose config (test_deploy_files, test_prometheus_scrape)
   pkgs+=(clang)      # libFuzzer targets in fuzz/ (make fuzz, and their short run in the unit tier)
 fi
 
