@@ -1,5 +1,6 @@
 #include "gw_server.h"
 #include "gw_admit.h"
+#include "gw_auth.h"
 #include "gw_http.h"
 #include "gw_hub.h"
 #include "gw_listen.h"
@@ -7,6 +8,7 @@
 #include "gw_msg.h"
 #include "gw_pubsub.h"
 #include "gw_receipts.h"
+#include "gw_revoke.h"
 #include "gw_rooms.h"
 #include "gw_wait.h"
 #include "hr_proto.h"
@@ -46,7 +48,10 @@ struct gw_server_s {
     gw_waiters_t *waiting;       /* owned: sessions holding an answer until a channel is live */
     gw_admit_t *admit;           /* owned: sockets per user and per client address */
     gw_metrics_t *metrics;       /* owned */
+    gw_auth_t *auth;             /* owned */
+    gw_revoke_t *revoke;         /* owned: the revocation cut-offs */
     uint64_t command_readies;    /* times the command connection became READY */
+    uint64_t swept_ms;           /* last sweep of the auth buckets and cut-offs */
     int draining;
     int stopped;
 };
@@ -63,6 +68,8 @@ struct gw_session_s {
     double cmd_tokens;  /* command rate limit: token bucket */
     uint64_t cmd_ms;
     char *ip;            /* owned: the client address, once counted in s->admit (with the user) */
+    gw_identity_t id;    /* who: the token's claims (owned), from the upgrade on */
+    uv_timer_t *expiry;  /* owned (closed through uv): fires at the token's exp + leeway */
     uint8_t established; /* lws may write to it */
     uint8_t in_callback; /* inside an lws callback for this socket */
     uint8_t write_failed;
@@ -165,6 +172,14 @@ static void
 gw_on_channel_live(void *ud, const char *ch, size_t len)
 {
     gw_server_t *s = ud;
+    if (ch != NULL && len == strlen(HR_CHANNEL_CONTROL) &&
+        memcmp(ch, HR_CHANNEL_CONTROL, len) == 0) {
+        /* Orders flow from now on: the cut-offs can be read without missing one. */
+        gw_revoke_control_live(s->revoke, 1);
+        return;
+    }
+    if (ch == NULL)
+        gw_revoke_control_live(s->revoke, 0);
     if (ch != NULL) {
         gw_waiter_t *w;
         while ((w = gw_waiters_first(s->waiting, ch, len)) != NULL)
@@ -212,7 +227,9 @@ gw_on_redis_message(void *ud, const char *ch, size_t chlen, const char *payload,
     gw_server_t *s = ud;
     /* Payloads are finished frames (proto/redis.md): forwarded as they are. */
     size_t rp = strlen(HR_CHANNEL_ROOM_PREFIX);
-    if (chlen > rp && memcmp(ch, HR_CHANNEL_ROOM_PREFIX, rp) == 0)
+    if (chlen == strlen(HR_CHANNEL_CONTROL) && memcmp(ch, HR_CHANNEL_CONTROL, chlen) == 0)
+        gw_revoke_message(s->revoke, payload, len);
+    else if (chlen > rp && memcmp(ch, HR_CHANNEL_ROOM_PREFIX, rp) == 0)
         gw_rooms_deliver(s->rooms, ch, chlen, payload, len);
     else
         gw_hub_deliver(s->hub, ch, chlen, payload, len);
@@ -227,6 +244,8 @@ gw_on_command_state(hr_redis_async_t *r, int ready, void *ud)
         s->command_readies++;
     if (ready && s->rooms != NULL)
         gw_rooms_on_ready(s->rooms);
+    if (ready && s->revoke != NULL)
+        gw_revoke_command_ready(s->revoke);
 }
 
 static void
@@ -244,6 +263,7 @@ gw_server_status(void *ud, gw_status_t *st)
     /* Both connections: subscriptions (delivery) and commands (chat, presence). */
     st->redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub) && s->redis != NULL &&
                    hr_redis_async_ready(s->redis);
+    st->revocations_loaded = s->revoke != NULL && gw_revoke_loaded(s->revoke);
     st->draining = s->draining;
     st->node_id = s->node_id;
     st->conns = hs.conns;
@@ -262,13 +282,16 @@ gw_server_status(void *ud, gw_status_t *st)
 
 /* ---- frames to one socket ---- */
 
+/* An error frame; reason (NULL: none) says which token check failed. */
 static void
-gw_send_error(gw_server_t *s, gw_session_t *ss, const char *code, const char *message,
-              const cJSON *ref)
+gw_send_error_reason(gw_server_t *s, gw_session_t *ss, const char *code, const char *reason,
+                     const char *message, const cJSON *ref)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", "error");
     cJSON_AddStringToObject(o, "code", code);
+    if (reason != NULL)
+        cJSON_AddStringToObject(o, "reason", reason);
     cJSON_AddStringToObject(o, "message", message);
     if (ref != NULL)
         cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
@@ -278,6 +301,13 @@ gw_send_error(gw_server_t *s, gw_session_t *ss, const char *code, const char *me
     hr_free(txt);
     gw_conn_send(s->hub, &ss->conn, m);
     gw_msg_release(m);
+}
+
+static void
+gw_send_error(gw_server_t *s, gw_session_t *ss, const char *code, const char *message,
+              const cJSON *ref)
+{
+    gw_send_error_reason(s, ss, code, NULL, message, ref);
 }
 
 static void
@@ -362,6 +392,12 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const c
         return;
     }
     const char *room = jroom->valuestring;
+    if ((strcmp(type, "join") == 0 || strcmp(type, "publish") == 0) &&
+        !gw_identity_room_allowed(&ss->id, room)) {
+        gw_send_error(s, ss, HR_E_FORBIDDEN, "the token's rooms claim does not allow this room",
+                      ref);
+        return;
+    }
 
     if (strcmp(type, "join") == 0) {
         int rc = gw_hub_join(s->hub, &ss->conn, room);
@@ -411,6 +447,81 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const c
     }
 }
 
+static int64_t
+gw_cutoff_of(void *ud, const char *user)
+{
+    gw_server_t *s = ud;
+    return gw_revoke_cutoff(s->revoke, user);
+}
+
+static void gw_session_expired(uv_timer_t *t);
+
+/*
+ * {"type":"refresh","token":…}: a valid token for the same user replaces the
+ * socket's (its exp and rooms apply from now on); a refused one leaves the
+ * socket as it was.
+ */
+static void
+gw_handle_refresh(gw_server_t *s, gw_session_t *ss, const cJSON *root, const cJSON *ref)
+{
+    const cJSON *jtok = cJSON_GetObjectItemCaseSensitive(root, "token");
+    if (jtok == NULL) {
+        gw_send_error(s, ss, "missing_field", "token is required", ref);
+        return;
+    }
+    if (!cJSON_IsString(jtok)) {
+        gw_send_error(s, ss, "invalid_field", "token must be a string", ref);
+        return;
+    }
+    hr_token_claims_t next;
+    int rc = gw_auth_refresh(s->auth, &ss->id, jtok->valuestring, strlen(jtok->valuestring),
+                             (int64_t)(hr_now_ms() / 1000), gw_cutoff_of, s, &next);
+    if (rc != 0) {
+        gw_metrics_refresh(s->metrics, 0);
+        char msg[96];
+        snprintf(msg, sizeof(msg), "refresh refused: %s; the current token still applies",
+                 gw_auth_reason(rc));
+        gw_send_error_reason(s, ss, HR_E_UNAUTHORIZED, gw_auth_reason(rc), msg, ref);
+        return;
+    }
+    gw_metrics_refresh(s->metrics, 1);
+    gw_identity_t id = {.has_token = 1, .claims = next};
+    gw_identity_clear(&ss->id);
+    ss->id = id;
+    gw_auth_expiry_arm(s->loop, &ss->expiry, &ss->id, gw_auth_leeway_s(s->auth), gw_session_expired,
+                       ss);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", HR_FRAME_REFRESHED);
+    cJSON_AddNumberToObject(o, "exp", (double)next.exp);
+    if (ref != NULL)
+        cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
+    gw_send_json(s, ss, o);
+}
+
+/* Deepest nesting of arrays and objects in a JSON text (strings skipped), up to limit + 1. */
+static int
+gw_json_depth(const char *buf, size_t len, int limit)
+{
+    int depth = 0, max = 0, in_str = 0;
+    for (size_t i = 0; i < len && max <= limit; i++) {
+        char c = buf[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max)
+                max = depth;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return max;
+}
+
 static void
 gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t len)
 {
@@ -420,6 +531,14 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
     if (memchr(buf, '\0', len) != NULL || hr_json_has_nul_escape(buf, len)) {
         gw_metrics_frame_in(s->metrics, NULL);
         gw_send_error(s, ss, "invalid_json", "\\u0000 is not allowed in strings", NULL);
+        return;
+    }
+    /* cJSON recurses per level: a deep frame costs stack and time before it is refused. */
+    if (gw_json_depth(buf, len, s->cfg->max_json_depth) > s->cfg->max_json_depth) {
+        gw_metrics_frame_in(s->metrics, NULL);
+        hr_counter_inc(&s->metrics->frames_refused[GW_REFUSED_TOO_DEEP]);
+        snprintf(err, sizeof(err), "JSON nested deeper than %d levels", s->cfg->max_json_depth);
+        gw_send_error(s, ss, HR_E_TOO_DEEP, err, NULL);
         return;
     }
     if (hr_json_parse_object(buf, len, &root, err, sizeof(err)) != 0) {
@@ -447,6 +566,8 @@ gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t
     } else if (strcmp(type, "join") == 0 || strcmp(type, "leave") == 0 ||
                strcmp(type, "publish") == 0 || strcmp(type, "presence") == 0) {
         gw_handle_room_frame(s, ss, type, root, ref);
+    } else if (strcmp(type, HR_FRAME_REFRESH) == 0) {
+        gw_handle_refresh(s, ss, root, ref);
     } else {
         gw_send_error(s, ss, "unknown_type", "unknown message type", ref);
     }
@@ -492,6 +613,106 @@ gw_session_admit(gw_server_t *s, gw_session_t *ss, const char *user)
     return 0;
 }
 
+/* The answer to a refused upgrade: {"error":{"code","reason"?,"message"}}. */
+static void
+gw_upgrade_refuse(struct lws *wsi, const gw_refusal_t *r)
+{
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "code", r->code);
+    if (r->reason != NULL)
+        cJSON_AddStringToObject(e, "reason", r->reason);
+    cJSON_AddStringToObject(e, "message", r->message);
+    char *txt = hr_json_print(o);
+    cJSON_Delete(o);
+    gw_http_refuse_retry(wsi, r->status, txt, r->retry_after_s);
+    hr_free(txt);
+}
+
+/*
+ * Before the upgrade (FILTER_PROTOCOL_CONNECTION): the cut-offs must be
+ * loaded, then gw_auth decides. A refusal is answered in HTTP and nothing is
+ * registered or subscribed. Returns 0, or -1 to hang up after the answer.
+ */
+static int
+gw_upgrade_check(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
+{
+    gw_refusal_t r;
+    char ip[64];
+    if (!gw_revoke_loaded(s->revoke)) {
+        memset(&r, 0, sizeof(r));
+        r.status = 503;
+        r.code = HR_E_UNAVAILABLE;
+        snprintf(r.message, sizeof(r.message), "revocation list not loaded yet (redis), retry");
+        hr_counter_inc(&s->metrics->connects[GW_CONNECT_UNAVAILABLE]);
+        gw_upgrade_refuse(wsi, &r);
+        return -1;
+    }
+    gw_session_peer(s, wsi, ip, sizeof(ip));
+    if (gw_auth_upgrade(s->auth, wsi, ip, (int64_t)(hr_now_ms() / 1000), gw_cutoff_of, s, &ss->id,
+                        &r) == 0)
+        return 0;
+    gw_metrics_refused_upgrade(s->metrics, r.status, r.reason);
+    hr_log_info("upgrade_refused", "ip=%s status=%u code=%s reason=%s", ip, r.status, r.code,
+                r.reason != NULL ? r.reason : "-");
+    gw_upgrade_refuse(wsi, &r);
+    return -1;
+}
+
+/* The token's exp + leeway has come: the socket ends (proto/ws.md, close 4001). */
+static void
+gw_session_expired(uv_timer_t *t)
+{
+    gw_session_t *ss = t->data;
+    gw_server_t *s = lws_context_user(lws_get_context(ss->wsi));
+    if (ss->conn.close_code != 0)
+        return;
+    gw_send_error(s, ss, HR_E_TOKEN_EXPIRED, "the token expired; reconnect with a new one", NULL);
+    gw_conn_close(&ss->conn, HR_CLOSE_TOKEN_EXPIRED, "token expired");
+}
+
+typedef struct {
+    gw_server_t *s;
+    const char *user; /* NULL: every socket against the mirror */
+    int has_cutoff;
+    int64_t issued_before;
+    size_t closed;
+} gw_revoke_walk_t;
+
+static void
+gw_revoke_close_one(gw_conn_t *c, void *ud)
+{
+    gw_revoke_walk_t *w = ud;
+    gw_session_t *ss = gw_session_of(c);
+    const char *user = gw_conn_user_id(c);
+    if (c->close_code != 0 || user == NULL)
+        return;
+    if (w->user != NULL) {
+        if (strcmp(user, w->user) != 0 ||
+            (w->has_cutoff && !gw_identity_revoked_by(&ss->id, w->issued_before)))
+            return;
+    } else {
+        int64_t cut = gw_revoke_cutoff(w->s->revoke, user);
+        if (cut <= 0 || !gw_identity_revoked_by(&ss->id, cut))
+            return;
+    }
+    gw_send_error(w->s, ss, HR_E_REVOKED, "this session was revoked", NULL);
+    gw_conn_close(c, HR_CLOSE_REVOKED, "revoked");
+    w->closed++;
+}
+
+/* gw_revoke_close_fn: a disconnect order, or (user NULL) a sync that may have raised cut-offs. */
+static void
+gw_revoke_close(void *ud, const char *user, int has_cutoff, int64_t issued_before)
+{
+    gw_server_t *s = ud;
+    gw_revoke_walk_t w = {s, user, has_cutoff, issued_before, 0};
+    gw_hub_foreach_conn(s->hub, gw_revoke_close_one, &w);
+    if (w.closed > 0) {
+        hr_counter_add(s->metrics->revoked_closes, w.closed);
+        hr_log_info("revoked_closed", "user=%s sockets=%zu", user != NULL ? user : "*", w.closed);
+    }
+}
+
 static int
 gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
 {
@@ -499,13 +720,11 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     ss->wsi = wsi;
     gw_conn_init(s->hub, &ss->conn, &gw_session_ops);
 
-    /* lws copies "user_id=<value>" into arg, url-decoded, and points past the name. */
-    const char *user = lws_get_urlarg_by_name(wsi, "user_id=", arg, sizeof(arg));
-    if (!s->cfg->dev_user_query) {
-        hr_counter_inc(&s->metrics->connects[GW_CONNECT_UNAUTHORIZED]);
-        gw_send_error(s, ss, "unauthorized", "no credentials accepted by this gateway", NULL);
-        gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "unauthorized");
-        return 0;
+    /* The upgrade check (gw_upgrade_check) filled ss->id: a token, or a dev ?user_id=. */
+    const char *user = gw_identity_user(&ss->id);
+    if (!ss->id.has_token) {
+        /* lws copies "user_id=<value>" into arg, url-decoded, and points past the name. */
+        user = lws_get_urlarg_by_name(wsi, "user_id=", arg, sizeof(arg));
     }
     /* Bytes that are not UTF-8 would reach every browser in the user's rooms and fail them. */
     if (user == NULL || !hr_proto_id_valid(user, strlen(user))) {
@@ -521,6 +740,8 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     hr_counter_inc(&s->metrics->connects[GW_CONNECT_OK]);
     gw_hub_attach(s->hub, &ss->conn, user);
     ss->attached = 1;
+    gw_auth_expiry_arm(s->loop, &ss->expiry, &ss->id, gw_auth_leeway_s(s->auth), gw_session_expired,
+                       ss);
 
     cJSON *o = cJSON_CreateObject();
     char cid[96];
@@ -570,6 +791,7 @@ gw_session_receive(gw_server_t *s, gw_session_t *ss, struct lws *wsi, const char
     }
     return 0;
 too_big:
+    hr_counter_inc(&s->metrics->frames_refused[GW_REFUSED_TOO_BIG]);
     hr_free(ss->rx);
     ss->rx = NULL;
     ss->rxlen = 0;
@@ -664,6 +886,7 @@ gw_session_closed(gw_server_t *s, gw_session_t *ss)
         gw_metrics_disconnect(s->metrics,
                               ss->conn.close_code ? ss->conn.close_code : ss->peer_close);
     gw_session_unwait(s, ss, 0);
+    gw_auth_expiry_stop(&ss->expiry);
     if (ss->ip != NULL) {
         gw_admit_release(s->admit, gw_conn_user_id(&ss->conn), ss->ip);
         hr_free(ss->ip);
@@ -680,6 +903,7 @@ gw_session_closed(gw_server_t *s, gw_session_t *ss)
     }
     hr_free(ss->rx);
     ss->rx = NULL;
+    gw_identity_clear(&ss->id);
     if (s->draining && gw_hub_stats(s->hub).conns == 0)
         gw_server_stop(s);
 }
@@ -712,8 +936,13 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
                            "endpoint is /ws\"}}");
             return -1;
         }
-        return 0;
+        return gw_upgrade_check(s, ss, wsi);
     }
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        /* An upgrade that failed after its check: ESTABLISHED and CLOSED never come. */
+        if (ss != NULL && !ss->established && !ss->attached)
+            gw_identity_clear(&ss->id);
+        return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
         /*
          * RFC 6455 5.5.1/7.4: a 1-byte close payload or a code past 4999 is
@@ -827,6 +1056,12 @@ gw_keepalive_sweep(uv_timer_t *t)
 {
     gw_server_t *s = t->data;
     gw_hub_foreach_conn(s->hub, gw_keepalive_one, s);
+    uint64_t now = hr_mono_ms();
+    if (now - s->swept_ms >= 60000) {
+        s->swept_ms = now;
+        gw_auth_sweep(s->auth, now);
+        gw_revoke_sweep(s->revoke);
+    }
 }
 
 static void
@@ -858,8 +1093,15 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->loop = loop;
     s->cfg = cfg;
     int port = 0;
+    /* A bad auth section refuses the start (its error says which key and why). */
+    s->auth = gw_auth_create(cfg, err, errlen);
+    if (s->auth == NULL) {
+        hr_free(s);
+        return NULL;
+    }
     s->listen = gw_listen_create(loop, cfg->host, cfg->port, cfg->reuseport, &port, err, errlen);
     if (s->listen == NULL) {
+        gw_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
@@ -888,6 +1130,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->pubsub = gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message,
                                  gw_on_channel_live, s, err, errlen);
     if (s->pubsub == NULL) {
+        gw_auth_destroy(s->auth);
         gw_hub_destroy(s->hub);
         gw_waiters_destroy(s->waiting);
         gw_admit_destroy(s->admit);
@@ -903,6 +1146,9 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                                 .on_state = gw_on_command_state,
                                 .ud = s};
     s->redis = hr_redis_async_create(&gw_loop_ops_libuv, loop, &ro, err, errlen);
+    s->revoke = gw_revoke_create(s->redis, cfg->revocation_ttl_s, gw_revoke_close, s);
+    /* Held for the gateway's life; its confirmation starts the cut-offs' sync. */
+    gw_pubsub_want(s->pubsub, HR_CHANNEL_CONTROL, strlen(HR_CHANNEL_CONTROL));
     gw_rooms_opts_t rmo = {.loop = loop,
                            .redis = s->redis,
                            .hub = s->hub,
@@ -931,8 +1177,11 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     info.pcontext = &s->context;
     info.retry_and_idle_policy = &s->retry;
     info.timeout_secs = 10;
-    /* Room for a long query, so an oversized user_id gets invalid_user, not a bare close. */
-    info.max_http_header_data = 8192;
+    /*
+     * Room for a long query, so an oversized user_id gets invalid_user, not a
+     * bare close, and for a token of HR_TOKEN_MAX bytes beside the other headers.
+     */
+    info.max_http_header_data = 16384;
     info.options =
         LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     s->context = lws_create_context(&info);
@@ -950,6 +1199,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_admit_destroy(s->admit);
         gw_metrics_destroy(s->metrics);
         gw_listen_destroy(s->listen);
+        gw_revoke_destroy(s->revoke);
+        gw_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
@@ -1066,5 +1317,7 @@ gw_server_destroy(gw_server_t *s)
     gw_waiters_destroy(s->waiting);
     gw_admit_destroy(s->admit);
     gw_metrics_destroy(s->metrics);
+    gw_revoke_destroy(s->revoke);
+    gw_auth_destroy(s->auth);
     hr_free(s);
 }
