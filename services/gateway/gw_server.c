@@ -6,6 +6,7 @@
 #include "gw_listen.h"
 #include "gw_metrics.h"
 #include "gw_msg.h"
+#include "gw_preread.h"
 #include "gw_pubsub.h"
 #include "gw_receipts.h"
 #include "gw_revoke.h"
@@ -43,6 +44,7 @@ struct gw_server_s {
     gw_rooms_t *rooms;           /* owned */
     gw_receipts_t *receipts;     /* owned */
     gw_listen_t *listen;         /* owned; NULL once closed */
+    gw_preread_t *preread;       /* owned; NULL once closed: request heads before lws */
     struct lws_vhost *vhost;     /* borrowed from the context */
     uv_timer_t *drain_timer;     /* owned (closed through uv) */
     gw_waiters_t *waiting;       /* owned: sessions holding an answer until a channel is live */
@@ -1001,6 +1003,9 @@ static void
 gw_lws_log(int level, const char *line)
 {
     size_t n = strcspn(line, "\n");
+    /* lws 4.1 logs every adoption with a read buffer (gw_preread) at error level. */
+    if (strstr(line, "adopt_socket_readbuf: ") != NULL)
+        return;
     hr_log_write(level == LLL_ERR ? HR_LOG_ERROR : HR_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n,
                  line);
 }
@@ -1070,12 +1075,25 @@ gw_handle_closed(uv_handle_t *h)
     hr_free(h);
 }
 
-/* gw_listen_fn: lws takes the socket (and closes it); a refused one is the listener's. */
+/* gw_listen_fn: the head is read first (gw_preread); a refused socket is the listener's. */
 static int
 gw_server_accept(void *ud, int fd)
 {
     gw_server_t *s = ud;
-    return s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL ? HR_DECLINED : 0;
+    return s->draining || s->preread == NULL || gw_preread_start(s->preread, fd) != 0 ? HR_DECLINED
+                                                                                      : 0;
+}
+
+/* gw_preread_fn: lws takes the socket with the bytes read so far (and closes it on failure). */
+static void
+gw_server_adopt(void *ud, int fd, const char *buf, size_t len)
+{
+    gw_server_t *s = ud;
+    if (s->draining || s->vhost == NULL) {
+        close(fd);
+        return;
+    }
+    lws_adopt_socket_vhost_readbuf(s->vhost, fd, buf, len);
 }
 
 /* Stops accepting: the kernel then sends new clients to sibling processes. */
@@ -1084,6 +1102,8 @@ gw_listen_close(gw_server_t *s)
 {
     gw_listen_destroy(s->listen);
     s->listen = NULL;
+    gw_preread_destroy(s->preread);
+    s->preread = NULL;
 }
 
 gw_server_t *
@@ -1204,6 +1224,8 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         hr_free(s);
         return NULL;
     }
+    s->preread = gw_preread_create(loop, (size_t)info.max_http_header_data,
+                                   info.timeout_secs * 1000, gw_server_adopt, s);
     gw_listen_start(s->listen, gw_server_accept, s);
     s->keepalive = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(loop, s->keepalive);
@@ -1309,6 +1331,7 @@ gw_server_destroy(gw_server_t *s)
     if (s->context != NULL)
         lws_context_destroy(s->context);
     gw_listen_destroy(s->listen);
+    gw_preread_destroy(s->preread);
     gw_pubsub_destroy(s->pubsub);
     gw_receipts_destroy(s->receipts);
     hr_redis_async_destroy(s->redis);
