@@ -1089,10 +1089,7 @@ static void
 gw_server_adopt(void *ud, int fd, const char *buf, size_t len)
 {
     gw_server_t *s = ud;
-    if (s->draining || s->vhost == NULL) {
-        close(fd);
-        return;
-    }
+    /* Draining: lws still answers the upgrade (503 unavailable), see gw_callback. */
     lws_adopt_socket_vhost_readbuf(s->vhost, fd, buf, len);
 }
 
@@ -1102,8 +1099,6 @@ gw_listen_close(gw_server_t *s)
 {
     gw_listen_destroy(s->listen);
     s->listen = NULL;
-    gw_preread_destroy(s->preread);
-    s->preread = NULL;
 }
 
 gw_server_t *
@@ -1272,6 +1267,8 @@ gw_server_stop(gw_server_t *s)
      * handles; lws finishes by itself as their close callbacks run, and
      * uv_run() returns once nothing is left on the loop.
      */
+    gw_preread_destroy(s->preread);
+    s->preread = NULL;
     if (s->context != NULL)
         lws_context_destroy(s->context);
     gw_pubsub_destroy(s->pubsub);

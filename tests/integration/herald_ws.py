@@ -221,3 +221,10 @@ class WsClient:
         except OSError:
             pass
         self.sock.close()
+
+
+def user_path(user, rooms=("*",), path="/ws", **claims):
+    """The upgrade path for user with a real token (every room by default);
+    claims go to mint_token (ttl, iat, ...)."""
+    from herald_stack import mint_token
+    return token_path(mint_token(user, rooms=None if rooms is None else list(rooms), **claims), path)
