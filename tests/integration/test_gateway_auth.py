@@ -343,7 +343,8 @@ def main():
 
         def dev_mode_warns():
             text = dev.services["gateway1"].log_text()
-            check("dev_user_query" in text and "warn" in text.lower(), text[-1500:])
+            check(any("level=warn" in line and "event=dev_user_query" in line
+                      for line in text.splitlines()), text[-1500:])
         t.check("dev_user_query_logs_a_warning_at_start", dev_mode_warns)
     finally:
         dev.stop()
