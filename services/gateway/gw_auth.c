@@ -297,9 +297,9 @@ gw_auth_upgrade(gw_auth_t *a, struct lws *wsi, const char *ip, int64_t now, gw_c
     } else if (a->dev_user_query) {
         /* Checked (invalid_user) once the socket is open, as before tokens. */
         const char *u = lws_get_urlarg_by_name(wsi, "user_id=", qbuf, sizeof(qbuf));
-        snprintf(id->dev_user, sizeof(id->dev_user), "%s", u != NULL ? u : "");
+        snprintf(id->claims.sub, sizeof(id->claims.sub), "%s", u != NULL ? u : "");
         if (u != NULL && strlen(u) > HR_TOKEN_SUB_MAX)
-            id->dev_user[0] = '\0';
+            id->claims.sub[0] = '\0';
         return 0;
     } else {
         rc = GW_AUTH_MISSING;
@@ -315,14 +315,8 @@ gw_auth_refresh(const gw_auth_t *a, const gw_identity_t *cur, const char *token,
                 int64_t now, gw_cutoff_fn cutoff, void *ud, hr_token_claims_t *next)
 {
     char err[128];
-    hr_token_claims_t dev;
-    const hr_token_claims_t *c = &cur->claims;
-    if (!cur->has_token) {
-        memset(&dev, 0, sizeof(dev));
-        snprintf(dev.sub, sizeof(dev.sub), "%s", cur->dev_user);
-        c = &dev;
-    }
-    int rc = hr_token_verify_refresh(a->verifier, c, token, len, now, next, err, sizeof(err));
+    int rc =
+        hr_token_verify_refresh(a->verifier, &cur->claims, token, len, now, next, err, sizeof(err));
     if (rc != 0)
         return rc;
     rc = hr_token_check_cutoff(next, cutoff(ud, next->sub));
@@ -342,7 +336,7 @@ gw_identity_clear(gw_identity_t *id)
 const char *
 gw_identity_user(const gw_identity_t *id)
 {
-    return id->has_token ? id->claims.sub : id->dev_user;
+    return id->claims.sub;
 }
 
 int

@@ -41,11 +41,13 @@ typedef struct {
     int retry_after_s; /* 429: seconds */
 } gw_refusal_t;
 
-/** What an accepted upgrade is: a token's claims, or a dev ?user_id= socket. */
+/*
+ * What an accepted upgrade is: a token's claims, or a dev ?user_id= socket
+ * (has_token 0: claims.sub holds the query's user id, nothing else is set).
+ */
 typedef struct {
-    int has_token;            /* 0: a dev_user_query socket (user in dev_user) */
-    hr_token_claims_t claims; /* owned when has_token */
-    char dev_user[HR_TOKEN_SUB_MAX + 1];
+    int has_token;
+    hr_token_claims_t claims; /* rooms owned when has_token */
 } gw_identity_t;
 
 /**

@@ -13,14 +13,15 @@
 #include <unistd.h>
 
 #define GW_PREREAD_SWEEP_MS 1000
+#define GW_PREREAD_FIRST 2048 /* first buffer for a head */
 
 typedef struct gw_pending_s gw_pending_t;
 struct gw_pending_s {
     uv_poll_t poll;  /* first: the handle's memory is the struct's */
     gw_preread_t *p; /* borrowed */
     int fd;          /* owned until handed over; -1 after */
-    char *buf;       /* owned */
-    size_t len;
+    char *buf;       /* owned: grows up to p->max_head */
+    size_t len, cap;
     uint64_t start_ms;
     gw_pending_t *prev, *next; /* borrowed: p's list */
 };
@@ -198,17 +199,20 @@ gw_pending_readable(uv_poll_t *h, int status, int events)
 {
     HR_UNUSED(events);
     gw_pending_t *c = (gw_pending_t *)h;
-    size_t cap = c->p->max_head;
     if (status != 0) {
         gw_pending_drop(c);
         return;
     }
     for (;;) {
-        if (c->len == cap) {
+        if (c->len == c->cap && c->cap < c->p->max_head) {
+            c->cap = c->cap * 2 < c->p->max_head ? c->cap * 2 : c->p->max_head;
+            c->buf = hr_realloc(c->buf, c->cap);
+        }
+        if (c->len == c->cap) {
             gw_pending_hand_over(c, 0); /* too long: lws refuses it */
             return;
         }
-        ssize_t n = recv(c->fd, c->buf + c->len, cap - c->len, 0);
+        ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n < 0 && errno == EINTR)
@@ -284,7 +288,9 @@ gw_preread_start(gw_preread_t *p, int fd)
     }
     c->p = p;
     c->fd = fd;
-    c->buf = hr_malloc(p->max_head);
+    /* Most heads fit; a long token grows it (a socket that sends nothing costs little). */
+    c->cap = p->max_head < GW_PREREAD_FIRST ? p->max_head : GW_PREREAD_FIRST;
+    c->buf = hr_malloc(c->cap);
     c->start_ms = hr_mono_ms();
     c->next = p->head;
     if (p->head != NULL)

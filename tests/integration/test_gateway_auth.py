@@ -222,6 +222,14 @@ def main():
             check_eq(c.subprotocol, "herald", c.headers)
             check_eq(c.recv_type("welcome")["user_id"], "sue")
             c.close()
+            # A head longer than the first read buffer (a token with many rooms).
+            big = tok("sue", rooms=[f"room-{i:04d}" for i in range(250)])
+            check(len(big) > 4096, len(big))
+            c = WsClient("127.0.0.1", gw2, "/ws", subprotocols=["herald", "herald.token." + big])
+            opened.append(c)
+            check_eq(c.subprotocol, "herald", c.headers)
+            check_eq(c.recv_type("welcome")["user_id"], "sue")
+            c.close()
             e = refused(gw2, subprotocols=["herald", "herald.token.not-a-token"])
             check_eq((e.status, e.json()["error"]["reason"]), (401, "malformed"), e.body)
             # Both ways at once must agree.
