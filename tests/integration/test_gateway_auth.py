@@ -270,6 +270,22 @@ def main():
         t.check("disconnect_order_closes_the_users_sockets_on_both_gateways_4003",
                 disconnect_closes_everywhere)
 
+        def cutoffs_are_read_again_after_a_reconnect():
+            # An order missed while the subscriber was away: the re-read finds the key
+            # and closes the socket the cut-off covers.
+            now = int(time.time())
+            k = welcomed(gw1, "kim", iat=now - 30)
+            stack.redis.cmd("SET", "herald:revoked:{kim}", str(now), "EX", "3600")
+            k.send_json({"type": "ping", "ref": 1})
+            check_eq(k.recv_type("pong")["ref"], 1, "no order was published: still open")
+            check(stack.redis.cmd("CLIENT", "KILL", "TYPE", "pubsub") >= 2, "subscribers killed")
+            check_eq(k.recv_type("error", timeout=15)["code"], "revoked")
+            k.expect_close(4003)
+            wait_until(lambda: http_request(gw2, "GET", "/readyz")[0] == 200, 15, "gw2 back")
+            expect_401(gw2, "revoked", token=tok("kim", iat=now - 30))
+        t.check("cutoffs_are_read_again_after_a_redis_reconnect_and_close_covered_sockets",
+                cutoffs_are_read_again_after_a_reconnect)
+
         def cutoffs_are_read_at_start():
             # Written without an order (as if published while no gateway listened).
             now = int(time.time())
