@@ -60,8 +60,10 @@ gw_upgrade_check(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
                         &r) == 0)
         return 0;
     gw_metrics_refused_upgrade(s->metrics, r.status, r.reason);
-    hr_log_info("upgrade_refused", "ip=%s status=%u code=%s reason=%s", ip, r.status, r.code,
-                r.reason != NULL ? r.reason : "-");
+    /* A flood of upgrades (429) would flood the log too: those are counted, not logged. */
+    hr_log_write(r.status == 429 ? HR_LOG_DEBUG : HR_LOG_INFO, "upgrade_refused",
+                 "ip=%s status=%u code=%s reason=%s", ip, r.status, r.code,
+                 r.reason != NULL ? r.reason : "-");
     gw_upgrade_refuse(wsi, &r);
     return -1;
 }
