@@ -93,7 +93,8 @@ def main():
                     "-out", priv], check=True, capture_output=True)
     subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub], check=True,
                    capture_output=True)
-    stack = Stack(gateways=2, services=("ingest", "gateway"),
+    # Debug logging: no line at any level may hold a token (checked at the end).
+    stack = Stack(gateways=2, services=("ingest", "gateway"), extra_env={"HERALD_LOG_LEVEL": "debug"},
                   config=auth_section(extra_keys=f', {{ kid = "rsa-1"; alg = "RS256"; '
                                                  f'public_key_file = "{pub}"; }}'))
     gw1, gw2 = stack.gateway_ports
