@@ -262,9 +262,10 @@ int
 gw_auth_upgrade(gw_auth_t *a, struct lws *wsi, const char *ip, int64_t now, gw_cutoff_fn cutoff,
                 void *ud, gw_identity_t *id, gw_refusal_t *r)
 {
-    /* A fragment of the query never exceeds the request's header space (8 KiB). */
-    char qbuf[HR_TOKEN_MAX + 64], hbuf[HR_TOKEN_MAX + 64];
-    int retry_s = 1;
+    /* Any query fragment or header fits (the head's limit), so a long token is malformed, not
+     * missing. */
+    char *qbuf = NULL, *hbuf = NULL;
+    int retry_s = 1, rc;
     memset(id, 0, sizeof(*id));
     if (!gw_auth_rate_take(a, ip, hr_mono_ms(), &retry_s)) {
         gw_refuse(r, 429, HR_E_TOO_MANY_REQUESTS, NULL,
@@ -277,33 +278,36 @@ gw_auth_upgrade(gw_auth_t *a, struct lws *wsi, const char *ip, int64_t now, gw_c
                   "this Origin is not in gateway.allowed_origins");
         return HR_DECLINED;
     }
-    const char *qtok = lws_get_urlarg_by_name(wsi, "token=", qbuf, sizeof(qbuf));
+    qbuf = hr_malloc(GW_AUTH_HEAD_MAX + 1);
+    hbuf = hr_malloc(GW_AUTH_HEAD_MAX + 1);
+    const char *qtok = lws_get_urlarg_by_name(wsi, "token=", qbuf, GW_AUTH_HEAD_MAX + 1);
     const char *htok = NULL;
     int hlen = lws_hdr_custom_length(wsi, GW_AUTH_TOKEN_HEADER, strlen(GW_AUTH_TOKEN_HEADER));
-    if (hlen > 0 && hlen < (int)sizeof(hbuf) &&
-        lws_hdr_custom_copy(wsi, hbuf, sizeof(hbuf), GW_AUTH_TOKEN_HEADER,
+    if (hlen > 0 && hlen <= GW_AUTH_HEAD_MAX &&
+        lws_hdr_custom_copy(wsi, hbuf, GW_AUTH_HEAD_MAX + 1, GW_AUTH_TOKEN_HEADER,
                             strlen(GW_AUTH_TOKEN_HEADER)) > 0)
         htok = hbuf;
-    int rc;
     if (qtok != NULL && htok != NULL && strcmp(qtok, htok) != 0) {
         rc = HR_TOKEN_MALFORMED; /* two different tokens: which one is meant? */
     } else if (qtok != NULL || htok != NULL) {
         const char *tok = qtok != NULL ? qtok : htok;
         rc = gw_auth_check(a, tok, strlen(tok), now, cutoff, ud, &id->claims);
-        if (rc == 0) {
+        if (rc == 0)
             id->has_token = 1;
-            return 0;
-        }
     } else if (a->dev_user_query) {
         /* Checked (invalid_user) once the socket is open, as before tokens. */
-        const char *u = lws_get_urlarg_by_name(wsi, "user_id=", qbuf, sizeof(qbuf));
+        const char *u = lws_get_urlarg_by_name(wsi, "user_id=", qbuf, GW_AUTH_HEAD_MAX + 1);
         snprintf(id->claims.sub, sizeof(id->claims.sub), "%s", u != NULL ? u : "");
         if (u != NULL && strlen(u) > HR_TOKEN_SUB_MAX)
             id->claims.sub[0] = '\0';
-        return 0;
+        rc = 0;
     } else {
         rc = GW_AUTH_MISSING;
     }
+    hr_free(qbuf);
+    hr_free(hbuf);
+    if (rc == 0)
+        return 0;
     char msg[128];
     snprintf(msg, sizeof(msg), "token refused: %s", gw_auth_reason(rc));
     gw_refuse(r, 401, HR_E_UNAUTHORIZED, gw_auth_reason(rc), msg);

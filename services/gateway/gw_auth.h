@@ -24,6 +24,9 @@
  */
 #define GW_AUTH_TOKEN_HEADER "x-herald-subprotocol-token:"
 
+/* Bytes an upgrade request's headers may take (lws max_http_header_data, gw_preread). */
+#define GW_AUTH_HEAD_MAX 16384
+
 /* Refusal reasons beyond hr_token's (their reason string in proto/ws.md). */
 #define GW_AUTH_MISSING (-120) /* "missing": no token and no dev user_id */
 

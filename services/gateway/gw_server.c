@@ -693,7 +693,10 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
-    s->pubsub = gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message,
+    /* This gateway's own channel, and the revocation orders (their confirmation starts the sync).
+     */
+    const char *const fixed[] = {control, HR_CHANNEL_CONTROL};
+    s->pubsub = gw_pubsub_create(loop, cfg->redis_url, fixed, 2, gw_on_redis_message,
                                  gw_on_channel_live, s, err, errlen);
     if (s->pubsub == NULL) {
         gw_auth_destroy(s->auth);
@@ -713,8 +716,6 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                                 .ud = s};
     s->redis = hr_redis_async_create(&gw_loop_ops_libuv, loop, &ro, err, errlen);
     s->revoke = gw_revoke_create(s->redis, cfg->revocation_ttl_s, gw_revoke_close, s);
-    /* Held for the gateway's life; its confirmation starts the cut-offs' sync. */
-    gw_pubsub_want(s->pubsub, HR_CHANNEL_CONTROL, strlen(HR_CHANNEL_CONTROL));
     gw_rooms_opts_t rmo = {.loop = loop,
                            .redis = s->redis,
                            .hub = s->hub,
@@ -747,7 +748,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
      * Room for a long query, so an oversized user_id gets invalid_user, not a
      * bare close, and for a token of HR_TOKEN_MAX bytes beside the other headers.
      */
-    info.max_http_header_data = 16384;
+    info.max_http_header_data = GW_AUTH_HEAD_MAX;
     info.options =
         LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     s->context = lws_create_context(&info);

@@ -141,6 +141,7 @@ def main():
             confused = mint_token("mallory", secret=pem, kid="rsa-1", alg="HS256")
             tokens.append(confused)
             expect_401(gw1, "wrong_alg", token=confused)
+            expect_401(gw1, "malformed", token="a" * 9000)  # over 8192 bytes
             expect_401(gw1, "missing")
             expect_401(gw2, "missing", path="/ws?user_id=mallory")
             check_eq(numsub(stack, "herald:user:mallory"), 0, "nothing subscribed for mallory")
