@@ -359,7 +359,7 @@ def main():
 
         def upgrade_rate():
             got = []
-            for i in range(6):
+            for i in range(10):  # a burst of 3, then 1 per second: some of these are refused
                 try:
                     c = WsClient("127.0.0.1", port, f"/ws?user_id=r{i}", source="127.0.0.3")
                     c.recv_type("welcome")
