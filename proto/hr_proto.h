@@ -19,6 +19,7 @@
 #define HR_CHANNEL_GATEWAY_PREFIX "herald:gateway:"
 #define HR_KEY_PRESENCE_PREFIX "herald:presence:"  /* hr_proto_presence_key() */
 #define HR_KEY_CHAT_IDEM_PREFIX "herald:chatidem:" /* hr_proto_chat_idem_key() */
+#define HR_CONTROL_DISCONNECT "disconnect"         /* herald:control message type */
 #define HR_STREAM_RECEIPTS "herald:stream:receipts"
 #define HR_STREAM_ROOM_MESSAGES "herald:stream:room_messages"
 #define HR_STREAM_DEAD_LETTER "herald:stream:dead"
@@ -117,6 +118,20 @@
 #define HR_E_REQUEST_TIMEOUT "request_timeout"
 #define HR_E_NOT_IMPLEMENTED "not_implemented"
 #define HR_E_VERSION "http_version_not_supported"
+
+/* Identity and access on the WebSocket (proto/ws.md, proto/auth.md). */
+#define HR_E_UNAUTHORIZED "unauthorized"           /* 401 at the upgrade; refused refresh */
+#define HR_E_FORBIDDEN "forbidden"                 /* a room outside the token's rooms claim */
+#define HR_E_FORBIDDEN_ORIGIN "forbidden_origin"   /* 403: Origin not in gateway.allowed_origins */
+#define HR_E_TOO_MANY_REQUESTS "too_many_requests" /* 429: upgrades too fast from one address */
+#define HR_E_TOKEN_EXPIRED "token_expired"         /* error frame before close 4001 */
+#define HR_E_REVOKED "revoked"                     /* error frame before close 4003 */
+#define HR_FRAME_REFRESH "refresh"                 /* client: replace the socket's token */
+#define HR_FRAME_REFRESHED "refreshed"             /* server: the new token applies */
+#define HR_WS_SUBPROTOCOL "herald"                 /* Sec-WebSocket-Protocol answered */
+#define HR_WS_TOKEN_SUBPROTOCOL "herald.token."    /* prefix of the offered token subprotocol */
+#define HR_CLOSE_TOKEN_EXPIRED 4001
+#define HR_CLOSE_REVOKED 4003
 
 /** Why a request was refused: HTTP status, stable code, human message. */
 typedef struct {

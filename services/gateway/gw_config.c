@@ -30,6 +30,11 @@ const hr_cfg_field_t gw_config_fields[] = {
     {"gateway.presence_ttl_s", HR_CFG_INT, offsetof(gw_config_t, presence_ttl_s), "30", 3, 3600},
     {"gateway.presence_events_max", HR_CFG_INT, offsetof(gw_config_t, presence_events_max), "1000",
      0, 1 << 30},
+    {"gateway.upgrade_rate", HR_CFG_INT, offsetof(gw_config_t, upgrade_rate), "50", 0, 1000000},
+    {"gateway.upgrade_burst", HR_CFG_INT, offsetof(gw_config_t, upgrade_burst), "200", 0, 1000000},
+    {"gateway.max_json_depth", HR_CFG_INT, offsetof(gw_config_t, max_json_depth), "16", 1, 1000},
+    {"auth.revocation_ttl_s", HR_CFG_INT, offsetof(gw_config_t, revocation_ttl_s), "2592000", 1,
+     1 << 30},
     {"redis.url", HR_CFG_STR, offsetof(gw_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"log.level", HR_CFG_STR, offsetof(gw_config_t, log_level), "info", 0, 0},
 };

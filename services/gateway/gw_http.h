@@ -8,5 +8,7 @@
 int gw_http_reply(struct lws *wsi, unsigned status, const char *body);
 /** Answers an upgrade request that is refused; the caller then returns -1 to close. */
 void gw_http_refuse(struct lws *wsi, unsigned status, const char *body);
+/** gw_http_refuse() with a Retry-After header (seconds; 0: none). */
+void gw_http_refuse_retry(struct lws *wsi, unsigned status, const char *body, int retry_after_s);
 
 #endif

@@ -6,13 +6,21 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const gw_connect_results[] = {"ok", "unauthorized", "invalid_user", "draining",
-                                                 "error"};
-static const char *const gw_close_codes[] = {"1000", "1001", "1003", "1006", "1007",
-                                             "1008", "1009", "1011", "other"};
-static const unsigned gw_close_values[] = {1000, 1001, 1003, 1006, 1007, 1008, 1009, 1011};
-static const char *const gw_frame_types[] = {"join",     "leave", "publish",
-                                             "presence", "ping",  "invalid"};
+static const char *const gw_connect_results[] = {"ok",           "unauthorized", "invalid_user",
+                                                 "draining",     "error",        "forbidden_origin",
+                                                 "rate_limited", "unavailable"};
+static const char *const gw_close_codes[] = {"1000", "1001", "1003", "1006", "1007", "1008",
+                                             "1009", "1011", "4000", "4001", "4003", "other"};
+static const unsigned gw_close_values[] = {1000, 1001, 1003, 1006, 1007, 1008,
+                                           1009, 1011, 4000, 4001, 4003};
+static const char *const gw_frame_types[] = {"join", "leave",   "publish", "presence",
+                                             "ping", "refresh", "invalid"};
+/* hr_token_reason()'s names plus the gateway's "missing"; "other" catches the rest. */
+static const char *const gw_auth_reasons[] = {
+    "missing", "malformed", "unknown_kid", "wrong_alg", "bad_signature", "expired", "not_yet_valid",
+    "bad_sub", "bad_iss",   "bad_aud",     "revoked",   "sub_changed",   "other"};
+static const char *const gw_refresh_results[] = {"ok", "refused"};
+static const char *const gw_refused_reasons[] = {"too_big", "too_deep"};
 static const char *const gw_services[] = {"gateway"};
 static const char *const gw_dependencies[] = {"redis"};
 
@@ -29,7 +37,7 @@ gw_metrics_collect(void *arg)
     gm->slow->value = st.slow_killed;
     gm->reconnects->value = st.reconnects;
     hr_gauge_set(gm->dep_up, st.redis_up ? 1 : 0);
-    hr_gauge_set(gm->ready, st.redis_up && !st.draining ? 1 : 0);
+    hr_gauge_set(gm->ready, st.redis_up && st.revocations_loaded && !st.draining ? 1 : 0);
 }
 
 gw_metrics_t *
@@ -46,6 +54,9 @@ gw_metrics_create(gw_status_fn status, void *ud)
     hr_metrics_label_t result = HR_METRICS_LABEL("result", gw_connect_results);
     hr_metrics_label_t code = HR_METRICS_LABEL("code", gw_close_codes);
     hr_metrics_label_t type = HR_METRICS_LABEL("type", gw_frame_types);
+    hr_metrics_label_t reason = HR_METRICS_LABEL("reason", gw_auth_reasons);
+    hr_metrics_label_t rresult = HR_METRICS_LABEL("result", gw_refresh_results);
+    hr_metrics_label_t fr = HR_METRICS_LABEL("reason", gw_refused_reasons);
     gm->ready = hr_metrics_gauge(m, "herald_ready", "1 when /readyz answers 200.", svc, 1);
     gm->dep_up = hr_metrics_gauge(m, "herald_dependency_up",
                                   "1 while the connection to the dependency is ready.", svc, 2);
@@ -60,6 +71,17 @@ gw_metrics_create(gw_status_fn status, void *ud)
                                        "Payload bytes written to clients.", NULL, 0);
     gm->frames_in =
         hr_metrics_counter(m, "herald_gateway_frames_in_total", "Client frames by type.", &type, 1);
+    gm->auth_refusals =
+        hr_metrics_counter(m, "herald_gateway_auth_refusals_total",
+                           "Upgrades refused 401 by the token check, by reason.", &reason, 1);
+    gm->refreshes = hr_metrics_counter(m, "herald_gateway_refreshes_total",
+                                       "Refresh frames by outcome.", &rresult, 1);
+    gm->frames_refused = hr_metrics_counter(
+        m, "herald_gateway_frames_refused_total",
+        "Client frames refused unread: too big (close 1009) or nested too deep.", &fr, 1);
+    gm->revoked_closes =
+        hr_metrics_counter(m, "herald_gateway_revoked_closes_total",
+                           "Sockets closed (4003) by a disconnect or revocation order.", NULL, 0);
     gm->slow =
         hr_metrics_counter(m, "herald_gateway_slow_consumers_total",
                            "Sockets closed because their outbound queue overflowed.", NULL, 0);
@@ -97,6 +119,29 @@ gw_metrics_disconnect(gw_metrics_t *gm, unsigned code)
         if (gw_close_values[i] == code)
             break;
     hr_counter_inc(&gm->disconnects[i]);
+}
+
+void
+gw_metrics_refused_upgrade(gw_metrics_t *gm, unsigned status, const char *reason)
+{
+    size_t r = status == 401   ? GW_CONNECT_UNAUTHORIZED
+               : status == 403 ? GW_CONNECT_FORBIDDEN_ORIGIN
+               : status == 429 ? GW_CONNECT_RATE_LIMITED
+                               : GW_CONNECT_ERROR;
+    hr_counter_inc(&gm->connects[r]);
+    if (status != 401)
+        return;
+    size_t i = HR_ARRAY_LEN(gw_auth_reasons) - 1;
+    for (size_t k = 0; reason != NULL && k + 1 < HR_ARRAY_LEN(gw_auth_reasons); k++)
+        if (strcmp(reason, gw_auth_reasons[k]) == 0)
+            i = k;
+    hr_counter_inc(&gm->auth_refusals[i]);
+}
+
+void
+gw_metrics_refresh(gw_metrics_t *gm, int ok)
+{
+    hr_counter_inc(&gm->refreshes[ok ? 0 : 1]);
 }
 
 void
@@ -166,14 +211,15 @@ gw_metrics_http(gw_metrics_t *gm, struct lws *wsi, const char *uri)
     if (health || (uri != NULL && strcmp(uri, "/readyz") == 0)) {
         gw_status_t st = {0};
         gm->status(gm->ud, &st);
-        int ready = st.redis_up && !st.draining;
-        char body[448];
+        /* Ready also needs the cut-offs: until then upgrades are refused (503). */
+        int ready = st.redis_up && st.revocations_loaded && !st.draining;
+        char body[480];
         /* /healthz: alive, always 200; the counts are for operators and tests. */
         snprintf(body, sizeof(body),
                  "{\"status\":\"%s\",\"redis\":\"%s\",\"draining\":%s,\"node\":\"%s\","
                  "\"connections\":%llu,\"users\":%llu,\"rooms\":%llu,"
                  "\"memberships\":%llu,\"frames_queued\":%llu,\"slow_consumers_closed\":%llu,"
-                 "\"receipts_pending\":%zu}",
+                 "\"receipts_pending\":%zu,\"revocations_loaded\":%s}",
                  health  ? "ok"
                  : ready ? "ready"
                          : "unavailable",
@@ -181,7 +227,7 @@ gw_metrics_http(gw_metrics_t *gm, struct lws *wsi, const char *uri)
                  (unsigned long long)st.conns, (unsigned long long)st.users,
                  (unsigned long long)st.rooms, (unsigned long long)st.memberships,
                  (unsigned long long)st.queued, (unsigned long long)st.slow_killed,
-                 st.receipts_pending);
+                 st.receipts_pending, st.revocations_loaded ? "true" : "false");
         return gw_http_reply(wsi, health || ready ? 200 : 503, body);
     }
     return gw_http_reply(wsi, 404,

@@ -17,14 +17,28 @@ enum {
     GW_CONNECT_UNAUTHORIZED,
     GW_CONNECT_INVALID_USER,
     GW_CONNECT_DRAINING,
-    GW_CONNECT_ERROR
+    GW_CONNECT_ERROR,
+    GW_CONNECT_FORBIDDEN_ORIGIN,
+    GW_CONNECT_RATE_LIMITED,
+    GW_CONNECT_UNAVAILABLE /* the revocation cut-offs are not loaded yet */
 };
 /* Indexes of herald_gateway_frames_in_total{type}. */
-enum { GW_IN_JOIN, GW_IN_LEAVE, GW_IN_PUBLISH, GW_IN_PRESENCE, GW_IN_PING, GW_IN_INVALID };
+enum {
+    GW_IN_JOIN,
+    GW_IN_LEAVE,
+    GW_IN_PUBLISH,
+    GW_IN_PRESENCE,
+    GW_IN_PING,
+    GW_IN_REFRESH,
+    GW_IN_INVALID
+};
+/* Indexes of herald_gateway_frames_refused_total{reason}. */
+enum { GW_REFUSED_TOO_BIG, GW_REFUSED_TOO_DEEP };
 
 /** What the routes report, filled by the server at each request or scrape. */
 typedef struct {
-    int redis_up; /* both Redis connections READY */
+    int redis_up;           /* both Redis connections READY */
+    int revocations_loaded; /* the cut-offs were read once (upgrades are checked against them) */
     int draining;
     const char *node_id;                               /* borrowed */
     uint64_t conns, users, rooms, memberships, queued; /* from the hub; queued: ever */
@@ -44,7 +58,11 @@ typedef struct gw_metrics_s {
     hr_counter_t *disconnects; /* by close code */
     hr_counter_t *frames_out;
     hr_counter_t *bytes_out;
-    hr_counter_t *frames_in; /* by type */
+    hr_counter_t *frames_in;      /* by type */
+    hr_counter_t *auth_refusals;  /* by reason */
+    hr_counter_t *refreshes;      /* ok, refused */
+    hr_counter_t *frames_refused; /* by reason */
+    hr_counter_t *revoked_closes;
     hr_counter_t *slow;
     hr_counter_t *reconnects;
     hr_histogram_t *delay;
@@ -61,6 +79,10 @@ void gw_metrics_destroy(gw_metrics_t *gm);
 
 /** Counts a socket closed with code (0: the peer went away without a close frame). */
 void gw_metrics_disconnect(gw_metrics_t *gm, unsigned code);
+/** Counts a refused upgrade by HTTP status (401: also by its token reason). */
+void gw_metrics_refused_upgrade(gw_metrics_t *gm, unsigned status, const char *reason);
+/** Counts a refresh frame's outcome. */
+void gw_metrics_refresh(gw_metrics_t *gm, int ok);
 /** Counts a client frame by its type string (NULL or unknown: invalid). */
 void gw_metrics_frame_in(gw_metrics_t *gm, const char *type);
 

@@ -170,7 +170,8 @@ typedef struct {
 struct gw_pubsub_s {
     hr_redis_async_t *redis; /* owned */
     hr_dict_t *chans;        /* channel → gw_ch_t (owned) */
-    char *control;           /* owned */
+    char **control;          /* owned list of owned names: held for the connection's life */
+    size_t ncontrol;
     gw_pubsub_msg_fn on_msg;
     gw_pubsub_live_fn on_live;
     void *ud; /* borrowed */
@@ -207,6 +208,13 @@ gw_pubsub_reply(redisAsyncContext *ac, void *reply, void *privdata)
             p->on_msg(p->ud, ch->str, ch->len, payload->str, payload->len);
     } else if (strcmp(kind, "subscribe") == 0) {
         /* Redis has registered the channel: a PUBLISH from now on reaches us. */
+        for (size_t i = 0; i < p->ncontrol; i++) {
+            if (strlen(p->control[i]) == ch->len && memcmp(p->control[i], ch->str, ch->len) == 0) {
+                if (p->on_live != NULL)
+                    p->on_live(p->ud, ch->str, ch->len);
+                return;
+            }
+        }
         gw_ch_t *c = hr_dict_get(p->chans, ch->str, ch->len);
         if (c == NULL || c->state != GW_CH_SUBSCRIBING)
             return;
@@ -272,7 +280,18 @@ gw_pubsub_state(hr_redis_async_t *r, int ready, void *ud)
         return;
     }
     p->readies++;
-    gw_pubsub_send(p, "SUBSCRIBE", p->control, strlen(p->control));
+    const char **argv = hr_malloc((p->ncontrol + 1) * sizeof(char *));
+    size_t *argvlen = hr_malloc((p->ncontrol + 1) * sizeof(size_t));
+    argv[0] = "SUBSCRIBE";
+    argvlen[0] = 9;
+    for (size_t i = 0; i < p->ncontrol; i++) {
+        argv[i + 1] = p->control[i];
+        argvlen[i + 1] = strlen(p->control[i]);
+    }
+    hr_redis_async_subscribe_argv(p->redis, gw_pubsub_reply, p, (int)p->ncontrol + 1, argv,
+                                  argvlen);
+    hr_free(argv);
+    hr_free(argvlen);
     gw_resub_t rs = {p, NULL, 0};
     hr_dict_foreach(p->chans, gw_pubsub_resub_one, &rs);
     for (size_t i = 0; i < rs.ndrop; i++) {
@@ -283,14 +302,24 @@ gw_pubsub_state(hr_redis_async_t *r, int ready, void *ud)
     hr_log_info("subscriptions_restored", "channels=%zu", p->wanted);
 }
 
+static void
+gw_pubsub_free_control(gw_pubsub_t *p)
+{
+    for (size_t i = 0; i < p->ncontrol; i++)
+        hr_free(p->control[i]);
+    hr_free(p->control);
+}
+
 gw_pubsub_t *
-gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *control_channel,
-                 gw_pubsub_msg_fn on_msg, gw_pubsub_live_fn on_live, void *ud, char *err,
-                 size_t errlen)
+gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *const *control,
+                 size_t ncontrol, gw_pubsub_msg_fn on_msg, gw_pubsub_live_fn on_live, void *ud,
+                 char *err, size_t errlen)
 {
     gw_pubsub_t *p = hr_calloc(1, sizeof(*p));
     p->chans = hr_dict_create();
-    p->control = hr_strdup(control_channel);
+    p->control = hr_calloc(ncontrol, sizeof(char *));
+    for (size_t i = 0; i < ncontrol; i++)
+        p->control[p->ncontrol++] = hr_strdup(control[i]);
     p->on_msg = on_msg;
     p->on_live = on_live;
     p->ud = ud;
@@ -302,7 +331,7 @@ gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *control_cha
     p->redis = hr_redis_async_create(&gw_loop_ops_libuv, loop, &o, err, errlen);
     if (p->redis == NULL) {
         hr_dict_destroy(p->chans, hr_free);
-        hr_free(p->control);
+        gw_pubsub_free_control(p);
         hr_free(p);
         return NULL;
     }
@@ -316,7 +345,7 @@ gw_pubsub_destroy(gw_pubsub_t *p)
         return;
     hr_redis_async_destroy(p->redis);
     hr_dict_destroy(p->chans, hr_free);
-    hr_free(p->control);
+    gw_pubsub_free_control(p);
     hr_free(p);
 }
 

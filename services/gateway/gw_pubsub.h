@@ -31,12 +31,13 @@ typedef void (*gw_pubsub_live_fn)(void *ud, const char *channel, size_t chlen);
 extern const hr_loop_ops_t gw_loop_ops_libuv;
 
 /**
- * Connects to redis_url and keeps control_channel subscribed for its life.
+ * Connects to redis_url and keeps the ncontrol channels of control subscribed
+ * for its life (one SUBSCRIBE per connect; on_live reports each of them too).
  * Returns NULL with err filled if the URL is bad.
  */
-gw_pubsub_t *gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *control_channel,
-                              gw_pubsub_msg_fn on_msg, gw_pubsub_live_fn on_live, void *ud,
-                              char *err, size_t errlen);
+gw_pubsub_t *gw_pubsub_create(uv_loop_t *loop, const char *redis_url, const char *const *control,
+                              size_t ncontrol, gw_pubsub_msg_fn on_msg, gw_pubsub_live_fn on_live,
+                              void *ud, char *err, size_t errlen);
 void gw_pubsub_destroy(gw_pubsub_t *p);
 /** Wants messages of channel (idempotent). */
 void gw_pubsub_want(gw_pubsub_t *p, const char *channel, size_t len);
@@ -48,7 +49,7 @@ int gw_pubsub_live(const gw_pubsub_t *p, const char *channel, size_t len);
 int gw_pubsub_ready(const gw_pubsub_t *p);
 /** Times the connection became READY again after a loss. */
 uint64_t gw_pubsub_reconnects(const gw_pubsub_t *p);
-/** Channels currently wanted (excluding the control channel). */
+/** Channels currently wanted (excluding the control channels). */
 size_t gw_pubsub_count(const gw_pubsub_t *p);
 
 #endif

@@ -1,12 +1,16 @@
 #include "gw_server.h"
+#include "gw_session.h"
 #include "gw_admit.h"
+#include "gw_auth.h"
 #include "gw_http.h"
 #include "gw_hub.h"
 #include "gw_listen.h"
 #include "gw_metrics.h"
 #include "gw_msg.h"
+#include "gw_preread.h"
 #include "gw_pubsub.h"
 #include "gw_receipts.h"
+#include "gw_revoke.h"
 #include "gw_rooms.h"
 #include "gw_wait.h"
 #include "hr_proto.h"
@@ -27,56 +31,6 @@ _Static_assert(GW_MSG_HEADROOM >= LWS_PRE, "gw_msg headroom must cover LWS_PRE")
 
 /* Close codes the transport decides (proto/ws.md); the hub's are in gw_hub.h. */
 #define GW_CLOSE_IDLE 4000 /* silent for gateway.idle_timeout_s */
-
-struct gw_server_s {
-    uv_loop_t *loop;        /* borrowed */
-    const gw_config_t *cfg; /* borrowed */
-    char node_id[64];
-    struct lws_context *context; /* owned; NULL once destroyed */
-    lws_retry_bo_t retry;        /* all zero: lws keeps no per-socket timers (below) */
-    uv_timer_t *keepalive;       /* owned (closed through uv) */
-    gw_hub_t *hub;               /* owned */
-    gw_pubsub_t *pubsub;         /* owned */
-    hr_redis_async_t *redis;     /* owned: commands (chat, presence) */
-    gw_rooms_t *rooms;           /* owned */
-    gw_receipts_t *receipts;     /* owned */
-    gw_listen_t *listen;         /* owned; NULL once closed */
-    struct lws_vhost *vhost;     /* borrowed from the context */
-    uv_timer_t *drain_timer;     /* owned (closed through uv) */
-    gw_waiters_t *waiting;       /* owned: sessions holding an answer until a channel is live */
-    gw_admit_t *admit;           /* owned: sockets per user and per client address */
-    gw_metrics_t *metrics;       /* owned */
-    uint64_t command_readies;    /* times the command connection became READY */
-    int draining;
-    int stopped;
-};
-
-/* Per-socket state, allocated and zeroed by lws (per_session_data_size). */
-typedef struct gw_session_s gw_session_t;
-struct gw_session_s {
-    gw_conn_t conn;
-    struct lws *wsi;    /* borrowed */
-    char *rx;           /* owned: a message arriving in fragments */
-    gw_waiter_t wait;   /* on s->waiting while wait_msg is held */
-    gw_msg_t *wait_msg; /* owned: welcome/joined held until wait.ch is live, or NULL */
-    double tokens;      /* publish rate limit: token bucket */
-    double cmd_tokens;  /* command rate limit: token bucket */
-    uint64_t cmd_ms;
-    char *ip;            /* owned: the client address, once counted in s->admit (with the user) */
-    uint8_t established; /* lws may write to it */
-    uint8_t in_callback; /* inside an lws callback for this socket */
-    uint8_t write_failed;
-    uint8_t ping_due;    /* send a PING at the next WRITEABLE */
-    uint8_t killed;      /* cut after close_timeout_s */
-    uint16_t peer_close; /* the close code the client sent, or 0 */
-    uint32_t last_rx_s;  /* monotonic seconds of the last frame or PONG received */
-    uint32_t close_s;    /* monotonic seconds when its close was decided, or 0 */
-    uint64_t tokens_ms;
-    size_t rxlen;
-    int attached;
-};
-
-#define gw_session_of(c) ((gw_session_t *)((char *)(c)-offsetof(gw_session_t, conn)))
 
 static void gw_server_stop(gw_server_t *s);
 
@@ -147,7 +101,7 @@ gw_session_unwait(gw_server_t *s, gw_session_t *ss, int send)
 #define gw_session_of_wait(w) ((gw_session_t *)((char *)(w)-offsetof(gw_session_t, wait)))
 
 /* Sends m (a reference taken) now if channel ch is live, else once it is. */
-static void
+void
 gw_send_when_live(gw_server_t *s, gw_session_t *ss, const char *ch, size_t len, gw_msg_t *m)
 {
     /* Redis down: nothing can be delivered anyway; answer as before. */
@@ -165,6 +119,14 @@ static void
 gw_on_channel_live(void *ud, const char *ch, size_t len)
 {
     gw_server_t *s = ud;
+    if (ch != NULL && len == strlen(HR_CHANNEL_CONTROL) &&
+        memcmp(ch, HR_CHANNEL_CONTROL, len) == 0) {
+        /* Orders flow from now on: the cut-offs can be read without missing one. */
+        gw_revoke_control_live(s->revoke, 1);
+        return;
+    }
+    if (ch == NULL)
+        gw_revoke_control_live(s->revoke, 0);
     if (ch != NULL) {
         gw_waiter_t *w;
         while ((w = gw_waiters_first(s->waiting, ch, len)) != NULL)
@@ -212,7 +174,9 @@ gw_on_redis_message(void *ud, const char *ch, size_t chlen, const char *payload,
     gw_server_t *s = ud;
     /* Payloads are finished frames (proto/redis.md): forwarded as they are. */
     size_t rp = strlen(HR_CHANNEL_ROOM_PREFIX);
-    if (chlen > rp && memcmp(ch, HR_CHANNEL_ROOM_PREFIX, rp) == 0)
+    if (chlen == strlen(HR_CHANNEL_CONTROL) && memcmp(ch, HR_CHANNEL_CONTROL, chlen) == 0)
+        gw_revoke_message(s->revoke, payload, len);
+    else if (chlen > rp && memcmp(ch, HR_CHANNEL_ROOM_PREFIX, rp) == 0)
         gw_rooms_deliver(s->rooms, ch, chlen, payload, len);
     else
         gw_hub_deliver(s->hub, ch, chlen, payload, len);
@@ -227,6 +191,8 @@ gw_on_command_state(hr_redis_async_t *r, int ready, void *ud)
         s->command_readies++;
     if (ready && s->rooms != NULL)
         gw_rooms_on_ready(s->rooms);
+    if (ready && s->revoke != NULL)
+        gw_revoke_command_ready(s->revoke);
 }
 
 static void
@@ -244,6 +210,7 @@ gw_server_status(void *ud, gw_status_t *st)
     /* Both connections: subscriptions (delivery) and commands (chat, presence). */
     st->redis_up = s->pubsub != NULL && gw_pubsub_ready(s->pubsub) && s->redis != NULL &&
                    hr_redis_async_ready(s->redis);
+    st->revocations_loaded = s->revoke != NULL && gw_revoke_loaded(s->revoke);
     st->draining = s->draining;
     st->node_id = s->node_id;
     st->conns = hs.conns;
@@ -260,206 +227,13 @@ gw_server_status(void *ud, gw_status_t *st)
         gw_hub_foreach_conn(s->hub, gw_count_queued, &st->queued_now);
 }
 
-/* ---- frames to one socket ---- */
-
-static void
-gw_send_error(gw_server_t *s, gw_session_t *ss, const char *code, const char *message,
-              const cJSON *ref)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", "error");
-    cJSON_AddStringToObject(o, "code", code);
-    cJSON_AddStringToObject(o, "message", message);
-    if (ref != NULL)
-        cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
-    char *txt = hr_json_print(o);
-    cJSON_Delete(o);
-    gw_msg_t *m = gw_msg_create(txt, strlen(txt));
-    hr_free(txt);
-    gw_conn_send(s->hub, &ss->conn, m);
-    gw_msg_release(m);
-}
-
-static void
-gw_send_json(gw_server_t *s, gw_session_t *ss, cJSON *o)
-{
-    gw_msg_t *m = gw_msg_from_json(o);
-    cJSON_Delete(o);
-    gw_conn_send(s->hub, &ss->conn, m);
-    gw_msg_release(m);
-}
-
-/* {"type":type,"room":room,"user_id":me,"ref":ref}: the direct answer to join/leave. */
-static gw_msg_t *
-gw_room_ack(gw_session_t *ss, const char *type, const char *room, const cJSON *ref)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "type", type);
-    cJSON_AddStringToObject(o, "room", room);
-    cJSON_AddStringToObject(o, "user_id", gw_conn_user_id(&ss->conn));
-    if (ref != NULL)
-        cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
-    gw_msg_t *m = gw_msg_from_json(o);
-    cJSON_Delete(o);
-    return m;
-}
-
-static void
-gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
-                 const cJSON *ref)
-{
-    gw_msg_t *m = gw_room_ack(ss, type, room, ref);
-    gw_conn_send(s->hub, &ss->conn, m);
-    gw_msg_release(m);
-}
-
-/* joined, once the room's channel is live. */
-static void
-gw_send_joined(gw_server_t *s, gw_session_t *ss, const char *room, const cJSON *ref)
-{
-    char ch[HR_ROOM_MAX + 32];
-    size_t len = hr_proto_room_channel(ch, sizeof(ch), room);
-    gw_send_when_live(s, ss, ch, len, gw_room_ack(ss, "joined", room, ref));
-}
-
-/* Token bucket: rate per second, bursts of twice that. Returns 1 if a token was taken. */
-static int
-gw_bucket_take(double *tokens, uint64_t *ms, int rate)
-{
-    uint64_t now = hr_mono_ms();
-    double cap = 2.0 * rate;
-    if (*ms == 0) {
-        *tokens = cap;
-    } else {
-        *tokens += (double)(now - *ms) * rate / 1000.0;
-        if (*tokens > cap)
-            *tokens = cap;
-    }
-    *ms = now;
-    if (*tokens < 1.0)
-        return 0;
-    *tokens -= 1.0;
-    return 1;
-}
-
-static int
-gw_session_take_token(gw_server_t *s, gw_session_t *ss)
-{
-    return gw_bucket_take(&ss->tokens, &ss->tokens_ms, s->cfg->publish_rate);
-}
-
-static void
-gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const char *type, const cJSON *root,
-                     const cJSON *ref)
-{
-    const cJSON *jroom = cJSON_GetObjectItemCaseSensitive(root, "room");
-    if (jroom == NULL) {
-        gw_send_error(s, ss, "missing_field", "room is required", ref);
-        return;
-    }
-    if (!cJSON_IsString(jroom) || !gw_room_name_valid(jroom->valuestring)) {
-        gw_send_error(s, ss, "invalid_room", "room must be 1-64 characters of A-Za-z0-9_.:@-", ref);
-        return;
-    }
-    const char *room = jroom->valuestring;
-
-    if (strcmp(type, "join") == 0) {
-        int rc = gw_hub_join(s->hub, &ss->conn, room);
-        if (rc == HR_DECLINED) {
-            gw_send_error(s, ss, "too_many_rooms", "this socket is in too many rooms", ref);
-            return;
-        }
-        gw_send_joined(s, ss, room, ref);
-    } else if (strcmp(type, "leave") == 0) {
-        if (gw_hub_leave(s->hub, &ss->conn, room) != 0) {
-            gw_send_error(s, ss, "not_member", "not a member of this room", ref);
-            return;
-        }
-        gw_send_room_ack(s, ss, "left", room, ref);
-    } else if (strcmp(type, "presence") == 0) {
-        /* Optional: the `cursor` of the previous page (proto/ws.md). */
-        const cJSON *jcur = cJSON_GetObjectItemCaseSensitive(root, "cursor");
-        const char *cursor = cJSON_IsString(jcur) ? jcur->valuestring : NULL;
-        if (jcur != NULL && !cJSON_IsNull(jcur) &&
-            (cursor == NULL || !gw_rooms_cursor_valid(cursor)))
-            gw_send_error(s, ss, "invalid_field", "cursor must be one a presence answer gave", ref);
-        else if (gw_rooms_presence_query(s->rooms, &ss->conn, room, cursor, ref) != 0)
-            gw_send_error(s, ss, "unavailable", "presence unavailable, retry", ref);
-    } else { /* publish */
-        const cJSON *jmsg = cJSON_GetObjectItemCaseSensitive(root, "message");
-        /* Optional: makes a retry after `outcome_unknown` safe (gw_rooms_publish). */
-        const cJSON *jkey = cJSON_GetObjectItemCaseSensitive(root, "idempotency_key");
-        if (jmsg == NULL) {
-            gw_send_error(s, ss, "missing_field", "message is required", ref);
-        } else if (!cJSON_IsString(jmsg) || jmsg->valuestring[0] == '\0' ||
-                   strlen(jmsg->valuestring) > HR_MESSAGE_MAX) {
-            gw_send_error(s, ss, "invalid_field", "message must be a string of 1-4096 bytes", ref);
-        } else if (jkey != NULL &&
-                   (!cJSON_IsString(jkey) ||
-                    !hr_proto_token_valid(jkey->valuestring, strlen(jkey->valuestring),
-                                          HR_CHAT_IDEM_KEY_MAX))) {
-            gw_send_error(s, ss, "invalid_field",
-                          "idempotency_key must be 1-64 visible ASCII characters", ref);
-        } else if (!gw_conn_in_room(&ss->conn, room)) {
-            gw_send_error(s, ss, "not_member", "join the room before publishing to it", ref);
-        } else if (!gw_session_take_token(s, ss)) {
-            gw_send_error(s, ss, "rate_limited", "publishing too fast; slow down", ref);
-        } else if (gw_rooms_publish(s->rooms, &ss->conn, room, jmsg->valuestring,
-                                    jkey ? jkey->valuestring : NULL, ref) != 0) {
-            gw_send_error(s, ss, "unavailable", "message not sent: redis unavailable, retry", ref);
-        }
-    }
-}
-
-static void
-gw_handle_client_frame(gw_server_t *s, gw_session_t *ss, const char *buf, size_t len)
-{
-    cJSON *root;
-    char err[128];
-    /* cJSON would end a string at a NUL: "ok\u0000bad room!" would join "ok". */
-    if (memchr(buf, '\0', len) != NULL || hr_json_has_nul_escape(buf, len)) {
-        gw_metrics_frame_in(s->metrics, NULL);
-        gw_send_error(s, ss, "invalid_json", "\\u0000 is not allowed in strings", NULL);
-        return;
-    }
-    if (hr_json_parse_object(buf, len, &root, err, sizeof(err)) != 0) {
-        gw_metrics_frame_in(s->metrics, NULL);
-        gw_send_error(s, ss, "invalid_json", err, NULL);
-        return;
-    }
-    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
-    const char *type = hr_json_get_str(root, "type");
-    gw_metrics_frame_in(s->metrics, type);
-    /* Every frame costs: join/leave fan out events, presence reads a whole set. */
-    int limited = !gw_bucket_take(&ss->cmd_tokens, &ss->cmd_ms, s->cfg->command_rate);
-    if (ref != NULL && !cJSON_IsString(ref) && !cJSON_IsNumber(ref)) {
-        gw_send_error(s, ss, "invalid_field", "ref must be a string or a number", NULL);
-    } else if (limited) {
-        gw_send_error(s, ss, "rate_limited", "too many commands; slow down", ref);
-    } else if (type == NULL) {
-        gw_send_error(s, ss, "missing_field", "type is required", ref);
-    } else if (strcmp(type, "ping") == 0) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "type", "pong");
-        if (ref != NULL)
-            cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
-        gw_send_json(s, ss, o);
-    } else if (strcmp(type, "join") == 0 || strcmp(type, "leave") == 0 ||
-               strcmp(type, "publish") == 0 || strcmp(type, "presence") == 0) {
-        gw_handle_room_frame(s, ss, type, root, ref);
-    } else {
-        gw_send_error(s, ss, "unknown_type", "unknown message type", ref);
-    }
-    cJSON_Delete(root);
-}
-
 /* ---- libwebsockets ---- */
 
 /*
  * The client's address: the peer's, or behind a proxy (gateway.forwarded_for)
  * the last X-Forwarded-For entry, which the proxy itself appended.
  */
-static void
+void
 gw_session_peer(gw_server_t *s, struct lws *wsi, char *buf, size_t cap)
 {
     char xff[256];
@@ -499,13 +273,11 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     ss->wsi = wsi;
     gw_conn_init(s->hub, &ss->conn, &gw_session_ops);
 
-    /* lws copies "user_id=<value>" into arg, url-decoded, and points past the name. */
-    const char *user = lws_get_urlarg_by_name(wsi, "user_id=", arg, sizeof(arg));
-    if (!s->cfg->dev_user_query) {
-        hr_counter_inc(&s->metrics->connects[GW_CONNECT_UNAUTHORIZED]);
-        gw_send_error(s, ss, "unauthorized", "no credentials accepted by this gateway", NULL);
-        gw_conn_close(&ss->conn, GW_CLOSE_POLICY, "unauthorized");
-        return 0;
+    /* The upgrade check (gw_upgrade_check) filled ss->id: a token, or a dev ?user_id=. */
+    const char *user = gw_identity_user(&ss->id);
+    if (!ss->id.has_token) {
+        /* lws copies "user_id=<value>" into arg, url-decoded, and points past the name. */
+        user = lws_get_urlarg_by_name(wsi, "user_id=", arg, sizeof(arg));
     }
     /* Bytes that are not UTF-8 would reach every browser in the user's rooms and fail them. */
     if (user == NULL || !hr_proto_id_valid(user, strlen(user))) {
@@ -521,6 +293,8 @@ gw_session_established(gw_server_t *s, gw_session_t *ss, struct lws *wsi)
     hr_counter_inc(&s->metrics->connects[GW_CONNECT_OK]);
     gw_hub_attach(s->hub, &ss->conn, user);
     ss->attached = 1;
+    gw_auth_expiry_arm(s->loop, &ss->expiry, &ss->id, gw_auth_leeway_s(s->auth), gw_session_expired,
+                       ss);
 
     cJSON *o = cJSON_CreateObject();
     char cid[96];
@@ -570,6 +344,7 @@ gw_session_receive(gw_server_t *s, gw_session_t *ss, struct lws *wsi, const char
     }
     return 0;
 too_big:
+    hr_counter_inc(&s->metrics->frames_refused[GW_REFUSED_TOO_BIG]);
     hr_free(ss->rx);
     ss->rx = NULL;
     ss->rxlen = 0;
@@ -664,6 +439,7 @@ gw_session_closed(gw_server_t *s, gw_session_t *ss)
         gw_metrics_disconnect(s->metrics,
                               ss->conn.close_code ? ss->conn.close_code : ss->peer_close);
     gw_session_unwait(s, ss, 0);
+    gw_auth_expiry_stop(&ss->expiry);
     if (ss->ip != NULL) {
         gw_admit_release(s->admit, gw_conn_user_id(&ss->conn), ss->ip);
         hr_free(ss->ip);
@@ -680,6 +456,7 @@ gw_session_closed(gw_server_t *s, gw_session_t *ss)
     }
     hr_free(ss->rx);
     ss->rx = NULL;
+    gw_identity_clear(&ss->id);
     if (s->draining && gw_hub_stats(s->hub).conns == 0)
         gw_server_stop(s);
 }
@@ -712,8 +489,13 @@ gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
                            "endpoint is /ws\"}}");
             return -1;
         }
-        return 0;
+        return gw_upgrade_check(s, ss, wsi);
     }
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        /* An upgrade that failed after its check: ESTABLISHED and CLOSED never come. */
+        if (ss != NULL && !ss->established && !ss->attached)
+            gw_identity_clear(&ss->id);
+        return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE: {
         /*
          * RFC 6455 5.5.1/7.4: a 1-byte close payload or a code past 4999 is
@@ -772,6 +554,9 @@ static void
 gw_lws_log(int level, const char *line)
 {
     size_t n = strcspn(line, "\n");
+    /* lws 4.1 logs every adoption with a read buffer (gw_preread) at error level. */
+    if (strstr(line, "adopt_socket_readbuf: ") != NULL)
+        return;
     hr_log_write(level == LLL_ERR ? HR_LOG_ERROR : HR_LOG_WARN, "lws", "msg=\"%.*s\"", (int)n,
                  line);
 }
@@ -827,6 +612,12 @@ gw_keepalive_sweep(uv_timer_t *t)
 {
     gw_server_t *s = t->data;
     gw_hub_foreach_conn(s->hub, gw_keepalive_one, s);
+    uint64_t now = hr_mono_ms();
+    if (now - s->swept_ms >= 60000) {
+        s->swept_ms = now;
+        gw_auth_sweep(s->auth, now);
+        gw_revoke_sweep(s->revoke);
+    }
 }
 
 static void
@@ -835,12 +626,22 @@ gw_handle_closed(uv_handle_t *h)
     hr_free(h);
 }
 
-/* gw_listen_fn: lws takes the socket (and closes it); a refused one is the listener's. */
+/* gw_listen_fn: the head is read first (gw_preread); a refused socket is the listener's. */
 static int
 gw_server_accept(void *ud, int fd)
 {
     gw_server_t *s = ud;
-    return s->draining || lws_adopt_socket_vhost(s->vhost, fd) == NULL ? HR_DECLINED : 0;
+    return s->draining || s->preread == NULL || gw_preread_start(s->preread, fd) != 0 ? HR_DECLINED
+                                                                                      : 0;
+}
+
+/* gw_preread_fn: lws takes the socket with the bytes read so far (and closes it on failure). */
+static void
+gw_server_adopt(void *ud, int fd, const char *buf, size_t len)
+{
+    gw_server_t *s = ud;
+    /* Draining: lws still answers the upgrade (503 unavailable), see gw_callback. */
+    lws_adopt_socket_vhost_readbuf(s->vhost, fd, buf, len);
 }
 
 /* Stops accepting: the kernel then sends new clients to sibling processes. */
@@ -858,8 +659,15 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     s->loop = loop;
     s->cfg = cfg;
     int port = 0;
+    /* A bad auth section refuses the start (its error says which key and why). */
+    s->auth = gw_auth_create(cfg, err, errlen);
+    if (s->auth == NULL) {
+        hr_free(s);
+        return NULL;
+    }
     s->listen = gw_listen_create(loop, cfg->host, cfg->port, cfg->reuseport, &port, err, errlen);
     if (s->listen == NULL) {
+        gw_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
@@ -885,9 +693,13 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
 
     char control[128];
     snprintf(control, sizeof(control), "%s%s", HR_CHANNEL_GATEWAY_PREFIX, s->node_id);
-    s->pubsub = gw_pubsub_create(loop, cfg->redis_url, control, gw_on_redis_message,
+    /* This gateway's own channel, and the revocation orders (their confirmation starts the sync).
+     */
+    const char *const fixed[] = {control, HR_CHANNEL_CONTROL};
+    s->pubsub = gw_pubsub_create(loop, cfg->redis_url, fixed, 2, gw_on_redis_message,
                                  gw_on_channel_live, s, err, errlen);
     if (s->pubsub == NULL) {
+        gw_auth_destroy(s->auth);
         gw_hub_destroy(s->hub);
         gw_waiters_destroy(s->waiting);
         gw_admit_destroy(s->admit);
@@ -903,6 +715,7 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
                                 .on_state = gw_on_command_state,
                                 .ud = s};
     s->redis = hr_redis_async_create(&gw_loop_ops_libuv, loop, &ro, err, errlen);
+    s->revoke = gw_revoke_create(s->redis, cfg->revocation_ttl_s, gw_revoke_close, s);
     gw_rooms_opts_t rmo = {.loop = loop,
                            .redis = s->redis,
                            .hub = s->hub,
@@ -931,8 +744,11 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
     info.pcontext = &s->context;
     info.retry_and_idle_policy = &s->retry;
     info.timeout_secs = 10;
-    /* Room for a long query, so an oversized user_id gets invalid_user, not a bare close. */
-    info.max_http_header_data = 8192;
+    /*
+     * Room for a long query, so an oversized user_id gets invalid_user, not a
+     * bare close, and for a token of HR_TOKEN_MAX bytes beside the other headers.
+     */
+    info.max_http_header_data = GW_AUTH_HEAD_MAX;
     info.options =
         LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     s->context = lws_create_context(&info);
@@ -950,9 +766,13 @@ gw_server_create(uv_loop_t *loop, const gw_config_t *cfg, char *err, size_t errl
         gw_admit_destroy(s->admit);
         gw_metrics_destroy(s->metrics);
         gw_listen_destroy(s->listen);
+        gw_revoke_destroy(s->revoke);
+        gw_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
+    s->preread = gw_preread_create(loop, (size_t)info.max_http_header_data,
+                                   info.timeout_secs * 1000, gw_server_adopt, s);
     gw_listen_start(s->listen, gw_server_accept, s);
     s->keepalive = hr_malloc(sizeof(uv_timer_t));
     uv_timer_init(loop, s->keepalive);
@@ -999,6 +819,8 @@ gw_server_stop(gw_server_t *s)
      * handles; lws finishes by itself as their close callbacks run, and
      * uv_run() returns once nothing is left on the loop.
      */
+    gw_preread_destroy(s->preread);
+    s->preread = NULL;
     if (s->context != NULL)
         lws_context_destroy(s->context);
     gw_pubsub_destroy(s->pubsub);
@@ -1058,6 +880,7 @@ gw_server_destroy(gw_server_t *s)
     if (s->context != NULL)
         lws_context_destroy(s->context);
     gw_listen_destroy(s->listen);
+    gw_preread_destroy(s->preread);
     gw_pubsub_destroy(s->pubsub);
     gw_receipts_destroy(s->receipts);
     hr_redis_async_destroy(s->redis);
@@ -1066,5 +889,7 @@ gw_server_destroy(gw_server_t *s)
     gw_waiters_destroy(s->waiting);
     gw_admit_destroy(s->admit);
     gw_metrics_destroy(s->metrics);
+    gw_revoke_destroy(s->revoke);
+    gw_auth_destroy(s->auth);
     hr_free(s);
 }

@@ -31,8 +31,13 @@ typedef struct {
     int forwarded_for;        /* the client address is X-Forwarded-For's last entry (proxy) */
     int presence_ttl_s;       /* a killed gateway's members leave presence after this */
     int presence_events_max;  /* rooms above this many users get no joined/left events */
+    int upgrade_rate;         /* upgrades per second per client address (0: unlimited) */
+    int upgrade_burst;        /* that bucket's size */
+    int max_json_depth;       /* nesting of arrays/objects in a client frame */
+    int revocation_ttl_s;     /* auth.revocation_ttl_s: how long a cut-off is kept */
     char *redis_url;          /* owned */
     char *log_level;          /* owned */
+    const char *config_path;  /* borrowed (argv or environment), NULL: none; set by main */
 } gw_config_t;
 
 /** The settings of herald-gateway, for hr_config_load(). */

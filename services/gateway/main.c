@@ -53,6 +53,7 @@ main(int argc, char **argv)
     if (hr_config_start("gateway", &cfg, gw_config_fields, gw_config_nfields, path,
                         offsetof(gw_config_t, log_level)) != 0)
         return 1;
+    cfg.config_path = path;
     raise_nofile();
 
     uv_loop_t loop;

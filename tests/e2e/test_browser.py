@@ -87,7 +87,7 @@ def main():
         t.finish()
     os.makedirs(OUT_DIR, exist_ok=True)
 
-    stack = Stack(gateways=2)
+    stack = Stack(gateways=2, extra_env={"HERALD_GATEWAY_DEV_USER_QUERY": "true", "HERALD_GATEWAY_ALLOWED_ORIGINS": "*"})
     srv = serve(DIST)
     node = None
     try:

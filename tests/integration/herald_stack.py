@@ -626,7 +626,7 @@ class Stack:
                 for i in range(gateways):
                     self.gateway_ports.append(self.spawn_listening(
                         f"gateway{i + 1}", "herald-gateway", "HERALD_GATEWAY_PORT",
-                        {"HERALD_GATEWAY_DEV_USER_QUERY": "true", "HERALD_GATEWAY_NODE_ID": f"gw{i + 1}"}))
+                        {"HERALD_GATEWAY_NODE_ID": f"gw{i + 1}"}))
             if "worker" in services:
                 for i in range(workers):
                     self.spawn(f"worker{i + 1}", "herald-worker",

@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import time
+import urllib.parse
 
 
 class WsClosed(Exception):
@@ -15,19 +16,45 @@ class WsClosed(Exception):
         self.reason = reason
 
 
+class WsRefused(ConnectionError):
+    """The server answered the upgrade with an HTTP status instead of 101."""
+    def __init__(self, status, headers, body):
+        super().__init__(f"handshake refused: {status} {body[:300]!r}")
+        self.status = status
+        self.headers = headers  # lowercase name -> value
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def token_path(token, path="/ws"):
+    """The upgrade path carrying a token as ?token= (proto/ws.md)."""
+    return f"{path}?token={urllib.parse.quote(token, safe='')}"
+
+
 class WsClient:
-    def __init__(self, host, port, path, timeout=5.0, source=None, auto_pong=True):
+    def __init__(self, host, port, path, timeout=5.0, source=None, auto_pong=True, token=None,
+                 subprotocols=None, headers=None):
         """auto_pong=False: server PINGs are counted (pings_received), not
-        answered, as a silent client would."""
+        answered, as a silent client would. token: sent as ?token= (appended
+        to path); subprotocols: a list offered in Sec-WebSocket-Protocol (a
+        browser's way: ["herald", "herald.token." + jwt]); headers: extra
+        request headers (e.g. Origin). A refused upgrade raises WsRefused."""
         self.auto_pong = auto_pong
         self.pings_received = 0
+        if token is not None:
+            path += ("&" if "?" in path else "?") + "token=" + urllib.parse.quote(token, safe="")
         self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(source, 0) if source else None)
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        if subprotocols:
+            extra += f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}\r\n"
         req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n")
+               f"Sec-WebSocket-Version: 13\r\n{extra}\r\n")
         self.sock.sendall(req.encode())
         while b"\r\n\r\n" not in self.buf:
             chunk = self.sock.recv(4096)
@@ -35,9 +62,28 @@ class WsClient:
                 raise ConnectionError("connection closed during handshake")
             self.buf += chunk
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            raise ConnectionError(f"handshake refused: {status!r}")
+        lines = head.decode("latin-1").split("\r\n")
+        status = lines[0]
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        if " 101 " not in status + " ":
+            code = int(status.split()[1]) if len(status.split()) > 1 else 0
+            body = self.buf
+            n = int(self.headers.get("content-length", "0") or 0)
+            deadline = time.monotonic() + timeout
+            while len(body) < n and time.monotonic() < deadline:
+                try:
+                    chunk = self.sock.recv(4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                body += chunk
+            self.sock.close()
+            raise WsRefused(code, self.headers, body.decode(errors="replace"))
+        self.subprotocol = self.headers.get("sec-websocket-protocol")
         self.closed = None
 
     def _read_exact(self, n, deadline):
@@ -175,3 +221,10 @@ class WsClient:
         except OSError:
             pass
         self.sock.close()
+
+
+def user_path(user, rooms=("*",), path="/ws", **claims):
+    """The upgrade path for user with a real token (every room by default);
+    claims go to mint_token (ttl, iat, ...)."""
+    from herald_stack import mint_token
+    return token_path(mint_token(user, rooms=None if rooms is None else list(rooms), **claims), path)

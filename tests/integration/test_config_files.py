@@ -7,9 +7,9 @@ A missing file is refused."""
 import os
 import subprocess
 
-from herald_promises import Checks, check, expect_close, request
+from herald_promises import Checks, check, request
 from herald_stack import BIN_DIR, SANITIZER_MARKS, SRC_DIR, Service, Stack, TestRun, free_port, wait_until
-from herald_ws import WsClient
+from herald_ws import WsClient, WsRefused
 
 CONFIGS = {
     "example": os.path.join(SRC_DIR, "deploy", "herald.conf.example"),
@@ -48,17 +48,20 @@ def run_config(t, run, label, conf):
             for name, svc in stack.services.items():
                 check(svc.proc.poll() is None, f"{name} running", svc.log_text()[-2000:])
             # The file's gateway.dev_user_query decides (the environment does not set it).
-            c = WsClient("127.0.0.1", ports["gateway"], "/ws?user_id=cfg")
-            try:
-                if label == "example":
-                    frames = expect_close(c, 1008)
-                    check(b'"unauthorized"' in frames[0][1], "example: dev_user_query = false", frames)
-                else:
+            if label == "example":  # no token: 401 before the upgrade
+                try:
+                    WsClient("127.0.0.1", ports["gateway"], "/ws?user_id=cfg").close()
+                    check(False, "example: dev_user_query = false accepted ?user_id=")
+                except WsRefused as e:
+                    check(e.status == 401, "example: dev_user_query = false", e.body)
+            else:
+                c = WsClient("127.0.0.1", ports["gateway"], "/ws?user_id=cfg")
+                try:
                     check(c.recv_type("welcome")["user_id"] == "cfg", "dev.conf: dev_user_query = true")
-            finally:
-                c.close()
-            # The example's development key; dev.conf sets ingest.allow_anonymous.
-            key = {"Authorization": "Bearer dev-ingest-key-change-me"} if label == "example" else {}
+                finally:
+                    c.close()
+            # The development key of both files (dev.conf accepts no anonymous caller).
+            key = {"Authorization": "Bearer dev-ingest-key-change-me"}
             s, _, a = request(ports["ingest"], "POST", "/notifications",
                               {"user_id": "cfg", "message": f"through {label}"}, key)
             check(s == 202, "ingest accepts", s, a)

@@ -20,7 +20,7 @@ import urllib.parse
 
 from herald_stack import (BIN_DIR, SRC_DIR, Stack, TestRun, free_port, http_request, ingest_headers,
                           log, wait_until)
-from herald_ws import WsClient
+from herald_ws import WsClient, user_path
 
 DEPLOY = os.path.join(SRC_DIR, "deploy")
 PROM = os.path.join(DEPLOY, "prometheus")
@@ -217,7 +217,7 @@ def nginx_serves_ws_post_and_history_on_one_port():
 
         # Two sockets through the one port land on both gateways (least_conn).
         for _ in range(2):
-            c = WsClient("127.0.0.1", port, "/ws?user_id=alice")
+            c = WsClient("127.0.0.1", port, user_path("alice"))
             ws.append(c)
             check(c.recv_json()["type"] == "welcome", "no welcome through nginx")
         wait_until(lambda: stack.redis.cmd("PUBSUB", "NUMSUB", "herald:user:alice")[1] == 2, 5,

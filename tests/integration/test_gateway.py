@@ -5,7 +5,7 @@ import time
 
 from herald_stack import (Stack, TestRun, check, http_request, listening_ports, post_notification,
                           wait_until)
-from herald_ws import WsClient
+from herald_ws import WsClient, user_path
 
 PRESENCE_TTL = 6
 
@@ -37,7 +37,7 @@ def main():
     opened = []
 
     def ws(gw, user):
-        c = WsClient("127.0.0.1", stack.gateway_ports[gw], f"/ws?user_id={user}")
+        c = WsClient("127.0.0.1", stack.gateway_ports[gw], user_path(user))
         opened.append(c)
         check(c.recv_type("welcome")["user_id"] == user)
         return c
@@ -180,7 +180,7 @@ def main():
         t.check("bad_frames_get_error_codes_or_close_codes", bad_input)
 
         def slow_consumer_cut_off():
-            slow = WsClient("127.0.0.1", stack.gateway_ports[0], "/ws?user_id=slowpoke")
+            slow = WsClient("127.0.0.1", stack.gateway_ports[0], user_path("slowpoke"))
             opened.append(slow)
             slow.recv_type("welcome")
             fast = ws(0, "speedy")
@@ -286,7 +286,7 @@ def main():
             # A client that completes the handshake and then never answers a
             # PING: PINGs after ping_interval (1 s), then the idle close
             # (4000 "idle timeout", proto/ws.md) after idle_timeout (3 s), then EOF.
-            c = WsClient("127.0.0.1", stack.gateway_ports[0], "/ws?user_id=mute", auto_pong=False)
+            c = WsClient("127.0.0.1", stack.gateway_ports[0], user_path("mute"), auto_pong=False)
             opened.append(c)
             reason = c.expect_close(4000, timeout=20)
             check(c.pings_received >= 1, "no PING before the close", c.pings_received)
@@ -312,7 +312,7 @@ def main():
         def spread_over_both():
             nodes = set()
             for i in range(40):
-                c = WsClient("127.0.0.1", port, f"/ws?user_id=s{i}")
+                c = WsClient("127.0.0.1", port, user_path(f"s{i}"))
                 opened.append(c)
                 nodes.add(c.recv_type("welcome")["connection_id"].split("-")[0])
             check(nodes == {"s1", "s2"}, nodes)
@@ -322,7 +322,7 @@ def main():
             stack.services["shared1"].proc.send_signal(15)
             check(stack.services["shared1"].wait(10) == 0, "shared1 exit after SIGTERM")
             for i in range(10):
-                c = WsClient("127.0.0.1", port, f"/ws?user_id=after{i}")
+                c = WsClient("127.0.0.1", port, user_path(f"after{i}"))
                 opened.append(c)
                 check(c.recv_type("welcome")["connection_id"].startswith("s2-"))
         t.check("after_sigterm_new_sockets_go_to_the_sibling", drained_one_leaves_the_port_to_the_other)

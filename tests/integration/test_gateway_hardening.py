@@ -11,7 +11,7 @@ import time
 
 from herald_stack import (Service, Stack, TestRun, free_port, http_get, post_notification,
                           wait_until)
-from herald_ws import WsClient, WsClosed
+from herald_ws import WsClient, WsClosed, user_path
 
 HANDSHAKE = ("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -119,12 +119,12 @@ def make_stuck(stack, port, user, room=None):
     """A socket whose reader stopped: the gateway's kernel buffer towards it is
     full (Send-Q no longer grows) and frames wait in its queue behind a
     partial write, so no WRITEABLE will come."""
-    s = raw_upgrade(port, f"/ws?user_id={user}", rcvbuf=4096)
+    s = raw_upgrade(port, user_path(user), rcvbuf=4096)
     if room:
         frame = json.dumps({"type": "join", "room": room}).encode()
         s.sendall(bytes([0x81, 0x80 | len(frame), 0, 0, 0, 0]) + frame)
         wait_until(lambda: in_presence(stack, room, user), 5, f"{user} in presence")
-    marker = WsClient("127.0.0.1", port, f"/ws?user_id={user}-marker")
+    marker = WsClient("127.0.0.1", port, user_path(f"{user}-marker"))
     marker.recv_type("welcome")
     pad = "y" * 60000
     for _ in range(160):  # ~9.6 MB: more than the kernel's send buffer towards s
@@ -202,7 +202,7 @@ def main():
             check(http_get(port, "/healthz")[0] == 200, "healthz before the drain")
             svc.proc.send_signal(15)
             wait_until(lambda: "event=draining" in svc.log_text(), 5, "the drain to start")
-            late.sendall(HANDSHAKE.format(path="/ws?user_id=late").encode())
+            late.sendall(HANDSHAKE.format(path=user_path("late")).encode())
             data = b""
             while True:
                 d = late.recv(4096)
@@ -235,7 +235,7 @@ def main():
 
         def stuck_close_is_cut():
             svc = stack.services["gateway1"]
-            reader = closing(WsClient("127.0.0.1", port, "/ws?user_id=reader"))
+            reader = closing(WsClient("127.0.0.1", port, user_path("reader")))
             reader.recv_type("welcome")
             closing(make_stuck(stack, port, "zerowin"))
             push_until_slow(stack, svc, "zerowin")
@@ -258,7 +258,7 @@ def main():
         port = stack.gateway_ports[0]
 
         def idle_close_code():
-            s = closing(raw_upgrade(port, "/ws?user_id=mute"))
+            s = closing(raw_upgrade(port, user_path("mute")))
             code = read_close_code(s, timeout=10)
             check(code == 4000, f"idle socket closed with {code}, wanted 4000 (1001 is draining)")
         t.check("idle_timeout_closes_with_4000_not_1001", idle_close_code)
@@ -277,7 +277,7 @@ def main():
         port = stack.gateway_ports[0]
 
         def own_copy_after_rejoin():
-            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=rejoiner"))
+            c = closing(WsClient("127.0.0.1", port, user_path("rejoiner")))
             c.recv_type("welcome")
             c.send_json({"type": "join", "room": "churn"})
             c.recv_type("joined")
@@ -299,7 +299,7 @@ def main():
                 own_copy_after_rejoin)
 
         def pipelined_rejoin_and_publish():
-            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=piper"))
+            c = closing(WsClient("127.0.0.1", port, user_path("piper")))
             c.recv_type("welcome")
             c.send_json({"type": "join", "room": "pipe"})
             c.recv_type("joined")
@@ -324,12 +324,12 @@ def main():
             # attaches, so it is subscribed again only after the UNSUBSCRIBE
             # reply. A notification published once welcome arrived must
             # still reach the new socket.
-            old = closing(WsClient("127.0.0.1", port, "/ws?user_id=flip"))
+            old = closing(WsClient("127.0.0.1", port, user_path("flip")))
             old.recv_type("welcome")
             missed = []
             for i in range(30):
                 raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-                head = HANDSHAKE.format(path="/ws?user_id=flip")
+                head = HANDSHAKE.format(path=user_path("flip"))
                 raw.sendall(head[:-2].encode())  # all but the final CRLF
                 # Let lws take the partial request, so the final CRLF below
                 # lands in the same loop turn as the old socket's close.
@@ -361,7 +361,8 @@ def main():
         t.check("subscription_stack_stops_cleanly", stack.stop)
 
     # -- what a client sends: identities, frames --------------------------
-    stack = Stack(gateways=1, services=("gateway",))
+    # The identity rule of a development ?user_id= (a token's sub: test_gateway_auth).
+    stack = Stack(gateways=1, services=("gateway",), extra_env={"HERALD_GATEWAY_DEV_USER_QUERY": "true"})
     try:
         port = stack.gateway_ports[0]
 
@@ -378,7 +379,7 @@ def main():
                 user_ids_follow_the_identity_rule)
 
         def nul_is_refused_everywhere():
-            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=nully"))
+            c = closing(WsClient("127.0.0.1", port, user_path("nully")))
             c.recv_type("welcome")
             c.send_json({"type": "join", "room": "nulroom", "ref": "j"})
             check(recv_answer(c)["type"] == "joined", "joined nulroom")
@@ -426,7 +427,7 @@ def main():
             for payload, want in ((struct.pack("!H", 5000), 1002), (struct.pack("!H", 65535), 1002),
                                   (b"\x03", 1002), (struct.pack("!H", 999), 1002),
                                   (struct.pack("!H", 4001) + b"bye", 4001)):
-                c = closing(WsClient("127.0.0.1", port, "/ws?user_id=closer"))
+                c = closing(WsClient("127.0.0.1", port, user_path("closer")))
                 c.recv_type("welcome")
                 c.send_frame(0x8, payload)
                 try:
@@ -450,11 +451,11 @@ def main():
         port = stack.gateway_ports[0]
 
         def command_flood_is_rate_limited():
-            listener = closing(WsClient("127.0.0.1", port, "/ws?user_id=listener"))
+            listener = closing(WsClient("127.0.0.1", port, user_path("listener")))
             listener.recv_type("welcome")
             listener.send_json({"type": "join", "room": "quiet", "ref": "l"})
             recv_answer(listener)
-            c = closing(WsClient("127.0.0.1", port, "/ws?user_id=flooder", source="127.0.0.2"))
+            c = closing(WsClient("127.0.0.1", port, user_path("flooder"), source="127.0.0.2"))
             c.recv_type("welcome")
             n = 200
             for i in range(n):
@@ -479,32 +480,32 @@ def main():
         t.check("join_leave_presence_ping_floods_are_rate_limited", command_flood_is_rate_limited)
 
         def sockets_per_user_are_bounded():
-            tabs = [closing(WsClient("127.0.0.1", port, "/ws?user_id=tabby", source="127.0.0.3"))
+            tabs = [closing(WsClient("127.0.0.1", port, user_path("tabby"), source="127.0.0.3"))
                     for _ in range(3)]
             for c in tabs:
                 c.recv_type("welcome")
-            extra = closing(WsClient("127.0.0.1", port, "/ws?user_id=tabby", source="127.0.0.4"))
+            extra = closing(WsClient("127.0.0.1", port, user_path("tabby"), source="127.0.0.4"))
             err = extra.recv_json()
             check(err["type"] == "error" and err["code"] == "too_many_connections", f"{err}")
             expect_close(extra, 1008)
             tabs[0].close()
 
             def another_tab():
-                c = closing(WsClient("127.0.0.1", port, "/ws?user_id=tabby", source="127.0.0.4"))
+                c = closing(WsClient("127.0.0.1", port, user_path("tabby"), source="127.0.0.4"))
                 return c.recv_json()["type"] == "welcome"
             wait_until(another_tab, 5, "a socket once one of the three closed")
         t.check("a_user_may_hold_max_sockets_per_user_sockets", sockets_per_user_are_bounded)
 
         def sockets_per_ip_are_bounded():
-            mine = [closing(WsClient("127.0.0.1", port, f"/ws?user_id=ip{i}", source="127.0.0.5"))
+            mine = [closing(WsClient("127.0.0.1", port, user_path(f"ip{i}"), source="127.0.0.5"))
                     for i in range(5)]
             for c in mine:
                 c.recv_type("welcome")
-            extra = closing(WsClient("127.0.0.1", port, "/ws?user_id=ip5", source="127.0.0.5"))
+            extra = closing(WsClient("127.0.0.1", port, user_path("ip5"), source="127.0.0.5"))
             err = extra.recv_json()
             check(err["code"] == "too_many_connections", f"{err}")
             expect_close(extra, 1008)
-            other = closing(WsClient("127.0.0.1", port, "/ws?user_id=ip6", source="127.0.0.6"))
+            other = closing(WsClient("127.0.0.1", port, user_path("ip6"), source="127.0.0.6"))
             check(other.recv_type("welcome")["user_id"] == "ip6", "another address is served")
         t.check("an_address_may_hold_max_sockets_per_ip_sockets", sockets_per_ip_are_bounded)
     finally:
@@ -521,7 +522,7 @@ def main():
         def forwarded_for_names_the_client():
             def via_proxy(user, xff):
                 s = socket.create_connection(("127.0.0.1", port), timeout=5)
-                req = HANDSHAKE.format(path=f"/ws?user_id={user}").replace(
+                req = HANDSHAKE.format(path=user_path(user)).replace(
                     "Host: x\r\n", f"Host: x\r\nX-Forwarded-For: {xff}\r\n")
                 s.sendall(req.encode())
                 opened.append(s)
@@ -561,12 +562,12 @@ def main():
             keep = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # held across the flood
             keep.request("GET", "/healthz")
             check(keep.getresponse().read(), "healthz before the flood")
-            early = closing(WsClient("127.0.0.1", port, "/ws?user_id=early"))
+            early = closing(WsClient("127.0.0.1", port, user_path("early")))
             early.recv_type("welcome")
             flood = []
             for i in range(120):
                 c = socket.create_connection(("127.0.0.1", port), timeout=5)
-                c.sendall(HANDSHAKE.format(path=f"/ws?user_id=f{i}").encode())
+                c.sendall(HANDSHAKE.format(path=user_path(f"f{i}")).encode())
                 flood.append(c)
             wait_until(lambda: "event=accept_paused" in svc.log_text() or
                        "accept_failed" in svc.log_text(), 10, "the gateway to hit its file limit")
@@ -593,7 +594,7 @@ def main():
             keep.close()
             # The sockets that waited in the backlog are served (and find their
             # clients gone); then new clients get in again.
-            late = closing(wait_until(lambda: WsClient("127.0.0.1", port, "/ws?user_id=late"), 15,
+            late = closing(wait_until(lambda: WsClient("127.0.0.1", port, user_path("late")), 15,
                                       "a new socket after the flood closed"))
             check(late.recv_type("welcome")["user_id"] == "late", "welcome after the flood")
             check(http_get(port, "/healthz")[0] == 200, "healthz after the flood")

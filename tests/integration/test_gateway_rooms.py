@@ -5,7 +5,7 @@ import socket
 import time
 
 from herald_stack import Stack, TestRun, free_port, http_get, wait_until
-from herald_ws import WsClient, WsClosed
+from herald_ws import WsClient, WsClosed, user_path
 
 PRESENCE_TTL = 3
 
@@ -62,7 +62,7 @@ def main():
     opened = []
 
     def ws(gw, user):
-        c = WsClient("127.0.0.1", stack.gateway_ports[gw], f"/ws?user_id={user}")
+        c = WsClient("127.0.0.1", stack.gateway_ports[gw], user_path(user))
         opened.append(c)
         check(c.recv_type("welcome")["user_id"] == user, "welcome")
         return c
@@ -299,7 +299,7 @@ def main():
         users = [f"h{i}" for i in range(29)] + ["x/y"]
         socks = {}
         for u in users:
-            c = WsClient("127.0.0.1", stack.gateway_ports[0], f"/ws?user_id={u}")
+            c = WsClient("127.0.0.1", stack.gateway_ports[0], user_path(u))
             opened.append(c)
             c.recv_type("welcome")
             c.send_json({"type": "join", "room": "hot", "ref": 1})

@@ -14,7 +14,7 @@ import time
 
 from herald_stack import (CheckedThread, Stack, TestRun, check, http_request, post_notification, run_threads,
                           tcp_states, wait_until)
-from herald_ws import WsClient
+from herald_ws import WsClient, user_path
 
 PAGER = "pager"
 QUEUE_MAX = 16
@@ -233,8 +233,8 @@ def main():
 
         def live_sync():
             gw1, gw2 = stack.gateway_ports
-            a1 = WsClient("127.0.0.1", gw1, "/ws?user_id=alice")
-            a2 = WsClient("127.0.0.1", gw2, "/ws?user_id=alice")
+            a1 = WsClient("127.0.0.1", gw1, user_path("alice"))
+            a2 = WsClient("127.0.0.1", gw2, user_path("alice"))
             clients.extend([a1, a2])
             for c in (a1, a2):
                 check(c.recv_type("welcome")["user_id"] == "alice")

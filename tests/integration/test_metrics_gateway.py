@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from herald_stack import Stack, TestRun, check, check_eq, http_get, wait_until
-from herald_ws import WsClient
+from herald_ws import WsClient, WsRefused, user_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,17 +79,23 @@ def main():
 
         def counters_move_with_traffic():
             before = samples(scrape(port))
-            a, b = ws("/ws?user_id=mx"), ws("/ws?user_id=mx")
+            a, b = ws(user_path("mx")), ws(user_path("mx"))
             a.recv_type("welcome")
             b.recv_type("welcome")
-            bad = ws("/ws")  # no user_id: an error frame, then 1008
-            bad.expect_close(1008, 5)
+            try:  # no token: refused before the upgrade, no socket
+                ws("/ws")
+                check(False, "an upgrade without a token was accepted")
+            except WsRefused as e:
+                check_eq(e.status, 401, e.body)
             mid = samples(scrape(port))
             check_eq(mid['herald_gateway_connects_total{result="ok"}'],
                      before['herald_gateway_connects_total{result="ok"}'] + 2, "connects ok")
-            check_eq(mid['herald_gateway_connects_total{result="invalid_user"}'],
-                     before['herald_gateway_connects_total{result="invalid_user"}'] + 1,
-                     "connects invalid_user")
+            check_eq(mid['herald_gateway_connects_total{result="unauthorized"}'],
+                     before['herald_gateway_connects_total{result="unauthorized"}'] + 1,
+                     "connects unauthorized")
+            check_eq(mid['herald_gateway_auth_refusals_total{reason="missing"}'],
+                     before['herald_gateway_auth_refusals_total{reason="missing"}'] + 1,
+                     "refusals by reason")
             check_eq(mid["herald_gateway_connections"], before["herald_gateway_connections"] + 2,
                      "open sockets")
             check(mid["herald_gateway_channels"] >= 1, "mx's channel subscribed", mid)
@@ -144,7 +150,7 @@ def main():
             wait_until(lambda: samples(scrape(port))["herald_gateway_connections"]
                        == before["herald_gateway_connections"], 10, "sockets gone")
             end = samples(scrape(port))
-            for code, k in (("1000", 2), ("1008", 1), ("1006", 0)):
+            for code, k in (("1000", 2), ("1008", 0), ("1006", 0)):
                 key = f'herald_gateway_disconnects_total{{code="{code}"}}'
                 check_eq(end[key], before[key] + k, f"disconnects {code}")
         t.check("counters_move_with_traffic_by_exact_amounts", counters_move_with_traffic)

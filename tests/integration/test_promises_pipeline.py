@@ -11,7 +11,7 @@ import time
 
 from herald_promises import Checks, check, pending, request, uuid7, xrange
 from herald_stack import SANITIZER_MARKS, Stack, TestRun, post_notification, wait_until
-from herald_ws import WsClient
+from herald_ws import WsClient, user_path
 
 RECEIPTS = "herald:stream:receipts"
 DEAD = "herald:stream:dead"
@@ -38,7 +38,7 @@ def main():
     opened = []
 
     def ws(gw, user):
-        c = WsClient("127.0.0.1", stack.gateway_ports[gw], f"/ws?user_id={user}")
+        c = WsClient("127.0.0.1", stack.gateway_ports[gw], user_path(user))
         opened.append(c)
         check(c.recv_type("welcome")["user_id"] == user, "welcome")
         return c

@@ -6,7 +6,7 @@ import time
 
 from herald_stack import (CheckedThread, Stack, TestRun, check, http_request, ingest_request, post_notification,
                           wait_until)
-from herald_ws import WsClient, WsClosed
+from herald_ws import WsClient, WsClosed, WsRefused, user_path
 
 
 def main():
@@ -15,9 +15,9 @@ def main():
     clients = []
     try:
         gw1, gw2 = stack.gateway_ports
-        alice1 = WsClient("127.0.0.1", gw1, "/ws?user_id=alice")
-        alice2 = WsClient("127.0.0.1", gw2, "/ws?user_id=alice")
-        bob = WsClient("127.0.0.1", gw1, "/ws?user_id=bob")
+        alice1 = WsClient("127.0.0.1", gw1, user_path("alice"))
+        alice2 = WsClient("127.0.0.1", gw2, user_path("alice"))
+        bob = WsClient("127.0.0.1", gw1, user_path("bob"))
         clients += [alice1, alice2, bob]
 
         def welcome_names_the_user():
@@ -142,13 +142,11 @@ def main():
             alice1.send_text("{oops")
             err = alice1.recv_json()
             check(err["type"] == "error" and err["code"] == "invalid_json", err)
-            c = WsClient("127.0.0.1", gw1, "/ws")
-            check(c.recv_json()["code"] == "invalid_user")
-            try:
-                c.recv_json()
-                raise AssertionError("socket without user_id was not closed")
-            except WsClosed as e:
-                check(e.code == 1008, e)
+            try:  # no token: refused before the upgrade (proto/ws.md)
+                WsClient("127.0.0.1", gw1, "/ws")
+                raise AssertionError("socket without a token was accepted")
+            except WsRefused as e:
+                check(e.status == 401 and e.json()["error"]["code"] == "unauthorized", e.body)
         t.check("gateway_answers_ping_and_rejects_bad_frames", ws_ping_and_bad_frames)
 
         def redis_down_gives_503():
