@@ -638,8 +638,7 @@ hist_cutoff_done(redisAsyncContext *ac, void *reply, void *privdata)
         struct evhttp_request *req = hist_call_detach(c);
         hr_log_debug("request_refused", "code=%s reason=revoked", HR_E_UNAUTHORIZED);
         hist_auth_send_unauthorized(req, HR_TOKEN_REVOKED,
-                                    "the token was issued before the "
-                                    "user's revocation cut-off");
+                                    "the token was issued before the user's revocation cut-off");
         hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), 401, c->start_us);
         hist_call_free(c);
         return;
@@ -663,8 +662,8 @@ hist_call_check_cutoff(hist_call_t *c)
 /*
  * Who asks (proto/auth.md, "History"): a bearer token, whose sub is the
  * user; without one, with history.dev_user_query, the ?user_id= (and any
- * room; a bad query string then gets its 400). Fills *claims (has_token 1) or leaves it zeroed.
- * Returns 0, or the status of the refusal it sent (401, 403).
+ * room; a bad query string then gets its 400). Fills *claims (has_token 1)
+ * or leaves it zeroed. Returns 0, or the status of the refusal it sent.
  */
 static int
 hist_authenticate(hist_server_t *s, struct evhttp_request *req, hist_route_t route,
