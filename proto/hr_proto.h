@@ -94,6 +94,10 @@
 #define HR_E_NOT_IMPLEMENTED "not_implemented"
 #define HR_E_VERSION "http_version_not_supported"
 
+/* Identity and access (proto/auth.md). */
+#define HR_E_UNAUTHORIZED "unauthorized" /* 401: no usable token; "reason" says why */
+#define HR_E_FORBIDDEN "forbidden"       /* 403: another user_id, a room outside the claim */
+
 /** Why a request was refused: HTTP status, stable code, human message. */
 typedef struct {
     int status;

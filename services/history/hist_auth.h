@@ -17,14 +17,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The codes of proto/auth.md (gwauth adds them to hr_proto.h; the same text). */
-#ifndef HR_E_UNAUTHORIZED
-#define HR_E_UNAUTHORIZED "unauthorized"
-#endif
-#ifndef HR_E_FORBIDDEN
-#define HR_E_FORBIDDEN "forbidden"
-#endif
-
 #define HIST_AUTH_MISSING (-120) /* "missing": no Authorization header (and no dev user) */
 
 /* POST /dev/token: ttl_s bounds and default (seconds). */

@@ -327,7 +327,9 @@ HR_TEST(openapi_error_codes_are_exactly_those_of_hr_proto)
                                         HR_E_REQUEST_TIMEOUT,
                                         HR_E_NOT_IMPLEMENTED,
                                         HR_E_VERSION,
-                                        HR_E_OUTCOME_UNKNOWN};
+                                        HR_E_OUTCOME_UNKNOWN,
+                                        HR_E_UNAUTHORIZED,
+                                        HR_E_FORBIDDEN};
     char path[1024];
     snprintf(path, sizeof(path), "%s/proto/openapi.yaml", HERALD_SOURCE_DIR);
     char *doc = slurp(path);
