@@ -607,7 +607,7 @@ hr_token_verify(const hr_token_verifier_t *v, const char *token, size_t len, int
     const char *dot1 = NULL, *dot2 = NULL;
     cJSON *h = NULL, *p = NULL;
     char *htext = NULL, *ptext = NULL, *copy = NULL;
-    size_t hlen, plen;
+    size_t hlen = 0, plen = 0; /* set on every path that reads them; -O2 cannot tell */
     jwt_t *jwt = NULL;
     int rc;
 
