@@ -14,8 +14,14 @@
 #   unread   GET /notifications?user_id=<random>&status=unread
 #   page2    GET /notifications?user_id=<random>&cursor=<…>      (a page mid-inbox)
 #   count    GET /notifications/unread-count?user_id=<random>
+#   token    GET /notifications with Authorization: Bearer <the random user's
+#            token> (what production does: HS256 check, then GET of the
+#            user's revocation cut-off in Redis before the query)
 #
-# and prints p50/p99 latency and req/s for each. A scenario with any non-2xx
+# The ?user_id= scenarios run through history.dev_user_query (no token, no
+# Redis lookup), so inbox vs token is the price of authentication.
+#
+# and prints p50/p99 latency, req/s and history's CPU per request for each. A scenario with any non-2xx
 # answer or socket error fails the run (exit 1, its line marked FAILED), as
 # does history not becoming ready. Then one heavy user with HEAVY unread rows
 # (default 1,000,000): the time of its unread count, first page, one mark and
@@ -27,8 +33,8 @@
 # auto_explain in PostgreSQL's log): one request of each kind for user
 # PLAN_USER. The marks and read-all really run (after the wrk scenarios).
 #
-# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count] [plans]
-#        (default: inbox unread page2 count)
+# usage: bench/history_bench.sh [--no-build] [inbox] [unread] [page2] [count] [token] [plans]
+#        (default: inbox unread page2 count token)
 # env:   ROWS (10000000) USERS (10000) READ_PCT (70) DURATION (15 s per scenario)
 #        HEAVY (1000000 unread rows of user "heavy"; 0 skips it)
 #        CONNS (32) THREADS (2) POOL (history.pg_pool_size, 4) KEEP=1 keeps $WORK
@@ -57,13 +63,13 @@ scenarios=()
 for a in "$@"; do
     case "$a" in
     --no-build) build=0 ;;
-    inbox | unread | page2 | count) scenarios+=("$a") ;;
+    inbox | unread | page2 | count | token) scenarios+=("$a") ;;
     plans) plans=1 ;;
     -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
 done
-[ ${#scenarios[@]} -eq 0 ] && [ $plans = 0 ] && scenarios=(inbox unread page2 count)
+[ ${#scenarios[@]} -eq 0 ] && [ $plans = 0 ] && scenarios=(inbox unread page2 count token)
 # auto_explain is loaded only for a plans run, and logs nothing until the
 # plans step turns it on.
 EXPLAIN_OPTS=""
@@ -123,6 +129,10 @@ REDIS_PID=$(cat "$WORK/redis.pid")
 
 export HERALD_POSTGRES_URL="$PG_URL" HERALD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export HERALD_WORKER_MIGRATIONS_DIR="$ROOT/migrations" HERALD_LOG_LEVEL=warn
+# The bench's signing key (proto/auth.md); ?user_id= requests through the dev switch.
+SECRET=history-bench-secret-0123456789abcdef
+printf 'auth: { keys = ( { kid = "bench"; alg = "HS256"; secret = "%s"; } ); };\n' "$SECRET" >"$WORK/herald.conf"
+export HERALD_CONFIG="$WORK/herald.conf" HERALD_HISTORY_DEV_USER_QUERY=true
 "$BUILD/services/worker/herald-worker" --migrate
 
 # -- data ---------------------------------------------------------------------
@@ -174,7 +184,7 @@ HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
 HIST_PID=$!
 ready=0
 for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$HIST_PORT/healthz" >/dev/null 2>&1 && { ready=1; break; }
+    curl -sf "http://127.0.0.1:$HIST_PORT/readyz" >/dev/null 2>&1 && { ready=1; break; }
     kill -0 "$HIST_PID" 2>/dev/null || break
     sleep 0.1
 done
@@ -194,10 +204,24 @@ if [ -z "$CURSOR" ] && [[ " ${scenarios[*]} " == *" page2 "* ]]; then
 fi
 
 # -- wrk --------------------------------------------------------------------------
+# A token per user u0..u<USERS-1>, valid for the whole run, as a Lua table.
+python3 - "$SECRET" "$USERS" >"$WORK/tokens.lua" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+secret, users, now = sys.argv[1].encode(), int(sys.argv[2]), int(time.time())
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "bench"}).encode())
+print("return {")
+for u in range(users):
+    body = head + "." + b64(json.dumps({"sub": f"u{u}", "iat": now, "exp": now + 86400}).encode())
+    print(f'[{u}]="{body}.{b64(hmac.new(secret, body.encode(), hashlib.sha256).digest())}",')
+print("}")
+PY
 cat >"$WORK/random_user.lua" <<EOF
--- One random user per request; PATH_FMT has %d for the user number.
+-- One random user per request; PATH_FMT has %d for the user number; with
+-- TOKENS set, the request carries that user's token.
 local users = $USERS
 local fmt = os.getenv("PATH_FMT")
+local tokens = os.getenv("TOKENS") == "1" and dofile("$WORK/tokens.lua")
 local counter = 0
 function setup(thread)
     counter = counter + 1
@@ -207,7 +231,9 @@ function init(args)
     math.randomseed(os.time() * 100 + tid)
 end
 request = function()
-    return wrk.format("GET", string.format(fmt, math.random(0, users - 1)))
+    local u = math.random(0, users - 1)
+    local h = tokens and {["Authorization"] = "Bearer " .. tokens[u]} or nil
+    return wrk.format("GET", string.format(fmt, u), h)
 end
 done = function(summary, latency, requests)
     local s = summary.duration / 1e6
@@ -221,6 +247,8 @@ done = function(summary, latency, requests)
 end
 EOF
 
+# utime + stime of herald-history, in clock ticks (/proc/<pid>/stat fields 14, 15).
+hist_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$HIST_PID/stat"; }
 failed=0
 echo
 echo "rows=$ROWS users=$USERS read_pct=$READ_PCT pool=$POOL wrk: -t$THREADS -c$CONNS -d${DURATION}s load_s=$LOAD_S size=\"$SIZE\""
@@ -230,13 +258,21 @@ for sc in "${scenarios[@]+"${scenarios[@]}"}"; do
     unread) fmt="/notifications?user_id=u%d&status=unread" ;;
     page2) fmt="/notifications?user_id=u%d&cursor=$CURSOR" ;;
     count) fmt="/notifications/unread-count?user_id=u%d" ;;
+    token) fmt="/notifications" ;;
     esac
+    tokens=""; [ "$sc" = token ] && tokens=1
     # 2 s warm-up, then the measured run.
-    PATH_FMT=$fmt timeout 30 wrk -t"$THREADS" -c"$CONNS" -d2s -s "$WORK/random_user.lua" \
+    TOKENS=$tokens PATH_FMT=$fmt timeout 30 wrk -t"$THREADS" -c"$CONNS" -d2s -s "$WORK/random_user.lua" \
         "http://127.0.0.1:$HIST_PORT" >/dev/null
-    out=$(PATH_FMT=$fmt timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
+    c0=$(hist_cpu_ticks)
+    out=$(TOKENS=$tokens PATH_FMT=$fmt timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" \
         -s "$WORK/random_user.lua" "http://127.0.0.1:$HIST_PORT")
+    c1=$(hist_cpu_ticks)
     res=$(echo "$out" | sed -n 's/^RESULT //p')
+    # history's own CPU (user + system) per request: comparable even on a busy machine.
+    n=$(echo "$res" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
+    [ -n "$res" ] && [ "${n:-0}" -gt 0 ] &&
+        res="$res cpu_us_per_req=$(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) / n ))"
     errs=$(echo "$res" | sed -n 's/.* errors=\([0-9]*\).*/\1/p')
     bad=$(echo "$res" | sed -n 's/.* non2xx=\([0-9]*\).*/\1/p')
     if [ -z "$res" ] || [ "${errs:-1}" != 0 ] || [ "${bad:-1}" != 0 ]; then
@@ -272,8 +308,8 @@ if [ $plans = 1 ]; then
     HERALD_HISTORY_PORT=$HIST_PORT HERALD_HISTORY_PG_POOL_SIZE=$POOL \
         "$BUILD/services/history/herald-history" >>"$WORK/history.log" 2>&1 &
     HIST_PID=$!
-    for _ in $(seq 100); do curl -sf "$H/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-    curl -sf "$H/healthz" >/dev/null || { echo "history_bench: FAILED: history did not restart" >&2; exit 1; }
+    for _ in $(seq 100); do curl -sf "$H/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -sf "$H/readyz" >/dev/null || { echo "history_bench: FAILED: history did not restart" >&2; exit 1; }
     NID=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["id"])')
     PCUR=$(curl -sf "$H/notifications?user_id=$PLAN_USER&limit=$HALF" | python3 -c 'import json,sys; print(json.load(sys.stdin)["next_cursor"] or "")')
     # Rooms: 200,000 messages over 100 rooms; a cursor after the first 1,000 of r42.

@@ -1,5 +1,7 @@
 #include "hist_server.h"
+#include "hist_auth.h"
 #include "hist_metrics.h"
+#include "hist_render.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_http.h"
@@ -23,7 +25,7 @@
 #define HIST_PG_BACKOFF_MIN_MS 250
 #define HIST_PG_BACKOFF_MAX_MS 2000
 
-/* Requests carry no body we read; anything bigger than this is not ours to read. */
+/* Requests carry no body we read (but POST /dev/token's); anything bigger is not ours to read. */
 #define HIST_BODY_MAX 4096
 
 #define HIST_ALLOW_GET "GET, HEAD, OPTIONS"
@@ -50,6 +52,8 @@ const hr_cfg_field_t hist_config_fields[] = {
     {"redis.url", HR_CFG_STR, offsetof(hist_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"redis.timeout_ms", HR_CFG_INT, offsetof(hist_config_t, redis_timeout_ms), "2000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(hist_config_t, log_level), "info", 0, 0},
+    {"history.dev_user_query", HR_CFG_BOOL, offsetof(hist_config_t, dev_user_query), "false", 0, 0},
+    {"history.dev_mint", HR_CFG_BOOL, offsetof(hist_config_t, dev_mint), "false", 0, 0},
 };
 const size_t hist_config_nfields = HR_ARRAY_LEN(hist_config_fields);
 
@@ -61,6 +65,7 @@ struct hist_server_s {
     hr_redis_async_t *redis;  /* owned: PUBLISH of read/unread events */
     hr_http_drain_t drain;    /* listener, requests in flight, stop */
     hist_metrics_t metrics;   /* registry and slots (owned) */
+    hist_auth_t *auth;        /* owned: keys, verifier, development switches */
 };
 
 /* ---- routes ---- */
@@ -77,11 +82,15 @@ typedef enum {
     HIST_R_MARK_READ,
     HIST_R_MARK_UNREAD,
     HIST_R_ROOM_MESSAGES,
+    HIST_R_DEV_TOKEN,
 } hist_route_t;
 
-/* Which endpoint path names; the raw {id} or {room} segment goes to seg/seglen. */
+/*
+ * Which endpoint path names; the raw {id} or {room} segment goes to
+ * seg/seglen. /dev/token exists only with dev_mint.
+ */
 static hist_route_t
-hist_route_match(const char *path, const char **seg, size_t *seglen)
+hist_route_match(const char *path, int dev_mint, const char **seg, size_t *seglen)
 {
     static const char notif[] = "/notifications";
     static const char rooms[] = "/rooms/";
@@ -93,6 +102,8 @@ hist_route_match(const char *path, const char **seg, size_t *seglen)
         return HIST_R_READY;
     if (strcmp(path, "/metrics") == 0)
         return HIST_R_METRICS;
+    if (dev_mint && strcmp(path, "/dev/token") == 0)
+        return HIST_R_DEV_TOKEN;
     if (strncmp(path, notif, sizeof(notif) - 1) == 0) {
         const char *p = path + sizeof(notif) - 1;
         if (*p == '\0')
@@ -152,6 +163,7 @@ hist_route_label(hist_route_t r)
         return HIST_M_HEALTH;
     case HIST_R_METRICS:
         return HIST_M_METRICS;
+    case HIST_R_DEV_TOKEN:
     case HIST_R_NONE:
         break;
     }
@@ -161,7 +173,8 @@ hist_route_label(hist_route_t r)
 static int
 hist_route_is_post(hist_route_t r)
 {
-    return r == HIST_R_READ_ALL || r == HIST_R_MARK_READ || r == HIST_R_MARK_UNREAD;
+    return r == HIST_R_READ_ALL || r == HIST_R_MARK_READ || r == HIST_R_MARK_UNREAD ||
+           r == HIST_R_DEV_TOKEN;
 }
 
 /* ---- one request waiting on PostgreSQL ---- */
@@ -184,8 +197,10 @@ typedef struct {
     hist_op_t *op;                   /* borrowed: the query in the pool, NULL when done */
     struct event *watch;             /* owned: EOF detection on the client's socket */
     hist_route_t route;
-    uint64_t start_us; /* hr_mono_us when the request arrived */
-    hist_params_t params;
+    uint64_t start_us;    /* hr_mono_us when the request arrived */
+    hist_params_t params; /* user_id: the token's sub, or the dev ?user_id= */
+    int64_t iat;          /* the token's, for its user's revocation cut-off */
+    int has_iat;
     char id[HR_UUID_STR_LEN];     /* {id} of the path */
     char room[HIST_ROOM_MAX + 1]; /* {room} of the path */
     char newest[HR_UUID_STR_LEN]; /* read-all: the bound its chunks mark up to; "" before */
@@ -356,93 +371,6 @@ hist_call_submit(hist_call_t *c, hist_q_t q, int nparams, const char *const *par
     }
 }
 
-/* ---- result rows to JSON ---- */
-
-/* A whole number from column col (NULL reads as 0). */
-static long long
-hist_int(const PGresult *r, int row, int col)
-{
-    if (PQgetisnull(r, row, col))
-        return 0;
-    return strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-/* Adds key as RFC 3339 from an int8 of ms since the epoch, or null. 0, or HR_ERR if unreadable. */
-static int
-hist_add_time(cJSON *o, const char *key, const PGresult *r, int row, int col)
-{
-    if (PQgetisnull(r, row, col)) {
-        cJSON_AddNullToObject(o, key);
-        return 0;
-    }
-    const char *v = PQgetvalue(r, row, col);
-    char *end;
-    errno = 0;
-    long long ms = strtoll(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || ms < 0)
-        return HR_ERR;
-    char iso[HR_TIME_ISO_LEN];
-    hr_time_format_iso((uint64_t)ms, iso);
-    cJSON_AddStringToObject(o, key, iso);
-    return 0;
-}
-
-/*
- * A notification row (HIST_COL_*) as the envelope plus delivered_at and
- * read_at. data is jsonb's own text, valid JSON by construction, so it goes
- * in raw. NULL (logged) when a timestamp is unreadable.
- */
-static cJSON *
-hist_item_json(const PGresult *r, int row)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", PQgetvalue(r, row, HIST_COL_ID));
-    cJSON_AddStringToObject(o, "user_id", PQgetvalue(r, row, HIST_COL_USER_ID));
-    cJSON_AddStringToObject(o, "type", PQgetvalue(r, row, HIST_COL_TYPE));
-    cJSON_AddStringToObject(o, "message", PQgetvalue(r, row, HIST_COL_MESSAGE));
-    if (!PQgetisnull(r, row, HIST_COL_DATA))
-        cJSON_AddRawToObject(o, "data", PQgetvalue(r, row, HIST_COL_DATA));
-    else
-        cJSON_AddNullToObject(o, "data");
-    if (hist_add_time(o, "created_at", r, row, HIST_COL_CREATED_AT) != 0 ||
-        hist_add_time(o, "delivered_at", r, row, HIST_COL_DELIVERED_AT) != 0 ||
-        hist_add_time(o, "read_at", r, row, HIST_COL_READ_AT) != 0) {
-        hr_log_error("row_invalid", "id=%s error=\"timestamp before 1970 or unreadable\"",
-                     PQgetvalue(r, row, HIST_COL_ID));
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* A room message row (HIST_RCOL_*) as {"id","room","from","message","created_at"}. */
-static cJSON *
-hist_room_item_json(const PGresult *r, int row)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "id", PQgetvalue(r, row, HIST_RCOL_ID));
-    cJSON_AddStringToObject(o, "room", PQgetvalue(r, row, HIST_RCOL_ROOM));
-    cJSON_AddStringToObject(o, "from", PQgetvalue(r, row, HIST_RCOL_FROM));
-    cJSON_AddStringToObject(o, "message", PQgetvalue(r, row, HIST_RCOL_MESSAGE));
-    if (hist_add_time(o, "created_at", r, row, HIST_RCOL_CREATED_AT) != 0) {
-        hr_log_error("row_invalid", "id=%s error=\"timestamp before 1970 or unreadable\"",
-                     PQgetvalue(r, row, HIST_RCOL_ID));
-        cJSON_Delete(o);
-        return NULL;
-    }
-    return o;
-}
-
-/* unread_count, exact up to HIST_UNREAD_CAP; past it the cap and unread_capped: true. */
-static void
-hist_add_unread(cJSON *root, long long n)
-{
-    cJSON_AddNumberToObject(root, "unread_count",
-                            (double)(n > HIST_UNREAD_CAP ? HIST_UNREAD_CAP : n));
-    if (n > HIST_UNREAD_CAP)
-        cJSON_AddTrueToObject(root, "unread_capped");
-}
-
 /* Serializes root (consumed) and answers 200. */
 static void
 hist_call_reply_obj(hist_call_t *c, cJSON *root)
@@ -451,39 +379,6 @@ hist_call_reply_obj(hist_call_t *c, cJSON *root)
     cJSON_Delete(root);
     hist_call_reply(c, 200, s, strlen(s));
     hr_free(s);
-}
-
-/*
- * {"items":[…], "next_cursor": …} from a page query that fetched limit+1 rows:
- * the extra row only says there is a next page, whose cursor names the last
- * item shown. Rows whose id is NULL (the empty page of a LIST query) are
- * skipped. Returns the object (owned by caller) or NULL when a row is bad.
- */
-static cJSON *
-hist_page_json(const PGresult *r, int limit, int room)
-{
-    cJSON *root = cJSON_CreateObject();
-    cJSON *items = cJSON_AddArrayToObject(root, "items");
-    int rows = PQntuples(r), shown = 0;
-    const char *last = NULL;
-    for (int i = 0; i < rows && shown < limit; i++) {
-        if (PQgetisnull(r, i, 0))
-            continue;
-        cJSON *o = room ? hist_room_item_json(r, i) : hist_item_json(r, i);
-        if (o == NULL) {
-            cJSON_Delete(root);
-            return NULL;
-        }
-        cJSON_AddItemToArray(items, o);
-        last = PQgetvalue(r, i, 0);
-        shown++;
-    }
-    char cursor[HIST_CURSOR_LEN + 1];
-    if (rows > limit && last != NULL && hist_cursor_encode(last, cursor) == 0)
-        cJSON_AddStringToObject(root, "next_cursor", cursor);
-    else
-        cJSON_AddNullToObject(root, "next_cursor");
-    return root;
 }
 
 /* ---- live events ---- */
@@ -660,9 +555,147 @@ hist_send_refusal(struct evhttp_request *req, const hr_proto_err_t *e)
 }
 
 /*
- * Validates what the route needs (user_id, the path's id or room), then sends
- * its query. Every answer after this point goes through the call (and is
- * counted there): returns 0 then, else the status of the refusal it sent.
+ * Sends the query of the call's route (its parameters are checked and the
+ * user is known). Every answer goes through the call.
+ */
+static void
+hist_call_start(hist_call_t *c)
+{
+    char limit[16];
+    snprintf(limit, sizeof(limit), "%d", c->params.limit + 1);
+    const char *cursor = c->params.cursor[0] != '\0' ? c->params.cursor : NULL;
+    const char *uid = c->params.user_id;
+
+    switch (c->route) {
+    case HIST_R_LIST: {
+        static const hist_q_t by_status[] = {
+            [HIST_STATUS_ALL] = HIST_Q_LIST_ALL,
+            [HIST_STATUS_UNREAD] = HIST_Q_LIST_UNREAD,
+            [HIST_STATUS_READ] = HIST_Q_LIST_READ,
+        };
+        const char *params[] = {uid, cursor, limit};
+        hist_call_submit(c, by_status[c->params.status], 3, params);
+        return;
+    }
+    case HIST_R_ROOM_MESSAGES: {
+        const char *params[] = {c->room, cursor, limit};
+        hist_call_submit(c, HIST_Q_ROOM_MESSAGES, 3, params);
+        return;
+    }
+    case HIST_R_UNREAD_COUNT: {
+        const char *params[] = {uid};
+        hist_call_submit(c, HIST_Q_UNREAD_COUNT, 1, params);
+        return;
+    }
+    case HIST_R_GET:
+    case HIST_R_MARK_READ:
+    case HIST_R_MARK_UNREAD: {
+        const char *params[] = {c->id, uid};
+        hist_q_t q = c->route == HIST_R_GET         ? HIST_Q_GET
+                     : c->route == HIST_R_MARK_READ ? HIST_Q_MARK_READ
+                                                    : HIST_Q_MARK_UNREAD;
+        hist_call_submit(c, q, 2, params);
+        return;
+    }
+    case HIST_R_READ_ALL: {
+        const char *params[] = {uid, c->params.up_to[0] != '\0' ? c->params.up_to : NULL};
+        hist_call_submit(c, HIST_Q_READ_ALL_BOUND, 2, params);
+        return;
+    }
+    default:
+        break;
+    }
+    hist_call_error(c, 404, HR_E_NOT_FOUND, "no such endpoint");
+}
+
+/*
+ * The user's revocation cut-off arrived: a token issued before it is 401
+ * revoked; no answer (Redis gone, watchdog) is 503, since a revocation must
+ * not be skipped; else the query goes out.
+ */
+static void
+hist_cutoff_done(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    HR_UNUSED(ac);
+    hist_call_t *c = privdata;
+    redisReply *r = reply;
+    if (r == NULL) {
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+        return;
+    }
+    int64_t cutoff;
+    if (hist_auth_cutoff_parse(r, &cutoff) != 0) {
+        hr_log_error("cutoff_unreadable", "type=%d", r->type);
+        hist_call_error(c, 500, HR_E_INTERNAL, "the revocation cut-off could not be read");
+        return;
+    }
+    if (c->req == NULL) { /* the client left while we waited */
+        hist_call_free(c);
+        return;
+    }
+    hr_token_claims_t claims = {.iat = c->iat, .has_iat = c->has_iat};
+    if (hr_token_check_cutoff(&claims, cutoff) != 0) {
+        struct evhttp_request *req = hist_call_detach(c);
+        hr_log_debug("request_refused", "code=%s reason=revoked", HR_E_UNAUTHORIZED);
+        hist_auth_send_unauthorized(req, HR_TOKEN_REVOKED,
+                                    "the token was issued before the user's revocation cut-off");
+        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), 401, c->start_us);
+        hist_call_free(c);
+        return;
+    }
+    hist_call_start(c);
+}
+
+/* Asks Redis for the user's cut-off (GET herald:revoked:{<user>}); 503 at once when down. */
+static void
+hist_call_check_cutoff(hist_call_t *c)
+{
+    char key[HR_USER_ID_MAX + 32];
+    size_t kl = hist_auth_revoked_key(key, sizeof(key), c->params.user_id);
+    const char *argv[] = {"GET", key};
+    size_t argvlen[] = {3, kl};
+    if (kl == 0 || hr_redis_async_argv(c->srv->redis, hist_cutoff_done, c, 2, argv, argvlen) != 0) {
+        hist_call_error(c, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
+    }
+}
+
+/*
+ * Who asks (proto/auth.md, "History"): a bearer token, whose sub is the
+ * user; without one, with history.dev_user_query, the ?user_id= (and any
+ * room; a bad query string then gets its 400). Fills *claims (has_token 1)
+ * or leaves it zeroed. Returns 0, or the status of the refusal it sent.
+ */
+static int
+hist_authenticate(hist_server_t *s, struct evhttp_request *req, hist_route_t route,
+                  const hist_params_t *p, int query_bad, hr_token_claims_t *claims, int *has_token)
+{
+    char err[256];
+    *has_token = 0;
+    int rc = hist_auth_verify(s->auth, req, (int64_t)hr_now_ms() / 1000, claims, err, sizeof(err));
+    if (rc == HIST_AUTH_MISSING && hist_auth_dev_user_query(s->auth) &&
+        (query_bad || p->user_id[0] != '\0' || route == HIST_R_ROOM_MESSAGES))
+        return 0;
+    if (rc != 0) {
+        hr_log_debug("request_refused", "code=%s reason=%s", HR_E_UNAUTHORIZED,
+                     hist_auth_reason(rc));
+        hist_auth_send_unauthorized(req, rc, err);
+        return 401;
+    }
+    *has_token = 1;
+    if (!query_bad && p->user_id[0] != '\0' && strcmp(p->user_id, claims->sub) != 0) {
+        hr_token_claims_free(claims);
+        hr_log_debug("request_refused", "code=%s", HR_E_FORBIDDEN);
+        hr_http_send_error(req, 403, HR_E_FORBIDDEN, "user_id differs from the token's user");
+        return 403;
+    }
+    return 0;
+}
+
+/*
+ * Validates what the route needs (the caller, the path's id or room), then
+ * looks up the caller's cut-off or sends the query. Every answer after this
+ * point goes through the call (and is counted there): returns 0 then, else
+ * the status of the refusal it sent.
  */
 static int
 hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, const char *seg,
@@ -671,81 +704,78 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
     hist_params_t p;
     hr_proto_err_t e;
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
-    if (hist_params_parse(query, &p, &e) != 0) {
+    int qrc = hist_params_parse(query, &p, &e);
+    hr_token_claims_t claims = {0};
+    int has_token;
+    /* Credentials first: a caller without them learns nothing from 400s. */
+    int st = hist_authenticate(s, req, route, &p, qrc != 0, &claims, &has_token);
+    if (st != 0)
+        return st;
+    if (qrc != 0) {
+        hr_token_claims_free(&claims);
         return hist_send_refusal(req, &e);
     }
-    if (route != HIST_R_HEALTH && route != HIST_R_ROOM_MESSAGES && p.user_id[0] == '\0') {
-        hist_fail(&e, HR_E_MISSING_FIELD, "user_id is required (query string)");
-        return hist_send_refusal(req, &e);
-    }
+    if (has_token)
+        snprintf(p.user_id, sizeof(p.user_id), "%s", claims.sub);
     char id[HR_UUID_STR_LEN] = "";
     char room[HIST_ROOM_MAX + 1] = "";
     if (route == HIST_R_GET || route == HIST_R_MARK_READ || route == HIST_R_MARK_UNREAD) {
         char raw[HR_UUID_STR_LEN + 1];
         int n = hist_unescape(seg, seglen, raw, sizeof(raw), 0);
         if (n < 0 || hist_id_normalize(raw, id) != 0) {
+            hr_token_claims_free(&claims);
             hist_fail(&e, HR_E_INVALID_FIELD, "the notification id in the path must be a UUID");
             return hist_send_refusal(req, &e);
         }
     } else if (route == HIST_R_ROOM_MESSAGES) {
         int n = hist_unescape(seg, seglen, room, sizeof(room), 0);
         if (n < 0 || !hist_room_valid(room)) {
+            hr_token_claims_free(&claims);
             hist_fail(&e, HR_E_INVALID_FIELD, "room must be 1-%d characters of A-Za-z0-9_.:@-",
                       HIST_ROOM_MAX);
             return hist_send_refusal(req, &e);
+        }
+        if (has_token && !hr_token_room_allowed(&claims, room)) {
+            hr_token_claims_free(&claims);
+            hr_log_debug("request_refused", "code=%s", HR_E_FORBIDDEN);
+            hr_http_send_error(req, 403, HR_E_FORBIDDEN,
+                               "the token's rooms claim does not allow this room");
+            return 403;
         }
     }
 
     hist_call_t *c = hist_call_new(s, req, route, start_us);
     c->params = p;
+    c->iat = claims.iat;
+    c->has_iat = claims.has_iat;
+    hr_token_claims_free(&claims);
     memcpy(c->id, id, sizeof(c->id));
     memcpy(c->room, room, sizeof(c->room));
-    char limit[16];
-    snprintf(limit, sizeof(limit), "%d", p.limit + 1);
-    const char *cursor = p.cursor[0] != '\0' ? p.cursor : NULL;
-    const char *uid = c->params.user_id;
-
-    switch (route) {
-    case HIST_R_LIST: {
-        static const hist_q_t by_status[] = {
-            [HIST_STATUS_ALL] = HIST_Q_LIST_ALL,
-            [HIST_STATUS_UNREAD] = HIST_Q_LIST_UNREAD,
-            [HIST_STATUS_READ] = HIST_Q_LIST_READ,
-        };
-        const char *params[] = {uid, cursor, limit};
-        hist_call_submit(c, by_status[p.status], 3, params);
-        return 0;
-    }
-    case HIST_R_ROOM_MESSAGES: {
-        const char *params[] = {c->room, cursor, limit};
-        hist_call_submit(c, HIST_Q_ROOM_MESSAGES, 3, params);
-        return 0;
-    }
-    case HIST_R_UNREAD_COUNT: {
-        const char *params[] = {uid};
-        hist_call_submit(c, HIST_Q_UNREAD_COUNT, 1, params);
-        return 0;
-    }
-    case HIST_R_GET:
-    case HIST_R_MARK_READ:
-    case HIST_R_MARK_UNREAD: {
-        const char *params[] = {c->id, uid};
-        hist_q_t q = route == HIST_R_GET         ? HIST_Q_GET
-                     : route == HIST_R_MARK_READ ? HIST_Q_MARK_READ
-                                                 : HIST_Q_MARK_UNREAD;
-        hist_call_submit(c, q, 2, params);
-        return 0;
-    }
-    case HIST_R_READ_ALL: {
-        const char *params[] = {uid, p.up_to[0] != '\0' ? c->params.up_to : NULL};
-        hist_call_submit(c, HIST_Q_READ_ALL_BOUND, 2, params);
-        return 0;
-    }
-    default:
-        break;
-    }
-    hist_call_error(c, 404, HR_E_NOT_FOUND, "no such endpoint");
+    if (has_token)
+        hist_call_check_cutoff(c);
+    else
+        hist_call_start(c);
     return 0;
+}
+
+/* POST /dev/token (history.dev_mint): a token for any user, signed with the first HS256 key. */
+static int
+hist_handle_dev_token(hist_server_t *s, struct evhttp_request *req)
+{
+    if (!hr_http_is_json(req)) {
+        hr_http_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
+                           "Content-Type must be application/json");
+        return 415;
+    }
+    size_t len;
+    const char *body = hr_http_body(req, &len);
+    hr_proto_err_t e;
+    char *out = NULL;
+    if (hist_auth_mint(s->auth, body, len, (int64_t)hr_now_ms() / 1000, &out, &e) != 0)
+        return hist_send_refusal(req, &e);
+    hr_http_send_json(req, 200, out, strlen(out));
+    hr_free(out);
+    return 200;
 }
 
 /*
@@ -821,7 +851,7 @@ hist_route(struct evhttp_request *req, void *arg)
     const char *seg;
     size_t seglen;
     uint64_t start_us = hr_mono_us();
-    hist_route_t route = hist_route_match(path, &seg, &seglen);
+    hist_route_t route = hist_route_match(path, hist_auth_dev_mint(s->auth), &seg, &seglen);
     int status = 0; /* what was answered here; 0: a call answers (and counts) later */
     /* seg points into path: keep path until the handler has copied what it needs. */
 
@@ -829,7 +859,8 @@ hist_route(struct evhttp_request *req, void *arg)
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (s->cfg->cors_origin[0] != '\0') {
         evhttp_add_header(h, "Access-Control-Allow-Origin", s->cfg->cors_origin);
-        evhttp_add_header(h, "Access-Control-Expose-Headers", "Retry-After");
+        /* A page reads why it was refused (401) and when to retry (503). */
+        evhttp_add_header(h, "Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
         if (strcmp(s->cfg->cors_origin, "*") != 0)
             evhttp_add_header(h, "Vary", "Origin");
     }
@@ -859,6 +890,8 @@ hist_route(struct evhttp_request *req, void *arg)
     } else if (s->drain.draining) {
         hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
         status = 503;
+    } else if (route == HIST_R_DEV_TOKEN) {
+        status = hist_handle_dev_token(s, req);
     } else {
         status = hist_handle(s, req, route, seg, seglen, start_us);
     }
@@ -875,6 +908,13 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     hist_server_t *s = hr_calloc(1, sizeof(*s));
     s->base = base;
     s->cfg = cfg;
+    hist_auth_opts_t ao = {.config_path = cfg->config_path,
+                           .dev_user_query = cfg->dev_user_query,
+                           .dev_mint = cfg->dev_mint};
+    if (hist_auth_create(&ao, &s->auth, err, errlen) != 0) {
+        hr_free(s);
+        return NULL;
+    }
 
     hist_db_opts_t dbo = {.conninfo = cfg->postgres_url,
                           .pool_size = cfg->pg_pool_size,
@@ -885,6 +925,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
                           .backoff_max_ms = HIST_PG_BACKOFF_MAX_MS};
     s->db = hist_db_create(base, &dbo, err, errlen);
     if (s->db == NULL) {
+        hist_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
@@ -893,12 +934,16 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     s->redis = hr_redis_async_create(&hr_loop_ops_libevent, base, &ro, err, errlen);
     if (s->redis == NULL) {
         hist_db_destroy(s->db);
+        hist_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
+    static const hr_http_body_rule_t rules[] = {{"/dev/token", HIST_MINT_BODY_MAX}};
     hr_http_opts_t ho = {.host = cfg->host,
                          .port = cfg->port,
                          .max_body = HIST_BODY_MAX,
+                         .rules = rules,
+                         .nrules = HR_ARRAY_LEN(rules),
                          .cors_origin = cfg->cors_origin,
                          .max_connections = cfg->max_connections,
                          .header_timeout_ms = cfg->header_timeout_ms,
@@ -908,6 +953,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hist_db_destroy(s->db);
+        hist_auth_destroy(s->auth);
         hr_free(s);
         return NULL;
     }
@@ -945,5 +991,6 @@ hist_server_destroy(hist_server_t *s)
     hr_http_drain_clear(&s->drain);
     hr_http_destroy(s->http);
     hist_metrics_fini(&s->metrics);
+    hist_auth_destroy(s->auth);
     hr_free(s);
 }

@@ -20,15 +20,18 @@ typedef struct {
     char *postgres_url; /* owned: libpq conninfo or URI */
     char *cors_origin;  /* owned: Access-Control-Allow-Origin; "" sends no CORS headers */
     int pg_pool_size;
-    int pg_queue_max;      /* requests that may wait for a free connection, then 503 */
-    int pg_queue_wait_ms;  /* how long one may wait for it, then 503; 0: no limit */
-    int pg_timeout_ms;     /* statement_timeout of every query */
-    int drain_ms;          /* how long SIGTERM waits for requests in flight */
-    int max_connections;   /* open HTTP connections; 0: derived from the file limit */
-    int header_timeout_ms; /* a request head must arrive within this, else 408 */
-    char *redis_url;       /* owned: where read/unread events are published */
-    int redis_timeout_ms;  /* watchdog of the publish connection */
-    char *log_level;       /* owned */
+    int pg_queue_max;        /* requests that may wait for a free connection, then 503 */
+    int pg_queue_wait_ms;    /* how long one may wait for it, then 503; 0: no limit */
+    int pg_timeout_ms;       /* statement_timeout of every query */
+    int drain_ms;            /* how long SIGTERM waits for requests in flight */
+    int max_connections;     /* open HTTP connections; 0: derived from the file limit */
+    int header_timeout_ms;   /* a request head must arrive within this, else 408 */
+    char *redis_url;         /* owned: where read/unread events are published */
+    int redis_timeout_ms;    /* watchdog of the publish connection */
+    char *log_level;         /* owned */
+    int dev_user_query;      /* accept ?user_id= without a token (development only) */
+    int dev_mint;            /* serve POST /dev/token (development only) */
+    const char *config_path; /* borrowed (argv or $HERALD_CONFIG): its auth section; NULL: none */
 } hist_config_t;
 
 /** The settings of herald-history, for hr_config_load(). */

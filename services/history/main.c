@@ -30,6 +30,7 @@ main(int argc, char **argv)
     if (hr_config_start("history", &cfg, hist_config_fields, hist_config_nfields, path,
                         offsetof(hist_config_t, log_level)) != 0)
         return 1;
+    cfg.config_path = path;
 
     struct event_base *base = event_base_new();
     hist_server_t *srv = hist_server_create(base, &cfg, err, sizeof(err));

@@ -18,6 +18,8 @@ const CLIENT = env('E2E_CLIENT_URL'); // http://127.0.0.1:P/ serving examples/cl
 const GW = [env('E2E_GATEWAY1'), env('E2E_GATEWAY2')]; // ws://127.0.0.1:P
 const HISTORY = env('E2E_HISTORY'); // http://127.0.0.1:P
 const INGEST = env('E2E_INGEST'); // http://127.0.0.1:P
+const INGEST_KEY = env('E2E_INGEST_KEY'); // the stack's ingest API key
+const ALICE_TTL = env('E2E_ALICE_TTL'); // seconds: alice's pages mint short-lived tokens
 const OUT = env('E2E_OUT_DIR');
 const BOB_SEED = env('E2E_BOB_SEED'); // message of a notification stored before bob's page opens
 const TIMEOUT = 15000;
@@ -60,11 +62,25 @@ async function until(what, fn, timeout = TIMEOUT) {
   }
 }
 
-const url = (gw, user) => {
+const url = (gw, user, ttl) => {
   const q = new URLSearchParams({ gateway: gw, history: HISTORY });
   if (user) q.set('user', user);
+  if (ttl) q.set('ttl', ttl);
   return `${CLIENT}?${q}`;
 };
+// What the test itself reads from history, with a token history minted (history.dev_mint).
+async function historyGet(path, user, rooms) {
+  const t = await fetch(`${HISTORY}/dev/token`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(rooms ? { user_id: user, rooms } : { user_id: user }),
+  });
+  if (t.status !== 200) throw new Error(`POST /dev/token answered ${t.status}: ${await t.text()}`);
+  const { token } = await t.json();
+  const r = await fetch(`${HISTORY}${path}`, { headers: { Authorization: `Bearer ${token}` } });
+  if (r.status !== 200) throw new Error(`GET ${path} answered ${r.status}: ${await r.text()}`);
+  return r.json();
+}
 const badge = (page) => page.getByTestId('unread-badge').textContent();
 const status = (page) => page.getByTestId('connection-status').getAttribute('data-state');
 const chatTexts = (page) => page.getByTestId('chat-text').allTextContents();
@@ -107,13 +123,13 @@ const RECORD_CLOSES = () => {
 };
 const closeCodes = (page) => page.evaluate(() => window.__wsCloses.slice());
 
-async function open(name, gw, user) {
+async function open(name, gw, user, ttl) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
   await page.addInitScript(RECORD_CLOSES);
   page.setDefaultTimeout(TIMEOUT);
   page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
   page.on('websocket', () => sockets.set(page, (sockets.get(page) || 0) + 1));
-  await page.goto(url(gw, user));
+  await page.goto(url(gw, user, ttl));
   return page;
 }
 
@@ -123,7 +139,7 @@ let notifId;
 
 try {
   await step('pages open: alice on gateway 1, a second alice tab and bob on gateway 2', async () => {
-    alice = await open('alice', GW[0], 'alice');
+    alice = await open('alice', GW[0], 'alice', ALICE_TTL);
     alice2 = await open('alice2', GW[1], 'alice');
     bob = await open('bob', GW[1], null); // bob signs in through the form
     await bob.getByTestId('user-input').fill('bob');
@@ -173,7 +189,7 @@ try {
   await step('a notification POSTed to ingest appears live in both alice tabs, badge 1', async () => {
     const res = await fetch(`${INGEST}/notifications`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${INGEST_KEY}` },
       body: JSON.stringify({ user_id: 'alice', type: 'order.shipped', message: notifyText, data: { order: 1 } }),
     });
     if (res.status !== 202) throw new Error(`ingest answered ${res.status}: ${await res.text()}`);
@@ -190,8 +206,8 @@ try {
     // The worker stores the notification asynchronously; history answers 404
     // until it has, and the client then reloads the inbox. Wait for it first.
     await until('the notification in history', async () => {
-      const r = await fetch(`${HISTORY}/notifications?user_id=alice&status=unread`);
-      return (await r.json()).items.some((n) => n.id === notifId);
+      const page = await historyGet('/notifications?status=unread', 'alice');
+      return page.items.some((n) => n.id === notifId);
     });
     await alice.locator(`[data-testid="notification-item"][data-id="${notifId}"]`).click();
     await badgeIs(alice, 0, 'alice');
@@ -230,8 +246,7 @@ try {
     const joins = (await chatEvents(alice)).filter((e) => e === 'bob joined').length;
     // The worker stores chat asynchronously: wait until history has it all.
     await until('the chat in history', async () => {
-      const r = await fetch(`${HISTORY}/rooms/lobby/messages`);
-      const stored = (await r.json()).items.map((m) => m.message);
+      const stored = (await historyGet('/rooms/lobby/messages', 'bob', ['lobby'])).items.map((m) => m.message);
       return all.every((m) => stored.includes(m)) || { ok: false, stored };
     });
     await bob.getByTestId('join-button').click();
@@ -242,6 +257,21 @@ try {
     });
     await until('another "bob joined" on alice\'s page', async () =>
       (await chatEvents(alice)).filter((e) => e === 'bob joined').length > joins);
+  });
+
+  await step(`alice's socket refreshes its ${ALICE_TTL} s token before it expires and stays open`, async () => {
+    const opened = sockets.get(alice);
+    // `refreshed` answers counted by the page (data-refreshes); two means a refreshed token was refreshed again.
+    await until('two refreshes on alice\'s page', async () => {
+      const n = Number(await alice.getByTestId('token-state').getAttribute('data-refreshes'));
+      return n >= 2 || { ok: false, refreshes: n };
+    }, Number(ALICE_TTL) * 3000);
+    const codes = await closeCodes(alice);
+    if (codes.length) throw new Error(`alice's socket closed (${codes.join(',')}), e.g. 4001 = token expired`);
+    if (sockets.get(alice) !== opened) throw new Error('alice opened another socket instead of refreshing');
+    // Still live on the refreshed token: bob's message reaches her.
+    await publish(bob, 'still there alice?');
+    await until('message on alice\'s page after refreshes', async () => (await chatTexts(alice)).includes('still there alice?'));
   });
 
   await step('no uncaught errors in the pages', async () => {

@@ -3,7 +3,11 @@ Vite and served from a throwaway http.server, driven in headless Chromium by
 browser_chat.mjs (playwright-core) against a private Herald stack with two
 gateways (herald_stack.Stack from tests/integration).
 
-Alice (gateway 1), a second alice tab and bob (gateway 2) chat in "lobby";
+Every page logs in the way deploy/dev.conf lets a demo do it: history runs
+with history.dev_mint (POST /dev/token), the gateways WITHOUT
+gateway.dev_user_query, so each socket carries its token in
+Sec-WebSocket-Protocol and refreshes it before it expires (alice's tokens
+live 12 s). Alice (gateway 1), a second alice tab and bob (gateway 2) chat in "lobby";
 a notification POSTed to ingest shows up live with unread badge 1, a click
 marks it read and the other tab's badge follows through the live `read`
 frame; gateway 2 drains and restarts and its pages reconnect. Screenshots of
@@ -22,13 +26,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-from herald_stack import (SRC_DIR, Stack, TestRun, check, http_get, log, register_dir,  # noqa: E402
-                          post_notification, tagged_processes, wait_until)
+from herald_stack import (INGEST_KEY, SRC_DIR, Stack, TestRun, bearer, check, http_get,  # noqa: E402
+                          http_request, log, mint_token, post_notification, register_dir, tagged_processes,
+                          wait_until)
 
 CLIENT_DIR = os.path.join(SRC_DIR, "examples", "client")
 OUT_DIR = os.path.abspath(os.environ.get("HERALD_E2E_OUT_DIR", os.path.join(HERE, "out")))
 DIST = os.path.join(OUT_DIR, "client-dist")
 NODE_TIMEOUT = 300
+# The gateways check tokens (no ?user_id=) and the pages' Origin (set once the
+# page server has its port); history mints the tokens for the pages.
+GATEWAY_ENV = {"HERALD_GATEWAY_DEV_USER_QUERY": "false"}
+ALICE_TTL_S = 12  # short enough that alice's sockets refresh during the test
 NPM_ENV = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1", npm_config_audit="false",
                npm_config_fund="false", npm_config_update_notifier="false")
 
@@ -87,17 +96,31 @@ def main():
         t.finish()
     os.makedirs(OUT_DIR, exist_ok=True)
 
-    stack = Stack(gateways=2, extra_env={"HERALD_GATEWAY_DEV_USER_QUERY": "true", "HERALD_GATEWAY_ALLOWED_ORIGINS": "*"})
+    stack = Stack(gateways=2, extra_env={"HERALD_HISTORY_DEV_MINT": "true"})
     srv = serve(DIST)
+    GATEWAY_ENV["HERALD_GATEWAY_ALLOWED_ORIGINS"] = f"http://127.0.0.1:{srv.server_address[1]}"
     node = None
     try:
+        def gateways_without_dev_user_query():
+            for i, port in enumerate(stack.gateway_ports):
+                name = f"gateway{i + 1}"
+                check(stack.services[name].terminate() == 0, f"{name} exited non-zero on SIGTERM")
+                stack.spawn(name, "herald-gateway",
+                            dict(GATEWAY_ENV, HERALD_GATEWAY_PORT=port, HERALD_GATEWAY_NODE_ID=f"gw{i + 1}"))
+                wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, f"{name} back")
+            check(http_request(stack.history_port, "POST", "/dev/token", {"user_id": "x"})[0] == 200,
+                  "history mints tokens (history.dev_mint)")
+
+        t.check("gateways run without dev_user_query, history with dev_mint", gateways_without_dev_user_query)
         gw = [f"ws://127.0.0.1:{p}" for p in stack.gateway_ports]
         seed = "Welcome to Herald, bob"
 
         def seed_bob():
-            st, body = post_notification(stack.ingest_port, {"user_id": "bob", "message": seed, "type": "welcome"})
+            st, body = post_notification(stack.ingest_port, {"user_id": "bob", "message": seed, "type": "welcome"},
+                                         headers=bearer(INGEST_KEY))
             check(st == 202, (st, body))
-            wait_until(lambda: http_get(stack.history_port, "/notifications?user_id=bob")[1]["items"], 15,
+            wait_until(lambda: http_request(stack.history_port, "GET", "/notifications",
+                                            headers=bearer(mint_token("bob")))[1]["items"], 15,
                        "bob's notification in history")
 
         t.check("seed: a stored notification for bob before his page opens", seed_bob)
@@ -110,7 +133,8 @@ def main():
                    E2E_CLIENT_URL=f"http://127.0.0.1:{srv.server_address[1]}/",
                    E2E_GATEWAY1=gw[0], E2E_GATEWAY2=gw[1],
                    E2E_HISTORY=f"http://127.0.0.1:{stack.history_port}",
-                   E2E_INGEST=f"http://127.0.0.1:{stack.ingest_port}",
+                   E2E_INGEST=f"http://127.0.0.1:{stack.ingest_port}", E2E_INGEST_KEY=INGEST_KEY,
+                   E2E_ALICE_TTL=str(ALICE_TTL_S),
                    E2E_OUT_DIR=OUT_DIR, E2E_BOB_SEED=seed)
         errlog = open(os.path.join(OUT_DIR, "browser_chat.stderr.log"), "w")
         node = subprocess.Popen(["node", os.path.join(HERE, "browser_chat.mjs")], cwd=HERE, env=env,
@@ -126,8 +150,7 @@ def main():
             port = stack.gateway_ports[1]
             # Same port (the pages reconnect to it); spawn() keeps the old one judged.
             stack.spawn("gateway2", "herald-gateway",
-                        {"HERALD_GATEWAY_PORT": port, "HERALD_GATEWAY_DEV_USER_QUERY": "true",
-                         "HERALD_GATEWAY_NODE_ID": "gw2"})
+                        dict(GATEWAY_ENV, HERALD_GATEWAY_PORT=port, HERALD_GATEWAY_NODE_ID="gw2"))
             wait_until(lambda: http_get(port, "/healthz")[0] == 200, 15, "gateway2 back")
 
         for line in node.stdout:
@@ -164,11 +187,14 @@ def main():
             os.path.getsize(s) > 1000 for s in screenshots), screenshots))
 
         def stored():
-            _, inbox = http_get(stack.history_port, "/notifications?user_id=alice")
+            _, inbox = http_request(stack.history_port, "GET", "/notifications",
+                                    headers=bearer(mint_token("alice")))
             check(inbox["unread_count"] == 0 and inbox["items"][0]["read_at"], inbox)
             want = {"hello from alice", "hi alice, bob here", "welcome back bob"}
+            lobby = bearer(mint_token("reader", rooms=["lobby"]))
             wait_until(lambda: want <= {m["message"] for m in
-                                        http_get(stack.history_port, "/rooms/lobby/messages")[1]["items"]},
+                                        http_request(stack.history_port, "GET", "/rooms/lobby/messages",
+                                                     headers=lobby)[1]["items"]},
                        15, "the chat in history")
 
         t.check("history agrees: alice's notification read, the chat stored", stored)

@@ -7,14 +7,18 @@ A missing file is refused."""
 import os
 import subprocess
 
-from herald_promises import Checks, check, request
-from herald_stack import BIN_DIR, SANITIZER_MARKS, SRC_DIR, Service, Stack, TestRun, free_port, wait_until
+from herald_promises import Checks, check, expect_close, request
+from herald_stack import (BIN_DIR, SANITIZER_MARKS, SRC_DIR, Service, Stack, TestRun, bearer, free_port,
+                          mint_token, wait_until)
 from herald_ws import WsClient, WsRefused
 
 CONFIGS = {
     "example": os.path.join(SRC_DIR, "deploy", "herald.conf.example"),
     "dev": os.path.join(SRC_DIR, "deploy", "dev.conf"),
 }
+
+# The development key both files hold (auth.keys): history wants a token.
+DEV_TOKEN = bearer(mint_token("cfg", kid="dev-1", secret="dev-only-secret-change-me-0123456789abcdef"))
 
 # Checks known to fail against the current code (name → why); printed as skipped.
 EXPECTED_FAILURES = {}
@@ -67,10 +71,10 @@ def run_config(t, run, label, conf):
             check(s == 202, "ingest accepts", s, a)
             wait_until(lambda: stack.psql(f"SELECT count(*) FROM notifications WHERE id = '{a['id']}'")
                        == "1", 15, "the worker stored it")
-            s, _, body = request(ports["history"], "GET", "/notifications?user_id=cfg")
+            s, _, body = request(ports["history"], "GET", "/notifications", headers=DEV_TOKEN)
             check(s == 200 and [i["id"] for i in body["items"]] == [a["id"]], "history serves it", body)
             # history.cors_origin = "*" is the example's (and the default) value.
-            s, hdr, _ = request(ports["history"], "GET", "/notifications?user_id=cfg")
+            s, hdr, _ = request(ports["history"], "GET", "/notifications", headers=DEV_TOKEN)
             check(hdr.get("access-control-allow-origin") == "*", "cors header", hdr)
         run(f"every_binary_starts_with_{label}_conf_and_the_stack_works", loads_and_serves)
 

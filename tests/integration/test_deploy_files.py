@@ -18,8 +18,8 @@ import tempfile
 import threading
 import urllib.parse
 
-from herald_stack import (BIN_DIR, SRC_DIR, Stack, TestRun, free_port, http_request, ingest_headers,
-                          log, wait_until)
+from herald_stack import (BIN_DIR, SRC_DIR, Stack, TestRun, bearer, free_port, http_request, ingest_headers,
+                          log, mint_token, wait_until)
 from herald_ws import WsClient, user_path
 
 DEPLOY = os.path.join(SRC_DIR, "deploy")
@@ -238,10 +238,11 @@ def nginx_serves_ws_post_and_history_on_one_port():
         check(status in (200, 202, 207), f"batch through nginx: {status} {body}")
 
         def inbox_has_it():
-            s, b = http_request(port, "GET", "/notifications?user_id=alice")
+            s, b = http_request(port, "GET", "/notifications", headers=bearer(mint_token("alice")))
             return s == 200 and any(i["id"] == nid for i in b["items"])
         wait_until(inbox_has_it, 10, "the notification in history through nginx")
-        s, b = http_request(port, "GET", "/notifications/unread-count?user_id=alice")
+        s, b = http_request(port, "GET", "/notifications/unread-count",
+                            headers=bearer(mint_token("alice")))
         check(s == 200, f"unread-count through nginx: {s} {b}")
 
         for path in ("/metrics", "/metrics/x"):

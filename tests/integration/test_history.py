@@ -3,7 +3,10 @@ gap or duplicate while notifications keep arriving, unread filter and counts
 after concurrent marks, read-all, ownership (404), mark-read events reaching
 every socket of the user through the gateways, room history, CORS, a slow
 query that does not stall the pool, a bounded wait queue, PostgreSQL restarted
-under the service, and Redis down not failing a committed mark."""
+under the service, Redis down (503 for a token: its cut-off is unknown; a
+committed mark still answers 200), and the dev_user_query switch. Every
+request carries a real token (proto/auth.md); test_history_auth covers the
+refusals."""
 import http.client
 import json
 import socket
@@ -12,8 +15,8 @@ import subprocess
 import threading
 import time
 
-from herald_stack import (CheckedThread, Stack, TestRun, check, http_request, post_notification, run_threads,
-                          tcp_states, wait_until)
+from herald_stack import (CheckedThread, Stack, TestRun, bearer, check, http_request, mint_token,
+                          post_notification, run_threads, tcp_states, wait_until)
 from herald_ws import WsClient, user_path
 
 PAGER = "pager"
@@ -33,12 +36,21 @@ def req_h(port, method, path, headers=None, timeout=5):
         conn.close()
 
 
-def page_all(port, query, limit=20, on_page=None):
-    """Follows next_cursor to the end; returns the ids in order."""
+def tok(user, rooms=None):
+    """The Authorization header of a fresh token for user (proto/auth.md)."""
+    return bearer(mint_token(user, rooms=rooms))
+
+
+# A reader whose token reaches every room.
+LOBBY = tok("reader", rooms=["*"])
+
+
+def page_all(port, user, query="", limit=20, on_page=None):
+    """Follows next_cursor to the end of user's inbox; returns the ids in order."""
     ids, cursor, pages = [], None, 0
     while True:
-        path = f"/notifications?{query}&limit={limit}" + (f"&cursor={cursor}" if cursor else "")
-        status, body = http_request(port, "GET", path)
+        path = f"/notifications?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
+        status, body = http_request(port, "GET", path, headers=tok(user))
         check(status == 200, (status, body))
         check(len(body["items"]) <= limit, body)
         ids += [i["id"] for i in body["items"]]
@@ -111,7 +123,7 @@ def main():
                     th.start()
                     started.append(1)
             try:
-                ids = page_all(hp, f"user_id={PAGER}", 20, on_page)
+                ids = page_all(hp, PAGER, "", 20, on_page)
             finally:
                 stop.set()
                 if started:
@@ -124,15 +136,15 @@ def main():
             check(len(ids) >= 1000, len(ids))
             check(set(st["ingested"]) <= set(ids))
             check(posted, "nothing arrived during paging")
-            wait_until(lambda: stack.psql(f"SELECT count(*) FROM notifications WHERE id IN "
+            wait_until(lambda: stack.psql("SELECT count(*) FROM notifications WHERE id IN "
                                           f"({','.join(repr(p) for p in posted)})")
                        == str(len(posted)), 10, "trickle stored")
             # The new ones sit above the first page: a fresh first page starts with them.
-            s, body = http_request(hp, "GET", f"/notifications?user_id={PAGER}&limit=1")
+            s, body = http_request(hp, "GET", "/notifications?limit=1", headers=tok(PAGER))
             check(body["items"][0]["id"] == max(posted), body)
             st["total"] = int(stack.psql(
                 f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}'"))
-            s, body = http_request(hp, "GET", f"/notifications?user_id={PAGER}")
+            s, body = http_request(hp, "GET", "/notifications", headers=tok(PAGER))
             # Counts stop at 1000 (proto/openapi.yaml: unread_capped).
             check(body["unread_count"] == min(st["total"], 1000), body)
             check(body.get("unread_capped", False) == (st["total"] > 1000), body)
@@ -141,7 +153,7 @@ def main():
                 paging_while_new_arrive)
 
         def concurrent_marks():
-            all_ids = page_all(hp, f"user_id={PAGER}", 100)
+            all_ids = page_all(hp, PAGER, "", 100)
             marked = all_ids[5:405:4]  # 100 ids spread over the inbox
             errors = []
 
@@ -149,26 +161,26 @@ def main():
                 # Every id is marked by two threads at once: idempotent.
                 for i, nid in enumerate(marked):
                     if i % 4 in (k % 4, (k + 1) % 4):
-                        s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id={PAGER}")
+                        s, b = http_request(hp, "POST", f"/notifications/{nid}/read", headers=tok(PAGER))
                         if s != 200 or b["notification"]["read_at"] is None:
                             errors.append((s, b))
             run_threads(marker, [(k,) for k in range(8)])
             check(not errors, errors[:3])
             total = st["total"]
-            s, b = http_request(hp, "GET", f"/notifications/unread-count?user_id={PAGER}")
+            s, b = http_request(hp, "GET", "/notifications/unread-count", headers=tok(PAGER))
             check(s == 200 and b == {"unread_count": total - 100}, (b, total))
-            unread = page_all(hp, f"user_id={PAGER}&status=unread", 50)
+            unread = page_all(hp, PAGER, "&status=unread", 50)
             check(len(unread) == total - 100 and not set(unread) & set(marked))
-            read = page_all(hp, f"user_id={PAGER}&status=read", 20)
+            read = page_all(hp, PAGER, "&status=read", 20)
             check(read == sorted(marked, reverse=True), len(read))
-            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&status=read&limit=5")
+            s, b = http_request(hp, "GET", "/notifications?status=read&limit=5", headers=tok(PAGER))
             check(b["unread_count"] == total - 100 and len(b["items"]) == 5, b)
             check(all(i["read_at"] for i in b["items"]))
             # Back to unread: counted again, in the response and after.
-            s, b = http_request(hp, "POST", f"/notifications/{marked[0]}/unread?user_id={PAGER}")
+            s, b = http_request(hp, "POST", f"/notifications/{marked[0]}/unread", headers=tok(PAGER))
             check(s == 200 and b["notification"]["read_at"] is None, b)
             check(b["unread_count"] == total - 99, b)
-            s, b = http_request(hp, "GET", f"/notifications/{marked[0]}?user_id={PAGER}")
+            s, b = http_request(hp, "GET", f"/notifications/{marked[0]}", headers=tok(PAGER))
             check(s == 200 and b["id"] == marked[0] and b["read_at"] is None, b)
             st["all_ids"] = all_ids
         t.check("unread_filter_and_counts_right_after_concurrent_mark_read", concurrent_marks)
@@ -176,58 +188,54 @@ def main():
         def read_all():
             all_ids = st["all_ids"]
             bound = all_ids[500]  # everything from the 501st newest down
-            s, b = http_request(hp, "POST", f"/notifications/read-all?user_id={PAGER}&up_to={bound}")
+            s, b = http_request(hp, "POST", f"/notifications/read-all?up_to={bound}", headers=tok(PAGER))
             check(s == 200, (s, b))
             left = int(stack.psql(f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}' "
-                                  f"AND read_at IS NULL"))
+                                  "AND read_at IS NULL"))
             check(b["unread_count"] == left and left > 0, (b, left))
             check(b["up_to"] <= bound and b["updated"] > 0, b)
             check(stack.psql(f"SELECT count(*) FROM notifications WHERE user_id = '{PAGER}' "
                               f"AND read_at IS NULL AND id <= '{bound}'") == "0")
-            s, b = http_request(hp, "POST", f"/notifications/read-all?user_id={PAGER}")
+            s, b = http_request(hp, "POST", "/notifications/read-all", headers=tok(PAGER))
             check(s == 200 and b["updated"] == left and b["unread_count"] == 0, b)
             check(b["up_to"] == max(all_ids), b)
-            s, b = http_request(hp, "POST", f"/notifications/read-all?user_id={PAGER}")
+            s, b = http_request(hp, "POST", "/notifications/read-all", headers=tok(PAGER))
             check(b == {"updated": 0, "up_to": None, "unread_count": 0}, b)
-            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&status=unread")
+            s, b = http_request(hp, "GET", "/notifications?status=unread", headers=tok(PAGER))
             check(b == {"items": [], "next_cursor": None, "unread_count": 0}, b)
         t.check("read_all_up_to_an_id_then_everything", read_all)
 
         def ownership_and_bad_params():
             nid = st["all_ids"][0]
-            for method, path in (("GET", f"/notifications/{nid}?user_id=mallory"),
-                                 ("POST", f"/notifications/{nid}/read?user_id=mallory"),
-                                 ("POST", f"/notifications/{nid}/unread?user_id=mallory"),
-                                 ("GET", "/notifications/01a20b48-fa36-709d-a4df-f163cb8927a6"
-                                         f"?user_id={PAGER}")):
-                s, b = http_request(hp, method, path)
+            for method, path, user in (("GET", f"/notifications/{nid}", "mallory"),
+                                       ("POST", f"/notifications/{nid}/read", "mallory"),
+                                       ("POST", f"/notifications/{nid}/unread", "mallory"),
+                                       ("GET", "/notifications/01a20b48-fa36-709d-a4df-f163cb8927a6",
+                                        PAGER)):
+                s, b = http_request(hp, method, path, headers=tok(user))
                 check(s == 404 and b["error"]["code"] == "not_found", (path, s, b))
             check(stack.psql(f"SELECT read_at IS NULL FROM notifications WHERE id = '{nid}'") == "f")
-            bad = [("GET", "/notifications", "missing_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&limit=0", "invalid_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&limit=101", "invalid_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&limit=x", "invalid_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&status=new", "invalid_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&cursor=AAAA", "invalid_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&cursor=" + "!" * 22, "invalid_field"),
-                   ("GET", f"/notifications?user_id={PAGER}&cursor=AaILSPo2cJyPuCaRKjSvPh",
-                    "invalid_field"),
-                   ("GET", f"/notifications?user_id=a&user_id=b", "invalid_field"),
-                   ("GET", f"/notifications/not-a-uuid?user_id={PAGER}", "invalid_field"),
-                   ("POST", f"/notifications/{nid}/read", "missing_field"),
-                   ("POST", f"/notifications/read-all?user_id={PAGER}&up_to=zz", "invalid_field"),
-                   ("GET", "/notifications/unread-count", "missing_field"),
+            bad = [("GET", "/notifications?limit=0", "invalid_field"),
+                   ("GET", "/notifications?limit=101", "invalid_field"),
+                   ("GET", "/notifications?limit=x", "invalid_field"),
+                   ("GET", "/notifications?status=new", "invalid_field"),
+                   ("GET", "/notifications?cursor=AAAA", "invalid_field"),
+                   ("GET", "/notifications?cursor=" + "!" * 22, "invalid_field"),
+                   ("GET", "/notifications?cursor=AaILSPo2cJyPuCaRKjSvPh", "invalid_field"),
+                   ("GET", f"/notifications?user_id={PAGER}&user_id={PAGER}", "invalid_field"),
+                   ("GET", "/notifications/not-a-uuid", "invalid_field"),
+                   ("POST", "/notifications/read-all?up_to=zz", "invalid_field"),
                    ("GET", "/rooms/lobby/messages?before=zz", "invalid_field"),
                    ("GET", "/rooms/no%20spaces/messages", "invalid_field"),
                    ("GET", "/rooms/" + "r" * 65 + "/messages", "invalid_field")]
             for method, path, code in bad:
-                s, b = http_request(hp, method, path)
+                s, b = http_request(hp, method, path, headers=tok(PAGER, rooms=["*"]))
                 check(s == 400 and b["error"]["code"] == code, (path, s, b))
-            s, b = http_request(hp, "GET", f"/notifications/{nid}/read?user_id={PAGER}")
+            s, b = http_request(hp, "GET", f"/notifications/{nid}/read", headers=tok(PAGER))
             check(s == 405 and b["error"]["code"] == "method_not_allowed", b)
-            s, b = http_request(hp, "POST", f"/notifications?user_id={PAGER}")
+            s, b = http_request(hp, "POST", "/notifications", headers=tok(PAGER))
             check(s == 405, b)
-            s, b = http_request(hp, "GET", "/notifications/a/b/c")
+            s, b = http_request(hp, "GET", "/notifications/a/b/c", headers=tok(PAGER))
             check(s == 404 and b["error"]["code"] == "not_found", b)
         t.check("another_users_id_gives_404_and_bad_params_400", ownership_and_bad_params)
 
@@ -251,25 +259,26 @@ def main():
                 op, payload = c.recv_frame(2.0)
                 return payload.decode()
             # Tab 1 marks it read: both tabs (two gateways) get the same finished frame.
-            s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id=alice")
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/read", headers=tok("alice"))
             check(s == 200 and b["unread_count"] == 0, b)
             for c in (a1, a2):
                 check(next_frame(c) == '{"type":"read","ids":["%s"]}' % nid)
-            s, b = http_request(hp, "POST", f"/notifications/{nid}/unread?user_id=alice")
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/unread", headers=tok("alice"))
             check(s == 200 and b["unread_count"] == 1, b)
             for c in (a1, a2):
                 check(next_frame(c) == '{"type":"unread","ids":["%s"]}' % nid)
-            s, b = http_request(hp, "POST", "/notifications/read-all?user_id=alice")
+            s, b = http_request(hp, "POST", "/notifications/read-all", headers=tok("alice"))
             check(s == 200 and b["up_to"] == nid, b)
             for c in (a1, a2):
                 check(next_frame(c) == '{"type":"read_all","up_to":"%s"}' % nid)
             # Another user's mark is not alice's business.
-            s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id=bob")
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/read", headers=tok("bob"))
             check(s == 404)
             a1.expect_nothing(0.3)
         t.check("mark_read_reaches_both_sockets_of_the_user_on_two_gateways", live_sync)
 
         def rooms():
+            # "*" reaches every room; test_history_auth covers the claim's refusals.
             stack.psql("""
                 INSERT INTO room_messages (id, room, user_id, message, created_at)
                 SELECT (lpad(to_hex(ms), 12, '0') || '7000' || '8' || lpad(to_hex(g), 15, '0'))::uuid,
@@ -277,20 +286,22 @@ def main():
                 FROM (SELECT g, 1700000000000 + g * 1000 AS ms FROM generate_series(1, 45) g) s;
                 INSERT INTO room_messages (id, room, user_id, message, created_at)
                 VALUES ('01a20b48-fa36-709d-a4df-f163cb8927a6', 'other.room', 'z', 'x', now())""")
-            s, b = http_request(hp, "GET", "/rooms/lobby/messages")
+            s, b = http_request(hp, "GET", "/rooms/lobby/messages", headers=LOBBY)
             check(s == 200 and len(b["items"]) == 20 and b["next_cursor"], b)
             first = b["items"][0]
             check(first == {"id": first["id"], "room": "lobby", "from": "u0", "message": "msg 45",
                              "created_at": "2023-11-14T22:14:05.000Z"}, first)
             msgs = [i["message"] for i in b["items"]]
-            s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}")
+            s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}",
+                                headers=LOBBY)
             msgs += [i["message"] for i in b["items"]]
-            s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}")
+            s, b = http_request(hp, "GET", f"/rooms/lobby/messages?limit=20&before={b['next_cursor']}",
+                                headers=LOBBY)
             msgs += [i["message"] for i in b["items"]]
             check(b["next_cursor"] is None and msgs == [f"msg {g}" for g in range(45, 0, -1)], msgs)
-            s, b = http_request(hp, "GET", "/rooms/other.room/messages?limit=5")
+            s, b = http_request(hp, "GET", "/rooms/other.room/messages?limit=5", headers=LOBBY)
             check([i["from"] for i in b["items"]] == ["z"] and b["next_cursor"] is None, b)
-            s, b = http_request(hp, "GET", "/rooms/empty/messages")
+            s, b = http_request(hp, "GET", "/rooms/empty/messages", headers=LOBBY)
             check(b == {"items": [], "next_cursor": None}, b)
         t.check("room_history_newest_first_with_cursor", rooms)
 
@@ -300,8 +311,9 @@ def main():
             check(s == 204, s)
             check("POST" in h["access-control-allow-methods"], h)
             check("Content-Type" in h["access-control-allow-headers"], h)
+            check("Authorization" in h["access-control-allow-headers"], h)
             check(h["access-control-allow-origin"] == "*", h)
-            s, h, _ = req_h(hp, "GET", f"/notifications/unread-count?user_id={PAGER}")
+            s, h, _ = req_h(hp, "GET", "/notifications/unread-count", headers=tok(PAGER))
             check(s == 200 and h["access-control-allow-origin"] == "*", h)
             s, h, _ = req_h(hp, "OPTIONS", "/notifications")
             check("GET" in h["access-control-allow-methods"], h)
@@ -329,7 +341,8 @@ def main():
                     s = socket.create_connection(("127.0.0.1", hp), timeout=0.4)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     try:
-                        s.sendall(f"GET /notifications?user_id={PAGER} HTTP/1.1\r\n"
+                        s.sendall(f"GET /notifications HTTP/1.1\r\n"
+                                  f"Authorization: {tok(PAGER)['Authorization']}\r\n"
                                   "Host: x\r\n\r\n".encode())
                         s.recv(1)
                     except OSError:
@@ -340,7 +353,8 @@ def main():
                 [th.start() for th in ths]
                 # The three hold pool connections, each waiting on the lock.
                 wait_until(lambda: stack.waiting_on_lock() >= 3, 5, "three queries waiting on the lock")
-                s, b = http_request(hp, "GET", "/rooms/lobby/messages?limit=1", timeout=10)
+                s, b = http_request(hp, "GET", "/rooms/lobby/messages?limit=1", headers=LOBBY,
+                                    timeout=10)
                 check(s == 200 and len(b["items"]) == 1, b)
                 # Answered while the lock still blocks those three: no timing, an order.
                 check(stack.waiting_on_lock() >= 3, "the room read waited for the blocked ones")
@@ -363,7 +377,7 @@ def main():
 
                 def patient():
                     try:
-                        s, h, b = req_h(hp, "GET", f"/notifications/unread-count?user_id={PAGER}",
+                        s, h, b = req_h(hp, "GET", "/notifications/unread-count", headers=tok(PAGER),
                                         timeout=10)
                         results.append((s, h.get("retry-after"), b))
                     except OSError as e:
@@ -380,41 +394,79 @@ def main():
                 check(all(r[2] == {"unread_count": 0} for r in ok), ok[:2])
             finally:
                 locker.wait(10)
-            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&limit=1")
+            s, b = http_request(hp, "GET", "/notifications?limit=1", headers=tok(PAGER))
             check(s == 200 and len(b["items"]) == 1, b)
         t.check("slow_query_holds_one_connection_clients_may_leave_queue_is_bounded",
                 slow_query_does_not_stall_pool)
 
         def postgres_restart():
             stack.stop_postgres()
-            s, h, b = req_h(hp, "GET", f"/notifications?user_id={PAGER}")
+            s, h, b = req_h(hp, "GET", "/notifications", headers=tok(PAGER))
             check(s == 503 and b["error"]["code"] == "unavailable", (s, b))
             check(h.get("retry-after") == "1", h)
             s, h, b = req_h(hp, "GET", "/readyz")
             check(s == 503 and "postgres" in b["down"], (s, b))
             stack.start_postgres()
-            wait_until(lambda: http_request(hp, "GET", f"/notifications?user_id={PAGER}")[0] == 200,
+            wait_until(lambda: http_request(hp, "GET", "/notifications", headers=tok(PAGER))[0] == 200,
                        10, "history answers again")
             nid = st["all_ids"][1]
-            s, b = http_request(hp, "POST", f"/notifications/{nid}/unread?user_id={PAGER}")
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/unread", headers=tok(PAGER))
             check(s == 200 and b["unread_count"] == 1, b)
             s, b = http_request(hp, "GET", "/healthz")
             check(s == 200 and b["postgres"] == "up", b)
         t.check("postgres_restart_gives_503_then_recovers_by_itself", postgres_restart)
 
-        def redis_down_mark_still_ok():
+        def dev_user_query():
+            # history.dev_user_query (development only): ?user_id= without a token, warned at start.
+            dp = stack.spawn_listening("history_dev", "herald-history", "HERALD_HISTORY_PORT",
+                                       {"HERALD_HISTORY_DEV_USER_QUERY": "true"})
+            wait_until(lambda: http_request(dp, "GET", "/readyz")[0] == 200, 15, "dev history ready")
+            log = stack.services["history_dev"].log_text()
+            check("warn" in log and "dev_user_query" in log, log[-2000:])
+            check("dev_user_query" not in stack.services["history"].log_text())
+            st["dp"] = dp
+            s, b = http_request(dp, "GET", f"/notifications?user_id={PAGER}&limit=1")
+            check(s == 200 and len(b["items"]) == 1, (s, b))
+            nid = st["all_ids"][2]
+            s, b = http_request(dp, "POST", f"/notifications/{nid}/unread?user_id={PAGER}")
+            check(s == 200 and b["notification"]["read_at"] is None, (s, b))
+            s, b = http_request(dp, "GET", "/rooms/lobby/messages?limit=1")
+            check(s == 200 and len(b["items"]) == 1, (s, b))
+            s, b = http_request(dp, "GET", f"/notifications?user_id={PAGER}&limit=0")
+            check(s == 400 and b["error"]["code"] == "invalid_field", (s, b))
+            # Neither a token nor a user_id: still 401.
+            s, b = http_request(dp, "GET", "/notifications")
+            check(s == 401 and b["error"]["reason"] == "missing", (s, b))
+            # A token still rules where one is given.
+            s, b = http_request(dp, "GET", "/notifications?user_id=other", headers=tok(PAGER))
+            check(s == 403 and b["error"]["code"] == "forbidden", (s, b))
+            s, b = http_request(dp, "GET", "/notifications", headers=bearer("x.y.z"))
+            check(s == 401, (s, b))
+            # Without the switch, the same request is refused.
+            s, b = http_request(hp, "GET", f"/notifications?user_id={PAGER}&limit=1")
+            check(s == 401 and b["error"]["reason"] == "missing", (s, b))
+        t.check("dev_user_query_accepts_user_id_without_a_token_and_warns_at_start", dev_user_query)
+
+        def redis_down():
             stack.stop_redis()
             nid = st["all_ids"][1]
-            s, b = http_request(hp, "POST", f"/notifications/{nid}/read?user_id={PAGER}")
-            check(s == 200 and b["unread_count"] == 0, (s, b))
-            check(stack.psql(f"SELECT read_at IS NOT NULL FROM notifications "
+            # With a token the cut-off cannot be read: 503, nothing marked.
+            s, b = http_request(hp, "POST", f"/notifications/{nid}/read", headers=tok(PAGER))
+            check(s == 503 and b["error"]["code"] == "unavailable", (s, b))
+            check(stack.psql("SELECT read_at IS NULL FROM notifications "
+                              f"WHERE id = '{nid}'") == "t")
+            # A dev user has no token to revoke: the mark commits, its event is lost (logged).
+            s, b = http_request(st["dp"], "POST", f"/notifications/{nid}/read?user_id={PAGER}")
+            check(s == 200 and b["notification"]["read_at"], (s, b))
+            check(stack.psql("SELECT read_at IS NOT NULL FROM notifications "
                               f"WHERE id = '{nid}'") == "t")
             s, b = http_request(hp, "GET", "/healthz")
             check(s == 200 and b["redis"] == "down", b)
             # The failed publish is logged (a secondary signal; the state above is the check).
-            wait_until(lambda: "publish_failed" in stack.services["history"].log_text(), 10,
+            wait_until(lambda: "publish_failed" in stack.services["history_dev"].log_text(), 10,
                        "warning logged")
-        t.check("mark_read_answers_200_when_redis_is_down", redis_down_mark_still_ok)
+        t.check("redis_down_refuses_token_requests_503_and_a_committed_mark_still_answers_200",
+                redis_down)
     finally:
         for c in clients:
             c.close()

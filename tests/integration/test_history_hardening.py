@@ -13,10 +13,15 @@ import subprocess
 import threading
 import time
 
-from herald_stack import Stack, TestRun, free_port, http_request, wait_until
+from herald_stack import Stack, TestRun, bearer, free_port, http_request, mint_token, wait_until
 
 HEAVY = "heavy"
 HEAVY_ROWS = 300000
+
+
+def tok(user):
+    """The Authorization header of a fresh token for user (proto/auth.md)."""
+    return bearer(mint_token(user))
 
 
 def check(cond, what):
@@ -202,7 +207,7 @@ def main():
         def empty_cursor_is_first_page():
             sql_load(stack, "pager", 3, 60000)
             for q in ("cursor=", "before=", "cursor"):
-                s, b = http_request(hp, "GET", f"/notifications?user_id=pager&{q}")
+                s, b = http_request(hp, "GET", f"/notifications?{q}", headers=tok("pager"))
                 check(s == 200 and len(b["items"]) == 3, (q, s, b))
         t.check("an_empty_cursor_is_the_first_page", empty_cursor_is_first_page)
 
@@ -210,8 +215,9 @@ def main():
             for _ in range(5):
                 s = socket.create_connection(("127.0.0.1", hp), timeout=5)
                 try:
-                    s.sendall(b"GET /notifications/unread-count?user_id=pager HTTP/1.1\r\n"
-                              b"Host: x\r\nConnection: close\r\n\r\n")
+                    s.sendall(b"GET /notifications/unread-count HTTP/1.1\r\n"
+                              b"Authorization: %s\r\n"
+                              b"Host: x\r\nConnection: close\r\n\r\n" % tok("pager")["Authorization"].encode())
                     s.shutdown(socket.SHUT_WR)
                     data = b""
                     while True:
@@ -232,7 +238,7 @@ def main():
 
                 def req(key, timeout=6):
                     try:
-                        results[key] = http_request(hp, "GET", "/notifications?user_id=pager",
+                        results[key] = http_request(hp, "GET", "/notifications", headers=tok("pager"),
                                                     timeout=timeout)
                     except OSError as e:
                         results[key] = (0, str(e))
@@ -256,7 +262,7 @@ def main():
         def statement_timeout_is_503():
             locker = lock_notifications(stack, 3)
             try:
-                s, b = http_request(xp, "GET", "/notifications/unread-count?user_id=pager", timeout=5)
+                s, b = http_request(xp, "GET", "/notifications/unread-count", headers=tok("pager"), timeout=5)
                 check(s == 503 and b["error"]["code"] == "unavailable", (s, b))
                 check("too long" in b["error"]["message"], b)
             finally:
@@ -266,20 +272,20 @@ def main():
         def heavy_user():
             sql_load(stack, HEAVY, HEAVY_ROWS, 10 ** 9)
             stack.psql("VACUUM ANALYZE notifications")
-            s, b = http_request(xp, "GET", f"/notifications/unread-count?user_id={HEAVY}")
+            s, b = http_request(xp, "GET", "/notifications/unread-count", headers=tok(HEAVY))
             check(s == 200 and b == {"unread_count": 1000, "unread_capped": True}, (s, b))
-            s, b = http_request(xp, "GET", f"/notifications?user_id={HEAVY}&limit=1")
+            s, b = http_request(xp, "GET", "/notifications?limit=1", headers=tok(HEAVY))
             check(s == 200 and b["unread_count"] == 1000 and b["unread_capped"] is True, (s, b))
             # statement_timeout is 1.5 s on history_px: one UPDATE of every row could not finish.
             t0 = time.monotonic()
-            s, b = http_request(xp, "POST", f"/notifications/read-all?user_id={HEAVY}", timeout=120)
+            s, b = http_request(xp, "POST", "/notifications/read-all", headers=tok(HEAVY), timeout=120)
             print(f"# read-all of {HEAVY_ROWS} unread rows: {time.monotonic() - t0:.2f} s", flush=True)
             check(s == 200, ("read-all", s, b))
             check(b["updated"] == HEAVY_ROWS and b["unread_count"] == 0, b)
             left = stack.psql(f"SELECT count(*) FROM notifications WHERE user_id = '{HEAVY}' "
                               "AND read_at IS NULL")
             check(left == "0", left)
-            s, b = http_request(xp, "GET", f"/notifications/unread-count?user_id={HEAVY}")
+            s, b = http_request(xp, "GET", "/notifications/unread-count", headers=tok(HEAVY))
             check(s == 200 and b == {"unread_count": 0}, (s, b))
         t.check("a_user_with_300k_unread_gets_a_capped_count_and_a_read_all_that_succeeds",
                 heavy_user)
@@ -292,7 +298,7 @@ def main():
             sub = Subscriber(stack.redis_port, f"herald:user:{user}")
             try:
                 proxy.arm_once("drop", r"hist_read_all(_chunk)?")
-                s, b = http_request(xp, "POST", f"/notifications/read-all?user_id={user}", timeout=10)
+                s, b = http_request(xp, "POST", "/notifications/read-all", headers=tok(user), timeout=10)
                 check(s == 200, (s, b))
                 check(b["up_to"] == newest, b)
                 frames = sub.frames(2)
@@ -311,11 +317,11 @@ def main():
         def silent_server_not_resent():
             before = proxy.binds["hist_unread_count"]
             proxy.arm_once("stall", r"hist_unread_count")
-            s, b = http_request(xp, "GET", "/notifications/unread-count?user_id=pager", timeout=10)
+            s, b = http_request(xp, "GET", "/notifications/unread-count", headers=tok("pager"), timeout=10)
             sent = proxy.binds["hist_unread_count"] - before
             check(s == 503 and "too long" in b["error"]["message"], (s, b))
             check(sent == 1, f"the statement was sent {sent} times")
-            wait_until(lambda: http_request(xp, "GET", "/notifications/unread-count?user_id=pager")[0]
+            wait_until(lambda: http_request(xp, "GET", "/notifications/unread-count", headers=tok("pager"))[0]
                        == 200, 10, "history_px answers again")
         t.check("a_query_without_an_answer_is_not_sent_again", silent_server_not_resent)
     finally:

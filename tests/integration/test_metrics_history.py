@@ -12,10 +12,16 @@ import signal
 import subprocess
 import threading
 
-from herald_stack import Stack, TestRun, check, http_request, listening_ports, wait_until
+from herald_stack import (Stack, TestRun, bearer, check, http_request, listening_ports, mint_token,
+                          wait_until)
 
 SRC = os.environ.get("HERALD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+def tok(user):
+    """The Authorization header of a fresh token for user (proto/auth.md)."""
+    return bearer(mint_token(user))
 
 
 def scrape(port):
@@ -95,11 +101,11 @@ def main():
             req = 'herald_history_requests_total{{route="{}",code="{}"}}'
             a = parse(scrape(hp))
             for _ in range(5):
-                s, _ = http_request(hp, "GET", "/notifications/unread-count?user_id=mx")
+                s, _ = http_request(hp, "GET", "/notifications/unread-count", headers=tok("mx"))
                 check(s == 200, s)
             for _ in range(3):
-                s, _ = http_request(hp, "GET", "/notifications")  # no user_id
-                check(s == 400, s)
+                s, _ = http_request(hp, "GET", "/notifications")  # no token: 401
+                check(s == 401, s)
             for _ in range(2):
                 s, _ = http_request(hp, "GET", "/nowhere")
                 check(s == 404, s)
@@ -125,7 +131,8 @@ def main():
             results = []
 
             def one():
-                results.append(http_request(hp, "GET", "/notifications?user_id=mx", timeout=20)[0])
+                results.append(http_request(hp, "GET", "/notifications", headers=tok("mx"),
+                                            timeout=20)[0])
             with stack.lock_table("notifications"):
                 threads = [threading.Thread(target=one) for _ in range(3)]
                 for th in threads:
@@ -201,7 +208,7 @@ def main():
             with stack.lock_table("notifications"):
                 # A request in flight keeps the draining process alive.
                 th = threading.Thread(target=lambda: result.append(
-                    http_request(dp, "GET", "/notifications?user_id=mx", timeout=30)[0]))
+                    http_request(dp, "GET", "/notifications", headers=tok("mx"), timeout=30)[0]))
                 th.start()
                 wait_until(lambda: stack.waiting_on_lock() >= 1, 10, "a query waits on the lock")
                 svc.proc.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 from herald_promises import Checks, check, pending, request, uuid7, xrange
-from herald_stack import SANITIZER_MARKS, Stack, TestRun, post_notification, wait_until
+from herald_stack import SANITIZER_MARKS, Stack, TestRun, bearer, mint_token, post_notification, wait_until
 from herald_ws import WsClient, user_path
 
 RECEIPTS = "herald:stream:receipts"
@@ -79,7 +79,8 @@ def main():
             check(stack.psql(f"SELECT count(*) FROM notifications WHERE room = 'news'") == "1",
                   "stored once, not per member")
             for user in ("alice", "bob", "news"):
-                s, body = request(stack.history_port, "GET", f"/notifications?user_id={user}")[::2]
+                s, body = request(stack.history_port, "GET", "/notifications",
+                                  headers=bearer(mint_token(user)))[::2]
                 ids = [i["id"] for i in body["items"]]
                 check(s == 200 and a["id"] not in ids, "not in per-user history", user, ids)
                 check(body["unread_count"] == (1 if user == "alice" else 0), "badge", user, body)

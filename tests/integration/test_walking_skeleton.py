@@ -4,8 +4,8 @@ row, is served by history; bad input gets the documented errors; Redis down
 gives 503."""
 import time
 
-from herald_stack import (CheckedThread, Stack, TestRun, check, http_request, ingest_request, post_notification,
-                          wait_until)
+from herald_stack import (CheckedThread, Stack, TestRun, bearer, check, http_request, ingest_request,
+                          mint_token, post_notification, wait_until)
 from herald_ws import WsClient, WsClosed, WsRefused, user_path
 
 
@@ -76,12 +76,14 @@ def main():
         t.check("row_is_in_postgres", row_in_postgres)
 
         def history_returns_it():
-            status, body = http_request(stack.history_port, "GET", "/notifications?user_id=alice")
+            status, body = http_request(stack.history_port, "GET", "/notifications",
+                                        headers=bearer(mint_token("alice")))
             check(status == 200, (status, body))
             items = body["items"]
             check([i["id"] for i in items] == [state["id"]], body)
             check(items[0]["message"] == "hello alice" and items[0]["read_at"] is None)
-            status, body = http_request(stack.history_port, "GET", "/notifications?user_id=bob")
+            status, body = http_request(stack.history_port, "GET", "/notifications",
+                                        headers=bearer(mint_token("bob")))
             check(status == 200 and [i["id"] for i in body["items"]] == [state["bob_id"]], body)
         t.check("history_returns_the_notification_to_its_user_only", history_returns_it)
 

@@ -331,7 +331,9 @@ HR_TEST(openapi_error_codes_are_exactly_those_of_hr_proto)
                                         HR_E_TOO_DEEP,
                                         HR_E_UNKNOWN_KEY,
                                         HR_E_OUT_OF_SCOPE,
-                                        HR_E_OVER_RATE};
+                                        HR_E_OVER_RATE,
+                                        HR_E_UNAUTHORIZED,
+                                        HR_E_FORBIDDEN};
     char path[1024];
     snprintf(path, sizeof(path), "%s/proto/openapi.yaml", HERALD_SOURCE_DIR);
     char *doc = slurp(path);

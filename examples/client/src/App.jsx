@@ -1,5 +1,6 @@
-import { useCallback, useEffect, useReducer, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from 'react';
 import { readConfig } from './config.js';
+import { tokenSource } from './token.js';
 import { useHerald } from './useHerald.js';
 import { fetchInbox, fetchRoomMessages, markAllRead, markRead } from './api.js';
 import { inboxReducer, initialInbox } from './inbox.js';
@@ -19,14 +20,18 @@ export function App() {
   const welcomes = useRef(0);
   const refSeq = useRef(0);
   const nextRef = (kind) => `${kind}${++refSeq.current}`;
+  // The user's tokens (POST /dev/token): every room, cfg.ttl seconds each.
+  const tokens = useMemo(() => (user ? tokenSource(cfg.history, user, ['*'], cfg.ttl) : null), [user]);
+  // A history call with a current token.
+  const withToken = useCallback((fn) => tokens.get().then((t) => fn(t.token)), [tokens]);
 
   const loadInbox = useCallback(() => {
-    if (!user) return;
-    fetchInbox(cfg.history, user).then(
+    if (!tokens) return;
+    withToken((tok) => fetchInbox(cfg.history, tok)).then(
       (page) => inboxDispatch({ type: 'loaded', page }),
       (err) => inboxDispatch({ type: 'error', error: `history: ${err.message}` }),
     );
-  }, [user]);
+  }, [tokens, withToken]);
 
   const onFrame = (f) => {
     switch (f.type) {
@@ -61,7 +66,7 @@ export function App() {
     }
   };
 
-  const { status, attempt, send } = useHerald(cfg.gateway, user, onFrame);
+  const { status, attempt, send, refreshes, authError } = useHerald(cfg.gateway, tokens, onFrame);
   const connected = status === 'open';
 
   useEffect(() => {
@@ -69,7 +74,7 @@ export function App() {
     inboxDispatch({ type: 'reset' });
     chatDispatch({ type: 'want', room: null });
     loadInbox();
-  }, [user, loadInbox]);
+  }, [tokens, loadInbox]);
 
   useEffect(() => {
     if (status === 'closed') chatDispatch({ type: 'disconnected' });
@@ -77,7 +82,7 @@ export function App() {
 
   function join(room) {
     send({ type: 'join', room, ref: nextRef('j') });
-    fetchRoomMessages(cfg.history, room).then(
+    withToken((tok) => fetchRoomMessages(cfg.history, tok, room)).then(
       (page) => chatDispatch({ type: 'history', room, items: page.items }),
       () => {}, // history is optional for the live chat
     );
@@ -98,7 +103,7 @@ export function App() {
 
   const onRead = (id) => {
     inboxDispatch({ type: 'read', ids: [id] }); // the live `read` echo is then a no-op
-    markRead(cfg.history, user, id).catch((err) => {
+    withToken((tok) => markRead(cfg.history, tok, id)).catch((err) => {
       inboxDispatch({ type: 'unread', ids: [id] }); // not stored yet (404) or history down: undo
       inboxDispatch({ type: 'error', error: `mark read: ${err.message}` });
     });
@@ -106,7 +111,7 @@ export function App() {
   const onReadAll = () => {
     const upTo = inbox.items.length ? inbox.items[0].id : null;
     if (upTo) inboxDispatch({ type: 'read_all', up_to: upTo });
-    markAllRead(cfg.history, user, upTo).catch((err) => {
+    withToken((tok) => markAllRead(cfg.history, tok, upTo)).catch((err) => {
       inboxDispatch({ type: 'error', error: `mark all read: ${err.message}` });
       loadInbox();
     });
@@ -133,8 +138,12 @@ export function App() {
           {' · '}
           {status === 'closed' ? `reconnecting (attempt ${attempt})` : status}
         </span>
-        <span className="muted endpoint">{cfg.gateway}</span>
+        <span className="muted endpoint" data-testid="token-state" data-refreshes={refreshes}>
+          {cfg.gateway}
+          {refreshes > 0 && ` · token refreshed ${refreshes}×`}
+        </span>
       </header>
+      {authError && <p className="error" data-testid="auth-error">{authError}</p>}
       {user ? (
         <main>
           <Inbox inbox={inbox} onRead={onRead} onReadAll={onReadAll} />
