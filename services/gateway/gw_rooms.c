@@ -652,13 +652,6 @@ gw_rooms_presence_done(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 int
-gw_rooms_cursor_valid(const char *cursor)
-{
-    size_t n = strspn(cursor, "0123456789");
-    return n > 0 && n <= 20 && cursor[n] == '\0';
-}
-
-int
 gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *cursor,
                         const cJSON *ref)
 {
