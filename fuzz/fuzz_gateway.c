@@ -49,6 +49,7 @@ typedef struct {
     gw_conn_t conns[NCONNS];
     int attached[NCONNS];
     names_t channels, present;
+    size_t seen; /* check_world's count */
 } world_t;
 
 static const char *const users[NCONNS] = {"alice", "alice", "bob", "carol"};
@@ -231,7 +232,31 @@ handle(world_t *w, gw_conn_t *c, const char *buf, size_t len)
     gw_frame_clear(&f);
 }
 
-/* The hub's counters against what its callbacks announced and the connections hold. */
+static void
+count_channel(const char *ch, size_t len, void *ud)
+{
+    world_t *w = ud;
+    if (strlen(ch) != len || names_find(&w->channels, ch) < 0)
+        abort(); /* re-subscribing after a reconnect would ask for what was never announced */
+    w->seen++;
+}
+
+static void
+count_presence(const char *room, const char *user, void *ud)
+{
+    world_t *w = ud;
+    char key[GW_ROOM_MAX + 64];
+    snprintf(key, sizeof(key), "%s\n%s", room, user);
+    if (names_find(&w->present, key) < 0)
+        abort(); /* the presence refresh would renew what was never joined */
+    w->seen++;
+}
+
+/*
+ * The hub's counters and iterators (what gw_server.c re-subscribes and
+ * refreshes presence from) against what its callbacks announced and what
+ * the connections hold.
+ */
 static void
 check_world(world_t *w)
 {
@@ -247,6 +272,17 @@ check_world(world_t *w)
     }
     if (st.conns != conns || st.memberships != memberships || st.users + st.rooms != w->channels.n)
         abort();
+    w->seen = 0;
+    gw_hub_foreach_channel(w->hub, count_channel, w);
+    if (w->seen != w->channels.n)
+        abort();
+    w->seen = 0;
+    gw_hub_foreach_presence(w->hub, count_presence, w);
+    if (w->seen != w->present.n)
+        abort();
+    for (int i = 0; i < NCONNS; i++)
+        if (w->attached[i] && gw_hub_conn_get(w->hub, w->conns[i].id) != &w->conns[i])
+            abort();
 }
 
 int
