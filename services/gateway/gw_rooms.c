@@ -1,4 +1,5 @@
 #include "gw_rooms.h"
+#include "gw_frame.h"
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
@@ -649,6 +650,12 @@ gw_rooms_presence_done(redisAsyncContext *ac, void *reply, void *privdata)
     hr_free(q->ref);
     hr_free(q->room);
     hr_free(q);
+}
+
+int
+gw_rooms_cursor_valid(const char *cursor)
+{
+    return gw_frame_cursor_valid(cursor); /* the rule lives with the other frame checks */
 }
 
 int

@@ -53,10 +53,12 @@ void gw_rooms_presence_changed(gw_rooms_t *r, const char *room, const char *user
 /**
  * Answers c with one page (about HR_PRESENCE_PAGE) of the room's users across
  * all gateways, from cursor (NULL: the first page; else one a previous answer
- * gave, see gw_frame_cursor_valid). HR_AGAIN if Redis is down.
+ * gave, see gw_rooms_cursor_valid). HR_AGAIN if Redis is down.
  */
 int gw_rooms_presence_query(gw_rooms_t *r, gw_conn_t *c, const char *room, const char *cursor,
                             const cJSON *ref);
+/** Whether cursor can be a presence cursor: 1-20 decimal digits. */
+int gw_rooms_cursor_valid(const char *cursor);
 /** Delivers a frame that arrived on a room channel (the sender's copy gets its ref). */
 void gw_rooms_deliver(gw_rooms_t *r, const char *channel, size_t chlen, const char *payload,
                       size_t len);
