@@ -32,8 +32,9 @@ format:
 clean:
 	rm -rf $(BUILD) $(TEST_BUILD)
 
-# libFuzzer targets in fuzz/ (clang), each for FUZZ_SECONDS; crashes land in build-fuzz/crashes_*.
+# libFuzzer targets in fuzz/ (clang), each for FUZZ_SECONDS (FUZZ_TARGETS="gateway http": some);
+# crashes land in build-fuzz/crashes_*.
 FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz: test-deps
-	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh build-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz/run.sh build-fuzz

@@ -1,4 +1,5 @@
 #include "gw_rooms.h"
+#include "gw_frame.h"
 #include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
@@ -654,8 +655,7 @@ gw_rooms_presence_done(redisAsyncContext *ac, void *reply, void *privdata)
 int
 gw_rooms_cursor_valid(const char *cursor)
 {
-    size_t n = strspn(cursor, "0123456789");
-    return n > 0 && n <= 20 && cursor[n] == '\0';
+    return gw_frame_cursor_valid(cursor); /* the rule lives with the other frame checks */
 }
 
 int

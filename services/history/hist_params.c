@@ -12,7 +12,8 @@
 /*
  * Decodes s[0..n) (%XX escapes; '+' as space when plus_space, as in a query
  * string) into out, NUL-terminated. Returns the decoded length, or -1 when an
- * escape is malformed, decodes to a NUL byte, or the result does not fit in cap.
+ * escape is malformed, a NUL byte is sent or decoded, or the result does not
+ * fit in cap.
  */
 int
 hist_unescape(const char *s, size_t n, char *out, size_t cap, int plus_space)
@@ -22,6 +23,8 @@ hist_unescape(const char *s, size_t n, char *out, size_t cap, int plus_space)
         char c = s[i];
         if (c == '+' && plus_space) {
             c = ' ';
+        } else if (c == '\0') {
+            return -1; /* a raw NUL would end the text early (fuzz_history) */
         } else if (c == '%') {
             int hi = i + 2 < n ? hr_hex_val(s[i + 1]) : -1;
             int lo = i + 2 < n ? hr_hex_val(s[i + 2]) : -1;

@@ -44,7 +44,7 @@ int hist_cursor_decode(const char *s, size_t n, char out[HR_UUID_STR_LEN]);
 /**
  * Decodes s[0..n) (%XX escapes; '+' as space when plus_space) into out,
  * NUL-terminated. Returns the decoded length, or -1 when an escape is
- * malformed, decodes to a NUL byte, or the result does not fit in cap.
+ * malformed, a NUL byte is sent or decoded, or the result does not fit in cap.
  */
 int hist_unescape(const char *s, size_t n, char *out, size_t cap, int plus_space);
 /** Fills e as a 400 with code and a formatted message; returns HR_DECLINED. */
