@@ -258,12 +258,12 @@ Development credentials (deploy/dev.conf; never in production):
                  (1 h, rooms lobby and team:*; mint more: $build/tools/token/herald-token bob --rooms lobby --ttl 1h --config $conf)
 
 Listen as alice (in another terminal):
-  node --experimental-websocket -e 'const w=new WebSocket("ws://127.0.0.1:$NGINX_PORT/ws?user_id=alice&token=$token"); w.onmessage=e=>console.log(e.data)'
+  node --experimental-websocket -e 'const w=new WebSocket("ws://127.0.0.1:$NGINX_PORT/ws?token=$token"); w.onmessage=e=>console.log(e.data)'
 Send her a notification:
   curl -s -X POST $url/notifications -H 'Authorization: Bearer $INGEST_KEY' -H 'Content-Type: application/json' \\
        -d '{"user_id":"alice","message":"Hello from Herald","type":"greeting"}'
 Read her inbox:
-  curl -s '$url/notifications?user_id=alice' -H 'Authorization: Bearer $token'
+  curl -s '$url/notifications' -H 'Authorization: Bearer $token'
 
 Direct ports, for debugging (each also answers /healthz, /readyz and /metrics):
   ingest   http://127.0.0.1:$INGEST_PORT       history  http://127.0.0.1:$HISTORY_PORT

@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 from herald_stack import (INGEST_KEY, SRC_DIR, Stack, TestRun, bearer, check, http_request,  # noqa: E402
-                          wait_until)
+                          mint_token, wait_until)
 
 OPENAPI = os.path.join(SRC_DIR, "proto", "openapi.yaml")
 VALIDATOR = os.path.join(HERE, "validate-traffic.mjs")
@@ -54,9 +54,10 @@ def main():
         s, b = http_request(ip, "POST", "/notifications", {"user_id": "alice", "message": "hi"}, key)
         check(s == 202, s, b)
         http_request(ip, "POST", "/notifications", {"user_id": "alice"}, key)  # 400 missing_field
-        wait_until(lambda: http_request(hp, "GET", "/notifications?user_id=alice")[1]["items"], 15,
+        alice = bearer(mint_token("alice"))
+        wait_until(lambda: http_request(hp, "GET", "/notifications", headers=alice)[1]["items"], 15,
                    "the notification in history")
-        http_request(hp, "GET", "/notifications/unread-count?user_id=alice")
+        http_request(hp, "GET", "/notifications/unread-count", headers=alice)
         http_request(hp, "GET", "/nope")
         http_request(hp, "OPTIONS", "/notifications")
         http_request(hp, "GET", "/readyz")

@@ -2,7 +2,7 @@
 `--config deploy/herald.conf.example` and with `--config deploy/dev.conf`
 (ports and URLs from the environment, which overrides the file), the stack
 works end to end, and values the files set are really read (the example's
-gateway.dev_user_query = false refuses ?user_id=, dev.conf's true accepts it).
+gateway.dev_user_query = false in both refuses ?user_id=, the files' dev key signs tokens).
 A missing file is refused."""
 import os
 import subprocess
@@ -18,7 +18,8 @@ CONFIGS = {
 }
 
 # The development key both files hold (auth.keys): history wants a token.
-DEV_TOKEN = bearer(mint_token("cfg", kid="dev-1", secret="dev-only-secret-change-me-0123456789abcdef"))
+DEV_JWT = mint_token("cfg", kid="dev-1", secret="dev-only-secret-change-me-0123456789abcdef")
+DEV_TOKEN = bearer(DEV_JWT)
 
 # Checks known to fail against the current code (name → why); printed as skipped.
 EXPECTED_FAILURES = {}
@@ -51,19 +52,18 @@ def run_config(t, run, label, conf):
             wait_until(lambda: request(ports["ingest"], "GET", "/readyz")[0] == 200, 15, "ingest ready")
             for name, svc in stack.services.items():
                 check(svc.proc.poll() is None, f"{name} running", svc.log_text()[-2000:])
-            # The file's gateway.dev_user_query decides (the environment does not set it).
-            if label == "example":  # no token: 401 before the upgrade
-                try:
-                    WsClient("127.0.0.1", ports["gateway"], "/ws?user_id=cfg").close()
-                    check(False, "example: dev_user_query = false accepted ?user_id=")
-                except WsRefused as e:
-                    check(e.status == 401, "example: dev_user_query = false", e.body)
-            else:
-                c = WsClient("127.0.0.1", ports["gateway"], "/ws?user_id=cfg")
-                try:
-                    check(c.recv_type("welcome")["user_id"] == "cfg", "dev.conf: dev_user_query = true")
-                finally:
-                    c.close()
+            # Neither file turns on gateway.dev_user_query: ?user_id= alone is 401,
+            # a token signed with the files' development key (kid dev-1) is welcome.
+            try:
+                WsClient("127.0.0.1", ports["gateway"], "/ws?user_id=cfg").close()
+                check(False, f"{label}: dev_user_query = false accepted ?user_id=")
+            except WsRefused as e:
+                check(e.status == 401, f"{label}: dev_user_query = false", e.body)
+            c = WsClient("127.0.0.1", ports["gateway"], "/ws?token=" + DEV_JWT)
+            try:
+                check(c.recv_type("welcome")["user_id"] == "cfg", f"{label}: the dev key signs tokens")
+            finally:
+                c.close()
             # The development key of both files (dev.conf accepts no anonymous caller).
             key = {"Authorization": "Bearer dev-ingest-key-change-me"}
             s, _, a = request(ports["ingest"], "POST", "/notifications",

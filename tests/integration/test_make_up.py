@@ -234,7 +234,7 @@ def check_urls_and_commands(run, up, ports, extra):
                 elif port in gateways:
                     check(p.scheme == "ws" and p.path == "/ws", "gateway URL", p.geturl())
                     # user_id for a gateway without tokens; a token's sub wins (proto/auth.md).
-                    c = WsClient("127.0.0.1", port, "/ws?user_id=alice&token=" + token)
+                    c = WsClient("127.0.0.1", port, "/ws?token=" + token)
                     try:
                         check(c.recv_type("welcome")["user_id"] == "alice", "welcome", p.geturl())
                     finally:
