@@ -145,7 +145,7 @@ send_error(world_t *w, gw_conn_t *c, const char *code, const char *why, const cJ
 {
     static const char *const codes[] = {"invalid_json", "invalid_field", "missing_field",
                                         "unknown_type", "invalid_room",  "too_many_rooms",
-                                        "not_member",   "too_deep"};
+                                        "not_member",   "json_too_deep"};
     int known = 0;
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
         known |= code != NULL && strcmp(code, codes[i]) == 0;
