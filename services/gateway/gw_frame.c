@@ -16,29 +16,6 @@ gw_frame_fail(gw_frame_t *f, const char *code, const char *why)
 }
 
 int
-gw_frame_depth(const char *buf, size_t len, int limit)
-{
-    int depth = 0, max = 0, in_str = 0;
-    for (size_t i = 0; i < len && max <= limit; i++) {
-        char c = buf[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max)
-                max = depth;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    }
-    return max;
-}
-
-int
 gw_frame_parse(const char *buf, size_t len, int max_depth, gw_frame_t *f)
 {
     memset(f, 0, sizeof(*f));
@@ -46,7 +23,7 @@ gw_frame_parse(const char *buf, size_t len, int max_depth, gw_frame_t *f)
     if (memchr(buf, '\0', len) != NULL || hr_json_has_nul_escape(buf, len))
         return gw_frame_fail(f, "invalid_json", "\\u0000 is not allowed in strings");
     /* cJSON recurses per level: a deep frame costs stack and time before it is refused. */
-    if (gw_frame_depth(buf, len, max_depth) > max_depth) {
+    if (hr_json_deeper_than(buf, len, max_depth)) {
         snprintf(f->err, sizeof(f->err), "JSON nested deeper than %d levels", max_depth);
         return gw_frame_fail(f, HR_E_TOO_DEEP, f->err);
     }

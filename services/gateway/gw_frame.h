@@ -42,12 +42,10 @@ typedef struct {
 /**
  * Parses buf[0..len) into f. Returns 0, or HR_DECLINED with f->code set:
  * invalid_json (f->root NULL: not a JSON object, or a NUL in a string),
- * too_deep (f->root NULL: arrays and objects nested deeper than max_depth)
+ * json_too_deep (f->root NULL: arrays and objects nested deeper than max_depth)
  * or an unusable ref (f->root set, f->ref NULL). Either way gw_frame_clear(f) after.
  */
 int gw_frame_parse(const char *buf, size_t len, int max_depth, gw_frame_t *f);
-/** Deepest nesting of arrays and objects in a JSON text (strings skipped), up to limit + 1. */
-int gw_frame_depth(const char *buf, size_t len, int limit);
 /**
  * Checks a parsed frame's type and fields: sets f->kind, then the fields.
  * Returns 0, or HR_DECLINED with f->code set (missing_field, unknown_type,
