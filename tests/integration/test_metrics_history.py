@@ -6,60 +6,18 @@ pool gauges follow the pool, and /readyz follows PostgreSQL while /healthz
 stays 200."""
 import http.client
 import json
-import os
-import re
 import signal
-import subprocess
 import threading
 
+from herald_metrics import listed_names, parse, promtool_check, scrape
 from herald_stack import (Stack, TestRun, bearer, check, http_request, listening_ports, mint_token,
                           wait_until)
 
-SRC = os.environ.get("HERALD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
 def tok(user):
     """The Authorization header of a fresh token for user (proto/auth.md)."""
     return bearer(mint_token(user))
-
-
-def scrape(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        body = resp.read().decode()
-        check(resp.status == 200, f"/metrics status {resp.status}")
-        check(resp.getheader("Content-Type", "").startswith("text/plain; version=0.0.4"),
-              resp.getheader("Content-Type"))
-        return body
-    finally:
-        conn.close()
-
-
-def parse(text):
-    out = {}
-    for ln in text.splitlines():
-        if not ln or ln.startswith("#"):
-            continue
-        m = LINE.match(ln)
-        check(m is not None, f"unparsable line {ln!r}")
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
-
-
-def listed_names(sections):
-    """(name, type) of the table rows in the given sections of proto/metrics.md."""
-    with open(os.path.join(SRC, "proto", "metrics.md")) as f:
-        text = f.read()
-    rows = []
-    for sec in sections:
-        m = re.search(rf"^## {re.escape(sec)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-        check(m is not None, f"section {sec} in metrics.md")
-        for row in re.finditer(r"^\| `([a-z_:]+)` \| ([a-z]+)", m.group(1), re.M):
-            rows.append((row.group(1), row.group(2)))
-    return rows
 
 
 def main():
@@ -70,10 +28,7 @@ def main():
     hp = stack.history_port
     try:
         def promtool_accepts():
-            text = scrape(hp)
-            out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                                 text=True, timeout=60)
-            check(out.returncode == 0, f"promtool: {out.stdout}{out.stderr}")
+            promtool_check(scrape(hp))
         t.check("promtool_check_metrics_accepts_the_output", promtool_accepts)
 
         def every_listed_name():

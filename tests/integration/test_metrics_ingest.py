@@ -4,57 +4,14 @@ private Redis: promtool accepts the text, every name proto/metrics.md lists
 for ingest (and for every service) is exported, counters move by exact
 amounts with traffic (N accepted POSTs -> accepted +N), and /readyz follows
 Redis while /healthz stays 200."""
-import http.client
-import os
-import re
-import subprocess
 
+from herald_metrics import listed_names, parse, promtool_check, scrape
 from herald_stack import (INGEST_KEY, Stack, TestRun, check, http_request, post_notification,
                           wait_until)
 
-SRC = os.environ.get("HERALD_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 # Every POST carries the test key (proto/auth.md); ingest without key checks ignores it.
 AUTH = {"Authorization": f"Bearer {INGEST_KEY}"}
 NOTIFY = "herald:stream:notifications"
-
-
-def scrape(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        body = resp.read().decode()
-        check(resp.status == 200, f"/metrics status {resp.status}")
-        check(resp.getheader("Content-Type", "").startswith("text/plain; version=0.0.4"),
-              resp.getheader("Content-Type"))
-        return body
-    finally:
-        conn.close()
-
-
-def parse(text):
-    out = {}
-    for ln in text.splitlines():
-        if not ln or ln.startswith("#"):
-            continue
-        m = LINE.match(ln)
-        check(m is not None, f"unparsable line {ln!r}")
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
-
-
-def listed_names(sections):
-    """(name, type) of the table rows in the given sections of proto/metrics.md."""
-    with open(os.path.join(SRC, "proto", "metrics.md")) as f:
-        text = f.read()
-    rows = []
-    for sec in sections:
-        m = re.search(rf"^## {re.escape(sec)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
-        check(m is not None, f"section {sec} in metrics.md")
-        for row in re.finditer(r"^\| `([a-z_:]+)` \| ([a-z]+)", m.group(1), re.M):
-            rows.append((row.group(1), row.group(2)))
-    return rows
 
 
 def post(port, body, headers=None, path="/notifications"):
@@ -74,10 +31,7 @@ def main():
     ip = stack.ingest_port
     try:
         def promtool_accepts():
-            text = scrape(ip)
-            out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                                 text=True, timeout=60)
-            check(out.returncode == 0, f"promtool: {out.stdout}{out.stderr}")
+            promtool_check(scrape(ip))
         t.check("promtool_check_metrics_accepts_the_output", promtool_accepts)
 
         def every_listed_name():
