@@ -50,6 +50,8 @@ def run_config(t, run, label, conf):
                 wait_until(lambda: request(port, "GET", "/healthz")[0] == 200, 15, f"{name} healthy")
             wait_until(lambda: request(ports["history"], "GET", "/readyz")[0] == 200, 15, "history ready")
             wait_until(lambda: request(ports["ingest"], "GET", "/readyz")[0] == 200, 15, "ingest ready")
+            # Ready = Redis up and the revocation cut-offs read (upgrades get 503 before).
+            wait_until(lambda: request(ports["gateway"], "GET", "/readyz")[0] == 200, 15, "gateway ready")
             for name, svc in stack.services.items():
                 check(svc.proc.poll() is None, f"{name} running", svc.log_text()[-2000:])
             # Neither file turns on gateway.dev_user_query: ?user_id= alone is 401,
