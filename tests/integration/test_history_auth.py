@@ -10,6 +10,7 @@ import json
 import socket
 import time
 
+from herald_promises import request
 from herald_stack import (TEST_SECRET, Stack, TestRun, bearer, check, check_eq, http_request,
                           mint_token, wait_until)
 
@@ -18,21 +19,10 @@ BOB_ID = "01a20b48-fa36-709d-a4df-000000000b0b"
 
 
 def req_h(port, method, path, headers=None, body=None, timeout=5):
-    """(status, headers with lowercase names, parsed JSON body or None)."""
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        hdrs = {k.lower(): v for k, v in resp.getheaders()}
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw
-        return resp.status, hdrs, parsed
-    finally:
-        conn.close()
+    """herald_promises.request with headers first and a str body sent as is:
+    (status, headers with lowercase names, parsed JSON body or None)."""
+    return request(port, method, path, body.encode() if isinstance(body, str) else body, headers,
+                   timeout)
 
 
 def raw_request(port, head):
