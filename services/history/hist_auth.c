@@ -14,9 +14,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* The cut-off of a user (proto/auth.md, "Revocation"); {user} is the Cluster hash tag. */
-#define HIST_KEY_REVOKED_FMT "herald:revoked:{%s}"
-
 struct hist_auth_s {
     hr_token_config_t cfg;    /* owned: the keys, kept for POST /dev/token */
     hr_token_verifier_t *ver; /* owned */
@@ -154,7 +151,7 @@ hist_auth_send_unauthorized(struct evhttp_request *req, int code, const char *me
 size_t
 hist_auth_revoked_key(char *buf, size_t cap, const char *user)
 {
-    int n = snprintf(buf, cap, HIST_KEY_REVOKED_FMT, user);
+    int n = snprintf(buf, cap, HR_KEY_REVOKED_PREFIX "%s}", user);
     return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
