@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -347,7 +348,16 @@ def main():
     docs_script = os.path.join(tmp, "build-docs.sh")
     with open(docs_script, "w") as f:
         f.write(f'mkdir -p "$1" && echo "<title>{DOCS_MARK}</title>" >"$1/index.html"\n')
-    ports = {k: free_port() for k in PORT_NAMES}
+    # Held open together, the ports differ from each other (free_port() one by
+    # one may hand out the same port twice: postgres and gateway2 once shared one).
+    held = []
+    for _ in PORT_NAMES:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        held.append(sock)
+    ports = {k: sock.getsockname()[1] for k, sock in zip(PORT_NAMES, held)}
+    for sock in held:
+        sock.close()
     env = dict(os.environ, HERALD_UP_VAR=var, HERALD_UP_DEMO_DIR=demo,
                HERALD_UP_DOCS_SCRIPT=docs_script,
                ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1",
