@@ -1,5 +1,6 @@
 #include "herald/hr_http.h"
 #include "herald/hr_http_parse.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_log.h"
@@ -21,7 +22,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-static const char *
+const char *
 hr_http_reason(int status)
 {
     switch (status) {
@@ -804,8 +805,8 @@ hr_http_send_json(struct evhttp_request *req, int status, const char *json, size
     evhttp_send_reply(req, status, hr_http_reason(status), NULL);
 }
 
-void
-hr_http_send_error(struct evhttp_request *req, int status, const char *code, const char *message)
+char *
+hr_http_error_body(const char *code, const char *message)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(o, "error");
@@ -813,6 +814,13 @@ hr_http_send_error(struct evhttp_request *req, int status, const char *code, con
     cJSON_AddStringToObject(e, "message", message);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
+    return s; /* cJSON allocates through hr_malloc (hr_json_init): never NULL */
+}
+
+void
+hr_http_send_error(struct evhttp_request *req, int status, const char *code, const char *message)
+{
+    char *s = hr_http_error_body(code, message);
     if (status == 503)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
     hr_http_send_json(req, status, s, strlen(s));
@@ -896,7 +904,10 @@ hr_http_drain_begin(hr_http_drain_t *d, int drain_ms)
         return;
     d->draining = 1;
     hr_log_info("draining", "inflight=%u", d->inflight);
-    hr_http_stop_accepting(d->http);
+    if (d->http != NULL)
+        hr_http_stop_accepting(d->http);
+    if (d->httpd != NULL)
+        hr_httpd_stop_accepting(d->httpd);
     d->timer = evtimer_new(d->base, hr_http_drain_timeout, d);
     struct timeval tv = {drain_ms / 1000, (drain_ms % 1000) * 1000};
     evtimer_add(d->timer, &tv);

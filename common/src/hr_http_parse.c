@@ -36,6 +36,7 @@ static const hr_http_refusal_t hr_http_refusals[HR_HTTP_R_COUNT] = {
                               "the body is larger than this endpoint takes"},
     [HR_HTTP_R_CHUNK] = {400, HR_E_BAD_REQUEST, "malformed chunked body"},
     [HR_HTTP_R_TIMEOUT] = {408, HR_E_REQUEST_TIMEOUT, "the request head did not arrive in time"},
+    [HR_HTTP_R_BODY_TIMEOUT] = {408, HR_E_REQUEST_TIMEOUT, "the request body stopped arriving"},
 };
 
 const hr_http_refusal_t *
@@ -132,10 +133,36 @@ hr_http_name_is(const char *name, size_t n, const char *want)
     return strlen(want) == n && strncasecmp(name, want, n) == 0;
 }
 
+/* Notes the tokens of a Connection value that change how the connection ends. */
+static void
+hr_http_connection_tokens(const char *v, size_t n, hr_http_head_t *out)
+{
+    for (size_t i = 0; i < n;) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < n && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+            i++;
+        if (i - s == 5 && strncasecmp(v + s, "close", 5) == 0)
+            out->conn_close = 1;
+        else if (i - s == 10 && strncasecmp(v + s, "keep-alive", 10) == 0)
+            out->conn_keepalive = 1;
+    }
+}
+
 int
 hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out)
 {
+    return hr_http_head_parse(buf, len, out, NULL, NULL);
+}
+
+int
+hr_http_head_parse(const char *buf, size_t len, hr_http_head_t *out, hr_http_field_t *fields,
+                   size_t *nfields)
+{
     memset(out, 0, sizeof(*out));
+    if (nfields != NULL)
+        *nfields = 0;
     if (len > HR_HTTP_HEAD_MAX)
         return HR_HTTP_R_HEAD_LARGE;
     const char *end = buf + len;
@@ -157,15 +184,16 @@ hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out)
     while (target[out->path_len] != '?' && target[out->path_len] != ' ')
         out->path_len++;
     int http10 = eol[-1] == '0';
+    out->http10 = http10;
 
-    int hosts = 0, codings = 0, fields = 0;
+    int hosts = 0, codings = 0, nf = 0;
     for (const char *p = eol + 2; p < end;) {
         const char *e = memchr(p, '\r', (size_t)(end - p));
         if (e == NULL)
             return HR_HTTP_R_BARE_LF;
         if (e == p)
             break; /* the empty line */
-        if (++fields > HR_HTTP_FIELDS_MAX)
+        if (++nf > HR_HTTP_FIELDS_MAX)
             return HR_HTTP_R_HEAD_LARGE;
         if (*p == ' ' || *p == '\t')
             return HR_HTTP_R_FOLD;
@@ -185,6 +213,8 @@ hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out)
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
         size_t nlen = (size_t)(colon - p), vlen = (size_t)(ve - v);
+        if (fields != NULL)
+            fields[(*nfields)++] = (hr_http_field_t){p, nlen, v, vlen};
         if (hr_http_name_is(p, nlen, "content-length")) {
             /* "42" or a list of equal values ("42, 42"): anything else is ambiguous framing. */
             for (const char *q = v; q < ve;) {
@@ -216,6 +246,8 @@ hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out)
             out->chunked = 1;
         } else if (hr_http_name_is(p, nlen, "host")) {
             hosts++;
+        } else if (hr_http_name_is(p, nlen, "connection")) {
+            hr_http_connection_tokens(v, vlen, out);
         }
         p = e + 2;
     }

@@ -1,11 +1,10 @@
 #include "ing_auth.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
-#include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_log.h"
 #include "herald/hr_time.h"
 
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -60,10 +59,10 @@ ing_auth_destroy(ing_auth_t *a)
 }
 
 int
-ing_auth_open_path(struct evhttp_request *req)
+ing_auth_open_path(hr_httpd_req_t *req)
 {
-    return hr_http_path_is(req, "/healthz") || hr_http_path_is(req, "/readyz") ||
-           hr_http_path_is(req, "/metrics");
+    return hr_httpd_path_is(req, "/healthz") || hr_httpd_path_is(req, "/readyz") ||
+           hr_httpd_path_is(req, "/metrics");
 }
 
 /*
@@ -90,20 +89,20 @@ ing_auth_bearer(const char *h, const char **key, size_t *len)
 }
 
 static void
-ing_auth_send_unknown(ing_auth_t *a, struct evhttp_request *req, int given)
+ing_auth_send_unknown(ing_auth_t *a, hr_httpd_req_t *req, int given)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                      given ? "Bearer realm=\"herald-ingest\", error=\"invalid_token\""
-                            : "Bearer realm=\"herald-ingest\"");
+    hr_httpd_add_header(req, "WWW-Authenticate",
+                        given ? "Bearer realm=\"herald-ingest\", error=\"invalid_token\""
+                              : "Bearer realm=\"herald-ingest\"");
     ing_metrics_send_error(a->metrics, req, a->metrics->route_start_us, 401, HR_E_UNKNOWN_KEY,
                            given ? "the API key is not one of this ingest's keys"
                                  : "an API key is required: Authorization: Bearer <key>");
 }
 
 int
-ing_auth_identify(ing_auth_t *a, struct evhttp_request *req, ing_caller_t *c)
+ing_auth_identify(ing_auth_t *a, hr_httpd_req_t *req, ing_caller_t *c)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    const char *h = hr_httpd_header(req, "Authorization");
     const char *key;
     size_t len;
     c->key = NULL;
@@ -150,7 +149,7 @@ ing_auth_allows_request(const ing_caller_t *c, const hr_proto_request_t *r)
 }
 
 void
-ing_auth_send_out_of_scope(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c,
+ing_auth_send_out_of_scope(ing_auth_t *a, hr_httpd_req_t *req, const ing_caller_t *c,
                            const char *what)
 {
     char msg[256];
@@ -162,14 +161,14 @@ ing_auth_send_out_of_scope(ing_auth_t *a, struct evhttp_request *req, const ing_
 }
 
 int
-ing_auth_admit(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c)
+ing_auth_admit(ing_auth_t *a, hr_httpd_req_t *req, const ing_caller_t *c)
 {
     int retry = 1;
     if (c->key == NULL || hr_apikey_take(a->keys, c->key, hr_mono_ms(), &retry) == 0)
         return 0;
     char v[16], msg[128];
     snprintf(v, sizeof(v), "%d", retry);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
+    hr_httpd_add_header(req, "Retry-After", v);
     hr_log_debug("over_rate", "key=%s retry_after_s=%d", c->name, retry);
     snprintf(msg, sizeof(msg), "the API key \"%s\" is over its rate: retry in %d s", c->name,
              retry);
@@ -178,7 +177,7 @@ ing_auth_admit(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c)
 }
 
 int
-ing_auth_check_request(ing_auth_t *a, struct evhttp_request *req, const ing_caller_t *c,
+ing_auth_check_request(ing_auth_t *a, hr_httpd_req_t *req, const ing_caller_t *c,
                        const hr_proto_request_t *r)
 {
     if (!ing_auth_allows_request(c, r)) {

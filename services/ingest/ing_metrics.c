@@ -1,14 +1,13 @@
 #include "ing_metrics.h"
 #include "hr_proto.h"
 #include "herald/hr_core.h"
-#include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_log.h"
 #include "herald/hr_time.h"
 
 #include "herald/hr_alloc.h"
 
 #include <errno.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,10 +129,10 @@ ing_path_eq(const char *path, size_t len, const char *p)
 }
 
 ing_m_route_t
-ing_metrics_route(struct evhttp_request *req)
+ing_metrics_route(hr_httpd_req_t *req)
 {
     size_t len;
-    const char *path = hr_http_path_ref(req, &len);
+    const char *path = hr_httpd_path(req, &len);
     if (path == NULL)
         return ING_M_OTHER;
     if (ing_path_eq(path, len, "/notifications"))
@@ -150,11 +149,9 @@ ing_metrics_route(struct evhttp_request *req)
 }
 
 const char *
-ing_metrics_begin(ing_metrics_t *m, struct evhttp_request *req)
+ing_metrics_begin(ing_metrics_t *m, hr_httpd_req_t *req)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    const char *given =
-        evhttp_find_header(evhttp_request_get_input_headers(req), HR_HEADER_REQUEST_ID);
+    const char *given = hr_httpd_header(req, HR_HEADER_REQUEST_ID);
     char id[HR_UUID_STR_LEN];
     if (given == NULL || !hr_proto_token_valid(given, strlen(given), HR_REQUEST_ID_MAX)) {
         uint8_t u[16];
@@ -164,15 +161,14 @@ ing_metrics_begin(ing_metrics_t *m, struct evhttp_request *req)
     }
     m->route_start_us = hr_mono_us();
     m->key = NULL;
-    evhttp_add_header(out, HR_HEADER_REQUEST_ID, given);
-    return evhttp_find_header(out, HR_HEADER_REQUEST_ID);
+    hr_httpd_add_header(req, HR_HEADER_REQUEST_ID, given);
+    return hr_httpd_out_header(req, HR_HEADER_REQUEST_ID);
 }
 
 const char *
-ing_metrics_request_id(struct evhttp_request *req)
+ing_metrics_request_id(hr_httpd_req_t *req)
 {
-    const char *id =
-        evhttp_find_header(evhttp_request_get_output_headers(req), HR_HEADER_REQUEST_ID);
+    const char *id = hr_httpd_out_header(req, HR_HEADER_REQUEST_ID);
     return id != NULL ? id : "-";
 }
 
@@ -185,31 +181,8 @@ ing_metrics_rejected(ing_metrics_t *m, const char *code)
     hr_counter_inc(&m->rejected[i]);
 }
 
-static const char *
-ing_method_name(enum evhttp_cmd_type t)
-{
-    switch (t) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    default:
-        return "OTHER";
-    }
-}
-
 void
-ing_metrics_answered(ing_metrics_t *m, struct evhttp_request *req, int status, uint64_t start_us)
+ing_metrics_answered(ing_metrics_t *m, hr_httpd_req_t *req, int status, uint64_t start_us)
 {
     ing_m_route_t route = ing_metrics_route(req);
     /* 1xx is never sent; anything outside 2xx-5xx would be a bug, counted as 5xx. */
@@ -223,7 +196,7 @@ ing_metrics_answered(ing_metrics_t *m, struct evhttp_request *req, int status, u
     if (!m->access_log || !hr_log_enabled(level))
         return;
     size_t plen;
-    const char *path = hr_http_path_ref(req, &plen);
+    const char *path = hr_httpd_path(req, &plen);
     char qpath[256], qid[2 * HR_REQUEST_ID_MAX + 1];
     hr_log_quote(qpath, sizeof(qpath), path != NULL ? path : "", path != NULL ? plen : 0);
     const char *id = ing_metrics_request_id(req);
@@ -235,30 +208,30 @@ ing_metrics_answered(ing_metrics_t *m, struct evhttp_request *req, int status, u
     m->loglen +=
         hr_log_format(m->logbuf + m->loglen, ING_LOGBUF - m->loglen, level, "request",
                       "method=%s path=\"%s\" status=%d duration_us=%llu request_id=\"%s\" key=%s",
-                      ing_method_name(evhttp_request_get_command(req)), qpath, status,
-                      (unsigned long long)us, qid, m->key != NULL ? m->key : "-");
+                      hr_httpd_method_name(req), qpath, status, (unsigned long long)us, qid,
+                      m->key != NULL ? m->key : "-");
 }
 
 void
-ing_metrics_send_error(ing_metrics_t *m, struct evhttp_request *req, uint64_t start_us, int status,
+ing_metrics_send_error(ing_metrics_t *m, hr_httpd_req_t *req, uint64_t start_us, int status,
                        const char *code, const char *message)
 {
     ing_metrics_rejected(m, code);
     ing_metrics_answered(m, req, status, start_us);
-    hr_http_send_error(req, status, code, message);
+    hr_httpd_send_error(req, status, code, message);
 }
 
 void
-ing_metrics_send_json(ing_metrics_t *m, struct evhttp_request *req, uint64_t start_us, int status,
+ing_metrics_send_json(ing_metrics_t *m, hr_httpd_req_t *req, uint64_t start_us, int status,
                       const char *json, size_t len)
 {
     ing_metrics_answered(m, req, status, start_us);
-    hr_http_send_json(req, status, json, len);
+    hr_httpd_send_json(req, status, json, len);
 }
 
 /* /healthz: 200 while the process runs; /readyz (ready_probe): 503 unless ing_metrics_ready. */
 static void
-ing_send_health(ing_metrics_t *m, struct evhttp_request *req, int ready_probe)
+ing_send_health(ing_metrics_t *m, hr_httpd_req_t *req, int ready_probe)
 {
     int redis = hr_redis_async_ready(m->src.redis), draining = *m->src.draining != 0;
     int ok = !ready_probe || ing_metrics_ready(m);
@@ -267,15 +240,15 @@ ing_send_health(ing_metrics_t *m, struct evhttp_request *req, int ready_probe)
                      ok ? "ok" : "unavailable", redis ? "up" : "down", draining ? "true" : "false");
     int status = ok ? 200 : 503;
     if (!ok)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        hr_httpd_add_header(req, "Retry-After", "1");
     ing_metrics_send_json(m, req, m->route_start_us, status, body, (size_t)n);
 }
 
 int
-ing_metrics_handle(ing_metrics_t *m, struct evhttp_request *req)
+ing_metrics_handle(ing_metrics_t *m, hr_httpd_req_t *req)
 {
     size_t len;
-    const char *path = hr_http_path_ref(req, &len);
+    const char *path = hr_httpd_path(req, &len);
     int which = path == NULL                         ? 0
                 : ing_path_eq(path, len, "/healthz") ? 1
                 : ing_path_eq(path, len, "/readyz")  ? 2
@@ -283,13 +256,16 @@ ing_metrics_handle(ing_metrics_t *m, struct evhttp_request *req)
                                                      : 0;
     if (which == 0)
         return HR_DECLINED;
-    enum evhttp_cmd_type c = evhttp_request_get_command(req);
-    if (c != EVHTTP_REQ_GET && c != EVHTTP_REQ_HEAD) {
+    hr_httpd_method_t c = hr_httpd_method(req);
+    if (c != HR_HTTPD_GET && c != HR_HTTPD_HEAD) {
         ing_metrics_send_error(m, req, m->route_start_us, 405, HR_E_METHOD, "use GET");
     } else if (which == 3) {
         /* Counted before the render, so a scrape includes itself. */
         ing_metrics_answered(m, req, 200, m->route_start_us);
-        hr_metrics_send_evhttp(req, m->reg);
+        size_t tl;
+        const char *text = hr_metrics_render(m->reg, &tl);
+        hr_httpd_add_header(req, "Cache-Control", "no-store");
+        hr_httpd_send(req, 200, HR_METRICS_CONTENT_TYPE, text, tl);
     } else {
         ing_send_health(m, req, which == 2);
     }

@@ -16,7 +16,7 @@
 #include "herald/hr_uuid.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
+#include "herald/hr_httpd.h"
 #include <stdint.h>
 
 /* Values of the route label, in the order of ing_metrics_routes. */
@@ -70,7 +70,7 @@ void ing_metrics_fini(ing_metrics_t *m);
 int ing_metrics_ready(const ing_metrics_t *m);
 
 /** The route label of a request's path. */
-ing_m_route_t ing_metrics_route(struct evhttp_request *req);
+ing_m_route_t ing_metrics_route(hr_httpd_req_t *req);
 
 /**
  * A request arrived: notes the time (route_start_us, the start of the
@@ -78,17 +78,17 @@ ing_m_route_t ing_metrics_route(struct evhttp_request *req);
  * X-Request-Id when it is 1..HR_REQUEST_ID_MAX visible ASCII characters,
  * else a new UUID. Returns it (borrowed from the response headers).
  */
-const char *ing_metrics_begin(ing_metrics_t *m, struct evhttp_request *req);
+const char *ing_metrics_begin(ing_metrics_t *m, hr_httpd_req_t *req);
 
 /** The request id ing_metrics_begin() set (borrowed), "-" when there is none. */
-const char *ing_metrics_request_id(struct evhttp_request *req);
+const char *ing_metrics_request_id(hr_httpd_req_t *req);
 
 /** Counts an error answer (rejected_total{error=code}, then as answered) and sends it. */
-void ing_metrics_send_error(ing_metrics_t *m, struct evhttp_request *req, uint64_t start_us,
-                            int status, const char *code, const char *message);
+void ing_metrics_send_error(ing_metrics_t *m, hr_httpd_req_t *req, uint64_t start_us, int status,
+                            const char *code, const char *message);
 /** Counts an answer as answered and sends it (hr_http_send_json). */
-void ing_metrics_send_json(ing_metrics_t *m, struct evhttp_request *req, uint64_t start_us,
-                           int status, const char *json, size_t len);
+void ing_metrics_send_json(ing_metrics_t *m, hr_httpd_req_t *req, uint64_t start_us, int status,
+                           const char *json, size_t len);
 
 /** Counts one refused item of a batch whose answer carries its error code. */
 void ing_metrics_rejected(ing_metrics_t *m, const char *code);
@@ -98,14 +98,13 @@ void ing_metrics_rejected(ing_metrics_t *m, const char *code);
  * hr_mono_us) and writes its access log line. Called just before the
  * answer is sent (req is still valid then, also for a client that left).
  */
-void ing_metrics_answered(ing_metrics_t *m, struct evhttp_request *req, int status,
-                          uint64_t start_us);
+void ing_metrics_answered(ing_metrics_t *m, hr_httpd_req_t *req, int status, uint64_t start_us);
 
 /**
  * Answers /healthz (200 while the process runs), /readyz (200 when
  * ing_metrics_ready, else 503) and /metrics for GET and HEAD; other
  * methods get 405. Returns 0, or HR_DECLINED when req is none of them.
  */
-int ing_metrics_handle(ing_metrics_t *m, struct evhttp_request *req);
+int ing_metrics_handle(ing_metrics_t *m, hr_httpd_req_t *req);
 
 #endif

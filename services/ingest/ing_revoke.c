@@ -1,4 +1,6 @@
 #include "ing_revoke.h"
+
+#include <event2/http.h> /* evhttp_uridecode */
 #include "hr_proto.h"
 #include "ing_write.h"
 #include "herald/hr_alloc.h"
@@ -46,12 +48,12 @@ struct ing_revoke_s {
 
 /* One revocation waiting on Redis; freed in its reply callback. */
 typedef struct {
-    ing_revoke_t *rv;           /* borrowed */
-    struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
-    char *user;                 /* owned: the decoded user id */
-    const char *key_name;       /* borrowed from the auth */
-    uint64_t start_us;          /* hr_mono_us when the request arrived */
-    int revoke;                 /* revoke, else disconnect */
+    ing_revoke_t *rv;     /* borrowed */
+    hr_httpd_req_t *req;  /* borrowed: valid until answered */
+    char *user;           /* owned: the decoded user id */
+    const char *key_name; /* borrowed from the auth */
+    uint64_t start_us;    /* hr_mono_us when the request arrived */
+    int revoke;           /* revoke, else disconnect */
 } ing_revoke_pending_t;
 
 static void
@@ -113,10 +115,10 @@ ing_revoke_done(redisAsyncContext *ac, void *reply, void *privdata)
  * HR_DECLINED after answering 400/413/415.
  */
 static int
-ing_revoke_body(ing_revoke_t *rv, struct evhttp_request *req, int revoke, int64_t now, int64_t *cut)
+ing_revoke_body(ing_revoke_t *rv, hr_httpd_req_t *req, int revoke, int64_t now, int64_t *cut)
 {
     size_t len;
-    const char *body = hr_http_body(req, &len);
+    const char *body = hr_httpd_body(req, &len);
     char err[128], msg[160];
     cJSON *root;
     *cut = -1;
@@ -128,7 +130,7 @@ ing_revoke_body(ing_revoke_t *rv, struct evhttp_request *req, int revoke, int64_
                                HR_E_BODY_TOO_LARGE, msg);
         return HR_DECLINED;
     }
-    if (!hr_http_is_json(req)) {
+    if (!hr_http_json_type(hr_httpd_header(req, "Content-Type"))) {
         ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 415,
                                HR_E_UNSUPPORTED_MEDIA, "Content-Type must be application/json");
         return HR_DECLINED;
@@ -179,11 +181,11 @@ done:
  * the caller to refuse.
  */
 static char *
-ing_revoke_path(struct evhttp_request *req, int *revoke, size_t *idlen)
+ing_revoke_path(hr_httpd_req_t *req, int *revoke, size_t *idlen)
 {
     static const char prefix[] = "/users/";
     size_t n;
-    const char *p = hr_http_path_ref(req, &n);
+    const char *p = hr_httpd_path(req, &n);
     size_t pl = sizeof(prefix) - 1;
     if (n <= pl || memcmp(p, prefix, pl) != 0)
         return NULL;
@@ -215,7 +217,7 @@ ing_revoke_path(struct evhttp_request *req, int *revoke, size_t *idlen)
 }
 
 int
-ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_t *c)
+ing_revoke_route(ing_revoke_t *rv, hr_httpd_req_t *req, const ing_caller_t *c)
 {
     int revoke = 0;
     size_t idlen = 0;
@@ -223,7 +225,7 @@ ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_
     if (user == NULL)
         return 0;
     int64_t now = (int64_t)(hr_now_ms() / 1000), cut;
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+    if (hr_httpd_method(req) != HR_HTTPD_POST) {
         ing_metrics_send_error(rv->metrics, req, rv->metrics->route_start_us, 405, HR_E_METHOD,
                                "use POST");
     } else if (!hr_proto_id_valid(user, idlen)) {

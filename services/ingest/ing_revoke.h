@@ -14,7 +14,7 @@
 #include "herald/hr_http.h"
 #include "herald/hr_redis.h"
 
-#include <event2/http.h>
+#include "herald/hr_httpd.h"
 
 /* How far ahead of ingest's clock issued_before may be: a caller's clock skew, not a ban. */
 #define ING_REVOKE_FUTURE_MAX_S 300
@@ -32,6 +32,6 @@ void ing_revoke_destroy(ing_revoke_t *rv);
  * (returns 1), with c the caller ing_auth_identify() found; returns 0 for any
  * other path (nothing answered).
  */
-int ing_revoke_route(ing_revoke_t *rv, struct evhttp_request *req, const ing_caller_t *c);
+int ing_revoke_route(ing_revoke_t *rv, hr_httpd_req_t *req, const ing_caller_t *c);
 
 #endif

@@ -6,7 +6,7 @@
 #include "ing_write.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
-#include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
 #include "herald/hr_redis.h"
@@ -15,8 +15,6 @@
 #include "herald/hr_uuid.h"
 
 #include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +34,11 @@ const hr_cfg_field_t ing_config_fields[] = {
     {"ingest.port", HR_CFG_INT, offsetof(ing_config_t, port), "8080", 0, 65535},
     {"ingest.reuseport", HR_CFG_BOOL, offsetof(ing_config_t, reuseport), "false", 0, 0},
     {"ingest.drain_ms", HR_CFG_INT, offsetof(ing_config_t, drain_ms), "5000", 0, 600000},
+    /* 0: from the file limit (a quarter of it, at most 256, left to everything else). */
+    {"ingest.max_connections", HR_CFG_INT, offsetof(ing_config_t, max_connections), "0", 0,
+     10000000},
+    {"ingest.header_timeout_ms", HR_CFG_INT, offsetof(ing_config_t, header_timeout_ms),
+     ING_STR(HR_HTTP_HEADER_TIMEOUT_MS), 100, 600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(ing_config_t, log_level), "info", 0, 0},
@@ -110,7 +113,7 @@ enum {
 struct ing_server_s {
     struct event_base *base; /* borrowed */
     const ing_config_t *cfg; /* borrowed */
-    hr_http_t *http;         /* owned */
+    hr_httpd_t *http;        /* owned */
     hr_redis_async_t *redis; /* owned */
     hr_uuid_gen_t uuid;
     hr_http_drain_t drain; /* listener, requests in flight, stop */
@@ -129,22 +132,22 @@ struct ing_server_s {
  * single notification costs no allocation beyond this struct.
  */
 typedef struct {
-    ing_server_t *srv;          /* borrowed */
-    struct evhttp_request *req; /* borrowed: evhttp keeps it until we reply */
-    ing_args_t args;            /* owned: the command */
-    ing_buf_t answer;           /* owned: the 202 body */
-    char answer_inl[88];        /* {"id":…,"created_at":…} is 85 bytes */
-    uint32_t count;             /* notifications written (at most HR_FANOUT_MAX) */
-    int resent;                 /* already sent again as EVAL after NOSCRIPT */
-    uint64_t start_us;          /* hr_mono_us when the request arrived */
-    const char *key;            /* borrowed: the caller's key name (ing_auth) */
+    ing_server_t *srv;   /* borrowed */
+    hr_httpd_req_t *req; /* borrowed: valid until answered */
+    ing_args_t args;     /* owned: the command */
+    ing_buf_t answer;    /* owned: the 202 body */
+    char answer_inl[88]; /* {"id":…,"created_at":…} is 85 bytes */
+    uint32_t count;      /* notifications written (at most HR_FANOUT_MAX) */
+    int resent;          /* already sent again as EVAL after NOSCRIPT */
+    uint64_t start_us;   /* hr_mono_us when the request arrived */
+    const char *key;     /* borrowed: the caller's key name (ing_auth) */
 } ing_pending_t;
 
 /* glibc serves requests up to 1008 bytes from its small bins without consolidating. */
 _Static_assert(sizeof(ing_pending_t) <= 1008, "a pending request must stay a small chunk");
 
 static ing_pending_t *
-ing_pending_new(ing_server_t *s, struct evhttp_request *req)
+ing_pending_new(ing_server_t *s, hr_httpd_req_t *req)
 {
     ing_pending_t *p = hr_malloc(sizeof(*p));
     p->srv = s;
@@ -273,8 +276,7 @@ ing_reply_json(ing_pending_t *p, int status, const char *json, size_t len)
 
 /* Refuses the request being routed, counted by its error code (ing_metrics). */
 static void
-ing_refuse(ing_server_t *s, struct evhttp_request *req, int status, const char *code,
-           const char *message)
+ing_refuse(ing_server_t *s, hr_httpd_req_t *req, int status, const char *code, const char *message)
 {
     ing_metrics_send_error(&s->metrics, req, s->metrics.route_start_us, status, code, message);
 }
@@ -350,8 +352,8 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
  * name. Returns 0, or HR_DECLINED after answering 400.
  */
 static int
-ing_idempotency_key(struct evhttp_request *req, ing_pending_t *p, const char *key,
-                    const char *client, const char *caller, int *keyed)
+ing_idempotency_key(hr_httpd_req_t *req, ing_pending_t *p, const char *key, const char *client,
+                    const char *caller, int *keyed)
 {
     *keyed = 0;
     if (client != NULL && !hr_proto_token_valid(client, strlen(client), HR_CLIENT_MAX)) {
@@ -396,7 +398,7 @@ static void
 ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const char *body,
          size_t len)
 {
-    struct evhttp_request *req = p->req;
+    hr_httpd_req_t *req = p->req;
     if (s->drain.draining || !hr_redis_async_ready(s->redis)) {
         ing_pending_free(p);
         ing_refuse(s, req, 503, HR_E_UNAVAILABLE, "redis is not reachable; retry");
@@ -453,16 +455,16 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
  * state, or NULL after answering.
  */
 static ing_pending_t *
-ing_preamble(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c, const char **body,
+ing_preamble(ing_server_t *s, hr_httpd_req_t *req, const ing_caller_t *c, const char **body,
              size_t *len, int *keyed)
 {
-    /* The three headers ingest reads, in one pass (the first of each, as evhttp_find_header). */
+    /* The three headers ingest reads, in one pass (the first of each, as hr_httpd_header). */
     const char *ct = NULL, *key = NULL, *client = NULL;
-    struct evkeyval *kv;
-    for (kv = evhttp_request_get_input_headers(req)->tqh_first; kv != NULL;
-         kv = kv->next.tqe_next) {
+    for (size_t i = 0, n = hr_httpd_nheaders(req); i < n; i++) {
+        const char *hn, *hv;
+        hr_httpd_header_at(req, i, &hn, &hv);
         const char **slot = NULL, *name = NULL;
-        switch (kv->key[0] | 0x20) {
+        switch (hn[0] | 0x20) {
         case 'c':
             slot = &ct, name = "Content-Type";
             break;
@@ -473,14 +475,14 @@ ing_preamble(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c,
             slot = &client, name = HR_HEADER_CLIENT;
             break;
         }
-        if (slot != NULL && *slot == NULL && strcasecmp(kv->key, name) == 0)
-            *slot = kv->value;
+        if (slot != NULL && *slot == NULL && strcasecmp(hn, name) == 0)
+            *slot = hv;
     }
     if (!hr_http_json_type(ct)) {
         ing_refuse(s, req, 415, HR_E_UNSUPPORTED_MEDIA, "Content-Type must be application/json");
         return NULL;
     }
-    *body = hr_http_body(req, len);
+    *body = hr_httpd_body(req, len);
     ing_pending_t *p = ing_pending_new(s, req);
     if (ing_idempotency_key(req, p, key, client, c->name, keyed) != 0) {
         ing_pending_free(p);
@@ -491,18 +493,18 @@ ing_preamble(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c,
 
 /* 400 json_too_deep when body nests deeper than max; returns HR_DECLINED then. */
 static int
-ing_depth_check(struct evhttp_request *req, const char *body, size_t len, int max)
+ing_depth_check(hr_httpd_req_t *req, const char *body, size_t len, int max)
 {
     if (!hr_json_deeper_than(body, len, max))
         return 0;
     char msg[96];
     snprintf(msg, sizeof(msg), "objects and arrays nest more than %d deep", HR_JSON_DEPTH_MAX);
-    hr_http_send_error(req, 400, HR_E_TOO_DEEP, msg);
+    hr_httpd_send_error(req, 400, HR_E_TOO_DEEP, msg);
     return HR_DECLINED;
 }
 
 static void
-ing_handle_post(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c)
+ing_handle_post(ing_server_t *s, hr_httpd_req_t *req, const ing_caller_t *c)
 {
     hr_proto_err_t e;
     hr_proto_request_t r;
@@ -555,7 +557,7 @@ ing_item_error(ing_buf_t *a, const hr_proto_err_t *e)
  * least one was accepted, 400 with the same results when none was.
  */
 static void
-ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t *c)
+ing_handle_batch(ing_server_t *s, hr_httpd_req_t *req, const ing_caller_t *c)
 {
     hr_proto_err_t e;
     const char *body;
@@ -642,10 +644,10 @@ ing_handle_batch(ing_server_t *s, struct evhttp_request *req, const ing_caller_t
 }
 
 static void
-ing_route(struct evhttp_request *req, void *arg)
+ing_route(hr_httpd_req_t *req, void *arg)
 {
     ing_server_t *s = arg;
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    hr_httpd_method_t m = hr_httpd_method(req);
     ing_caller_t caller = {0};
     ing_metrics_begin(&s->metrics, req);
 
@@ -653,13 +655,13 @@ ing_route(struct evhttp_request *req, void *arg)
     if (!ing_auth_open_path(req) && ing_auth_identify(s->auth, req, &caller) != 0)
         return;
     s->metrics.key = caller.name;
-    if (hr_http_path_is(req, "/notifications")) {
-        if (m == EVHTTP_REQ_POST)
+    if (hr_httpd_path_is(req, "/notifications")) {
+        if (m == HR_HTTPD_POST)
             ing_handle_post(s, req, &caller);
         else
             ing_refuse(s, req, 405, HR_E_METHOD, "use POST");
-    } else if (hr_http_path_is(req, "/notifications/batch")) {
-        if (m == EVHTTP_REQ_POST)
+    } else if (hr_httpd_path_is(req, "/notifications/batch")) {
+        if (m == HR_HTTPD_POST)
             ing_handle_batch(s, req, &caller);
         else
             ing_refuse(s, req, 405, HR_E_METHOD, "use POST");
@@ -732,15 +734,17 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
         return NULL;
     }
     static const hr_http_body_rule_t bodies[] = {{"/notifications", HR_BODY_MAX}};
-    hr_http_opts_t ho = {.host = cfg->host,
-                         .port = cfg->port,
-                         .max_body = HR_BATCH_BODY_MAX,
-                         .reuseport = cfg->reuseport,
-                         .rules = bodies,
-                         .nrules = HR_ARRAY_LEN(bodies),
-                         .cb = ing_route,
-                         .cbarg = s};
-    s->http = hr_http_create(base, &ho, err, errlen);
+    hr_httpd_opts_t ho = {.host = cfg->host,
+                          .port = cfg->port,
+                          .max_body = HR_BATCH_BODY_MAX,
+                          .reuseport = cfg->reuseport,
+                          .rules = bodies,
+                          .nrules = HR_ARRAY_LEN(bodies),
+                          .max_connections = cfg->max_connections,
+                          .header_timeout_ms = cfg->header_timeout_ms,
+                          .cb = ing_route,
+                          .cbarg = s};
+    s->http = hr_httpd_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         ing_auth_destroy(s->auth);
@@ -749,7 +753,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
         return NULL;
     }
     s->drain.base = base;
-    s->drain.http = s->http;
+    s->drain.httpd = s->http;
     s->revoke = ing_revoke_create(s->redis, s->auth, &s->metrics, &s->drain, cfg->revocation_ttl_s);
     ing_metrics_src_t src = {.redis = s->redis, .draining = &s->drain.draining};
     ing_metrics_init(&s->metrics, base, &src, &s->uuid, cfg->access_log);
@@ -759,7 +763,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
 int
 ing_server_port(const ing_server_t *s)
 {
-    return hr_http_port(s->http);
+    return hr_httpd_port(s->http);
 }
 
 void
@@ -776,7 +780,7 @@ ing_server_destroy(ing_server_t *s)
     hr_http_drain_clear(&s->drain);
     ing_metrics_fini(&s->metrics);
     hr_redis_async_destroy(s->redis);
-    hr_http_destroy(s->http);
+    hr_httpd_destroy(s->http);
     ing_revoke_destroy(s->revoke);
     ing_auth_destroy(s->auth); /* last: answered requests log the key name it holds */
     hr_free(s->script);

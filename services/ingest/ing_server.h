@@ -14,7 +14,9 @@ typedef struct {
     int redis_timeout_ms;
     char *log_level; /* owned */
     int drain_ms;
-    int reuseport; /* SO_REUSEPORT: several ingest processes share the port */
+    int reuseport;         /* SO_REUSEPORT: several ingest processes share the port */
+    int max_connections;   /* 0: derived from the file limit */
+    int header_timeout_ms; /* a request head must arrive within this */
 
     int allow_anonymous;     /* development: requests without an API key are accepted */
     int revocation_ttl_s;    /* auth.revocation_ttl_s: lifetime of a user's cut-off */

@@ -58,6 +58,11 @@ void hr_http_destroy(hr_http_t *h);
 /** Answers with a JSON body (not copied past the call); to HEAD, its headers only. */
 void hr_http_send_json(struct evhttp_request *req, int status, const char *json, size_t len);
 
+/** The reason phrase of an HTTP status ("Accepted"). */
+const char *hr_http_reason(int status);
+/** {"error":{"code":code,"message":message}}: owned by the caller, freed with cJSON_free. */
+char *hr_http_error_body(const char *code, const char *message);
+
 /** Answers {"error":{"code":code,"message":message}} with status. */
 void hr_http_send_error(struct evhttp_request *req, int status, const char *code,
                         const char *message);
@@ -86,11 +91,13 @@ int hr_http_path_is(struct evhttp_request *req, const char *path);
  * counted, and the loop exits when the last one is answered or after
  * drain_ms, whichever comes first.
  */
+struct hr_httpd_s;
 typedef struct {
-    struct event_base *base; /* borrowed */
-    hr_http_t *http;         /* borrowed */
-    struct event *timer;     /* owned */
-    unsigned inflight;       /* requests waiting on Redis or PostgreSQL */
+    struct event_base *base;  /* borrowed */
+    hr_http_t *http;          /* borrowed; NULL when the server is an hr_httpd */
+    struct hr_httpd_s *httpd; /* borrowed; NULL when the server is an hr_http */
+    struct event *timer;      /* owned */
+    unsigned inflight;        /* requests waiting on Redis or PostgreSQL */
     int draining;
 } hr_http_drain_t;
 

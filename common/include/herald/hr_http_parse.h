@@ -35,6 +35,7 @@ enum {
     HR_HTTP_R_BODY_LARGE,
     HR_HTTP_R_CHUNK,
     HR_HTTP_R_TIMEOUT,
+    HR_HTTP_R_BODY_TIMEOUT,
     HR_HTTP_R_COUNT
 };
 
@@ -51,8 +52,19 @@ typedef struct {
     size_t path_len;
     int has_length; /* a Content-Length was given */
     unsigned long long length;
-    int chunked; /* Transfer-Encoding: chunked */
+    int chunked;        /* Transfer-Encoding: chunked */
+    int http10;         /* HTTP/1.0 (else 1.1) */
+    int conn_close;     /* Connection: close */
+    int conn_keepalive; /* Connection: keep-alive */
 } hr_http_head_t;
+
+/** One header field of a head: borrowed, value trimmed of surrounding blanks. */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} hr_http_field_t;
 
 /**
  * Checks a complete request head buf[0..len) (request line through the empty
@@ -60,6 +72,12 @@ typedef struct {
  * (hr_http_refusal()).
  */
 int hr_http_head_check(const char *buf, size_t len, hr_http_head_t *out);
+/**
+ * hr_http_head_check that also records every header field, in order, into
+ * fields (room for HR_HTTP_FIELDS_MAX) and their number into *nfields.
+ */
+int hr_http_head_parse(const char *buf, size_t len, hr_http_head_t *out, hr_http_field_t *fields,
+                       size_t *nfields);
 /** Checks just the request line (without its CRLF); 0 or a refusal index. */
 int hr_http_line_check(const char *line, size_t len);
 /** The refusal behind an index returned above (a static row). */
