@@ -39,6 +39,9 @@ const hr_cfg_field_t ing_config_fields[] = {
      10000000},
     {"ingest.header_timeout_ms", HR_CFG_INT, offsetof(ing_config_t, header_timeout_ms),
      ING_STR(HR_HTTP_HEADER_TIMEOUT_MS), 100, 600000},
+    /* A keep-alive connection idle, or a body or an answer stalled, this long is closed. */
+    {"ingest.idle_timeout_ms", HR_CFG_INT, offsetof(ing_config_t, idle_timeout_ms), "60000", 100,
+     3600000},
     {"redis.url", HR_CFG_STR, offsetof(ing_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
     {"redis.timeout_ms", HR_CFG_INT, offsetof(ing_config_t, redis_timeout_ms), "10000", 10, 600000},
     {"log.level", HR_CFG_STR, offsetof(ing_config_t, log_level), "info", 0, 0},
@@ -742,6 +745,7 @@ ing_server_create(struct event_base *base, const ing_config_t *cfg, char *err, s
                           .nrules = HR_ARRAY_LEN(bodies),
                           .max_connections = cfg->max_connections,
                           .header_timeout_ms = cfg->header_timeout_ms,
+                          .idle_timeout_ms = cfg->idle_timeout_ms,
                           .cb = ing_route,
                           .cbarg = s};
     s->http = hr_httpd_create(base, &ho, err, errlen);

@@ -17,6 +17,7 @@ typedef struct {
     int reuseport;         /* SO_REUSEPORT: several ingest processes share the port */
     int max_connections;   /* 0: derived from the file limit */
     int header_timeout_ms; /* a request head must arrive within this */
+    int idle_timeout_ms;   /* idle keep-alive, stalled body or answer: closed after this */
 
     int allow_anonymous;     /* development: requests without an API key are accepted */
     int revocation_ttl_s;    /* auth.revocation_ttl_s: lifetime of a user's cut-off */
