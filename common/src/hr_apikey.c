@@ -25,6 +25,13 @@ struct hr_apikey_s {
     int64_t level; /* milli-requests in the bucket */
     uint64_t last; /* ms of the last refill */
     int started;   /* last is set */
+    /*
+     * The key itself once a request presented it and its hash matched:
+     * later requests with it are compared byte for byte (constant time)
+     * instead of hashed. It is in the request's buffer anyway; never logged.
+     */
+    char *seen;      /* owned: HR_APIKEY_MAX bytes; the key once matched */
+    size_t seen_len; /* 0 until then */
 };
 
 struct hr_apikeys_s {
@@ -130,6 +137,9 @@ hr_apikeys_destroy(hr_apikeys_t *ks)
         return;
     for (size_t i = 0; i < ks->n; i++) {
         hr_free(ks->keys[i].name);
+        if (ks->keys[i].seen != NULL)
+            OPENSSL_cleanse(ks->keys[i].seen, HR_APIKEY_MAX);
+        hr_free(ks->keys[i].seen);
         hr_apikey_strv_free(ks->keys[i].users, ks->keys[i].nusers);
         hr_apikey_strv_free(ks->keys[i].rooms, ks->keys[i].nrooms);
     }
@@ -195,6 +205,7 @@ hr_apikeys_create(const hr_apikey_config_t *cfg, size_t n, hr_apikeys_t **out, c
             goto fail;
         }
         k->name = hr_strdup(c->name);
+        k->seen = hr_calloc(1, HR_APIKEY_MAX);
         k->users = hr_apikey_strv_dup(c->users, c->nusers);
         k->nusers = c->nusers;
         k->rooms = hr_apikey_strv_dup(c->rooms, c->nrooms);
@@ -219,21 +230,35 @@ fail:
 }
 
 const hr_apikey_t *
-hr_apikeys_lookup(const hr_apikeys_t *ks, const char *key, size_t len)
+hr_apikeys_lookup(hr_apikeys_t *ks, const char *key, size_t len)
 {
     unsigned char sha[32];
-    const hr_apikey_t *found = NULL;
+    struct hr_apikey_s *found = NULL;
     if (key == NULL || len == 0 || len > HR_APIKEY_MAX)
         return NULL;
+    /*
+     * Every entry is compared, len bytes each, whatever matched before, so
+     * the time depends on the length presented only, never on which key.
+     */
+    for (size_t i = 0; i < ks->n; i++) {
+        const struct hr_apikey_s *k = &ks->keys[i];
+        int same = CRYPTO_memcmp(k->seen, key, len) == 0;
+        found = same & (k->seen_len == len) ? &ks->keys[i] : found;
+    }
+    if (found != NULL)
+        return found;
     unsigned int n = 32;
     if (EVP_DigestInit_ex2(ks->ctx, ks->md, NULL) != 1 ||
         EVP_DigestUpdate(ks->ctx, key, len) != 1 || EVP_DigestFinal_ex(ks->ctx, sha, &n) != 1 ||
         n != 32)
         return NULL; /* only a broken libcrypto fails here */
-    /* Every hash is compared, whatever matched before, so timing says nothing. */
     for (size_t i = 0; i < ks->n; i++) {
         int eq = CRYPTO_memcmp(sha, ks->keys[i].sha, 32) == 0;
         found = eq ? &ks->keys[i] : found;
+    }
+    if (found != NULL && found->seen_len == 0) {
+        memcpy(found->seen, key, len);
+        found->seen_len = len;
     }
     return found;
 }

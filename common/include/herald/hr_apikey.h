@@ -63,9 +63,11 @@ void hr_apikeys_destroy(hr_apikeys_t *ks);
 /**
  * The key whose hash is SHA-256(key[0..len)), found by a constant-time
  * comparison with every configured hash (time independent of which key, if
- * any, matches). Returns it, or NULL.
+ * any, matches). Returns it, or NULL. A key that matched is remembered, so
+ * that later lookups of it compare bytes (again with every entry, in
+ * constant time) instead of hashing.
  */
-const hr_apikey_t *hr_apikeys_lookup(const hr_apikeys_t *ks, const char *key, size_t len);
+const hr_apikey_t *hr_apikeys_lookup(hr_apikeys_t *ks, const char *key, size_t len);
 
 /** Whether k may notify user (exact id, or "*"). */
 int hr_apikey_allows_user(const hr_apikey_t *k, const char *user);
