@@ -45,6 +45,34 @@ hr_http_refusal(int idx)
     return idx > 0 && idx < HR_HTTP_R_COUNT ? &hr_http_refusals[idx] : &hr_http_refusals[0];
 }
 
+/* Character classes of header bytes, so the field loops test one table entry per byte. */
+enum { HR_HTTP_TCHAR = 1, HR_HTTP_CTL = 2 };
+static const unsigned char hr_http_class[256] = {
+    /* CTL: below 0x20 but HTAB, and DEL */
+    [0x00 ... 0x08] = HR_HTTP_CTL,
+    [0x0a ... 0x1f] = HR_HTTP_CTL,
+    [0x7f] = HR_HTTP_CTL,
+    /* tchar: ALPHA, DIGIT and "!#$%&'*+-.^_`|~" (RFC 9110 5.6.2) */
+    ['0' ... '9'] = HR_HTTP_TCHAR,
+    ['A' ... 'Z'] = HR_HTTP_TCHAR,
+    ['a' ... 'z'] = HR_HTTP_TCHAR,
+    ['!'] = HR_HTTP_TCHAR,
+    ['#'] = HR_HTTP_TCHAR,
+    ['$'] = HR_HTTP_TCHAR,
+    ['%'] = HR_HTTP_TCHAR,
+    ['&'] = HR_HTTP_TCHAR,
+    ['\''] = HR_HTTP_TCHAR,
+    ['*'] = HR_HTTP_TCHAR,
+    ['+'] = HR_HTTP_TCHAR,
+    ['-'] = HR_HTTP_TCHAR,
+    ['.'] = HR_HTTP_TCHAR,
+    ['^'] = HR_HTTP_TCHAR,
+    ['_'] = HR_HTTP_TCHAR,
+    ['`'] = HR_HTTP_TCHAR,
+    ['|'] = HR_HTTP_TCHAR,
+    ['~'] = HR_HTTP_TCHAR,
+};
+
 int
 hr_http_tchar(unsigned char c)
 {
@@ -166,16 +194,16 @@ hr_http_head_parse(const char *buf, size_t len, hr_http_head_t *out, hr_http_fie
     if (len > HR_HTTP_HEAD_MAX)
         return HR_HTTP_R_HEAD_LARGE;
     const char *end = buf + len;
-    /* Every LF after a CR, every CR before an LF. */
-    for (const char *q = buf; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
-        if (q == buf || q[-1] != '\r')
-            return HR_HTTP_R_BARE_LF;
-    for (const char *q = buf; (q = memchr(q, '\r', (size_t)(end - q))) != NULL; q++)
-        if (q + 1 >= end || q[1] != '\n')
-            return HR_HTTP_R_BARE_LF;
+    /*
+     * Every LF after a CR, every CR before an LF: checked line by line below
+     * (a line ends at its first CR, which must be followed by LF; an LF
+     * inside a line is bare), so the head is read once.
+     */
     const char *eol = memchr(buf, '\r', len);
     if (eol == NULL)
-        return HR_HTTP_R_LINE;
+        return memchr(buf, '\n', len) != NULL ? HR_HTTP_R_BARE_LF : HR_HTTP_R_LINE;
+    if (eol + 1 >= end || eol[1] != '\n' || memchr(buf, '\n', (size_t)(eol - buf)) != NULL)
+        return HR_HTTP_R_BARE_LF;
     int rc = hr_http_line_check(buf, (size_t)(eol - buf));
     if (rc != 0)
         return rc;
@@ -189,24 +217,30 @@ hr_http_head_parse(const char *buf, size_t len, hr_http_head_t *out, hr_http_fie
     int hosts = 0, codings = 0, nf = 0;
     for (const char *p = eol + 2; p < end;) {
         const char *e = memchr(p, '\r', (size_t)(end - p));
-        if (e == NULL)
+        if (e == NULL || e + 1 >= end || e[1] != '\n')
             return HR_HTTP_R_BARE_LF;
-        if (e == p)
-            break; /* the empty line */
+        if (e == p) {
+            /* The empty line: what a caller passes beyond it is checked as before. */
+            for (const char *q = e + 2; q < end; q++)
+                if ((*q == '\n' && q[-1] != '\r') || (*q == '\r' && (q + 1 >= end || q[1] != '\n')))
+                    return HR_HTTP_R_BARE_LF;
+            break;
+        }
         if (++nf > HR_HTTP_FIELDS_MAX)
             return HR_HTTP_R_HEAD_LARGE;
         if (*p == ' ' || *p == '\t')
             return HR_HTTP_R_FOLD;
         const char *colon = p;
-        while (colon < e && hr_http_tchar((unsigned char)*colon))
+        while (colon < e && (hr_http_class[(unsigned char)*colon] & HR_HTTP_TCHAR))
             colon++;
+        if (colon < e && *colon == '\n')
+            return HR_HTTP_R_BARE_LF;
         if (colon == p || colon >= e || *colon != ':')
             return HR_HTTP_R_FIELD;
         const char *v = colon + 1, *ve = e;
         for (const char *q = v; q < ve; q++) {
-            unsigned char c = (unsigned char)*q;
-            if ((c < 0x20 && c != '\t') || c == 0x7f)
-                return HR_HTTP_R_CTL;
+            if (hr_http_class[(unsigned char)*q] & HR_HTTP_CTL)
+                return *q == '\n' ? HR_HTTP_R_BARE_LF : HR_HTTP_R_CTL;
         }
         while (v < ve && (*v == ' ' || *v == '\t'))
             v++;

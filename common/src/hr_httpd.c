@@ -451,13 +451,21 @@ hr_httpd_take_head(hr_httpd_conn_t *c)
         c->line_ok = 1;
         c->scan = lp + 1;
     }
-    size_t from = c->scan >= 3 ? c->scan - 3 : 0;
-    const char *end = memmem(b + from, avail - from, "\r\n\r\n", 4);
-    if (end == NULL) {
-        /* A bare-LF head would never end with CRLFCRLF: refuse it now, not at the deadline. */
-        from = c->scan >= 1 ? c->scan - 1 : 0;
-        if (memmem(b + from, avail - from, "\n\n", 2) != NULL)
+    /*
+     * The head ends at the first LF that closes "\r\n\r\n"; an LF after an
+     * LF is a bare-LF head that would never end so. Only LFs from c->scan on
+     * are new; the three bytes before one are always in the buffer.
+     */
+    const char *end = NULL;
+    for (const char *q = b + c->scan; (q = memchr(q, '\n', avail - (size_t)(q - b))) != NULL; q++) {
+        if (q - b >= 3 && q[-1] == '\r' && q[-2] == '\n' && q[-3] == '\r') {
+            end = q - 3;
+            break;
+        }
+        if (q > b && q[-1] == '\n')
             return hr_httpd_refuse(c, HR_HTTP_R_BARE_LF);
+    }
+    if (end == NULL) {
         c->scan = avail;
         return avail > HR_HTTP_HEAD_MAX ? hr_httpd_refuse(c, HR_HTTP_R_HEAD_LARGE) : 0;
     }

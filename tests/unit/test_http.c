@@ -277,6 +277,54 @@ HR_TEST(head_check_refuses_bad_lines_hosts_and_characters)
     HR_CHECK_EQ_INT(head_status(big), 414);
 }
 
+/* hr_http_head_parse's refusal index for a literal head. */
+static int
+head_idx(const char *head)
+{
+    hr_http_head_t h;
+    return hr_http_head_check(head, strlen(head), &h);
+}
+
+HR_TEST(head_check_names_every_bare_lf_and_lone_cr)
+{
+    /* Wherever it sits: the request line, a name, a value, after the last field. */
+    HR_CHECK_EQ_INT(head_idx("GET /\n HTTP/1.1\r\nHost: x\r\n\r\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHo\nst: x\r\n\r\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\ny\r\n\r\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\r\n\nX: y\r\n\r\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\rHost: x\r\n\r\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\r\r\n\r\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\r\n\r\n\n"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\r\n\r"), HR_HTTP_R_BARE_LF);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\nHost: x\n\n"), HR_HTTP_R_BARE_LF);
+    /* Other control characters are CTL, not line ends. */
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\x7f\r\n\r\n"), HR_HTTP_R_CTL);
+    HR_CHECK_EQ_INT(head_idx("GET / HTTP/1.1\r\nHost: x\ty\r\n\r\n"), 0);
+}
+
+HR_TEST(head_parse_records_fields_version_and_connection_tokens)
+{
+    const char *t =
+        "POST /n HTTP/1.1\r\nHost: x\r\nX-A:  one two \r\nConnection: Upgrade, CLOSE\r\n"
+        "Empty:\r\n\r\n";
+    hr_http_head_t h;
+    hr_http_field_t f[HR_HTTP_FIELDS_MAX];
+    size_t n = 99;
+    HR_REQUIRE_EQ_INT(hr_http_head_parse(t, strlen(t), &h, f, &n), 0);
+    HR_REQUIRE_EQ_INT((int)n, 4);
+    HR_CHECK_EQ_MEM(f[1].name, f[1].name_len, "X-A", 3);
+    HR_CHECK_EQ_MEM(f[1].value, f[1].value_len, "one two", 7); /* blanks around trimmed */
+    HR_CHECK_EQ_INT((int)f[3].value_len, 0);
+    HR_CHECK(h.conn_close && !h.conn_keepalive && !h.http10);
+    const char *k = "GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n";
+    HR_REQUIRE_EQ_INT(hr_http_head_parse(k, strlen(k), &h, f, &n), 0);
+    HR_CHECK(h.http10 && h.conn_keepalive && !h.conn_close);
+    /* "close" inside another token is not the token. */
+    const char *c = "GET / HTTP/1.1\r\nHost: x\r\nConnection: closed, xclose\r\n\r\n";
+    HR_REQUIRE_EQ_INT(hr_http_head_parse(c, strlen(c), &h, NULL, NULL), 0);
+    HR_CHECK(!h.conn_close);
+}
+
 HR_TEST(send_json_sets_status_content_type_and_a_final_newline)
 {
     ctx_t c;
