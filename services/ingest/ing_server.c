@@ -69,9 +69,9 @@ const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
  * ARGV[4] n, the number of notifications
  * ARGV[5] the request id (X-Request-Id), stored in each entry; then n groups of four:
  *         id, target field ("user_id" or "room"), target, envelope JSON
- * Reply: {0, ""} written; {1, answer} a replay of the key's first answer
- * (nothing written); {2, ""} the key was used with another body (nothing
- * written).
+ * Reply: 0 written (a plain integer: one reply object for the common
+ * case); {1, answer} a replay of the key's first answer (nothing written);
+ * 2 the key was used with another body (nothing written).
  *
  * ING_FRAME_HEAD is replaced at startup by the frame's head as
  * hr_proto_frame_notification() writes it, so the frame has one definition.
@@ -82,7 +82,7 @@ static const char ing_lua_template[] =
     "  local v = redis.call('GET', idem)\n"
     "  if v then\n"
     "    if string.sub(v, 1, 40) == ARGV[1] then return {1, string.sub(v, 41)} end\n"
-    "    return {2, ''}\n"
+    "    return 2\n"
     "  end\n"
     "end\n"
     "local n = tonumber(ARGV[4])\n"
@@ -96,7 +96,7 @@ static const char ing_lua_template[] =
     "  redis.call('PUBLISH', ch, 'ING_FRAME_HEAD' .. env .. 'ING_FRAME_TAIL')\n"
     "end\n"
     "if idem ~= '' then redis.call('SET', idem, ARGV[1] .. ARGV[2], 'EX', ARGV[3]) end\n"
-    "return {0, ''}\n";
+    "return 0\n";
 
 /* EVAL script numkeys KEYS[1] KEYS[2] ARGV[1..5] */
 enum {
@@ -329,21 +329,22 @@ ing_notify_done(redisAsyncContext *ac, void *reply, void *privdata)
     } else if (r->type == REDIS_REPLY_ERROR) {
         hr_log_error("publish_failed", "count=%u error=\"%s\"", (unsigned)p->count, r->str);
         ing_reply_error(p, 503, HR_E_UNAVAILABLE, "redis refused the write; retry");
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-               r->element[0]->type != REDIS_REPLY_INTEGER) {
-        hr_log_error("publish_failed", "count=%u error=\"unexpected script reply\"",
-                     (unsigned)p->count);
-        ing_reply_error(p, 500, HR_E_INTERNAL, "unexpected reply from redis");
-    } else if (r->element[0]->integer == 1 && r->element[1]->type == REDIS_REPLY_STRING) {
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        hr_counter_add(s->metrics.accepted, p->count);
+        ing_reply_json(p, 202, p->answer.p, p->answer.len);
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+        ing_reply_error(p, 409, HR_E_IDEMPOTENCY_CONFLICT,
+                        "this Idempotency-Key was used with a different request body");
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 1 &&
+               r->element[1]->type == REDIS_REPLY_STRING) {
         hr_log_debug("idempotent_replay", "len=%zu", r->element[1]->len);
         hr_counter_inc(s->metrics.replays);
         ing_reply_json(p, 202, r->element[1]->str, r->element[1]->len);
-    } else if (r->element[0]->integer == 2) {
-        ing_reply_error(p, 409, HR_E_IDEMPOTENCY_CONFLICT,
-                        "this Idempotency-Key was used with a different request body");
     } else {
-        hr_counter_add(s->metrics.accepted, p->count);
-        ing_reply_json(p, 202, p->answer.p, p->answer.len);
+        hr_log_error("publish_failed", "count=%u error=\"unexpected script reply\"",
+                     (unsigned)p->count);
+        ing_reply_error(p, 500, HR_E_INTERNAL, "unexpected reply from redis");
     }
     ing_pending_free(p);
     hr_http_drain_release(&s->drain);
