@@ -10,13 +10,19 @@
  * where duplicate member names need decoding to compare are declined.
  */
 #include "hr_proto_body.h"
+#include "hr_proto.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_json.h"
 
 #include <string.h>
 
-#define BODY_DEPTH_MAX 32  /* deeper "data" goes to the tree parser */
+/*
+ * Deeper "data" goes to the tree parser. One below HR_JSON_DEPTH_MAX (the
+ * body's own {} is not counted here): a body this scanner accepts is never
+ * too deep, so ingest checks the depth of the others only.
+ */
+#define BODY_DEPTH_MAX (HR_JSON_DEPTH_MAX - 1)
 #define BODY_KEYS_MAX 64   /* member names of the nested objects open at once */
 #define BODY_NUMBER_MAX 60 /* cJSON copies at most 63 characters of a number */
 

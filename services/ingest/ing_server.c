@@ -519,11 +519,18 @@ ing_handle_post(ing_server_t *s, hr_httpd_req_t *req, const ing_caller_t *c)
     ing_pending_t *p = ing_preamble(s, req, c, &body, &len, &keyed);
     if (p == NULL)
         return;
-    if (ing_depth_check(req, body, len, HR_JSON_DEPTH_MAX) != 0) {
+    int rc = hr_proto_parse_targets(body, len, HR_BODY_MAX, &r, &e);
+    /*
+     * The one-pass scanner (r.strings set) accepts no body nested deeper
+     * than HR_JSON_DEPTH_MAX: only the others need the depth pass, and it
+     * comes first among their refusals.
+     */
+    if (r.strings == NULL && ing_depth_check(req, body, len, HR_JSON_DEPTH_MAX) != 0) {
+        hr_proto_request_clear(&r);
         ing_pending_free(p);
         return;
     }
-    if (hr_proto_parse_targets(body, len, HR_BODY_MAX, &r, &e) != 0) {
+    if (rc != 0) {
         hr_log_debug("request_refused", "code=%s", e.code);
         ing_pending_free(p);
         ing_refuse(s, req, e.status, e.code, e.message);

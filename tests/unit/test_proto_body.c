@@ -184,6 +184,42 @@ HR_TEST(one_pass_parser_takes_the_common_bodies)
     }
 }
 
+/* {"user_id":"u","message":"m","data":{"a":{"a":…[]…}}}: depth levels in all. */
+static char *
+nested_body(int depth)
+{
+    char *b = malloc(64 + 6 * (size_t)depth);
+    int n = sprintf(b, "{\"user_id\":\"u\",\"message\":\"m\",\"data\":");
+    for (int i = 1; i < depth - 1; i++)
+        n += sprintf(b + n, "{\"a\":");
+    b[n++] = '[';
+    b[n++] = ']';
+    for (int i = 1; i < depth - 1; i++)
+        b[n++] = '}';
+    strcpy(b + n, "}");
+    return b;
+}
+
+HR_TEST(one_pass_parser_takes_nothing_ingest_finds_too_deep)
+{
+    /* Ingest skips its depth pass for what this parser takes (ing_handle_post). */
+    for (int depth = HR_JSON_DEPTH_MAX - 1; depth <= HR_JSON_DEPTH_MAX + 2; depth++) {
+        char *b = nested_body(depth);
+        size_t len = strlen(b);
+        hr_proto_request_t r;
+        memset(&r, 0, sizeof(r));
+        int taken = hr_proto_body_scan(b, len, 1, &r) == 0;
+        int deep = hr_json_deeper_than(b, len, HR_JSON_DEPTH_MAX);
+        HR_CHECK_EQ_INT(deep, depth > HR_JSON_DEPTH_MAX);
+        if (taken && deep)
+            HR_FAIL("depth %d: taken by the one-pass parser, yet too deep", depth);
+        if (depth <= HR_JSON_DEPTH_MAX)
+            HR_CHECK(taken); /* the common case stays on the fast path */
+        hr_proto_request_clear(&r);
+        free(b);
+    }
+}
+
 HR_TEST(one_pass_parser_fields_of_a_fan_out_with_escapes)
 {
     const char *b = "{\"user_ids\":[\"a\\u00e9\",\"b\"],\"message\":\"x\\ny\",\"type\":null,"
