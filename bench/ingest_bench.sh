@@ -78,44 +78,20 @@ cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + 
 vcsw() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$p/status"))); done; echo $t; }
 sys_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat"))); done; echo $t; }
 
-# 1. throughput (PROCS processes sharing the port; the CPU time is their sum)
-if [ "$PROCS" -gt 1 ]; then
-  for _ in $(seq "$PROCS"); do start_ingest HERALD_INGEST_REUSEPORT=true; done
-else
-  start_ingest
-fi
-wrk -t1 -c8 -d1s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >/dev/null  # warm-up
-for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "an ingest process exited:" >&2; cat "$TMP/ingest.log" >&2; exit 1; }; done
-rcli DEL herald:stream:notifications >/dev/null
-netin() { rcli INFO stats | awk -F: '/^total_net_input_bytes/ {print $2+0}'; }
-in0=$(netin)
-t0=$(cpu_ticks); k0=$(sys_ticks); v0=$(vcsw)
-"${ON_LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency -s "$SRC/bench/post.lua" \
-  "http://127.0.0.1:$IPORT" >"$TMP/wrk.out"
-t1=$(cpu_ticks); k1=$(sys_ticks); v1=$(vcsw)
-in1=$(netin)
-stop_ingests
-rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")
-total=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
-non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk.out"); non2xx=${non2xx:-0}
-stored=$(rcli XLEN herald:stream:notifications)
+# 1. Throughput, in ROUNDS rounds (default 3): ingest (PROCS processes sharing
+#    the port; the CPU time is their sum), then, when nginx is installed, the
+#    box's own limit for one HTTP exchange: nginx (one process, pinned like
+#    ingest) answering the same wrk load with a canned 202 of the same size
+#    and no backend. Its CPU per request is the floor the kernel's loopback
+#    TCP and a good HTTP server set on this machine; ingest over it, in the
+#    same round, is what the Redis write and Herald cost. The machine is
+#    shared: single rounds vary, so each round is printed and the medians.
+ROUNDS=${ROUNDS:-3}
 hz=$(getconf CLK_TCK)
-echo "command: wrk -t$THREADS -c$CONNS -d${SECONDS_RUN}s -s bench/post.lua (pinned: $PIN, ingest processes: $PROCS) ingest: $INGEST"
-echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "post_per_sec: $rps"
-echo "requests: $total non_2xx: $non2xx stored_in_stream: $stored"
-awk -v v="$((v1 - v0))" -v n="$total" 'BEGIN {printf "ingest_sleeps_per_post: %.3f\n", v / n}'
-grep -E '^\s+(50|99)%' "$TMP/wrk.out" | awk '{print "latency_p" $1 ": " $2}' | tr -d '%'
-awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$total" -v s="$SECONDS_RUN" \
-  -v b="$((in1 - in0))" -v k="$((k1 - k0))" \
-  'BEGIN {printf "redis_bytes_in_per_post: %.0f\n", b / n; printf "ingest_cpu_cores: %.2f\ningest_cpu_us_per_post: %.1f (user %.1f, kernel %.1f)\npost_per_sec_per_ingest_core: %.0f\n", t / hz / s, t / hz * 1e6 / n, (t - k) / hz * 1e6 / n, k / hz * 1e6 / n, n / (t / hz)}'
-
-# 1b. The box's own limit for one HTTP exchange: nginx (one process, pinned
-#     like ingest) answering the same wrk load with a canned 202 of the same
-#     size and no backend. Its CPU per request is the floor the kernel's
-#     loopback TCP and a good HTTP server set here; ingest's figure over it,
-#     measured in the same run, is what the Redis write and Herald cost.
+netin() { rcli INFO stats | awk -F: '/^total_net_input_bytes/ {print $2+0}'; }
+NGINX_ON=0
 if [ "${NGINX:-1}" = 1 ] && command -v nginx >/dev/null; then
+  NGINX_ON=1
   NPORT=$(free_port)
   mkdir -p "$TMP/nginx"
   cat >"$TMP/nginx/nginx.conf" <<NGX
@@ -139,20 +115,74 @@ http {
   }
 }
 NGX
+fi
+
+ingest_round() { # $1: round; appends "us_per_post per_core rps" to $TMP/ingest.rounds
+  if [ "$PROCS" -gt 1 ]; then
+    for _ in $(seq "$PROCS"); do start_ingest HERALD_INGEST_REUSEPORT=true; done
+  else
+    start_ingest
+  fi
+  wrk -t1 -c8 -d1s -s "$SRC/bench/post.lua" "http://127.0.0.1:$IPORT" >/dev/null # warm-up
+  for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "an ingest process exited:" >&2; cat "$TMP/ingest.log" >&2; exit 1; }; done
+  rcli DEL herald:stream:notifications >/dev/null
+  local in0 in1 t0 t1 k0 k1 v0 v1
+  in0=$(netin); t0=$(cpu_ticks); k0=$(sys_ticks); v0=$(vcsw)
+  "${ON_LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" --latency -s "$SRC/bench/post.lua" \
+    "http://127.0.0.1:$IPORT" >"$TMP/wrk.out"
+  t1=$(cpu_ticks); k1=$(sys_ticks); v1=$(vcsw); in1=$(netin)
+  stop_ingests
+  local rps total non2xx stored
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.out")
+  total=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk.out"); non2xx=${non2xx:-0}
+  stored=$(rcli XLEN herald:stream:notifications)
+  echo "round $1 ingest: post_per_sec $rps requests $total non_2xx $non2xx stored_in_stream $stored" \
+    "latency_p50 $(awk '$1 == "50%" {print $2}' "$TMP/wrk.out") p99 $(awk '$1 == "99%" {print $2}' "$TMP/wrk.out")"
+  awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$total" -v s="$SECONDS_RUN" -v r="$rps" \
+    -v b="$((in1 - in0))" -v k="$((k1 - k0))" -v v="$((v1 - v0))" -v round="$1" -v f="$TMP/ingest.rounds" \
+    'BEGIN {us = t / hz * 1e6 / n;
+            printf "round %d ingest: cpu_cores %.2f cpu_us_per_post %.1f (user %.1f, kernel %.1f) per_core %.0f sleeps_per_post %.3f redis_bytes_in_per_post %.0f\n",
+                   round, t / hz / s, us, (t - k) / hz * 1e6 / n, k / hz * 1e6 / n, 1e6 / us, v / n, b / n;
+            printf "%.2f %.0f %.0f\n", us, 1e6 / us, r >> f}'
+}
+
+nginx_round() { # $1: round; appends "us_per_request per_core rps" to $TMP/nginx.rounds
   "${ON_INGEST_CPU[@]}" nginx -p "$TMP/nginx/" -c "$TMP/nginx/nginx.conf" &
-  NGPID=$!
-  until curl -sf -o /dev/null -X POST "http://127.0.0.1:$NPORT/notifications" 2>/dev/null || [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$NPORT/notifications")" = 202 ]; do sleep 0.05; done
-  wrk -t1 -c8 -d1s -s "$SRC/bench/post.lua" "http://127.0.0.1:$NPORT" >/dev/null  # warm-up
-  n0=$(awk '{print $14 + $15}' "/proc/$NGPID/stat"); nk0=$(awk '{print $15}' "/proc/$NGPID/stat")
+  local ngpid=$! n0 n1 nk0 nk1 ntotal nrps
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$NPORT/notifications")" = 202 ]; do sleep 0.05; done
+  wrk -t1 -c8 -d1s -s "$SRC/bench/post.lua" "http://127.0.0.1:$NPORT" >/dev/null # warm-up
+  n0=$(awk '{print $14 + $15}' "/proc/$ngpid/stat"); nk0=$(awk '{print $15}' "/proc/$ngpid/stat")
   "${ON_LOAD_CPU[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${SECONDS_RUN}s" -s "$SRC/bench/post.lua" \
     "http://127.0.0.1:$NPORT" >"$TMP/wrk-nginx.out"
-  n1=$(awk '{print $14 + $15}' "/proc/$NGPID/stat"); nk1=$(awk '{print $15}' "/proc/$NGPID/stat")
-  kill "$NGPID"; wait "$NGPID" 2>/dev/null || true
+  n1=$(awk '{print $14 + $15}' "/proc/$ngpid/stat"); nk1=$(awk '{print $15}' "/proc/$ngpid/stat")
+  kill "$ngpid"; wait "$ngpid" 2>/dev/null || true
   ntotal=$(awk '/requests in/ {print $1}' "$TMP/wrk-nginx.out")
-  awk -v t="$((n1 - n0))" -v k="$((nk1 - nk0))" -v hz="$hz" -v n="$ntotal" -v s="$SECONDS_RUN" -v it="$((t1 - t0))" -v in_="$total" \
-    'BEGIN {nu = t / hz * 1e6 / n; iu = it / hz * 1e6 / in_;
-            printf "nginx_canned_202_per_sec: %.0f\nnginx_cpu_us_per_request: %.1f (user %.1f, kernel %.1f)\nnginx_requests_per_sec_per_core: %.0f\n", n / s, nu, (t - k) / hz * 1e6 / n, k / hz * 1e6 / n, 1e6 / nu;
-            printf "ingest_per_core_vs_nginx_canned_202: %.2f\n", nu / iu}'
+  nrps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk-nginx.out")
+  awk -v t="$((n1 - n0))" -v k="$((nk1 - nk0))" -v hz="$hz" -v n="$ntotal" -v r="$nrps" -v round="$1" -v f="$TMP/nginx.rounds" \
+    'BEGIN {us = t / hz * 1e6 / n;
+            printf "round %d nginx canned 202: per_sec %.0f cpu_us_per_request %.1f (user %.1f, kernel %.1f) per_core %.0f\n",
+                   round, r, us, (t - k) / hz * 1e6 / n, k / hz * 1e6 / n, 1e6 / us;
+            printf "%.2f %.0f %.0f\n", us, 1e6 / us, r >> f}'
+}
+
+echo "command: wrk -t$THREADS -c$CONNS -d${SECONDS_RUN}s -s bench/post.lua (pinned: $PIN, ingest processes: $PROCS, rounds: $ROUNDS) ingest: $INGEST"
+echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+  ingest_round "$r"
+  [ "$NGINX_ON" = 1 ] && nginx_round "$r"
+done
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+iu=$(awk '{print $1}' "$TMP/ingest.rounds" | median)
+echo "ingest_cpu_us_per_post: $iu (median of $ROUNDS)"
+echo "post_per_sec_per_ingest_core: $(awk '{print $2}' "$TMP/ingest.rounds" | median) (median; best $(awk '{print $2}' "$TMP/ingest.rounds" | sort -n | tail -1))"
+echo "post_per_sec: $(awk '{print $3}' "$TMP/ingest.rounds" | median) (median; wrk and redis-server share the other core)"
+if [ "$NGINX_ON" = 1 ]; then
+  nu=$(awk '{print $1}' "$TMP/nginx.rounds" | median)
+  echo "nginx_cpu_us_per_request: $nu (median)"
+  echo "nginx_requests_per_sec_per_core: $(awk '{print $2}' "$TMP/nginx.rounds" | median) (median)"
+  paste "$TMP/ingest.rounds" "$TMP/nginx.rounds" | awk '{print $4 / $1}' | median |
+    awk '{printf "ingest_per_core_vs_nginx_canned_202: %.2f (median of the rounds'"'"' ratios)\n", $1}'
 fi
 
 # 2. allocations per POST: a fixed number of requests with the counter preloaded

@@ -15,7 +15,7 @@
 typedef struct {
     uint64_t last_ms;  /* timestamp of the last id */
     uint16_t seq;      /* 12-bit counter within last_ms */
-    uint8_t pool[256]; /* buffered getrandom() output */
+    uint8_t pool[1024]; /* buffered getrandom() output (a getrandom per ~50 ids) */
     size_t pool_used;
 } hr_uuid_gen_t;
 
