@@ -64,7 +64,7 @@ const size_t ing_config_nfields = HR_ARRAY_LEN(ing_config_fields);
  * KEYS[1] notifications stream
  * KEYS[2] idempotency key, or "" when the request carries no Idempotency-Key
  * ARGV[1] sha1hex("<path>\n<body>") the key protects (hashed by ingest), or ""
- * ARGV[2] the answer to store and replay (JSON)
+ * ARGV[2] the answer to store and replay (JSON), or "" without an idempotency key
  * ARGV[3] the key's TTL in seconds
  * ARGV[4] n, the number of notifications
  * ARGV[5] the request id (X-Request-Id), stored in each entry; then n groups of four:
@@ -423,7 +423,8 @@ ing_send(ing_server_t *s, ing_pending_t *p, int keyed, const char *path, const c
     }
     char count[24];
     ing_args_set(a, ING_ARG_COUNT, count, ing_u64(count, p->count));
-    ing_args_set(a, ING_ARG_ANSWER, p->answer.p, p->answer.len);
+    /* The answer is stored only under an Idempotency-Key: without one it need not travel. */
+    ing_args_set(a, ING_ARG_ANSWER, keyed ? p->answer.p : "", keyed ? p->answer.len : 0);
     const char *rid = ing_metrics_request_id(req);
     ing_args_set(a, ING_ARG_REQUEST_ID, rid, strlen(rid));
     ing_args_finish(a);
