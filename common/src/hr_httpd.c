@@ -224,8 +224,12 @@ hr_httpd_format(hr_httpd_conn_t *c, int status, const char *ctype, const char *e
         HR_HTTPD_PUTS(c, "\r\nContent-Type: ");
         hr_httpd_put(c, ctype, strlen(ctype));
     }
-    HR_HTTPD_PUTS(c, "\r\nContent-Length: ");
-    hr_httpd_put(c, num, hr_httpd_utoa(num, len + (nl ? 1 : 0)));
+    /* 204 and 304 have no body and no length (RFC 9110 8.6). */
+    int bodiless = status == 204 || status == 304;
+    if (!bodiless) {
+        HR_HTTPD_PUTS(c, "\r\nContent-Length: ");
+        hr_httpd_put(c, num, hr_httpd_utoa(num, len + (nl ? 1 : 0)));
+    }
     if (!c->keep)
         HR_HTTPD_PUTS(c, "\r\nConnection: close");
     else if (c->h.http10)
@@ -240,7 +244,7 @@ hr_httpd_format(hr_httpd_conn_t *c, int status, const char *ctype, const char *e
         i += nl + vl + 2;
     }
     HR_HTTPD_PUTS(c, "\r\n\r\n");
-    if (!head_only) {
+    if (!head_only && !bodiless) {
         hr_httpd_put(c, body, len);
         if (nl)
             HR_HTTPD_PUTS(c, "\n");
