@@ -1,4 +1,5 @@
 #include "herald/hr_metrics.h"
+#include "herald/hr_httpd.h"
 
 #include "herald/hr_alloc.h"
 #include "herald/hr_time.h"
@@ -429,6 +430,15 @@ hr_metrics_send_evhttp(struct evhttp_request *req, hr_metrics_t *m)
     evhttp_add_header(h, "Cache-Control", "no-store");
     evhttp_send_reply(req, 200, "OK", out);
     evbuffer_free(out);
+}
+
+void
+hr_metrics_send_httpd(hr_httpd_req_t *req, hr_metrics_t *m)
+{
+    size_t len;
+    const char *text = hr_metrics_render(m, &len);
+    hr_httpd_add_header(req, "Cache-Control", "no-store");
+    hr_httpd_send(req, 200, HR_METRICS_CONTENT_TYPE, text, len);
 }
 
 /* ---- process metrics ---- */

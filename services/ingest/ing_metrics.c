@@ -262,10 +262,7 @@ ing_metrics_handle(ing_metrics_t *m, hr_httpd_req_t *req)
     } else if (which == 3) {
         /* Counted before the render, so a scrape includes itself. */
         ing_metrics_answered(m, req, 200, m->route_start_us);
-        size_t tl;
-        const char *text = hr_metrics_render(m->reg, &tl);
-        hr_httpd_add_header(req, "Cache-Control", "no-store");
-        hr_httpd_send(req, 200, HR_METRICS_CONTENT_TYPE, text, tl);
+        hr_metrics_send_httpd(req, m->reg);
     } else {
         ing_send_health(m, req, which == 2);
     }

@@ -1,7 +1,7 @@
 /*
  * The worker's small HTTP listener: GET /metrics, /healthz, /readyz
  * (proto/metrics.md). The worker is a blocking, single-threaded loop, so the
- * listener is an evhttp server on the worker's own event_base that the loop
+ * listener is an hr_httpd server on the worker's own event_base that the loop
  * runs between steps (wrk_http_poll) and instead of sleeping during backoff
  * (wrk_http_wait). A request waits at most one step: an XREADGROUP BLOCK of
  * worker.block_ms or one commit. No thread, so metrics need no locks and the
@@ -9,12 +9,11 @@
  * the listener runs.
  */
 #include "wrk_internal.h"
-#include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_log.h"
 #include "herald/hr_time.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,43 +158,43 @@ wrk_collect(void *arg)
 }
 
 static void
-wrk_send_readyz(struct evhttp_request *req, wrk_worker_t *w)
+wrk_send_readyz(hr_httpd_req_t *req, wrk_worker_t *w)
 {
     int redis = wrk_redis_live(w), pg = wrk_pg_live(w), draining = *w->stop != 0;
     char body[160];
     int n;
     if (redis && pg && !draining) {
         n = snprintf(body, sizeof(body), "{\"status\":\"ready\"}");
-        hr_http_send_json(req, 200, body, (size_t)n);
+        hr_httpd_send_json(req, 200, body, (size_t)n);
         return;
     }
     n = snprintf(body, sizeof(body),
                  "{\"status\":\"not_ready\",\"redis\":\"%s\",\"postgres\":\"%s\","
                  "\"draining\":%s}",
                  redis ? "up" : "down", pg ? "up" : "down", draining ? "true" : "false");
-    hr_http_send_json(req, 503, body, (size_t)n);
+    hr_httpd_send_json(req, 503, body, (size_t)n);
 }
 
 static void
-wrk_http_cb(struct evhttp_request *req, void *arg)
+wrk_http_cb(hr_httpd_req_t *req, void *arg)
 {
     wrk_worker_t *w = arg;
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    const char *uri = evhttp_request_get_uri(req);
-    size_t plen = strcspn(uri, "?");
-    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        hr_http_send_error(req, 405, "method_not_allowed", "only GET and HEAD");
+    hr_httpd_method_t cmd = hr_httpd_method(req);
+    size_t plen;
+    const char *uri = hr_httpd_path(req, &plen);
+    if (cmd != HR_HTTPD_GET && cmd != HR_HTTPD_HEAD) {
+        hr_httpd_send_error(req, 405, "method_not_allowed", "only GET and HEAD");
         return;
     }
     if (plen == 8 && strncmp(uri, "/metrics", 8) == 0) {
-        hr_metrics_send_evhttp(req, w->m.reg);
+        hr_metrics_send_httpd(req, w->m.reg);
     } else if (plen == 8 && strncmp(uri, "/healthz", 8) == 0) {
         static const char ok[] = "{\"status\":\"ok\"}";
-        hr_http_send_json(req, 200, ok, sizeof(ok) - 1);
+        hr_httpd_send_json(req, 200, ok, sizeof(ok) - 1);
     } else if (plen == 7 && strncmp(uri, "/readyz", 7) == 0) {
         wrk_send_readyz(req, w);
     } else {
-        hr_http_send_error(req, 404, "not_found", "no such path");
+        hr_httpd_send_error(req, 404, "not_found", "no such path");
     }
 }
 
@@ -249,7 +248,7 @@ wrk_http_start(wrk_worker_t *w, char *err, size_t errlen)
         return HR_ERR;
     }
     wrk_metrics_register(w);
-    hr_http_opts_t o = {0};
+    hr_httpd_opts_t o = {0};
     o.host = w->cfg->host;
     o.port = w->cfg->port;
     o.max_body = 1024; /* GET only */
@@ -257,7 +256,7 @@ wrk_http_start(wrk_worker_t *w, char *err, size_t errlen)
     o.cb = wrk_http_cb;
     o.cbarg = w;
     char herr[256];
-    w->http = hr_http_create(w->base, &o, herr, sizeof(herr));
+    w->http = hr_httpd_create(w->base, &o, herr, sizeof(herr));
     if (w->http == NULL) {
         snprintf(err, errlen, "worker.host/worker.port %s:%d: %s", w->cfg->host, w->cfg->port,
                  herr);
@@ -265,7 +264,7 @@ wrk_http_start(wrk_worker_t *w, char *err, size_t errlen)
         return HR_ERR;
     }
     hr_log_info("listening", "host=%s port=%d paths=/metrics,/healthz,/readyz", w->cfg->host,
-                hr_http_port(w->http));
+                hr_httpd_port(w->http));
     return 0;
 }
 
@@ -316,7 +315,7 @@ void
 wrk_http_stop(wrk_worker_t *w)
 {
     if (w->http != NULL)
-        hr_http_destroy(w->http);
+        hr_httpd_destroy(w->http);
     w->http = NULL;
     if (w->m.reg != NULL)
         hr_metrics_destroy(w->m.reg);

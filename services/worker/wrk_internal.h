@@ -28,7 +28,7 @@ typedef struct {
 enum { WRK_T_NOTIFY = 0, WRK_T_ROOM = 1, WRK_T_RECEIPT = 2, WRK_NTABLES = 3 };
 
 struct event_base;
-typedef struct hr_http_s hr_http_t;
+typedef struct hr_httpd_s hr_httpd_t;
 
 /* The metric slots of proto/metrics.md's worker section (borrowed from reg). */
 typedef struct {
@@ -73,7 +73,7 @@ struct wrk_worker_s {
     wrk_stats_t stats;
     wrk_metrics_t m;
     struct event_base *base; /* owned: runs the HTTP listener between steps and in sleeps */
-    hr_http_t *http;         /* owned */
+    hr_httpd_t *http;        /* owned */
     uint64_t next_probe_ms;  /* monotonic: next idle check of the PostgreSQL link */
 };
 

@@ -4,15 +4,14 @@
  *
  *   metrics_demo           prints it once (piped to `promtool check metrics`)
  *   metrics_demo --serve   serves it on a free loopback port (printed as
- *                          "port=N") through hr_metrics_send_evhttp: GET
+ *                          "port=N") through hr_metrics_send_httpd: GET
  *                          /metrics, and GET /hit counts one request; a real
  *                          Prometheus scrapes it. SIGTERM stops it.
  */
-#include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_metrics.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,18 +23,18 @@ typedef struct {
 } demo_t;
 
 static void
-demo_route(struct evhttp_request *req, void *arg)
+demo_route(hr_httpd_req_t *req, void *arg)
 {
     demo_t *d = arg;
-    const char *uri = evhttp_request_get_uri(req);
+    const char *uri = hr_httpd_uri(req);
     if (strcmp(uri, "/metrics") == 0) {
-        hr_metrics_send_evhttp(req, d->m);
+        hr_metrics_send_httpd(req, d->m);
     } else if (strcmp(uri, "/hit") == 0) {
         hr_counter_inc(&d->req[0]);
         hr_histogram_observe(&d->dur[0], 0.002);
-        evhttp_send_reply(req, 200, "OK", NULL);
+        hr_httpd_send(req, 200, NULL, "", 0);
     } else {
-        evhttp_send_error(req, 404, NULL);
+        hr_httpd_send_error(req, 404, "not_found", "no such path");
     }
 }
 
@@ -52,8 +51,8 @@ demo_serve(demo_t *d)
 {
     struct event_base *base = event_base_new();
     char err[256];
-    hr_http_opts_t ho = {.host = "127.0.0.1", .max_body = 4096, .cb = demo_route, .cbarg = d};
-    hr_http_t *http = hr_http_create(base, &ho, err, sizeof(err));
+    hr_httpd_opts_t ho = {.host = "127.0.0.1", .max_body = 4096, .cb = demo_route, .cbarg = d};
+    hr_httpd_t *http = hr_httpd_create(base, &ho, err, sizeof(err));
     if (http == NULL) {
         fprintf(stderr, "metrics_demo: %s\n", err);
         event_base_free(base);
@@ -61,11 +60,11 @@ demo_serve(demo_t *d)
     }
     struct event *term = evsignal_new(base, SIGTERM, demo_stop, base);
     event_add(term, NULL);
-    printf("port=%d\n", hr_http_port(http));
+    printf("port=%d\n", hr_httpd_port(http));
     fflush(stdout);
     event_base_dispatch(base);
     event_free(term);
-    hr_http_destroy(http);
+    hr_httpd_destroy(http);
     event_base_free(base);
     return 0;
 }
