@@ -209,7 +209,8 @@ hr_http_head_parse(const char *buf, size_t len, hr_http_head_t *out, hr_http_fie
         return rc;
     const char *target = memchr(buf, ' ', (size_t)(eol - buf)) + 1;
     out->path = target;
-    while (target[out->path_len] != '?' && target[out->path_len] != ' ')
+    while (target[out->path_len] != '?' && target[out->path_len] != '#' &&
+           target[out->path_len] != ' ')
         out->path_len++;
     int http10 = eol[-1] == '0';
     out->http10 = http10;

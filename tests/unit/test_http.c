@@ -1,6 +1,6 @@
 /*
- * hr_http: header and body helpers on bare evhttp requests, and JSON replies
- * through a real evhttp server and client on a loopback ephemeral port.
+ * hr_http_parse's head checks, and hr_httpd's requests and JSON answers
+ * through a real server and an evhttp client on a loopback ephemeral port.
  */
 #include "hr_test.h"
 
@@ -8,6 +8,7 @@
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_http_parse.h"
 #include "herald/hr_json.h"
 
@@ -19,16 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* is_json on a request that has (or lacks) the given Content-Type. */
+/* Whether a request with the given Content-Type (NULL: none) is JSON. */
 static int
 is_json_with(const char *content_type)
 {
-    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
-    if (content_type != NULL)
-        evhttp_add_header(evhttp_request_get_input_headers(req), "Content-Type", content_type);
-    int r = hr_http_is_json(req);
-    evhttp_request_free(req);
-    return r;
+    return hr_http_json_type(content_type);
 }
 
 HR_TEST(is_json_accepts_application_json_with_parameters_in_any_case)
@@ -52,23 +48,6 @@ HR_TEST(is_json_refuses_other_or_missing_types)
     HR_CHECK_EQ_INT(is_json_with("text/application/json"), 0);
 }
 
-HR_TEST(body_is_contiguous_and_empty_body_is_an_empty_string)
-{
-    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
-    size_t len = 99;
-    const char *b = hr_http_body(req, &len);
-    HR_CHECK_EQ_INT(len, 0);
-    HR_CHECK(b != NULL);
-
-    /* Two chunks become one contiguous run. */
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    evbuffer_add(in, "{\"user_id\":", 11);
-    evbuffer_add_reference(in, "\"a\"}", 4, NULL, NULL);
-    b = hr_http_body(req, &len);
-    HR_CHECK_EQ_MEM(b, len, "{\"user_id\":\"a\"}", 15);
-    evhttp_request_free(req);
-}
-
 /* ---- through a real server ---- */
 
 typedef struct {
@@ -88,34 +67,34 @@ typedef struct {
 } ctx_t;
 
 static void
-server_cb(struct evhttp_request *req, void *arg)
+server_cb(hr_httpd_req_t *req, void *arg)
 {
     ctx_t *c = arg;
-    char *path = hr_http_path(req);
-    snprintf(c->path, sizeof(c->path), "%s", path);
-    c->saw_json = hr_http_is_json(req);
+    size_t plen;
+    const char *path = hr_httpd_path(req, &plen);
+    snprintf(c->path, sizeof(c->path), "%.*s", (int)plen, path);
+    c->saw_json = hr_http_json_type(hr_httpd_header(req, "Content-Type"));
     size_t len;
-    const char *body = hr_http_body(req, &len);
+    const char *body = hr_httpd_body(req, &len);
     c->body_len = len < sizeof(c->body) ? len : sizeof(c->body);
     memcpy(c->body, body, c->body_len);
 
-    if (strcmp(path, "/json") == 0) {
-        hr_http_send_json(req, 202, "{\"id\":\"x\"}", 10);
-    } else if (strcmp(path, "/missing") == 0) {
+    if (hr_httpd_path_is(req, "/json")) {
+        hr_httpd_send_json(req, 202, "{\"id\":\"x\"}", 10);
+    } else if (hr_httpd_path_is(req, "/missing")) {
         hr_notification_t n = {0};
         hr_proto_err_t e;
         if (hr_proto_parse_request(body, len, &n, &e) == 0) {
             hr_notification_clear(&n);
-            hr_http_send_json(req, 202, "{}", 2);
+            hr_httpd_send_json(req, 202, "{}", 2);
         } else {
-            hr_http_send_error(req, e.status, e.code, e.message);
+            hr_httpd_send_error(req, e.status, e.code, e.message);
         }
-    } else if (strcmp(path, "/unavailable") == 0) {
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "redis is \"down\"\n");
+    } else if (hr_httpd_path_is(req, "/unavailable")) {
+        hr_httpd_send_error(req, 503, HR_E_UNAVAILABLE, "redis is \"down\"\n");
     } else {
-        hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
+        hr_httpd_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
     }
-    hr_free(path);
 }
 
 static void
@@ -148,14 +127,14 @@ round_trip(ctx_t *c, enum evhttp_cmd_type method, const char *uri, const char *c
     memset(c, 0, sizeof(*c));
     c->base = event_base_new();
     char err[128];
-    hr_http_opts_t o = {.host = "127.0.0.1", .max_body = HR_BODY_MAX, .cb = server_cb, .cbarg = c};
-    hr_http_t *http = hr_http_create(c->base, &o, err, sizeof(err));
+    hr_httpd_opts_t o = {.host = "127.0.0.1", .max_body = HR_BODY_MAX, .cb = server_cb, .cbarg = c};
+    hr_httpd_t *http = hr_httpd_create(c->base, &o, err, sizeof(err));
     if (!HR_CHECK(http != NULL)) {
         HR_FAIL("listen: %s", err);
         event_base_free(c->base);
         return HR_ERR;
     }
-    int port = hr_http_port(http);
+    int port = hr_httpd_port(http);
     HR_CHECK_CMP_INT(port, >, 0);
 
     struct evhttp_connection *conn =
@@ -175,7 +154,7 @@ round_trip(ctx_t *c, enum evhttp_cmd_type method, const char *uri, const char *c
     HR_CHECK(c->done);
 
     evhttp_connection_free(conn);
-    hr_http_destroy(http);
+    hr_httpd_destroy(http);
     event_base_free(c->base);
     return c->done ? 0 : HR_ERR;
 }
@@ -184,22 +163,22 @@ HR_TEST(listen_on_port_0_reports_the_bound_port)
 {
     struct event_base *base = event_base_new();
     char err[128];
-    hr_http_opts_t o = {.host = "127.0.0.1", .max_body = HR_BODY_MAX, .cb = server_cb};
-    hr_http_t *http = hr_http_create(base, &o, err, sizeof(err));
+    hr_httpd_opts_t o = {.host = "127.0.0.1", .max_body = HR_BODY_MAX, .cb = server_cb};
+    hr_httpd_t *http = hr_httpd_create(base, &o, err, sizeof(err));
     HR_REQUIRE(http != NULL);
-    int port = hr_http_port(http);
+    int port = hr_httpd_port(http);
     HR_CHECK_CMP_INT(port, >, 0);
     HR_CHECK_CMP_INT(port, <=, 65535);
 
     /* The same port again is taken: an error naming it, not a crash. */
     o.port = port;
-    hr_http_t *again = hr_http_create(base, &o, err, sizeof(err));
+    hr_httpd_t *again = hr_httpd_create(base, &o, err, sizeof(err));
     HR_CHECK(again == NULL);
     char want[32];
     snprintf(want, sizeof(want), "%d", port);
     HR_CHECK_CONTAINS(err, want);
-    hr_http_destroy(again);
-    hr_http_destroy(http);
+    hr_httpd_destroy(again);
+    hr_httpd_destroy(http);
     event_base_free(base);
 }
 

@@ -48,7 +48,7 @@ typedef struct {
 
 /** What hr_http_head_check learned from an accepted head. */
 typedef struct {
-    const char *path; /* borrowed: into the head, up to '?' or the space */
+    const char *path; /* borrowed: into the head, up to '?', '#' or the space */
     size_t path_len;
     int has_length; /* a Content-Length was given */
     unsigned long long length;
