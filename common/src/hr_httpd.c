@@ -66,6 +66,8 @@ struct hr_httpd_req_s {
     const char *head; /* borrowed: the head in conn->in (valid while the request is busy) */
     const char *body; /* borrowed: conn->in or conn->chunk */
     size_t body_len;
+    void (*gone_cb)(hr_httpd_req_t *, void *); /* hr_httpd_on_gone; NULL: none */
+    void *gone_arg;                            /* borrowed */
     char *ohdr; /* answer headers as "name\0value\0"…: ohdr_inl or owned */
     size_t ohdr_len, ohdr_cap;
     char ohdr_inl[256];
@@ -224,7 +226,7 @@ hr_httpd_format(hr_httpd_conn_t *c, int status, const char *ctype, const char *e
         HR_HTTPD_PUTS(c, "\r\nContent-Type: ");
         hr_httpd_put(c, ctype, strlen(ctype));
     }
-    /* 204 and 304 have no body and no length (RFC 9110 8.6). */
+    /* 204 and 304 have no body and no length (RFC 9110 8.6; evhttp sent none either). */
     int bodiless = status == 204 || status == 304;
     if (!bodiless) {
         HR_HTTPD_PUTS(c, "\r\nContent-Length: ");
@@ -312,8 +314,14 @@ static void
 hr_httpd_drop(hr_httpd_conn_t *c)
 {
     hr_httpd_close_fd(c);
-    if (c->state != HR_HTTPD_C_BUSY)
+    if (c->state != HR_HTTPD_C_BUSY) {
         hr_httpd_conn_free(c);
+        return;
+    }
+    void (*cb)(hr_httpd_req_t *, void *) = c->req.gone_cb;
+    c->req.gone_cb = NULL;
+    if (cb != NULL)
+        cb(&c->req, c->req.gone_arg); /* may answer: c may be gone afterwards */
 }
 
 /*
@@ -650,6 +658,7 @@ hr_httpd_dispatch(hr_httpd_conn_t *c)
     r->ohdr = r->ohdr_inl;
     r->ohdr_cap = sizeof(r->ohdr_inl);
     r->ohdr_len = 0;
+    r->gone_cb = NULL;
     c->state = HR_HTTPD_C_BUSY;
     hr_httpd_set_deadline(c, HR_HTTPD_D_NONE, 0);
     c->srv->cb(r, c->srv->cbarg);
@@ -1073,6 +1082,13 @@ hr_httpd_gone(const hr_httpd_req_t *r)
 }
 
 void
+hr_httpd_on_gone(hr_httpd_req_t *r, void (*cb)(hr_httpd_req_t *r, void *arg), void *arg)
+{
+    r->gone_cb = cb;
+    r->gone_arg = arg;
+}
+
+void
 hr_httpd_add_header(hr_httpd_req_t *r, const char *name, const char *value)
 {
     size_t nl = strlen(name), vl = strlen(value), need = nl + vl + 2;
@@ -1110,6 +1126,7 @@ hr_httpd_answer(hr_httpd_req_t *r, int status, const char *ctype, const char *bo
                 int nl)
 {
     hr_httpd_conn_t *c = r->conn;
+    r->gone_cb = NULL;
     if (c->fd < 0) {
         /* The client went while the service worked: the connection was kept for this. */
         hr_httpd_conn_free(c);

@@ -2,13 +2,11 @@
 #include "hist_params.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
-#include "herald/hr_http.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
 
 #include <ctype.h>
 #include <errno.h>
-#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,26 +83,33 @@ hist_auth_dev_mint(const hist_auth_t *a)
 }
 
 int
-hist_auth_verify(const hist_auth_t *a, struct evhttp_request *req, int64_t now,
-                 hr_token_claims_t *claims, char *err, size_t errlen)
+hist_auth_verify(const hist_auth_t *a, hr_httpd_req_t *req, int64_t now, hr_token_claims_t *claims,
+                 char *err, size_t errlen)
 {
-    const char *value = NULL;
-    int seen = 0;
-    struct evkeyval *h;
-    for (h = evhttp_request_get_input_headers(req)->tqh_first; h != NULL; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, "Authorization") == 0) {
-            value = h->value;
-            seen++;
-        }
+    const char *values[2];
+    size_t seen = 0;
+    for (size_t i = 0, n = hr_httpd_nheaders(req); i < n && seen < 2; i++) {
+        const char *name, *value;
+        hr_httpd_header_at(req, i, &name, &value);
+        if (strcasecmp(name, "Authorization") == 0)
+            values[seen++] = value;
     }
-    if (seen == 0) {
+    return hist_auth_verify_values(a, values, seen, now, claims, err, errlen);
+}
+
+int
+hist_auth_verify_values(const hist_auth_t *a, const char *const *values, size_t n, int64_t now,
+                        hr_token_claims_t *claims, char *err, size_t errlen)
+{
+    if (n == 0) {
         snprintf(err, errlen, "Authorization: Bearer <token> is required");
         return HIST_AUTH_MISSING;
     }
-    if (seen > 1) {
+    if (n > 1) {
         snprintf(err, errlen, "more than one Authorization header");
         return HR_TOKEN_MALFORMED;
     }
+    const char *value = values[0];
     static const char scheme[] = "Bearer";
     size_t sl = sizeof(scheme) - 1;
     if (strncasecmp(value, scheme, sl) != 0 || (value[sl] != ' ' && value[sl] != '\t')) {
@@ -131,12 +136,11 @@ hist_auth_reason(int code)
 }
 
 void
-hist_auth_send_unauthorized(struct evhttp_request *req, int code, const char *message)
+hist_auth_send_unauthorized(hr_httpd_req_t *req, int code, const char *message)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     /* RFC 6750 §3: no error attribute when no credential was presented. */
-    evhttp_add_header(out, "WWW-Authenticate",
-                      code == HIST_AUTH_MISSING ? "Bearer" : "Bearer error=\"invalid_token\"");
+    hr_httpd_add_header(req, "WWW-Authenticate",
+                        code == HIST_AUTH_MISSING ? "Bearer" : "Bearer error=\"invalid_token\"");
     cJSON *o = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(o, "error");
     cJSON_AddStringToObject(e, "code", HR_E_UNAUTHORIZED);
@@ -144,7 +148,7 @@ hist_auth_send_unauthorized(struct evhttp_request *req, int code, const char *me
     cJSON_AddStringToObject(e, "message", message);
     char *s = hr_json_print(o);
     cJSON_Delete(o);
-    hr_http_send_json(req, 401, s, strlen(s));
+    hr_httpd_send_json(req, 401, s, strlen(s));
     hr_free(s);
 }
 

@@ -10,9 +10,9 @@
 #define HERALD_HIST_AUTH_H
 
 #include "hr_proto.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_token.h"
 
-#include <event2/http.h>
 #include <hiredis/hiredis.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,8 +54,11 @@ int hist_auth_dev_mint(const hist_auth_t *a);
  * is no such header, or an HR_TOKEN_* refusal with err saying why (never the
  * token).
  */
-int hist_auth_verify(const hist_auth_t *a, struct evhttp_request *req, int64_t now,
+int hist_auth_verify(const hist_auth_t *a, hr_httpd_req_t *req, int64_t now,
                      hr_token_claims_t *claims, char *err, size_t errlen);
+/** hist_auth_verify of a request whose Authorization values are values[0..n) (no server). */
+int hist_auth_verify_values(const hist_auth_t *a, const char *const *values, size_t n, int64_t now,
+                            hr_token_claims_t *claims, char *err, size_t errlen);
 
 /** The stable reason of a hist_auth_verify() refusal ("missing", "expired"...). */
 const char *hist_auth_reason(int code);
@@ -65,7 +68,7 @@ const char *hist_auth_reason(int code);
  * "message":message}} with WWW-Authenticate: Bearer (and error="invalid_token"
  * when a token was presented).
  */
-void hist_auth_send_unauthorized(struct evhttp_request *req, int code, const char *message);
+void hist_auth_send_unauthorized(hr_httpd_req_t *req, int code, const char *message);
 
 /** Writes herald:revoked:{<user>} (proto/auth.md) into buf; returns its length, 0 if it does not
  * fit. */

@@ -4,22 +4,17 @@
 #include "hist_render.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
-#include "herald/hr_http.h"
+#include "herald/hr_httpd.h"
 #include "herald/hr_json.h"
 #include "herald/hr_log.h"
 #include "herald/hr_redis.h"
 #include "herald/hr_time.h"
 #include "herald/hr_uuid.h"
 
-#include <errno.h>
-#include <event2/bufferevent.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 /* Reconnect pacing while PostgreSQL is down. */
 #define HIST_PG_BACKOFF_MIN_MS 250
@@ -47,6 +42,9 @@ const hr_cfg_field_t hist_config_fields[] = {
      1000000},
     {"history.header_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, header_timeout_ms), "10000",
      10, 600000},
+    /* A keep-alive connection idle, or a body or an answer stalled, this long is closed. */
+    {"history.idle_timeout_ms", HR_CFG_INT, offsetof(hist_config_t, idle_timeout_ms), "60000", 100,
+     3600000},
     {"postgres.url", HR_CFG_STR, offsetof(hist_config_t, postgres_url),
      "host=127.0.0.1 port=5432 dbname=herald user=postgres", 0, 0},
     {"redis.url", HR_CFG_STR, offsetof(hist_config_t, redis_url), "redis://127.0.0.1:6379", 0, 0},
@@ -60,12 +58,13 @@ const size_t hist_config_nfields = HR_ARRAY_LEN(hist_config_fields);
 struct hist_server_s {
     struct event_base *base;  /* borrowed */
     const hist_config_t *cfg; /* borrowed */
-    hr_http_t *http;          /* owned */
+    hr_httpd_t *http;         /* owned */
     hist_db_t *db;            /* owned */
     hr_redis_async_t *redis;  /* owned: PUBLISH of read/unread events */
     hr_http_drain_t drain;    /* listener, requests in flight, stop */
     hist_metrics_t metrics;   /* registry and slots (owned) */
     hist_auth_t *auth;        /* owned: keys, verifier, development switches */
+    int closing;              /* hist_server_destroy runs: answers route nothing */
 };
 
 /* ---- routes ---- */
@@ -180,22 +179,18 @@ hist_route_is_post(hist_route_t r)
 /* ---- one request waiting on PostgreSQL ---- */
 
 /*
- * A request that waits for the pool. libevent 2.1 stops reading a connection
- * once a request is read (and its read callback must not run while the
- * request is open), so it never notices a client that hangs up before the
- * answer. The call watches the socket itself (peek, never read): on a reset
- * it frees the evhttp connection, whose close callback withdraws a query
- * still queued; a query already running finishes (a write still publishes
- * its event) and its answer is dropped. A FIN is not a hang-up (it may be a
- * half-close): queued requests of clients that left that way are bounded by
+ * A request that waits for Redis or the pool. hr_httpd keeps reading the
+ * connection meanwhile: a reset (or an answer that cannot be sent) ends it,
+ * and hist_call_gone withdraws a query still queued; a query already running
+ * finishes (a write still publishes its event) and its answer is dropped.
+ * A FIN is not a hang-up (it may be a half-close, and the client still gets
+ * its answer): queued requests of clients that left that way are bounded by
  * pg_queue_wait_ms instead.
  */
 typedef struct {
-    hist_server_t *srv;              /* borrowed */
-    struct evhttp_request *req;      /* borrowed; NULL once evhttp has freed it */
-    struct evhttp_connection *evcon; /* borrowed; NULL once closed */
-    hist_op_t *op;                   /* borrowed: the query in the pool, NULL when done */
-    struct event *watch;             /* owned: EOF detection on the client's socket */
+    hist_server_t *srv;  /* borrowed */
+    hr_httpd_req_t *req; /* borrowed: valid until answered */
+    hist_op_t *op;       /* borrowed: the query in the pool, NULL when done */
     hist_route_t route;
     uint64_t start_us;    /* hr_mono_us when the request arrived */
     hist_params_t params; /* user_id: the token's sub, or the dev ?user_id= */
@@ -209,116 +204,55 @@ typedef struct {
     long long unread_above;       /* read-all: unread rows above the bound (capped) */
 } hist_call_t;
 
-static void hist_call_closed(struct evhttp_connection *evcon, void *arg);
-
-static void
-hist_call_unwatch(hist_call_t *c)
-{
-    if (c->watch != NULL) {
-        event_free(c->watch);
-        c->watch = NULL;
-    }
-}
-
-/*
- * The client's socket became readable while its request waits: an error
- * means the client is gone (free the connection: hist_call_closed runs and c
- * may be freed); EOF ends the watch (see hist_call_t); bytes mean a pipelined
- * request, which evhttp will read after our answer, so the watch ends there.
- */
-static void
-hist_call_peek(evutil_socket_t fd, short what, void *arg)
-{
-    HR_UNUSED(what);
-    hist_call_t *c = arg;
-    char b;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-        event_add(c->watch, NULL);
-        return;
-    }
-    hist_call_unwatch(c);
-    if (n > 0 || c->evcon == NULL)
-        return;
-    /*
-     * EOF: the client may only have half-closed (shutdown(SHUT_WR), which
-     * HTTP/1.1 allows) and still be reading, so it gets its answer; a client
-     * that is really gone makes the write fail. Only an error (a reset) says
-     * it is gone.
-     */
-    if (n == 0) {
-        hr_log_debug("client_half_closed", "route=%d", (int)c->route);
-        return;
-    }
-    evhttp_connection_free(c->evcon);
-}
+static void hist_call_gone(hr_httpd_req_t *req, void *arg);
 
 static hist_call_t *
-hist_call_new(hist_server_t *s, struct evhttp_request *req, hist_route_t route, uint64_t start_us)
+hist_call_new(hist_server_t *s, hr_httpd_req_t *req, hist_route_t route, uint64_t start_us)
 {
     hist_call_t *c = hr_calloc(1, sizeof(*c));
     c->srv = s;
     c->req = req;
     c->route = route;
     c->start_us = start_us;
-    c->evcon = evhttp_request_get_connection(req);
-    if (c->evcon != NULL) {
-        evhttp_connection_set_closecb(c->evcon, hist_call_closed, c);
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-        evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
-        if (fd >= 0) {
-            c->watch = event_new(s->base, fd, EV_READ, hist_call_peek, c);
-            event_add(c->watch, NULL);
-        }
-    }
+    hr_httpd_on_gone(req, hist_call_gone, c);
     s->drain.inflight++;
     return c;
 }
 
-/* Forgets the close callback and the watch, and frees the call. */
 static void
 hist_call_free(hist_call_t *c)
 {
     hist_server_t *s = c->srv;
-    hist_call_unwatch(c);
-    if (c->evcon != NULL)
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
     hr_free(c);
     hr_http_drain_release(&s->drain);
 }
 
-/* Stops watching the client; returns its request, or NULL if it went away. */
-static struct evhttp_request *
-hist_call_detach(hist_call_t *c)
+/*
+ * Counts the answer unless its client is gone (it has nowhere to go, and
+ * proto/metrics.md counts it not at all), with counted set: a withdrawn
+ * request's 499.
+ */
+static void
+hist_call_count(hist_call_t *c, int status, int counted)
 {
-    struct evhttp_request *req = c->req;
-    hist_call_unwatch(c);
-    if (c->evcon != NULL)
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-    c->evcon = NULL;
-    return req;
+    if (counted || !hr_httpd_gone(c->req))
+        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), status, c->start_us);
 }
 
-/* Answers (or, with the client gone, lets evhttp free the request) and frees the call. */
+/* Answers (dropped when the client is gone) and frees the call. */
 static void
 hist_call_reply(hist_call_t *c, int status, const char *json, size_t len)
 {
-    struct evhttp_request *req = hist_call_detach(c);
-    if (req != NULL) {
-        hr_http_send_json(req, status, json, len);
-        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), status, c->start_us);
-    }
+    hist_call_count(c, status, 0);
+    hr_httpd_send_json(c->req, status, json, len);
     hist_call_free(c);
 }
 
 static void
 hist_call_error(hist_call_t *c, int status, const char *code, const char *message)
 {
-    struct evhttp_request *req = hist_call_detach(c);
-    if (req != NULL) {
-        hr_http_send_error(req, status, code, message);
-        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), status, c->start_us);
-    }
+    hist_call_count(c, status, 0);
+    hr_httpd_send_error(c->req, status, code, message);
     hist_call_free(c);
 }
 
@@ -339,20 +273,19 @@ hist_call_db_error(hist_call_t *c, int status)
         hist_call_error(c, 500, HR_E_INTERNAL, "the query failed");
 }
 
+/* The client went while its request waits: a query still queued is withdrawn (499). */
 static void
-hist_call_closed(struct evhttp_connection *evcon, void *arg)
+hist_call_gone(hr_httpd_req_t *req, void *arg)
 {
-    HR_UNUSED(evcon);
+    HR_UNUSED(req);
     hist_call_t *c = arg;
-    c->evcon = NULL;
-    /* Still attached: evhttp frees it with the connection. Detached: ours to answer (free). */
-    if (c->req != NULL && evhttp_request_get_connection(c->req) != NULL)
-        c->req = NULL;
     int queued = c->op != NULL && hist_db_cancel(c->srv->db, c->op);
     hr_log_debug("client_gone", "route=%d withdrawn=%d", (int)c->route, queued);
     if (queued) {
         c->op = NULL;
-        hist_call_error(c, 499, HR_E_UNAVAILABLE, "client closed the request");
+        hist_call_count(c, 499, 1);
+        hr_httpd_send_error(c->req, 499, HR_E_UNAVAILABLE, "client closed the request");
+        hist_call_free(c);
     }
 }
 
@@ -547,10 +480,10 @@ hist_call_done(int status, const PGresult *r, void *arg)
 /* ---- handlers ---- */
 
 static int
-hist_send_refusal(struct evhttp_request *req, const hr_proto_err_t *e)
+hist_send_refusal(hr_httpd_req_t *req, const hr_proto_err_t *e)
 {
     hr_log_debug("request_refused", "code=%s", e->code);
-    hr_http_send_error(req, e->status, e->code, e->message);
+    hr_httpd_send_error(req, e->status, e->code, e->message);
     return e->status;
 }
 
@@ -629,17 +562,16 @@ hist_cutoff_done(redisAsyncContext *ac, void *reply, void *privdata)
         hist_call_error(c, 500, HR_E_INTERNAL, "the revocation cut-off could not be read");
         return;
     }
-    if (c->req == NULL) { /* the client left while we waited */
-        hist_call_free(c);
+    if (hr_httpd_gone(c->req)) { /* the client left while we waited: no query for it */
+        hist_call_error(c, 499, HR_E_UNAVAILABLE, "client closed the request");
         return;
     }
     hr_token_claims_t claims = {.iat = c->iat, .has_iat = c->has_iat};
     if (hr_token_check_cutoff(&claims, cutoff) != 0) {
-        struct evhttp_request *req = hist_call_detach(c);
         hr_log_debug("request_refused", "code=%s reason=revoked", HR_E_UNAUTHORIZED);
-        hist_auth_send_unauthorized(req, HR_TOKEN_REVOKED,
+        hist_call_count(c, 401, 0);
+        hist_auth_send_unauthorized(c->req, HR_TOKEN_REVOKED,
                                     "the token was issued before the user's revocation cut-off");
-        hist_metrics_answered(&c->srv->metrics, hist_route_label(c->route), 401, c->start_us);
         hist_call_free(c);
         return;
     }
@@ -666,8 +598,8 @@ hist_call_check_cutoff(hist_call_t *c)
  * or leaves it zeroed. Returns 0, or the status of the refusal it sent.
  */
 static int
-hist_authenticate(hist_server_t *s, struct evhttp_request *req, hist_route_t route,
-                  const hist_params_t *p, int query_bad, hr_token_claims_t *claims, int *has_token)
+hist_authenticate(hist_server_t *s, hr_httpd_req_t *req, hist_route_t route, const hist_params_t *p,
+                  int query_bad, hr_token_claims_t *claims, int *has_token)
 {
     char err[256];
     *has_token = 0;
@@ -685,7 +617,7 @@ hist_authenticate(hist_server_t *s, struct evhttp_request *req, hist_route_t rou
     if (!query_bad && p->user_id[0] != '\0' && strcmp(p->user_id, claims->sub) != 0) {
         hr_token_claims_free(claims);
         hr_log_debug("request_refused", "code=%s", HR_E_FORBIDDEN);
-        hr_http_send_error(req, 403, HR_E_FORBIDDEN, "user_id differs from the token's user");
+        hr_httpd_send_error(req, 403, HR_E_FORBIDDEN, "user_id differs from the token's user");
         return 403;
     }
     return 0;
@@ -698,13 +630,23 @@ hist_authenticate(hist_server_t *s, struct evhttp_request *req, hist_route_t rou
  * the status of the refusal it sent.
  */
 static int
-hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, const char *seg,
+hist_handle(hist_server_t *s, hr_httpd_req_t *req, hist_route_t route, const char *seg,
             size_t seglen, uint64_t start_us)
 {
     hist_params_t p;
     hr_proto_err_t e;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    /* The query: after the path's '?', up to a '#' (the split evhttp made). */
+    const char *uri = hr_httpd_uri(req), *query = NULL;
+    char *qcopy = NULL;
+    size_t pl = strcspn(uri, "?#");
+    if (uri[pl] == '?') {
+        query = uri + pl + 1;
+        size_t ql = strcspn(query, "#");
+        if (query[ql] != '\0')
+            query = qcopy = hr_strndup(query, ql);
+    }
     int qrc = hist_params_parse(query, &p, &e);
+    hr_free(qcopy);
     hr_token_claims_t claims = {0};
     int has_token;
     /* Credentials first: a caller without them learns nothing from 400s. */
@@ -738,8 +680,8 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
         if (has_token && !hr_token_room_allowed(&claims, room)) {
             hr_token_claims_free(&claims);
             hr_log_debug("request_refused", "code=%s", HR_E_FORBIDDEN);
-            hr_http_send_error(req, 403, HR_E_FORBIDDEN,
-                               "the token's rooms claim does not allow this room");
+            hr_httpd_send_error(req, 403, HR_E_FORBIDDEN,
+                                "the token's rooms claim does not allow this room");
             return 403;
         }
     }
@@ -760,20 +702,20 @@ hist_handle(hist_server_t *s, struct evhttp_request *req, hist_route_t route, co
 
 /* POST /dev/token (history.dev_mint): a token for any user, signed with the first HS256 key. */
 static int
-hist_handle_dev_token(hist_server_t *s, struct evhttp_request *req)
+hist_handle_dev_token(hist_server_t *s, hr_httpd_req_t *req)
 {
-    if (!hr_http_is_json(req)) {
-        hr_http_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
-                           "Content-Type must be application/json");
+    if (!hr_http_json_type(hr_httpd_header(req, "Content-Type"))) {
+        hr_httpd_send_error(req, 415, HR_E_UNSUPPORTED_MEDIA,
+                            "Content-Type must be application/json");
         return 415;
     }
     size_t len;
-    const char *body = hr_http_body(req, &len);
+    const char *body = hr_httpd_body(req, &len);
     hr_proto_err_t e;
     char *out = NULL;
     if (hist_auth_mint(s->auth, body, len, (int64_t)hr_now_ms() / 1000, &out, &e) != 0)
         return hist_send_refusal(req, &e);
-    hr_http_send_json(req, 200, out, strlen(out));
+    hr_httpd_send_json(req, 200, out, strlen(out));
     hr_free(out);
     return 200;
 }
@@ -784,7 +726,7 @@ hist_handle_dev_token(hist_server_t *s, struct evhttp_request *req)
  * traffic is /readyz's answer.
  */
 static int
-hist_handle_health(hist_server_t *s, struct evhttp_request *req)
+hist_handle_health(hist_server_t *s, hr_httpd_req_t *req)
 {
     int pg = hist_db_alive(s->db) > 0;
     int redis = hr_redis_async_ready(s->redis);
@@ -793,7 +735,7 @@ hist_handle_health(hist_server_t *s, struct evhttp_request *req)
         snprintf(body, sizeof(body),
                  "{\"status\":\"ok\",\"postgres\":\"%s\",\"redis\":\"%s\",\"draining\":%s}",
                  pg ? "up" : "down", redis ? "up" : "down", s->drain.draining ? "true" : "false");
-    hr_http_send_json(req, 200, body, (size_t)n);
+    hr_httpd_send_json(req, 200, body, (size_t)n);
     return 200;
 }
 
@@ -805,7 +747,7 @@ hist_handle_health(hist_server_t *s, struct evhttp_request *req)
  * down. Redis is reported but not required (hist_metrics_ready).
  */
 static int
-hist_handle_ready(hist_server_t *s, struct evhttp_request *req)
+hist_handle_ready(hist_server_t *s, hr_httpd_req_t *req)
 {
     int pg = hist_db_alive(s->db) > 0;
     int redis = hr_redis_async_ready(s->redis);
@@ -823,60 +765,69 @@ hist_handle_ready(hist_server_t *s, struct evhttp_request *req)
                      ok ? "ok" : "unavailable", pg ? "up" : "down", redis ? "up" : "down",
                      s->drain.draining ? "true" : "false", down);
     if (!ok)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-    hr_http_send_json(req, ok ? 200 : 503, body, (size_t)n);
+        hr_httpd_add_header(req, "Retry-After", "1");
+    hr_httpd_send_json(req, ok ? 200 : 503, body, (size_t)n);
     return ok ? 200 : 503;
 }
 
 /* CORS preflight: nothing to send but what the browser may do next. */
 static void
-hist_handle_preflight(hist_server_t *s, struct evhttp_request *req, const char *allow)
+hist_handle_preflight(hist_server_t *s, hr_httpd_req_t *req, const char *allow)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (s->cfg->cors_origin[0] != '\0') {
-        evhttp_add_header(h, "Access-Control-Allow-Methods", allow);
-        evhttp_add_header(h, "Access-Control-Allow-Headers", "Authorization, Content-Type");
-        evhttp_add_header(h, "Access-Control-Max-Age", "600");
+        hr_httpd_add_header(req, "Access-Control-Allow-Methods", allow);
+        hr_httpd_add_header(req, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        hr_httpd_add_header(req, "Access-Control-Max-Age", "600");
     }
-    evhttp_add_header(h, "Allow", allow);
-    evhttp_send_reply(req, 204, "No Content", NULL);
+    hr_httpd_add_header(req, "Allow", allow);
+    hr_httpd_send(req, 204, NULL, "", 0);
 }
 
 static void
-hist_route(struct evhttp_request *req, void *arg)
+hist_route(hr_httpd_req_t *req, void *arg)
 {
     hist_server_t *s = arg;
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    char *path = hr_http_path(req);
+    hr_httpd_method_t m = hr_httpd_method(req);
+    /* The path: the target up to '?' or '#' (as evhttp split it), copied for its NUL. */
+    const char *uri = hr_httpd_uri(req);
+    size_t plen = strcspn(uri, "?#");
+    char path[HR_HTTP_URI_MAX + 1];
+    memcpy(path, uri, plen);
+    path[plen] = '\0';
     const char *seg;
     size_t seglen;
     uint64_t start_us = hr_mono_us();
     hist_route_t route = hist_route_match(path, hist_auth_dev_mint(s->auth), &seg, &seglen);
     int status = 0; /* what was answered here; 0: a call answers (and counts) later */
-    /* seg points into path: keep path until the handler has copied what it needs. */
 
     /* On every answer, errors included, so a browser can read why it failed. */
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (s->cfg->cors_origin[0] != '\0') {
-        evhttp_add_header(h, "Access-Control-Allow-Origin", s->cfg->cors_origin);
+        hr_httpd_add_header(req, "Access-Control-Allow-Origin", s->cfg->cors_origin);
         /* A page reads why it was refused (401) and when to retry (503). */
-        evhttp_add_header(h, "Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
+        hr_httpd_add_header(req, "Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
         if (strcmp(s->cfg->cors_origin, "*") != 0)
-            evhttp_add_header(h, "Vary", "Origin");
+            hr_httpd_add_header(req, "Vary", "Origin");
     }
 
     int post = hist_route_is_post(route);
     const char *allow = post ? HIST_ALLOW_POST : HIST_ALLOW_GET;
-    if (m == EVHTTP_REQ_OPTIONS) {
+    if (s->closing) {
+        /*
+         * A pipelined request that an answer given during hist_server_destroy
+         * released: the pool and Redis are going, so nothing may reach them.
+         */
+        hr_httpd_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
+        return;
+    } else if (m == HR_HTTPD_OPTIONS) {
         /* Unknown paths too: a failed preflight would hide the JSON 404 from the page. */
         hist_handle_preflight(s, req, route == HIST_R_NONE ? HIST_ALLOW_ANY : allow);
         status = 204;
     } else if (route == HIST_R_NONE) {
-        hr_http_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
+        hr_httpd_send_error(req, 404, HR_E_NOT_FOUND, "no such endpoint");
         status = 404;
-    } else if (post ? m != EVHTTP_REQ_POST : (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD)) {
-        evhttp_add_header(h, "Allow", allow);
-        hr_http_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
+    } else if (post ? m != HR_HTTPD_POST : (m != HR_HTTPD_GET && m != HR_HTTPD_HEAD)) {
+        hr_httpd_add_header(req, "Allow", allow);
+        hr_httpd_send_error(req, 405, HR_E_METHOD, post ? "use POST" : "use GET");
         status = 405;
     } else if (route == HIST_R_HEALTH) {
         status = hist_handle_health(s, req);
@@ -886,9 +837,12 @@ hist_route(struct evhttp_request *req, void *arg)
         /* Counted before the render, so a scrape sees itself: requests_total moves by exact
          * amounts. */
         hist_metrics_answered(&s->metrics, HIST_M_METRICS, 200, start_us);
-        hr_metrics_send_evhttp(req, s->metrics.reg);
+        size_t tl;
+        const char *text = hr_metrics_render(s->metrics.reg, &tl);
+        hr_httpd_add_header(req, "Cache-Control", "no-store");
+        hr_httpd_send(req, 200, HR_METRICS_CONTENT_TYPE, text, tl);
     } else if (s->drain.draining) {
-        hr_http_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
+        hr_httpd_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
         status = 503;
     } else if (route == HIST_R_DEV_TOKEN) {
         status = hist_handle_dev_token(s, req);
@@ -897,7 +851,6 @@ hist_route(struct evhttp_request *req, void *arg)
     }
     if (status != 0)
         hist_metrics_answered(&s->metrics, hist_route_label(route), status, start_us);
-    hr_free(path);
 }
 
 /* ---- lifecycle ---- */
@@ -939,17 +892,18 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
         return NULL;
     }
     static const hr_http_body_rule_t rules[] = {{"/dev/token", HIST_MINT_BODY_MAX}};
-    hr_http_opts_t ho = {.host = cfg->host,
-                         .port = cfg->port,
-                         .max_body = HIST_BODY_MAX,
-                         .rules = rules,
-                         .nrules = HR_ARRAY_LEN(rules),
-                         .cors_origin = cfg->cors_origin,
-                         .max_connections = cfg->max_connections,
-                         .header_timeout_ms = cfg->header_timeout_ms,
-                         .cb = hist_route,
-                         .cbarg = s};
-    s->http = hr_http_create(base, &ho, err, errlen);
+    hr_httpd_opts_t ho = {.host = cfg->host,
+                          .port = cfg->port,
+                          .max_body = HIST_BODY_MAX,
+                          .rules = rules,
+                          .nrules = HR_ARRAY_LEN(rules),
+                          .cors_origin = cfg->cors_origin,
+                          .max_connections = cfg->max_connections,
+                          .header_timeout_ms = cfg->header_timeout_ms,
+                          .idle_timeout_ms = cfg->idle_timeout_ms,
+                          .cb = hist_route,
+                          .cbarg = s};
+    s->http = hr_httpd_create(base, &ho, err, errlen);
     if (s->http == NULL) {
         hr_redis_async_destroy(s->redis);
         hist_db_destroy(s->db);
@@ -958,7 +912,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
         return NULL;
     }
     s->drain.base = base;
-    s->drain.http = s->http;
+    s->drain.httpd = s->http;
     hist_metrics_src_t src = {.db = s->db, .redis = s->redis, .draining = &s->drain.draining};
     hist_metrics_init(&s->metrics, &src);
     return s;
@@ -967,7 +921,7 @@ hist_server_create(struct event_base *base, const hist_config_t *cfg, char *err,
 int
 hist_server_port(const hist_server_t *s)
 {
-    return hr_http_port(s->http);
+    return hr_httpd_port(s->http);
 }
 
 void
@@ -978,18 +932,21 @@ hist_server_drain(hist_server_t *s)
 
 /*
  * The pool goes first: it answers every request still waiting (503), while
- * evhttp and Redis still exist; then Redis (pending PUBLISHes get their
- * callback), then evhttp.
+ * the server and Redis still exist; then Redis (pending PUBLISHes and
+ * cut-off lookups get their callback), then the server, once every request
+ * is answered. A pipelined request those answers release is refused at once
+ * (closing).
  */
 void
 hist_server_destroy(hist_server_t *s)
 {
     if (s == NULL)
         return;
+    s->closing = 1;
     hist_db_destroy(s->db);
     hr_redis_async_destroy(s->redis);
     hr_http_drain_clear(&s->drain);
-    hr_http_destroy(s->http);
+    hr_httpd_destroy(s->http);
     hist_metrics_fini(&s->metrics);
     hist_auth_destroy(s->auth);
     hr_free(s);

@@ -26,6 +26,7 @@ typedef struct {
     int drain_ms;            /* how long SIGTERM waits for requests in flight */
     int max_connections;     /* open HTTP connections; 0: derived from the file limit */
     int header_timeout_ms;   /* a request head must arrive within this, else 408 */
+    int idle_timeout_ms;     /* idle keep-alive, stalled body or answer: closed after this */
     char *redis_url;         /* owned: where read/unread events are published */
     int redis_timeout_ms;    /* watchdog of the publish connection */
     char *log_level;         /* owned */

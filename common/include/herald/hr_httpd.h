@@ -93,6 +93,15 @@ void hr_httpd_header_at(const hr_httpd_req_t *r, size_t i, const char **name, co
 const char *hr_httpd_body(const hr_httpd_req_t *r, size_t *len);
 /** Whether the client has gone (its answer will be dropped). */
 int hr_httpd_gone(const hr_httpd_req_t *r);
+/**
+ * Calls cb(r, arg) once if the connection ends (a reset, a failed send, a
+ * stalled answer) while r is with the service, so that work it waits for
+ * can be withdrawn. r stays valid and must still be answered, in cb or
+ * later (the answer is dropped). Forgotten when r is answered. cb may run
+ * inside an hr_httpd_send* (the one whose answer released r, pipelined);
+ * it may answer r, but no other request.
+ */
+void hr_httpd_on_gone(hr_httpd_req_t *r, void (*cb)(hr_httpd_req_t *r, void *arg), void *arg);
 
 /** Adds a header field to the answer (both copied). */
 void hr_httpd_add_header(hr_httpd_req_t *r, const char *name, const char *value);
