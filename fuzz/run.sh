@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with Debian's clang and runs each one.
 #   fuzz/run.sh [--smoke] [OUT_DIR]
-# FUZZ_SECONDS per target (default 60; --smoke: 3); FUZZ_TARGETS="gateway http"
+# FUZZ_SECONDS per target (default 60; --smoke: 3); FUZZ_TARGETS="gateway proto"
 # runs only those. OUT_DIR (default
 # build-fuzz) holds the binaries, the working corpora (seeded from
 # fuzz/corpus/ and proto/testdata/, never written back to the repo) and the
@@ -37,13 +37,11 @@ flags=(-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
 libs=$(pkg-config --libs libjwt libcrypto libcjson libconfig libevent)
 
 # name : seed directories (relative to the repo) : service sources it links.
-# fuzz_http includes common/src/hr_http.c itself (it drives static functions).
 targets=("token:fuzz/corpus/token:"
          "proto:fuzz/corpus/proto proto/testdata:"
          "config:fuzz/corpus/config:"
          "gateway:fuzz/corpus/gateway:services/gateway/gw_frame.c services/gateway/gw_hub.c services/gateway/gw_msg.c"
-         "history:fuzz/corpus/history:services/history/hist_params.c"
-         "http:fuzz/corpus/http:")
+         "history:fuzz/corpus/history:services/history/hist_params.c")
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   chosen=()
   for t in "${targets[@]}"; do

@@ -5,8 +5,6 @@
 #include "herald/hr_time.h"
 
 #include <dirent.h>
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -412,24 +410,6 @@ hr_metrics_render(hr_metrics_t *m, size_t *len)
     }
     *len = m->len;
     return m->buf;
-}
-
-void
-hr_metrics_send_evhttp(struct evhttp_request *req, hr_metrics_t *m)
-{
-    size_t len;
-    const char *text = hr_metrics_render(m, &len);
-    struct evbuffer *out = evbuffer_new();
-    if (out == NULL) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    evbuffer_add(out, text, len);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", HR_METRICS_CONTENT_TYPE);
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    evhttp_send_reply(req, 200, "OK", out);
-    evbuffer_free(out);
 }
 
 void

@@ -837,10 +837,7 @@ hist_route(hr_httpd_req_t *req, void *arg)
         /* Counted before the render, so a scrape sees itself: requests_total moves by exact
          * amounts. */
         hist_metrics_answered(&s->metrics, HIST_M_METRICS, 200, start_us);
-        size_t tl;
-        const char *text = hr_metrics_render(s->metrics.reg, &tl);
-        hr_httpd_add_header(req, "Cache-Control", "no-store");
-        hr_httpd_send(req, 200, HR_METRICS_CONTENT_TYPE, text, tl);
+        hr_metrics_send_httpd(req, s->metrics.reg);
     } else if (s->drain.draining) {
         hr_httpd_send_error(req, 503, HR_E_UNAVAILABLE, "shutting down; retry");
         status = 503;

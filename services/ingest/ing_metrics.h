@@ -86,7 +86,7 @@ const char *ing_metrics_request_id(hr_httpd_req_t *req);
 /** Counts an error answer (rejected_total{error=code}, then as answered) and sends it. */
 void ing_metrics_send_error(ing_metrics_t *m, hr_httpd_req_t *req, uint64_t start_us, int status,
                             const char *code, const char *message);
-/** Counts an answer as answered and sends it (hr_http_send_json). */
+/** Counts an answer as answered and sends it (hr_httpd_send_json). */
 void ing_metrics_send_json(ing_metrics_t *m, hr_httpd_req_t *req, uint64_t start_us, int status,
                            const char *json, size_t len);
 

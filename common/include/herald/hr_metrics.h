@@ -135,9 +135,6 @@ void hr_histogram_observe(hr_histogram_t *h, double v);
  */
 const char *hr_metrics_render(hr_metrics_t *m, size_t *len);
 
-struct evhttp_request;
-/** Answers an evhttp request with 200 and the rendered registry. */
-void hr_metrics_send_evhttp(struct evhttp_request *req, hr_metrics_t *m);
 struct hr_httpd_req_s;
 /** Answers an hr_httpd request with 200 and the rendered registry (not cached). */
 void hr_metrics_send_httpd(struct hr_httpd_req_s *req, hr_metrics_t *m);
