@@ -33,7 +33,7 @@ main(int argc, char **argv)
     cfg.config_path = path; /* ingest's API keys are read from its auth section */
 
     /*
-     * The changelist folds the read/write toggles evhttp and hiredis make in
+     * The changelist folds the read/write toggles hiredis makes in
      * one loop turn into one epoll_ctl per fd (or none when they cancel).
      */
     struct event_config *ec = event_config_new();

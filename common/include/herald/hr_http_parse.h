@@ -1,6 +1,6 @@
 /*
  * The framing checks of hr_http, pure (no I/O): a request line and head
- * checked against RFC 9110/9112 strictly, where evhttp is lax.
+ * checked against RFC 9110/9112 strictly (hr_httpd's framing checks).
  */
 #ifndef HERALD_HR_HTTP_PARSE_H
 #define HERALD_HR_HTTP_PARSE_H

@@ -1,7 +1,8 @@
 /*
- * Herald's own HTTP/1.1 server, on a libevent loop without evhttp: the
- * front end of ingest, where evhttp's per-request costs (two epoll_ctl, an
- * ioctl, a printf per header, a dozen allocations) were most of a POST.
+ * Herald's own HTTP/1.1 server, on a libevent loop: the front end of
+ * ingest, history and the worker's listener. It replaced evhttp, whose
+ * per-request costs (two epoll_ctl, an ioctl, a printf per header, a dozen
+ * allocations) were most of an ingest POST.
  *
  * Each connection keeps its read interest for its whole life and reads
  * into one flat buffer; a request is parsed in place (header values and
@@ -11,12 +12,11 @@
  * pipelined requests wait in the buffer, and the answers of requests
  * answered at once go out in one send().
  *
- * The framing checks are hr_http_parse's (the same as hr_http's under
- * evhttp): every refusal is JSON ({"error":…}, CORS headers included) with
- * Connection: close. A head must arrive within header_timeout_ms, a body or
- * an answer the client reads must make progress within idle_timeout_ms,
- * connections past max_connections wait in the kernel's backlog, and
- * accept pauses for a second when the process runs out of descriptors.
+ * The framing checks are hr_http_parse's: every refusal is JSON ({"error":…}, CORS headers
+ * included) with Connection: close. A head must arrive within header_timeout_ms, a body or an
+ * answer the client reads must make progress within idle_timeout_ms, connections past
+ * max_connections wait in the kernel's backlog, and accept pauses for a second when the process
+ * runs out of descriptors.
  */
 #ifndef HERALD_HR_HTTPD_H
 #define HERALD_HR_HTTPD_H
