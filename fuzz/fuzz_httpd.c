@@ -61,6 +61,8 @@ typedef struct {
     uint32_t seed;        /* the service's choices */
     int nreq;             /* requests the service saw */
     hr_httpd_req_t *kept; /* borrowed: a request the service answers later */
+    uint64_t kept_sum;    /* what the kept request said, when it came */
+    int deaf;             /* the client never reads its answers */
     char *out;            /* owned: what the client read */
     size_t out_len, out_cap;
     unsigned char head[REQ_MAX]; /* request n was a HEAD (its answer has no body) */
@@ -69,7 +71,7 @@ typedef struct {
 static void
 run_read_peer(run_t *u)
 {
-    if (u->peer < 0)
+    if (u->peer < 0 || u->deaf)
         return;
     for (;;) {
         hr_httpd_reserve(&u->out, &u->out_cap, u->out_len, 4096);
@@ -151,6 +153,44 @@ check_head(hr_httpd_req_t *r)
     hr_free(h);
 }
 
+static uint64_t
+fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return (h ^ 0xff) * 0x100000001b3ULL; /* a separator: fields do not run together */
+}
+
+/* A digest of all a request tells the service: it must not change until the answer. */
+static uint64_t
+req_sum(const hr_httpd_req_t *r)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fnv(h, hr_httpd_method_name(r), strlen(hr_httpd_method_name(r)));
+    h = fnv(h, hr_httpd_uri(r), strlen(hr_httpd_uri(r)));
+    for (size_t i = 0; i < hr_httpd_nheaders(r); i++) {
+        const char *name, *value;
+        hr_httpd_header_at(r, i, &name, &value);
+        h = fnv(h, name, strlen(name));
+        h = fnv(h, value, strlen(value));
+    }
+    size_t bl;
+    const char *b = hr_httpd_body(r, &bl);
+    return fnv(h, b, bl);
+}
+
+/* The service answers the request it kept, which is as it came. */
+static void
+run_answer_kept(run_t *u)
+{
+    hr_httpd_req_t *r = u->kept;
+    u->kept = NULL;
+    if (req_sum(r) != u->kept_sum)
+        abort(); /* the request changed under the service before its answer */
+    run_answer(u, r, u->nreq - 1);
+}
+
 static void
 service_cb(hr_httpd_req_t *r, void *arg)
 {
@@ -163,8 +203,10 @@ service_cb(hr_httpd_req_t *r, void *arg)
         u->head[n] = hr_httpd_method(r) == HR_HTTPD_HEAD;
     if (mix(u->seed + (uint32_t)n) & 1)
         run_answer(u, r, n);
-    else
+    else {
         u->kept = r;
+        u->kept_sum = req_sum(r);
+    }
 }
 
 static hr_httpd_conn_t *
@@ -239,9 +281,7 @@ run_pump(run_t *u, int answer_kept)
             }
         }
         if (answer_kept && u->kept != NULL) {
-            hr_httpd_req_t *r = u->kept;
-            u->kept = NULL;
-            run_answer(u, r, u->nreq - 1);
+            run_answer_kept(u);
             continue;
         }
         return;
@@ -282,11 +322,8 @@ run_close(run_t *u)
     hr_httpd_conn_t *c = run_conn(u);
     if (c != NULL) {
         /* Still open (lingering, or output the client never read): the server's teardown. */
-        if (u->kept != NULL) {
-            hr_httpd_req_t *r = u->kept;
-            u->kept = NULL;
-            run_answer(u, r, u->nreq - 1);
-        }
+        if (u->kept != NULL)
+            run_answer_kept(u);
         c = run_conn(u);
         if (c != NULL) {
             hr_httpd_close_fd(c);
@@ -413,6 +450,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* Cut again; part way the deadlines pass, or the client vanishes without reading. */
     run_open(&gone, seed ^ 0x5bd1e995U);
+    gone.deaf = (seed & 0x18) == 0; /* its close then resets the connection (unread answers) */
     size_t stop = size > 0 ? mix(seed) % (size + 1) : 0;
     s = seed;
     for (size_t off = 0; off < size;) {
