@@ -127,6 +127,18 @@ def redis_asleep(port):
         s.close()
 
 
+def count_answers(s, pat=b"HTTP/1.1 200 "):
+    """Reads s until the server closes it; returns how many answers start with pat."""
+    n, carry = 0, b""
+    while True:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            return n
+        data = carry + chunk  # carry is shorter than pat: no match is counted twice
+        n += data.count(pat)
+        carry = data[-(len(pat) - 1):]
+
+
 def spawn_ingest(stack, key, env):
     port = stack.spawn_listening(key, "herald-ingest", "HERALD_INGEST_PORT", env)
     wait_until(lambda: http_request(port, "GET", "/readyz")[0] == 200, 15, f"{key} ready")
@@ -235,6 +247,61 @@ def main():
                 s.close()
             check(stored_messages(r).count(tag) == 1, "the notification sent after 100 Continue is not stored")
         t.check("expect_100_continue_is_answered_before_the_body", expect_100_continue)
+
+        def pipelining_client_that_never_reads_is_held_back():
+            # Answers to a client that sends pipelined requests without reading them must
+            # not pile up in ingest's memory: it stops reading until they are out.
+            one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            block = one * 2000
+            limit = 48 * 1024 * 1024
+            s = connect(ip, timeout=5)
+            try:
+                sent, stalled = 0, False
+                while sent < limit:
+                    try:
+                        sent += s.send(block[sent % len(block):])
+                    except socket.timeout:
+                        stalled = True
+                        break
+                print(f"# ingest stopped reading after {sent} bytes of pipelined requests", flush=True)
+                check(stalled, f"ingest read {sent} bytes of pipelined requests nobody read answers to")
+                whole = sent // len(one)
+                tail = one[sent % len(one):] if sent % len(one) else b""
+                last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                writer = threading.Thread(target=lambda: s.sendall(tail + last))
+                writer.start()
+                s.settimeout(30)
+                n = count_answers(s)
+                writer.join()
+                check(n == whole + (1 if tail else 0) + 1,
+                      f"{n} answers to {whole + (1 if tail else 0) + 1} pipelined requests")
+            finally:
+                s.close()
+        t.check("a_pipelining_client_that_does_not_read_is_held_back_not_buffered",
+                pipelining_client_that_never_reads_is_held_back)
+
+        def pipelined_then_half_closed_all_answered():
+            # Many pipelined requests, then SHUT_WR, read only once ingest has read them all:
+            # answers held back behind unread ones still come, every one, before the close.
+            one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            n_req = 30000
+            s = connect(ip, timeout=30)
+            try:
+                sender = threading.Thread(target=lambda: (s.sendall(one * n_req), s.shutdown(socket.SHUT_WR)))
+                sender.start()
+                pid = stack.services["ingest"].proc.pid
+                port = s.getsockname()[1]
+                try:
+                    wait_until(lambda: not sender.is_alive() and server_unread(pid, {port}) == 0, 15,
+                               "ingest to read the pipelined requests")
+                except AssertionError:
+                    pass  # its input filled first: the answers below still must all come
+                n = count_answers(s)
+                sender.join()
+                check(n == n_req, f"{n} answers to {n_req} pipelined requests sent before a half-close")
+            finally:
+                s.close()
+        t.check("pipelined_requests_then_a_half_close_all_get_answers", pipelined_then_half_closed_all_answered)
 
         short_port, short_svc = spawn_ingest(stack, "ingest_short", {
             "HERALD_INGEST_IDLE_TIMEOUT_MS": SHORT_MS, "HERALD_INGEST_HEADER_TIMEOUT_MS": SHORT_MS})
