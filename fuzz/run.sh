@@ -37,14 +37,15 @@ flags=(-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
 libs=$(pkg-config --libs libjwt libcrypto libcjson libconfig libevent)
 
 # name : seed directories (relative to the repo) : service sources it links.
-# fuzz_http includes common/src/hr_http.c itself (it drives static functions);
+# fuzz_http includes common/src/hr_http.c itself (it drives static functions) and
+# links hr_httpd.c (hr_http's drain stops an hr_httpd listener too);
 # fuzz_httpd includes common/src/hr_httpd.c and links hr_http.c (reasons, error bodies).
 targets=("token:fuzz/corpus/token:"
          "proto:fuzz/corpus/proto proto/testdata:"
          "config:fuzz/corpus/config:"
          "gateway:fuzz/corpus/gateway:services/gateway/gw_frame.c services/gateway/gw_hub.c services/gateway/gw_msg.c"
          "history:fuzz/corpus/history:services/history/hist_params.c"
-         "http:fuzz/corpus/http:"
+         "http:fuzz/corpus/http:common/src/hr_httpd.c"
          "httpd:fuzz/corpus/httpd:common/src/hr_http.c")
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   chosen=()
