@@ -37,11 +37,14 @@ flags=(-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
 libs=$(pkg-config --libs libjwt libcrypto libcjson libconfig libevent)
 
 # name : seed directories (relative to the repo) : service sources it links.
+# fuzz_httpd includes common/src/hr_httpd.c itself (it drives static functions) and
+# links hr_http.c (reasons, error bodies).
 targets=("token:fuzz/corpus/token:"
          "proto:fuzz/corpus/proto proto/testdata:"
          "config:fuzz/corpus/config:"
          "gateway:fuzz/corpus/gateway:services/gateway/gw_frame.c services/gateway/gw_hub.c services/gateway/gw_msg.c"
-         "history:fuzz/corpus/history:services/history/hist_params.c")
+         "history:fuzz/corpus/history:services/history/hist_params.c"
+         "httpd:fuzz/corpus/httpd:common/src/hr_http.c")
 if [ -n "${FUZZ_TARGETS:-}" ]; then
   chosen=()
   for t in "${targets[@]}"; do

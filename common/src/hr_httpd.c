@@ -672,8 +672,15 @@ hr_httpd_dispatch(hr_httpd_conn_t *c)
 static int
 hr_httpd_process(hr_httpd_conn_t *c)
 {
+again:
     c->in_process = 1;
-    while (c->state != HR_HTTPD_C_BUSY && c->state != HR_HTTPD_C_LINGER && !c->close_after) {
+    /*
+     * While answers wait for a client that does not read them, further
+     * pipelined requests wait in the input (which stops being read once
+     * full): answers must not pile up in memory without bound.
+     */
+    while (c->state != HR_HTTPD_C_BUSY && c->state != HR_HTTPD_C_LINGER && !c->close_after &&
+           c->out_len - c->out_off < HR_HTTPD_OUT_KEEP) {
         int r;
         if (c->state == HR_HTTPD_C_HEAD)
             r = hr_httpd_take_head(c);
@@ -688,16 +695,23 @@ hr_httpd_process(hr_httpd_conn_t *c)
         hr_httpd_dispatch(c);
     }
     c->in_process = 0;
+    int held = c->out_len - c->out_off >= HR_HTTPD_OUT_KEEP; /* requests wait behind answers */
     /* The client sent all it will: what is answered goes out, then the connection closes. */
-    if (c->eof && c->state != HR_HTTPD_C_BUSY)
+    if (c->eof && c->state != HR_HTTPD_C_BUSY && !held)
         c->close_after = 1;
     if (c->state == HR_HTTPD_C_HEAD && c->in_len == c->in_pos) {
         c->in_pos = c->in_len = 0;
         if (c->deadline_kind != HR_HTTPD_D_IDLE)
             hr_httpd_set_deadline(c, HR_HTTPD_D_IDLE, c->srv->idle_timeout_ms);
     }
-    if (c->out_len > c->out_off)
-        return hr_httpd_flush(c); /* and closes, with close_after, once it is out */
+    if (c->out_len > c->out_off) {
+        if (hr_httpd_flush(c) != 0) /* and closes, with close_after, once it is out */
+            return -1;
+        if (c->out_len == 0 && c->state == HR_HTTPD_C_HEAD && !c->close_after &&
+            (c->in_len > c->in_pos || c->eof))
+            goto again; /* all sent at once: requests held back behind it go on */
+        return 0;
+    }
     if (c->close_after && c->state != HR_HTTPD_C_BUSY && c->state != HR_HTTPD_C_LINGER) {
         return hr_httpd_linger(c);
     }
@@ -743,7 +757,10 @@ hr_httpd_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (!hr_httpd_make_room(c)) {
-        /* Busy with a full buffer of pipelined input: read again once it is answered. */
+        /*
+         * Busy, or answers waiting for the client, with a full buffer of
+         * pipelined input: read again once it is answered (or they are out).
+         */
         event_del(c->rev);
         c->reading = 0;
         return;
@@ -773,7 +790,17 @@ hr_httpd_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     HR_UNUSED(fd);
     HR_UNUSED(what);
-    hr_httpd_flush(arg);
+    hr_httpd_conn_t *c = arg;
+    if (hr_httpd_flush(c) != 0 || c->out_len > 0 || c->state != HR_HTTPD_C_HEAD || c->close_after)
+        return;
+    /* The answers are out: pipelined requests held back behind them go on (hr_httpd_process). */
+    if (c->in_len > c->in_pos || c->eof) {
+        if (!c->reading && !c->eof) {
+            event_add(c->rev, NULL);
+            c->reading = 1;
+        }
+        hr_httpd_process(c);
+    }
 }
 
 static void
