@@ -23,6 +23,7 @@
  *     framing, and a Content-Length body is as long as it says.
  */
 #include "../common/src/hr_httpd.c"
+#include "../common/src/hr_httpd_req.c"
 
 #include <fcntl.h>
 #include <stdint.h>

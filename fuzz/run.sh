@@ -37,7 +37,7 @@ flags=(-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
 libs=$(pkg-config --libs libjwt libcrypto libcjson libconfig libevent)
 
 # name : seed directories (relative to the repo) : service sources it links.
-# fuzz_httpd includes common/src/hr_httpd.c itself (it drives static functions) and
+# fuzz_httpd includes common/src/hr_httpd.c and hr_httpd_req.c itself (it drives static functions) and
 # links hr_http.c (reasons, error bodies).
 targets=("token:fuzz/corpus/token:"
          "proto:fuzz/corpus/proto proto/testdata:"

@@ -1,4 +1,4 @@
-#include "herald/hr_httpd.h"
+#include "hr_httpd_int.h"
 #include "herald/hr_alloc.h"
 #include "herald/hr_core.h"
 #include "herald/hr_log.h"
@@ -18,164 +18,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HR_HTTPD_IN_INIT 4096    /* first input buffer of a connection */
-#define HR_HTTPD_READ_MIN 1024   /* less room than this before a read: compact or grow */
-#define HR_HTTPD_LINGER_MS 2000  /* after a closing answer: reading what the client still sends */
-#define HR_HTTPD_SWEEP_MS 250    /* deadlines are checked this often */
-#define HR_HTTPD_ACCEPTS 64      /* accepts per wake-up of the listener */
-#define HR_HTTPD_OUT_KEEP 65536  /* a larger output buffer is freed once empty */
-#define HR_HTTPD_CHUNK_LINE 1024 /* a chunk-size or trailer line */
-
-typedef enum {
-    HR_HTTPD_C_HEAD,    /* waiting for (the rest of) a request head */
-    HR_HTTPD_C_BODY,    /* waiting for the rest of a Content-Length body */
-    HR_HTTPD_C_CHUNKED, /* decoding a chunked body into conn->chunk */
-    HR_HTTPD_C_BUSY,    /* the request is with the service */
-    HR_HTTPD_C_LINGER,  /* answered and shut for writing: reading until the client closes */
-} hr_httpd_cstate_t;
-
-typedef enum {
-    HR_HTTPD_CH_SIZE,
-    HR_HTTPD_CH_DATA,
-    HR_HTTPD_CH_CRLF,
-    HR_HTTPD_CH_TRAILER
-} hr_httpd_chstate_t;
-
-/* What a deadline does when it passes. */
-typedef enum {
-    HR_HTTPD_D_NONE,
-    HR_HTTPD_D_HEAD,   /* 408 */
-    HR_HTTPD_D_BODY,   /* 408 */
-    HR_HTTPD_D_IDLE,   /* a keep-alive connection with nothing to do: closed quietly */
-    HR_HTTPD_D_LINGER, /* closed */
-} hr_httpd_dkind_t;
-
-/* A header field of the request: offsets from the head's start (a head is at most 32 KiB). */
-typedef struct {
-    uint16_t name, value;
-} hr_httpd_field_t;
-
-typedef struct hr_httpd_conn_s hr_httpd_conn_t;
-
-struct hr_httpd_req_s {
-    hr_httpd_conn_t *conn; /* borrowed: the connection it came on */
-    hr_httpd_method_t method;
-    size_t path_len;
-    hr_httpd_field_t fields[HR_HTTP_FIELDS_MAX];
-    size_t nfields;
-    const char *head; /* borrowed: the head in conn->in (valid while the request is busy) */
-    const char *body; /* borrowed: conn->in or conn->chunk */
-    size_t body_len;
-    void (*gone_cb)(hr_httpd_req_t *, void *); /* hr_httpd_on_gone; NULL: none */
-    void *gone_arg;                            /* borrowed */
-    char *ohdr; /* answer headers as "name\0value\0"…: ohdr_inl or owned */
-    size_t ohdr_len, ohdr_cap;
-    char ohdr_inl[256];
-};
-
-struct hr_httpd_conn_s {
-    hr_httpd_t *srv;              /* borrowed */
-    hr_httpd_conn_t *prev, *next; /* the server's list */
-    int fd;                       /* -1 once closed (kept for a busy request's answer) */
-    struct event *rev;            /* owned: read interest, kept for the connection's life */
-    struct event *wev;            /* owned: added only while output waits for the socket */
-    int reading, writing;         /* rev / wev added */
-    hr_httpd_cstate_t state;
-    char *in; /* owned: in[in_pos..in_len) is unconsumed input */
-    size_t in_pos, in_len, in_cap;
-    size_t scan; /* HEAD: bytes after in_pos already searched */
-    int line_ok; /* HEAD: the request line was found and checked */
-    size_t head_len;
-    unsigned long long body_len; /* BODY: Content-Length */
-    size_t limit;                /* body limit of the current request */
-    hr_http_head_t h;            /* the current request's head, as checked */
-    char *chunk;                 /* owned: CHUNKED, the decoded body */
-    size_t chunk_len, chunk_cap;
-    hr_httpd_chstate_t ch;
-    size_t ch_left, trailer_len;
-    char *out; /* owned: out[out_off..out_len) waits for the socket */
-    size_t out_off, out_len, out_cap;
-    int keep;        /* the connection stays open after the current answer */
-    int eof;         /* the client has finished sending */
-    int close_after; /* close once the output is out */
-    int in_process;  /* inside hr_httpd_process: answers are sent at its end, together */
-    uint64_t deadline_ms;
-    hr_httpd_dkind_t deadline_kind;
-    uint64_t wdeadline_ms; /* output waiting: progress needed by then */
-    hr_httpd_req_t req;
-};
-
-struct hr_httpd_s {
-    struct event_base *base;    /* borrowed */
-    int lfd;                    /* owned: the listening socket, -1 once closed */
-    struct event *lev;          /* owned */
-    int listening;              /* lev added */
-    struct event *resume;       /* owned: re-enables accept after a pause (1 s, persistent) */
-    struct event *sweep;        /* owned: deadlines (HR_HTTPD_SWEEP_MS, persistent) */
-    hr_http_body_rule_t *rules; /* owned array (paths borrowed) */
-    size_t nrules;
-    size_t max_body, max_in;
-    char *cors_origin; /* owned; "" for none */
-    int max_connections, header_timeout_ms, idle_timeout_ms;
-    int conns;                  /* open sockets */
-    hr_httpd_conn_t *conn_list; /* owned */
-    int port;
-    uint64_t date_s; /* the second date[] shows */
-    char date[HR_TIME_HTTP_LEN];
-    void (*cb)(hr_httpd_req_t *, void *);
-    void *cbarg; /* borrowed */
-};
-
-static int hr_httpd_process(hr_httpd_conn_t *c);
 static int hr_httpd_flush(hr_httpd_conn_t *c);
 
 /* ---- small helpers ---- */
-
-static size_t
-hr_httpd_utoa(char *p, unsigned long long v)
-{
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    for (size_t i = 0; i < n; i++)
-        p[i] = tmp[n - 1 - i];
-    return n;
-}
-
-static void
-hr_httpd_reserve(char **buf, size_t *cap, size_t len, size_t more)
-{
-    if (*cap - len >= more)
-        return;
-    size_t n = *cap > 0 ? *cap : 256;
-    while (n - len < more)
-        n *= 2;
-    *buf = hr_realloc(*buf, n);
-    *cap = n;
-}
-
-static void
-hr_httpd_put(hr_httpd_conn_t *c, const char *s, size_t n)
-{
-    memcpy(c->out + c->out_len, s, n);
-    c->out_len += n;
-}
-
-#define HR_HTTPD_PUTS(c, lit) hr_httpd_put((c), (lit), sizeof(lit) - 1)
-
-static const char *
-hr_httpd_date(hr_httpd_t *h)
-{
-    uint64_t s = hr_now_ms() / 1000;
-    if (s != h->date_s) {
-        hr_time_format_http(s, h->date);
-        h->date_s = s;
-    }
-    return h->date;
-}
 
 static int
 hr_httpd_hexval(char d)
@@ -203,56 +48,6 @@ hr_httpd_set_deadline(hr_httpd_conn_t *c, hr_httpd_dkind_t kind, int ms)
     c->deadline_ms = kind == HR_HTTPD_D_NONE ? 0 : hr_mono_ms() + (uint64_t)ms;
 }
 
-/*
- * Appends an answer head (and body, unless head_only) to c's output.
- * extra: header fields as "name\0value\0"…, extra_len bytes.
- */
-static void
-hr_httpd_format(hr_httpd_conn_t *c, int status, const char *ctype, const char *extra,
-                size_t extra_len, const char *body, size_t len, int nl, int head_only)
-{
-    const char *reason = hr_http_reason(status);
-    size_t need = 160 + strlen(reason) + (ctype != NULL ? strlen(ctype) : 0) + extra_len * 2 +
-                  (head_only ? 0 : len + 1);
-    hr_httpd_reserve(&c->out, &c->out_cap, c->out_len, need);
-    char num[24];
-    HR_HTTPD_PUTS(c, "HTTP/1.1 ");
-    hr_httpd_put(c, num, hr_httpd_utoa(num, (unsigned)status));
-    HR_HTTPD_PUTS(c, " ");
-    hr_httpd_put(c, reason, strlen(reason));
-    HR_HTTPD_PUTS(c, "\r\nDate: ");
-    hr_httpd_put(c, hr_httpd_date(c->srv), HR_TIME_HTTP_LEN - 1);
-    if (ctype != NULL) {
-        HR_HTTPD_PUTS(c, "\r\nContent-Type: ");
-        hr_httpd_put(c, ctype, strlen(ctype));
-    }
-    /* 204 and 304 have no body and no length (RFC 9110 8.6; evhttp sent none either). */
-    int bodiless = status == 204 || status == 304;
-    if (!bodiless) {
-        HR_HTTPD_PUTS(c, "\r\nContent-Length: ");
-        hr_httpd_put(c, num, hr_httpd_utoa(num, len + (nl ? 1 : 0)));
-    }
-    if (!c->keep)
-        HR_HTTPD_PUTS(c, "\r\nConnection: close");
-    else if (c->h.http10)
-        HR_HTTPD_PUTS(c, "\r\nConnection: keep-alive");
-    for (size_t i = 0; i < extra_len;) {
-        size_t nl = strlen(extra + i);
-        size_t vl = strlen(extra + i + nl + 1);
-        HR_HTTPD_PUTS(c, "\r\n");
-        hr_httpd_put(c, extra + i, nl);
-        HR_HTTPD_PUTS(c, ": ");
-        hr_httpd_put(c, extra + i + nl + 1, vl);
-        i += nl + vl + 2;
-    }
-    HR_HTTPD_PUTS(c, "\r\n\r\n");
-    if (!head_only && !bodiless) {
-        hr_httpd_put(c, body, len);
-        if (nl)
-            HR_HTTPD_PUTS(c, "\n");
-    }
-}
-
 /* ---- connections ---- */
 
 static void
@@ -273,7 +68,7 @@ hr_httpd_accept_off(hr_httpd_t *h)
     }
 }
 
-static void
+void
 hr_httpd_conn_free(hr_httpd_conn_t *c)
 {
     hr_httpd_t *h = c->srv;
@@ -669,7 +464,7 @@ hr_httpd_dispatch(hr_httpd_conn_t *c)
  * sends the answers given meanwhile in one send(). Returns 0, or -1 when
  * the connection ended (c is gone then).
  */
-static int
+int
 hr_httpd_process(hr_httpd_conn_t *c)
 {
 again:
@@ -1037,167 +832,4 @@ hr_httpd_destroy(hr_httpd_t *h)
     hr_free(h->rules);
     hr_free(h->cors_origin);
     hr_free(h);
-}
-
-/* ---- requests ---- */
-
-hr_httpd_method_t
-hr_httpd_method(const hr_httpd_req_t *r)
-{
-    return r->method;
-}
-
-const char *
-hr_httpd_method_name(const hr_httpd_req_t *r)
-{
-    return r->head; /* the method, NUL-terminated in place */
-}
-
-const char *
-hr_httpd_uri(const hr_httpd_req_t *r)
-{
-    return r->head + strlen(r->head) + 1;
-}
-
-const char *
-hr_httpd_path(const hr_httpd_req_t *r, size_t *len)
-{
-    *len = r->path_len;
-    return hr_httpd_uri(r);
-}
-
-int
-hr_httpd_path_is(const hr_httpd_req_t *r, const char *path)
-{
-    size_t n = strlen(path);
-    return r->path_len == n && memcmp(hr_httpd_uri(r), path, n) == 0;
-}
-
-const char *
-hr_httpd_header(const hr_httpd_req_t *r, const char *name)
-{
-    for (size_t i = 0; i < r->nfields; i++)
-        if (strcasecmp(r->head + r->fields[i].name, name) == 0)
-            return r->head + r->fields[i].value;
-    return NULL;
-}
-
-size_t
-hr_httpd_nheaders(const hr_httpd_req_t *r)
-{
-    return r->nfields;
-}
-
-void
-hr_httpd_header_at(const hr_httpd_req_t *r, size_t i, const char **name, const char **value)
-{
-    *name = r->head + r->fields[i].name;
-    *value = r->head + r->fields[i].value;
-}
-
-const char *
-hr_httpd_body(const hr_httpd_req_t *r, size_t *len)
-{
-    *len = r->body_len;
-    return r->body;
-}
-
-int
-hr_httpd_gone(const hr_httpd_req_t *r)
-{
-    return r->conn->fd < 0;
-}
-
-void
-hr_httpd_on_gone(hr_httpd_req_t *r, void (*cb)(hr_httpd_req_t *r, void *arg), void *arg)
-{
-    r->gone_cb = cb;
-    r->gone_arg = arg;
-}
-
-void
-hr_httpd_add_header(hr_httpd_req_t *r, const char *name, const char *value)
-{
-    size_t nl = strlen(name), vl = strlen(value), need = nl + vl + 2;
-    if (r->ohdr_cap - r->ohdr_len < need) {
-        size_t cap = r->ohdr_cap * 2;
-        while (cap - r->ohdr_len < need)
-            cap *= 2;
-        char *p = hr_malloc(cap);
-        memcpy(p, r->ohdr, r->ohdr_len);
-        if (r->ohdr != r->ohdr_inl)
-            hr_free(r->ohdr);
-        r->ohdr = p;
-        r->ohdr_cap = cap;
-    }
-    memcpy(r->ohdr + r->ohdr_len, name, nl + 1);
-    memcpy(r->ohdr + r->ohdr_len + nl + 1, value, vl + 1);
-    r->ohdr_len += need;
-}
-
-const char *
-hr_httpd_out_header(const hr_httpd_req_t *r, const char *name)
-{
-    for (size_t i = 0; i < r->ohdr_len;) {
-        const char *n = r->ohdr + i, *v = n + strlen(n) + 1;
-        if (strcasecmp(n, name) == 0)
-            return v;
-        i += (size_t)(v - n) + strlen(v) + 1;
-    }
-    return NULL;
-}
-
-/* Answers r: its head, and unless HEAD its body (plus a newline with nl). */
-static void
-hr_httpd_answer(hr_httpd_req_t *r, int status, const char *ctype, const char *body, size_t len,
-                int nl)
-{
-    hr_httpd_conn_t *c = r->conn;
-    r->gone_cb = NULL;
-    if (c->fd < 0) {
-        /* The client went while the service worked: the connection was kept for this. */
-        hr_httpd_conn_free(c);
-        return;
-    }
-    hr_httpd_format(c, status, ctype, r->ohdr, r->ohdr_len, body, len, nl,
-                    r->method == HR_HTTPD_HEAD);
-    if (r->ohdr != r->ohdr_inl)
-        hr_free(r->ohdr);
-    r->ohdr = r->ohdr_inl;
-    r->ohdr_len = 0;
-    /* The request's bytes leave the input (a chunked body's raw bytes left while decoding). */
-    c->in_pos += c->head_len + (c->h.chunked ? 0 : (size_t)c->body_len);
-    c->chunk_len = 0;
-    c->state = HR_HTTPD_C_HEAD;
-    if (!c->keep)
-        c->close_after = 1;
-    if (c->in_process)
-        return; /* hr_httpd_process sends it, with the answers of further pipelined requests */
-    if (!c->reading && !c->eof && !c->close_after) {
-        event_add(c->rev, NULL);
-        c->reading = 1;
-    }
-    hr_httpd_process(c);
-}
-
-void
-hr_httpd_send(hr_httpd_req_t *r, int status, const char *ctype, const char *body, size_t len)
-{
-    hr_httpd_answer(r, status, ctype, body, len, 0);
-}
-
-void
-hr_httpd_send_json(hr_httpd_req_t *r, int status, const char *json, size_t len)
-{
-    hr_httpd_answer(r, status, "application/json", json, len, 1);
-}
-
-void
-hr_httpd_send_error(hr_httpd_req_t *r, int status, const char *code, const char *message)
-{
-    char *s = hr_http_error_body(code, message);
-    if (status == 503)
-        hr_httpd_add_header(r, "Retry-After", "1");
-    hr_httpd_send_json(r, status, s, strlen(s));
-    cJSON_free(s);
 }
