@@ -178,6 +178,9 @@ hr_httpd_flush(hr_httpd_conn_t *c)
     if (c->writing) {
         event_del(c->wev);
         c->writing = 0;
+        /* The answer took a while: the connection is idle from now, not from when it was made. */
+        if (c->deadline_kind == HR_HTTPD_D_IDLE)
+            hr_httpd_set_deadline(c, HR_HTTPD_D_IDLE, c->srv->idle_timeout_ms);
     }
     if (c->close_after && c->state != HR_HTTPD_C_BUSY && c->state != HR_HTTPD_C_LINGER) {
         return hr_httpd_linger(c);
@@ -683,6 +686,9 @@ hr_httpd_sweep_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         if (c->deadline_ms == 0 || now < c->deadline_ms)
+            continue;
+        /* Not idle while an answer is on its way: the write deadline watches its progress. */
+        if (c->deadline_kind == HR_HTTPD_D_IDLE && c->out_len > c->out_off)
             continue;
         switch (c->deadline_kind) {
         case HR_HTTPD_D_HEAD:

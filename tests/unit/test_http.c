@@ -16,6 +16,10 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,6 +360,84 @@ HR_TEST(path_drops_the_query)
     HR_CHECK_EQ_INT(c.status, 404);
     HR_CHECK_EQ_STR(c.reply,
                     "{\"error\":{\"code\":\"not_found\",\"message\":\"no such endpoint\"}}\n");
+}
+
+/* ---- a large answer read slowly ---- */
+
+#define BIG_ANSWER (48u << 20) /* well past what the kernel buffers on loopback */
+
+typedef struct {
+    struct event_base *base;
+    int fd;     /* the client's socket */
+    size_t got; /* bytes the client read */
+    int closed; /* the server closed before the whole answer */
+    char *big;  /* the answer's body */
+} slow_t;
+
+static void
+big_cb(hr_httpd_req_t *req, void *arg)
+{
+    slow_t *s = arg;
+    hr_httpd_send(req, 200, "application/octet-stream", s->big, BIG_ANSWER);
+}
+
+/* Every 50 ms the client reads up to 256 KiB: steady progress, over longer than the idle timeout.
+ */
+static void
+slow_tick(evutil_socket_t fd, short what, void *arg)
+{
+    HR_UNUSED(fd);
+    HR_UNUSED(what);
+    slow_t *s = arg;
+    char buf[65536];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0) {
+            s->got += (size_t)n;
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            /* Closed once idle after the whole answer is fine; before it, not. */
+            s->closed = s->got <= BIG_ANSWER;
+            event_base_loopexit(s->base, NULL);
+        }
+        return;
+    }
+    if (s->got > BIG_ANSWER)
+        event_base_loopexit(s->base, NULL); /* head and body: done */
+}
+
+HR_TEST(an_answer_read_slowly_is_not_cut_by_the_idle_timeout)
+{
+    slow_t s = {0};
+    s.base = event_base_new();
+    s.big = malloc(BIG_ANSWER);
+    HR_REQUIRE(s.big != NULL);
+    memset(s.big, 'x', BIG_ANSWER);
+    char err[128];
+    hr_httpd_opts_t o = {
+        .host = "127.0.0.1", .max_body = 1024, .idle_timeout_ms = 1000, .cb = big_cb, .cbarg = &s};
+    hr_httpd_t *http = hr_httpd_create(s.base, &o, err, sizeof(err));
+    HR_REQUIRE(http != NULL);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)hr_httpd_port(http))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s.fd = socket(AF_INET, SOCK_STREAM, 0);
+    HR_REQUIRE_EQ_INT(connect(s.fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    static const char get[] = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+    HR_REQUIRE_EQ_INT((int)send(s.fd, get, sizeof(get) - 1, 0), (int)sizeof(get) - 1);
+    struct event *tick = event_new(s.base, -1, EV_PERSIST, slow_tick, &s);
+    struct timeval every = {0, 50000}, limit = {30, 0};
+    event_add(tick, &every);
+    event_base_loopexit(s.base, &limit);
+    event_base_dispatch(s.base);
+    HR_CHECK(!s.closed);
+    HR_CHECK_CMP_INT((long long)s.got, >, (long long)BIG_ANSWER);
+    event_free(tick);
+    close(s.fd);
+    hr_httpd_destroy(http);
+    event_base_free(s.base);
+    free(s.big);
 }
 
 int
