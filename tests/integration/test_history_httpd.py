@@ -12,46 +12,14 @@ import json
 import signal
 import socket
 
+from herald_http import connect, exchange, read_response
 from herald_stack import Stack, TestRun, bearer, check, mint_token, wait_until
 
 
-def connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.settimeout(timeout)
-    return s
 
 
-def read_response(s, buf=b""):
-    """One response from s (buf: bytes already read): (status, headers, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        check(chunk, "connection closed before a response head:", buf[:200])
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
-    while len(rest) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return status, headers, rest[:n], rest[n:]
 
 
-def exchange(port, data):
-    """Sends raw bytes on a fresh connection, reads one response."""
-    s = connect(port)
-    try:
-        s.sendall(data)
-        st, h, body, _ = read_response(s)
-        return st, h, body
-    finally:
-        s.close()
 
 
 def history_read_all(pid, port, client_port):
@@ -117,33 +85,33 @@ def main():
         def origin_echoed_with_vary():
             port = stack.spawn_listening("history_origin", "herald-history", "HERALD_HISTORY_PORT",
                                          {"HERALD_HISTORY_CORS_ORIGIN": "http://app.example"})
-            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200,
+            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", want_close=False)[0] == 200,
                        15, "history_origin ready")
-            st, h, body = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, h, body, _ = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", want_close=False)
             check(st == 200 and h.get("access-control-allow-origin") == "http://app.example", h)
             check(h.get("vary") == "Origin", h)
             check("WWW-Authenticate" in h.get("access-control-expose-headers", ""), h)
             # A refusal of the server itself, before any route.
-            st, h, body = exchange(port, b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, h, body, _ = exchange(port, b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n", want_close=False)
             check(st == 405 and h.get("access-control-allow-origin") == "http://app.example", st, h)
         t.check("a_configured_origin_is_echoed_with_vary_also_on_refusals", origin_echoed_with_vary)
 
         def no_origin_no_cors():
             port = stack.spawn_listening("history_nocors", "herald-history", "HERALD_HISTORY_PORT",
                                          {"HERALD_HISTORY_CORS_ORIGIN": ""})
-            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200,
+            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", want_close=False)[0] == 200,
                        15, "history_nocors ready")
             for data in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
                          b"OPTIONS /notifications HTTP/1.1\r\nHost: x\r\n\r\n",
                          b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n"):
-                st, h, body = exchange(port, data)
+                st, h, body, _ = exchange(port, data, want_close=False)
                 check(not any(k.startswith("access-control-") for k in h), data[:20], st, h)
         t.check("an_empty_cors_origin_sends_no_cors_headers", no_origin_no_cors)
 
         def idle_keepalive_closed():
             port = stack.spawn_listening("history_idle", "herald-history", "HERALD_HISTORY_PORT",
                                          {"HERALD_HISTORY_IDLE_TIMEOUT_MS": 300})
-            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200,
+            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", want_close=False)[0] == 200,
                        15, "history_idle ready")
             s = connect(port, timeout=10)
             try:
@@ -164,7 +132,7 @@ def main():
             port = stack.spawn_listening("history_term", "herald-history", "HERALD_HISTORY_PORT",
                                          {"HERALD_HISTORY_DRAIN_MS": 300})
             svc = stack.services["history_term"]
-            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200,
+            wait_until(lambda: exchange(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", want_close=False)[0] == 200,
                        15, "history_term ready")
             s = connect(port, timeout=10)
             stack.redis_proc.send_signal(signal.SIGSTOP)

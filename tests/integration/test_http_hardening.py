@@ -1,14 +1,15 @@
-"""The HTTP layer shared by ingest and history (common/src/hr_http.c) against
-the real binaries over raw sockets: every refusal is JSON (never evhttp's HTML),
+"""The HTTP server shared by ingest and history (common/src/hr_httpd.c) against
+the real binaries over raw sockets: every refusal is JSON (never an HTML page),
 ambiguous framing is refused, a body over the limit is refused before it is
 sent, HEAD answers keep a keep-alive connection in step, a slow head is cut at
 the header deadline, a connection cap holds, and running out of descriptors
 neither spins nor floods the log."""
 import json
-import os
 import socket
 import time
 
+from herald_http import (check_accept_pauses, check_connection_cap, check_json_refusal, connect,
+                         exchange, read_response)
 from herald_stack import INGEST_KEY, Service, Stack, TestRun, free_port, http_request, ingest_request, wait_until
 
 HEADER_TIMEOUT_MS = 1000
@@ -19,67 +20,14 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.settimeout(timeout)
-    return s
 
 
-def read_response(s, buf=b"", head_only=False):
-    """Reads one response from s (buf: bytes already read). Returns
-    (status, headers, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed before a response head: {buf[:200]!r}")
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    n = 0 if head_only else int(headers.get("content-length", "0"))
-    while len(rest) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return status, headers, rest[:n], rest[n:]
 
 
-def closed_after(s, rest=b""):
-    """Whether the server closes the connection (nothing more than rest follows)."""
-    try:
-        more = s.recv(65536)
-    except socket.timeout:
-        return False
-    return more == b"" and rest == b""
 
 
-def exchange(port, data, timeout=5, want_close=True):
-    """Sends raw bytes, reads one response; returns (status, headers, body, closed)."""
-    s = connect(port, timeout)
-    try:
-        s.sendall(data)
-        status, headers, body, rest = read_response(s)
-        closed = closed_after(s, rest) if want_close else None
-        return status, headers, body, closed
-    finally:
-        s.close()
 
 
-def check_json_refusal(port, data, status, code=None):
-    st, h, body, closed = exchange(port, data)
-    check(st == status, f"{data[:60]!r}: status {st}, wanted {status}; {body[:200]!r}")
-    check(h.get("content-type") == "application/json", f"{data[:60]!r}: {h}")
-    err = json.loads(body)["error"]
-    check(isinstance(err.get("message"), str) and err.get("code"), err)
-    if code is not None:
-        check(err["code"] == code, f"{data[:60]!r}: {err}")
-    check(closed, f"{data[:60]!r}: connection left open after a refusal")
-    return h, err
 
 
 def main():
@@ -258,32 +206,7 @@ def main():
                               {"HERALD_HISTORY_PORT": port, "HERALD_HISTORY_MAX_CONNECTIONS": 3,
                                "HERALD_HISTORY_HEADER_TIMEOUT_MS": 60000})
             wait_until(lambda: http_request(port, "GET", "/healthz")[0] == 200, 15, "history_cap")
-            held = []
-            try:
-                for _ in range(3):
-                    c = connect(port)
-                    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    st, h, body, rest = read_response(c)
-                    check(st == 200, st)
-                    held.append(c)
-                wait_until(lambda: "connection_limit" in svc.log_text(), 5, "limit logged")
-                # A fourth waits in the backlog: no answer while three are open.
-                extra = connect(port)
-                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                extra.settimeout(0.5)
-                try:
-                    early = extra.recv(100)
-                except socket.timeout:
-                    early = None
-                check(early is None, f"a connection over the cap was served: {early!r}")
-                held.pop().close()
-                extra.settimeout(5)
-                st, h, body, rest = read_response(extra)
-                check(st == 200, st)
-                extra.close()
-            finally:
-                for c in held:
-                    c.close()
+            check_connection_cap(port, svc, 3)
         t.check("connections_over_the_cap_wait_until_one_closes", connection_cap_holds)
 
         def out_of_descriptors_pauses_accept():
@@ -295,34 +218,7 @@ def main():
                           env, stack.tmp)
             stack.services["history_fd"] = svc
             wait_until(lambda: http_request(port, "GET", "/readyz")[0] == 200, 15, "history_fd")
-            held = []
-            try:
-                for _ in range(60):
-                    held.append(connect(port))
-                wait_until(lambda: "accept_paused" in svc.log_text(), 10, "accept paused")
-                size0 = os.path.getsize(svc.logpath)
-                pid = svc.proc.pid
-                with open(f"/proc/{pid}/stat") as f:
-                    f0 = f.read().split()
-                t0 = time.monotonic()
-                time.sleep(1.5)  # an observation window, not a synchronisation
-                with open(f"/proc/{pid}/stat") as f:
-                    f1 = f.read().split()
-                ticks = (int(f1[13]) + int(f1[14])) - (int(f0[13]) + int(f0[14]))
-                hz = os.sysconf("SC_CLK_TCK")
-                cpu = ticks / hz / (time.monotonic() - t0)
-                grown = os.path.getsize(svc.logpath) - size0
-                print(f"# at the file limit: {cpu:.0%} of a core, log +{grown} bytes in 1.5 s",
-                      flush=True)
-                check(grown < 2000, f"the log grew by {grown} bytes in 1.5 s at the file limit")
-                libevent = [ln for ln in svc.log_text().splitlines()
-                            if "Too many open files" in ln and "accept_paused" not in ln]
-                check(not libevent, f"libevent's own accept warnings in the log: {libevent[:2]}")
-            finally:
-                for c in held:
-                    c.close()
-            wait_until(lambda: http_request(port, "GET", "/healthz")[0] == 200, 10,
-                       "history_fd serves again")
+            check_accept_pauses(port, svc, "history")
         t.check("out_of_descriptors_pauses_accept_without_spinning", out_of_descriptors_pauses_accept)
     finally:
         try:

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 
+from herald_http import check_accept_pauses, check_connection_cap, closes, connect, read_head, read_response
 from herald_stack import (INGEST_KEY, Redis, Service, Stack, TestRun, _tcp_rows, http_request,
                           listening_ports, register_pid, wait_until)
 
@@ -42,50 +43,12 @@ class DebugStack(Stack):
         wait_until(lambda: self.redis.cmd("PING") == "PONG", 10, "redis")
 
 
-def connect(port, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.settimeout(timeout)
-    return s
 
 
-def read_head(s, buf=b""):
-    """Reads up to the end of a head: (status line, headers dict, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed before a response head: {buf[:200]!r}")
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    return lines[0], headers, rest
 
 
-def read_response(s, buf=b""):
-    """One response from s (buf: bytes already read): (status, headers, body, rest)."""
-    line, headers, rest = read_head(s, buf)
-    n = int(headers.get("content-length", "0"))
-    while len(rest) < n:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return int(line.split(" ")[1]), headers, rest[:n], rest[n:]
 
 
-def closes(s, rest=b"", within=5):
-    """Whether the server closes s (recv returns b"") within `within` s, nothing more than rest sent."""
-    s.settimeout(within)
-    try:
-        more = s.recv(65536)
-    except socket.timeout:
-        return False
-    except ConnectionResetError:
-        return rest == b""
-    return more == b"" and rest == b""
 
 
 def post_bytes(message, user="pipe", path="/notifications", extra=b"", body=None):
@@ -366,31 +329,7 @@ def main():
 
         def connection_cap_holds():
             port, svc = spawn_ingest(stack, "ingest_cap", {"HERALD_INGEST_MAX_CONNECTIONS": 3})
-            held = []
-            try:
-                for _ in range(3):
-                    c = connect(port)
-                    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    st, h, body, rest = read_response(c)
-                    check(st == 200, st)
-                    held.append(c)
-                wait_until(lambda: "connection_limit" in svc.log_text(), 5, "limit logged")
-                extra = connect(port)
-                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                extra.settimeout(0.5)
-                try:
-                    early = extra.recv(100)
-                except socket.timeout:
-                    early = None
-                check(early is None, f"a connection over the cap was served: {early!r}")
-                held.pop().close()
-                extra.settimeout(5)
-                st, h, body, rest = read_response(extra)
-                check(st == 200, st)
-                extra.close()
-            finally:
-                for c in held:
-                    c.close()
+            check_connection_cap(port, svc, 3)
         t.check("ingest_connections_over_the_cap_wait_until_one_closes", connection_cap_holds)
 
         def out_of_descriptors_pauses_accept():
@@ -402,30 +341,7 @@ def main():
             ports = wait_until(lambda: listening_ports(svc.proc.pid), 15, "ingest_fd to listen")
             port = ports[0]
             wait_until(lambda: http_request(port, "GET", "/readyz")[0] == 200, 15, "ingest_fd ready")
-            held = []
-            try:
-                for _ in range(60):
-                    held.append(connect(port))
-                wait_until(lambda: "accept_paused" in svc.log_text(), 10, "accept paused")
-                size0 = os.path.getsize(svc.logpath)
-                pid = svc.proc.pid
-                with open(f"/proc/{pid}/stat") as f:
-                    f0 = f.read().split()
-                t0 = time.monotonic()
-                time.sleep(1.5)  # an observation window, not a synchronisation
-                with open(f"/proc/{pid}/stat") as f:
-                    f1 = f.read().split()
-                ticks = (int(f1[13]) + int(f1[14])) - (int(f0[13]) + int(f0[14]))
-                cpu = ticks / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
-                grown = os.path.getsize(svc.logpath) - size0
-                print(f"# ingest at the file limit: {cpu:.0%} of a core, log +{grown} bytes in 1.5 s",
-                      flush=True)
-                check(grown < 2000, f"the log grew by {grown} bytes in 1.5 s at the file limit")
-                check(cpu < 0.5, f"ingest spins at the file limit: {cpu:.0%} of a core")
-            finally:
-                for c in held:
-                    c.close()
-            wait_until(lambda: http_request(port, "GET", "/healthz")[0] == 200, 10, "ingest_fd serves again")
+            check_accept_pauses(port, svc, "ingest")
         t.check("ingest_out_of_descriptors_pauses_accept_without_spinning", out_of_descriptors_pauses_accept)
 
         def vanishing_clients_lose_no_accepted_write():
