@@ -150,3 +150,39 @@ def check_accept_pauses(port, svc, name):
         for c in held:
             c.close()
     wait_until(lambda: http_request(port, "GET", "/healthz")[0] == 200, 10, f"{name} serves again")
+
+
+def check_slow_head_cut(port, limit_s=15):
+    """A head sent a byte every 0.2 s gets 408 request_timeout at the server's
+    header deadline (well before limit_s), and a prompt request on a fresh
+    connection is served meanwhile."""
+    import socket as _socket
+    import time
+    from herald_stack import http_request
+    s = connect(port, timeout=10)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        data = b"X-Slow: " + b"a" * 200
+        t0 = time.monotonic()
+        got = None
+        s.settimeout(0.2)
+        for i in range(len(data)):
+            try:
+                s.sendall(data[i:i + 1])
+            except OSError:
+                break
+            try:
+                got = s.recv(65536)
+                break
+            except _socket.timeout:
+                _check(time.monotonic() - t0 < limit_s,
+                       f"still open after {limit_s} s of a byte per 0.2 s")
+        _check(got, "no answer to a head sent a byte per 0.2 s")
+        s.settimeout(5)
+        st, h, body, rest = read_response(s, got)
+        _check(st == 408, (st, body))
+        _check(json.loads(body)["error"]["code"] == "request_timeout", body)
+    finally:
+        s.close()
+    st, b = http_request(port, "GET", "/healthz")
+    _check(st == 200, (st, b))

@@ -6,10 +6,9 @@ the header deadline, a connection cap holds, and running out of descriptors
 neither spins nor floods the log."""
 import json
 import socket
-import time
 
-from herald_http import (check_accept_pauses, check_connection_cap, check_json_refusal, connect,
-                         exchange, read_response)
+from herald_http import (check_accept_pauses, check_connection_cap, check_json_refusal,
+                         check_slow_head_cut, connect, exchange, read_response)
 from herald_stack import INGEST_KEY, Service, Stack, TestRun, free_port, http_request, ingest_request, wait_until
 
 HEADER_TIMEOUT_MS = 1000
@@ -154,33 +153,7 @@ def main():
         t.check("duplicate_json_keys_are_refused", duplicate_keys_refused)
 
         def slowloris_cut_at_header_deadline():
-            s = connect(hp, timeout=10)
-            try:
-                s.sendall(b"GET /healthz HTTP/1.1\r\n")
-                data = b"X-Slow: " + b"a" * 200
-                t0 = time.monotonic()
-                st = None
-                s.settimeout(0.2)
-                for i in range(len(data)):
-                    try:
-                        s.sendall(data[i:i + 1])
-                    except OSError:
-                        break
-                    try:
-                        got = s.recv(65536)
-                    except socket.timeout:
-                        check(time.monotonic() - t0 < 10, "still open after 10 s of a byte per 0.2 s")
-                        continue
-                    s.settimeout(5)
-                    st, h, body, rest = read_response(s, got)
-                    break
-                check(st == 408, f"status {st}")
-                check(json.loads(body)["error"]["code"] == "request_timeout", body)
-            finally:
-                s.close()
-            # A prompt request on a fresh connection is unaffected.
-            s2, b2 = http_request(hp, "GET", "/healthz")
-            check(s2 == 200, (s2, b2))
+            check_slow_head_cut(hp, limit_s=10)
         t.check("a_head_sent_a_byte_at_a_time_is_cut_at_the_deadline", slowloris_cut_at_header_deadline)
 
         def head_in_single_bytes_is_served():

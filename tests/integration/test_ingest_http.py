@@ -14,7 +14,8 @@ import subprocess
 import threading
 import time
 
-from herald_http import check_accept_pauses, check_connection_cap, closes, connect, read_head, read_response
+from herald_http import (check_accept_pauses, check_connection_cap, check_slow_head_cut, closes,
+                         connect, read_head, read_response)
 from herald_stack import (INGEST_KEY, Redis, Service, Stack, TestRun, _tcp_rows, http_request,
                           listening_ports, register_pid, wait_until)
 
@@ -287,32 +288,7 @@ def main():
         t.check("a_stalled_body_gets_408_request_timeout", stalled_body_gets_408)
 
         def slowloris_head_gets_408():
-            s = connect(short_port, timeout=10)
-            try:
-                s.sendall(b"GET /healthz HTTP/1.1\r\n")
-                data = b"X-Slow: " + b"a" * 200
-                t0 = time.monotonic()
-                got = None
-                s.settimeout(0.2)
-                for i in range(len(data)):
-                    try:
-                        s.sendall(data[i:i + 1])
-                    except OSError:
-                        break
-                    try:
-                        got = s.recv(65536)
-                        break
-                    except socket.timeout:
-                        check(time.monotonic() - t0 < 15, "still open after 15 s of a byte per 0.2 s")
-                check(got, "no answer to a head sent a byte per 0.2 s")
-                s.settimeout(5)
-                st, h, body, rest = read_response(s, got)
-                check(st == 408, (st, body))
-                check(json.loads(body)["error"]["code"] == "request_timeout", body)
-            finally:
-                s.close()
-            st, b = http_request(short_port, "GET", "/healthz")
-            check(st == 200, (st, b))
+            check_slow_head_cut(short_port)
         t.check("a_head_sent_a_byte_every_200ms_gets_408_at_the_header_deadline",
                 slowloris_head_gets_408)
 
