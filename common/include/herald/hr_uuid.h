@@ -13,8 +13,8 @@
 #define HR_UUID_STR_LEN 37 /* 36 chars + NUL */
 
 typedef struct {
-    uint64_t last_ms;  /* timestamp of the last id */
-    uint16_t seq;      /* 12-bit counter within last_ms */
+    uint64_t last_ms;   /* timestamp of the last id */
+    uint16_t seq;       /* 12-bit counter within last_ms */
     uint8_t pool[1024]; /* buffered getrandom() output (a getrandom per ~50 ids) */
     size_t pool_used;
 } hr_uuid_gen_t;
