@@ -576,7 +576,29 @@ class Service:
             return f.read().decode(errors="replace")
 
 
+def processes_in(directory):
+    """(pid, command line) of every process whose working directory is directory
+    or below it (a deleted directory still shows its path)."""
+    out = []
+    root = os.path.realpath(directory)
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd").removesuffix(" (deleted)")
+            if cwd == root or cwd.startswith(root + "/"):
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                out.append((int(name), argv))
+        except OSError:
+            continue
+    return out
+
+
 class Stack:
+    # More redis-server arguments (e.g. ("--enable-debug-command", "yes")).
+    redis_args = ()
+
     def __init__(self, gateways=2, workers=1, services=("ingest", "worker", "history", "gateway"),
                  extra_env=None, config=None):
         """config: the text of the services' config file (HERALD_CONFIG);
@@ -644,7 +666,8 @@ class Stack:
             ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--daemonize", "no",
              "--pidfile", self.redis_pidfile,
-             "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp],
+             "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp,
+             *self.redis_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         register_pid(self.redis_proc.pid)
         self.redis = Redis(self.redis_port)
@@ -806,6 +829,13 @@ class Stack:
                 self.stop_redis()
         except Exception as e:  # noqa: BLE001
             problems.append(f"redis stop: {e}")
+        # Nothing the stack started may outlive it (a server started beside the harness's way).
+        for pid, argv in processes_in(self.tmp):
+            problems.append(f"left running in the stack's directory: pid {pid} {argv}")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         keep = bool(problems and os.environ.get("HERALD_KEEP_TMP"))
         if keep:
             unregister_dir(self.tmp)

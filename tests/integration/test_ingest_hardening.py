@@ -4,10 +4,8 @@ percent-escapes, an IPv6 literal, a password-protected server (one READY per
 connect), a script cache flushed under load, and a Redis stall."""
 import hashlib
 import json
-import os
 import re
 import socket
-import subprocess
 import threading
 
 from herald_stack import (Redis, Stack, TestRun, free_port, http_get, ingest_request,
@@ -19,14 +17,7 @@ STREAM = "herald:stream:notifications"
 class DebugStack(Stack):
     """A Stack whose redis-server accepts DEBUG (SLEEP stalls it)."""
 
-    def start_redis(self):
-        subprocess.run(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                        "--enable-debug-command", "yes", "--pidfile", self.redis_pidfile,
-                        "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp],
-                       check=True)
-        self.redis = Redis(self.redis_port)
-        wait_until(lambda: self.redis.cmd("PING") == "PONG", 10, "redis")
+    redis_args = ("--enable-debug-command", "yes")
 
 
 def check(cond, msg):

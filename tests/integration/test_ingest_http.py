@@ -7,17 +7,15 @@ the connection cap and running out of descriptors hold, clients that vanish
 while their POST is with Redis lose no accepted write, and a batch body near
 1 MiB sent in pieces is read whole."""
 import json
-import os
 import socket
 import struct
-import subprocess
 import threading
 import time
 
 from herald_http import (check_accept_pauses, check_connection_cap, check_slow_head_cut, closes,
                          connect, read_head, read_response)
 from herald_stack import (INGEST_KEY, Redis, Service, Stack, TestRun, _tcp_rows, http_request,
-                          listening_ports, register_pid, wait_until)
+                          listening_ports, wait_until)
 
 STREAM = "herald:stream:notifications"
 SHORT_MS = 1000  # header and idle timeouts of the ingest spawned for the deadline checks
@@ -32,16 +30,7 @@ def check(cond, what):
 class DebugStack(Stack):
     """A Stack whose redis-server accepts DEBUG (SLEEP stalls it)."""
 
-    def start_redis(self):
-        self.redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--daemonize", "no",
-             "--enable-debug-command", "yes", "--pidfile", self.redis_pidfile,
-             "--logfile", os.path.join(self.tmp, "redis.log"), "--dir", self.tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        register_pid(self.redis_proc.pid)
-        self.redis = Redis(self.redis_port)
-        wait_until(lambda: self.redis.cmd("PING") == "PONG", 10, "redis")
+    redis_args = ("--enable-debug-command", "yes")
 
 
 
