@@ -576,6 +576,19 @@ class Service:
             return f.read().decode(errors="replace")
 
 
+def redis_asleep(port):
+    """Whether the redis-server on port has stopped answering (DEBUG SLEEP)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    s.settimeout(0.1)
+    try:
+        s.sendall(b"PING\r\n")
+        s.recv(16)
+        return False
+    except socket.timeout:
+        return True
+    finally:
+        s.close()
+
 def processes_in(directory):
     """(pid, command line) of every process whose working directory is directory
     or below it (a deleted directory still shows its path)."""
@@ -1000,3 +1013,17 @@ class TestRun:
     def finish(self):
         print(f"{self.passed} passed, {self.failed} failed", flush=True)
         sys.exit(1 if self.failed else 0)
+
+
+class DebugStack(Stack):
+    """A Stack whose redis-server accepts DEBUG, so a test can stall it."""
+
+    redis_args = ("--enable-debug-command", "yes")
+
+    def stall_redis(self, seconds):
+        """DEBUG SLEEP on a connection of its own (it blocks that thread);
+        returns the thread (join it) once Redis has stopped answering."""
+        th = threading.Thread(target=lambda: Redis(self.redis_port).cmd("DEBUG", "SLEEP", str(seconds)))
+        th.start()
+        wait_until(lambda: redis_asleep(self.redis_port), 5, "redis to be asleep", 0.01)
+        return th

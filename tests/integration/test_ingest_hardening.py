@@ -8,16 +8,10 @@ import re
 import socket
 import threading
 
-from herald_stack import (Redis, Stack, TestRun, free_port, http_get, ingest_request,
+from herald_stack import (DebugStack, Redis, Stack, TestRun, free_port, http_get, ingest_request,
                           post_notification, wait_until)
 
 STREAM = "herald:stream:notifications"
-
-
-class DebugStack(Stack):
-    """A Stack whose redis-server accepts DEBUG (SLEEP stalls it)."""
-
-    redis_args = ("--enable-debug-command", "yes")
 
 
 def check(cond, msg):
@@ -250,27 +244,6 @@ def client_ids(redis):
     return out
 
 
-def stall(port, seconds):
-    """DEBUG SLEEP on a connection of its own (it blocks the caller); returns the
-    thread once Redis has stopped answering."""
-    th = threading.Thread(target=lambda: Redis(port).cmd("DEBUG", "SLEEP", str(seconds)))
-    th.start()
-
-    def asleep():
-        s = socket.create_connection(("127.0.0.1", port), timeout=2)
-        s.settimeout(0.1)
-        try:
-            s.sendall(b"PING\r\n")
-            s.recv(16)
-            return False
-        except socket.timeout:
-            return True
-        finally:
-            s.close()
-    wait_until(asleep, 5, "redis to be asleep", 0.01)
-    return th
-
-
 def test_redis_stall(t):
     # Default timeout: a 3 s stall is answered late, not with 503.
     stack = DebugStack(services=("ingest",))
@@ -278,7 +251,7 @@ def test_redis_stall(t):
         r = stack.redis
 
         def stall_of_three_seconds_answers_202():
-            sleeper = stall(stack.redis_port, 3)
+            sleeper = stack.stall_redis(3)
             threads, results, _ = post_many(
                 stack.ingest_port, 4, 3, lambda k, i: {"user_id": "u", "message": f"s{k}-{i}"})
             for th in threads + [sleeper]:
@@ -329,7 +302,7 @@ def test_redis_stall(t):
             threads = [threading.Thread(target=run, args=(k,)) for k in range(24)]
             for th in threads:
                 th.start()
-            sleeper = stall(stack.redis_port, 4)  # below the harness client's 5 s socket timeout
+            sleeper = stack.stall_redis(4)  # below the harness client's 5 s socket timeout
             go.set()
             # The stall outlasts redis.timeout_ms (1.5 s): the watchdog drops the connection.
             wait_until(lambda: "redis_timeout" in stack.services["ingest"].log_text(), 10,

@@ -14,7 +14,7 @@ import time
 
 from herald_http import (check_accept_pauses, check_connection_cap, check_slow_head_cut, closes,
                          connect, read_head, read_response)
-from herald_stack import (INGEST_KEY, Redis, Service, Stack, TestRun, _tcp_rows, http_request,
+from herald_stack import (INGEST_KEY, DebugStack, Redis, Service, TestRun, _tcp_rows, http_request,
                           listening_ports, wait_until)
 
 STREAM = "herald:stream:notifications"
@@ -25,12 +25,6 @@ def check(cond, what):
     """An explicit check (bare assert vanishes under PYTHONOPTIMIZE)."""
     if not cond:
         raise AssertionError(what)
-
-
-class DebugStack(Stack):
-    """A Stack whose redis-server accepts DEBUG (SLEEP stalls it)."""
-
-    redis_args = ("--enable-debug-command", "yes")
 
 
 
@@ -64,20 +58,6 @@ def stored_ids(redis):
         f = dict(zip(fields[::2], fields[1::2]))
         out.add(json.loads(f["payload"])["id"])
     return out
-
-
-def redis_asleep(port):
-    """Whether redis-server on port has stopped answering (DEBUG SLEEP)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=2)
-    s.settimeout(0.1)
-    try:
-        s.sendall(b"PING\r\n")
-        s.recv(16)
-        return False
-    except socket.timeout:
-        return True
-    finally:
-        s.close()
 
 
 def count_answers(s, pat=b"HTTP/1.1 200 "):
@@ -329,9 +309,7 @@ def main():
                     answered.append(b["id"])
             # Resets that certainly arrive while the POST is with Redis: Redis sleeps, the
             # server has read every byte (its receive queues are empty), then the clients reset.
-            sleeper = threading.Thread(target=lambda: Redis(stack.redis_port).cmd("DEBUG", "SLEEP", "2"))
-            sleeper.start()
-            wait_until(lambda: redis_asleep(stack.redis_port), 5, "redis to be asleep", 0.01)
+            sleeper = stack.stall_redis(2)
             held = []
             try:
                 for i in range(20):
