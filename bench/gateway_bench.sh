@@ -259,6 +259,13 @@ for sc in "${scenarios[@]}"; do
         ;;
     notify)
         start_gateways
+        # The box's own limit for one hop, in the same run: a loopback round
+        # trip to Redis (one connection, one PING at a time). POST -> socket
+        # crosses four one-way hops (client -> ingest -> Redis -> gateway ->
+        # client), so two round trips are its floor here.
+        rtt=$(redis-benchmark -p "$REDIS_PORT" -c 1 -n 20000 -t ping_inline 2>/dev/null |
+            awk '/latency summary/ {getline; getline; print $3 * 1000, $5 * 1000; exit}')
+        rtt_p50=${rtt%% *}; rtt_p99=${rtt##* }
         run_load notify --conns "$NOTIFY_CONNS" --hold 1 --drain 15 \
             --notify-url "http://127.0.0.1:$ING_PORT/notifications" --notify-rate "$NOTIFY_RATE" \
             --notify-count "$NOTIFY_COUNT" --notify-conns 32
@@ -268,6 +275,8 @@ for sc in "${scenarios[@]}"; do
             "accepted=$(val notify notify_accepted)/$(val notify notify_sent) frames=$(val notify notify_frames_received)" \
             "post_rtt_us_p50=$(val notify notify_post_rtt_us_p50) p99=$(val notify notify_post_rtt_us_p99)" \
             "latency_us_p50=$(val notify notify_latency_us_p50) p99=$(val notify notify_latency_us_p99) max=$(val notify notify_latency_us_max)"
+        summary "notify box_loopback_rtt_us_p50=$rtt_p50 p99=$rtt_p99" \
+            "latency_p50_vs_two_rtt=$(awk -v l="$(val notify notify_latency_us_p50)" -v r="$rtt_p50" 'BEGIN {if (r > 0) printf "%.2f", l / (2 * r)}')"
         stop_gateways
         ;;
     esac

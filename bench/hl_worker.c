@@ -840,6 +840,9 @@ hl_worker_run(int id, uint32_t first, uint32_t count, int cmd_fd, int rep_fd)
         W.notify_users = 1;
     if (O.publish > 0)
         hl_fantab_init(&W.fan, O.publish);
+    /* The default 50 us timer slack would make every paced send late by up
+     * to that much, and count it as the system's latency. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
     W.ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_CMD, 0)};
     epoll_ctl(W.ep, EPOLL_CTL_ADD, cmd_fd, &ev);
@@ -870,8 +873,26 @@ hl_worker_run(int id, uint32_t first, uint32_t count, int cmd_fd, int rep_fd)
             W.rep.kind = HL_REP_CONNECTED;
             hl_write_all(W.rep_fd, &W.rep, sizeof(W.rep));
         }
+        /* Sleep until the next scheduled send, to the microsecond: a
+         * millisecond tick would send in bursts of rate/1000 and count the
+         * tick's wait as latency of the system under test. */
         int busy = W.next_start < W.count || W.publishing || W.notifying;
-        int n = epoll_wait(W.ep, evs, 1024, busy ? 1 : 100);
+        uint64_t wait_us = busy ? 1000 : 100000, due = UINT64_MAX;
+        if (W.notifying && W.notify_next < O.notify_count)
+            due = W.notify_t0 + (uint64_t)((double)W.notify_next * 1e6 / O.notify_rate);
+        if (W.publishing && W.pub_next < O.publish) {
+            uint64_t d = W.pub_t0 + (uint64_t)((double)W.pub_next * 1e6 / O.pub_rate);
+            if (d < due)
+                due = d;
+        }
+        /* A send due before this turn began was held back (every socket has
+         * a request in flight): wait for an answer, do not spin. */
+        uint64_t t = hr_mono_us();
+        if (due != UINT64_MAX && due > now)
+            wait_us = due > t ? (due - t < wait_us ? due - t : wait_us) : 0;
+        struct timespec wt = {.tv_sec = (time_t)(wait_us / 1000000),
+                              .tv_nsec = (long)(wait_us % 1000000) * 1000};
+        int n = epoll_pwait2(W.ep, evs, 1024, &wt, NULL);
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64 >> 32;
             uint32_t idx = (uint32_t)evs[i].data.u64;
