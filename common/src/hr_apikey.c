@@ -243,7 +243,7 @@ hr_apikeys_lookup(hr_apikeys_t *ks, const char *key, size_t len)
     for (size_t i = 0; i < ks->n; i++) {
         const struct hr_apikey_s *k = &ks->keys[i];
         int same = CRYPTO_memcmp(k->seen, key, len) == 0;
-        found = same & (k->seen_len == len) ? &ks->keys[i] : found;
+        found = (same & (k->seen_len == len)) ? &ks->keys[i] : found;
     }
     if (found != NULL)
         return found;
