@@ -59,6 +59,7 @@ struct hr_metrics_s {
     char *buf; /* owned: the last render */
     size_t len, cap;
     hr_metrics_process_t *process; /* owned, NULL until hr_metrics_add_process */
+    const char *ready_service[1];  /* borrowed string: herald_ready's service label value */
 };
 
 static void
@@ -547,4 +548,24 @@ hr_metrics_add_process(hr_metrics_t *m, const char *service)
     p->max_fds =
         hr_metrics_gauge(m, "process_max_fds", "Maximum number of open file descriptors.", NULL, 0);
     hr_metrics_on_collect(m, hr_metrics_collect_process, p);
+}
+
+/* ---- readiness ---- */
+
+hr_metrics_readiness_t
+hr_metrics_add_readiness(hr_metrics_t *m, const char *service, const char *const *deps,
+                         size_t ndeps, int sentence)
+{
+    m->ready_service[0] = service;
+    hr_metrics_label_t l[] = {HR_METRICS_LABEL("service", m->ready_service),
+                              HR_METRICS_LABEL_N("dependency", deps, ndeps)};
+    hr_metrics_readiness_t r;
+    r.ready = hr_metrics_gauge(
+        m, "herald_ready", sentence ? "1 when /readyz answers 200." : "1 when /readyz answers 200",
+        l, 1);
+    r.dep_up = hr_metrics_gauge(m, "herald_dependency_up",
+                                sentence ? "1 while the connection to the dependency is ready."
+                                         : "1 while the connection to the dependency is ready",
+                                l, HR_ARRAY_LEN(l));
+    return r;
 }

@@ -21,7 +21,6 @@ static const char *const gw_auth_reasons[] = {
     "bad_sub", "bad_iss",   "bad_aud",     "revoked",   "sub_changed",   "other"};
 static const char *const gw_refresh_results[] = {"ok", "refused"};
 static const char *const gw_refused_reasons[] = {"too_big", "too_deep"};
-static const char *const gw_services[] = {"gateway"};
 static const char *const gw_dependencies[] = {"redis"};
 
 static void
@@ -36,8 +35,8 @@ gw_metrics_collect(void *arg)
     /* The hub counts the cuts where it decides them; mirrored here at scrape. */
     gm->slow->value = st.slow_killed;
     gm->reconnects->value = st.reconnects;
-    hr_gauge_set(gm->dep_up, st.redis_up ? 1 : 0);
-    hr_gauge_set(gm->ready, st.redis_up && st.revocations_loaded && !st.draining ? 1 : 0);
+    hr_gauge_set(&gm->readiness.dep_up[0], st.redis_up ? 1 : 0);
+    hr_gauge_set(gm->readiness.ready, st.redis_up && st.revocations_loaded && !st.draining ? 1 : 0);
 }
 
 gw_metrics_t *
@@ -49,17 +48,14 @@ gw_metrics_create(gw_status_fn status, void *ud)
     hr_metrics_t *m = hr_metrics_create();
     gm->reg = m;
     hr_metrics_add_process(m, "gateway");
-    hr_metrics_label_t svc[] = {HR_METRICS_LABEL("service", gw_services),
-                                HR_METRICS_LABEL("dependency", gw_dependencies)};
     hr_metrics_label_t result = HR_METRICS_LABEL("result", gw_connect_results);
     hr_metrics_label_t code = HR_METRICS_LABEL("code", gw_close_codes);
     hr_metrics_label_t type = HR_METRICS_LABEL("type", gw_frame_types);
     hr_metrics_label_t reason = HR_METRICS_LABEL("reason", gw_auth_reasons);
     hr_metrics_label_t rresult = HR_METRICS_LABEL("result", gw_refresh_results);
     hr_metrics_label_t fr = HR_METRICS_LABEL("reason", gw_refused_reasons);
-    gm->ready = hr_metrics_gauge(m, "herald_ready", "1 when /readyz answers 200.", svc, 1);
-    gm->dep_up = hr_metrics_gauge(m, "herald_dependency_up",
-                                  "1 while the connection to the dependency is ready.", svc, 2);
+    gm->readiness =
+        hr_metrics_add_readiness(m, "gateway", gw_dependencies, HR_ARRAY_LEN(gw_dependencies), 1);
     gm->conns = hr_metrics_gauge(m, "herald_gateway_connections", "Open WebSockets.", NULL, 0);
     gm->connects = hr_metrics_counter(m, "herald_gateway_connects_total",
                                       "WebSocket upgrade attempts by outcome.", &result, 1);

@@ -66,8 +66,9 @@ typedef struct gw_metrics_s {
     hr_counter_t *slow;
     hr_counter_t *reconnects;
     hr_histogram_t *delay;
-    hr_gauge_t *conns, *queued, *channels, *ready, *dep_up;
-    gw_status_fn status; /* borrowed */
+    hr_gauge_t *conns, *queued, *channels;
+    hr_metrics_readiness_t readiness; /* slots borrowed from reg; dep_up: [redis] */
+    gw_status_fn status;              /* borrowed */
     void *ud;
     unsigned char *out; /* owned: LWS_PRE + the rendered text, reused */
     size_t outcap;

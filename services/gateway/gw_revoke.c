@@ -146,6 +146,45 @@ gw_revoke_finish(gw_revoke_t *r)
         gw_revoke_try(r);
 }
 
+/* Ends the sync as failed (gw_revoke_failed says why, rep may be NULL) and frees st. */
+static void
+gw_step_failed(gw_step_t *st, const redisReply *rep)
+{
+    gw_revoke_failed(st->r, rep);
+    gw_step_free(st);
+}
+
+/*
+ * Whether rep has the shape a step expects: an array of n elements, the
+ * first ntypes of them of the reply types in types. Otherwise the step
+ * fails (gw_step_failed) and st is gone.
+ */
+static int
+gw_step_reply_ok(gw_step_t *st, const redisReply *rep, size_t n, const int *types, size_t ntypes)
+{
+    int ok = rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == n;
+    for (size_t i = 0; ok && i < ntypes; i++)
+        ok = rep->element[i]->type == types[i];
+    if (!ok)
+        gw_step_failed(st, rep);
+    return ok;
+}
+
+/* Frees st and goes on from its cursor: the next SCAN, or the end of the sync at "0". */
+static void
+gw_step_next(gw_step_t *st)
+{
+    gw_revoke_t *r = st->r;
+    char *cursor = st->cursor;
+    st->cursor = NULL;
+    gw_step_free(st);
+    if (strcmp(cursor, "0") == 0)
+        gw_revoke_finish(r);
+    else
+        gw_revoke_scan(r, cursor);
+    hr_free(cursor);
+}
+
 static void
 gw_revoke_mget_done(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -153,11 +192,8 @@ gw_revoke_mget_done(redisAsyncContext *ac, void *reply, void *priv)
     gw_step_t *st = priv;
     gw_revoke_t *r = st->r;
     redisReply *rep = reply;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != st->nkeys) {
-        gw_revoke_failed(r, rep);
-        gw_step_free(st);
+    if (!gw_step_reply_ok(st, rep, st->nkeys, NULL, 0))
         return;
-    }
     size_t pl = strlen(HR_KEY_REVOKED_PREFIX);
     for (size_t i = 0; i < st->nkeys; i++) {
         const redisReply *v = rep->element[i];
@@ -172,14 +208,7 @@ gw_revoke_mget_done(redisAsyncContext *ac, void *reply, void *priv)
             continue;
         gw_revoke_set(r, k + pl, kl - pl - 1, (int64_t)t);
     }
-    char *cursor = st->cursor;
-    st->cursor = NULL;
-    gw_step_free(st);
-    if (strcmp(cursor, "0") == 0)
-        gw_revoke_finish(r);
-    else
-        gw_revoke_scan(r, cursor);
-    hr_free(cursor);
+    gw_step_next(st);
 }
 
 static void
@@ -189,23 +218,14 @@ gw_revoke_scan_done(redisAsyncContext *ac, void *reply, void *priv)
     gw_step_t *st = priv;
     gw_revoke_t *r = st->r;
     redisReply *rep = reply;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_ARRAY) {
-        gw_revoke_failed(r, rep);
-        gw_step_free(st);
+    /* SCAN answers [cursor, [key, ...]]. */
+    static const int shape[] = {REDIS_REPLY_STRING, REDIS_REPLY_ARRAY};
+    if (!gw_step_reply_ok(st, rep, 2, shape, HR_ARRAY_LEN(shape)))
         return;
-    }
     const redisReply *keys = rep->element[1];
     st->cursor = hr_strdup(rep->element[0]->str);
     if (keys->elements == 0) {
-        char *cursor = st->cursor;
-        st->cursor = NULL;
-        gw_step_free(st);
-        if (strcmp(cursor, "0") == 0)
-            gw_revoke_finish(r);
-        else
-            gw_revoke_scan(r, cursor);
-        hr_free(cursor);
+        gw_step_next(st);
         return;
     }
     size_t n = keys->elements;
@@ -224,10 +244,8 @@ gw_revoke_scan_done(redisAsyncContext *ac, void *reply, void *priv)
     int rc = hr_redis_async_argv(r->redis, gw_revoke_mget_done, st, (int)n + 1, argv, argvlen);
     hr_free(argv);
     hr_free(argvlen);
-    if (rc != 0) {
-        gw_revoke_failed(r, NULL);
-        gw_step_free(st);
-    }
+    if (rc != 0)
+        gw_step_failed(st, NULL);
 }
 
 static void
@@ -240,10 +258,8 @@ gw_revoke_scan(gw_revoke_t *r, const char *cursor)
     size_t argvlen[6];
     for (int i = 0; i < 6; i++)
         argvlen[i] = strlen(argv[i]);
-    if (hr_redis_async_argv(r->redis, gw_revoke_scan_done, st, 6, argv, argvlen) != 0) {
-        gw_revoke_failed(r, NULL);
-        gw_step_free(st);
-    }
+    if (hr_redis_async_argv(r->redis, gw_revoke_scan_done, st, 6, argv, argvlen) != 0)
+        gw_step_failed(st, NULL);
 }
 
 /* Starts a sync if the control channel is live and commands can be sent. */

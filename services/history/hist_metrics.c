@@ -7,7 +7,6 @@ static const char *const hist_metrics_routes[] = {
     "get",   "room_messages", "health", "metrics", "other",
 };
 static const char *const hist_metrics_codes[] = {"2xx", "3xx", "4xx", "5xx"};
-static const char *const hist_metrics_service[] = {"history"};
 static const char *const hist_metrics_deps[] = {"redis", "postgres"};
 
 _Static_assert(HR_ARRAY_LEN(hist_metrics_routes) == HIST_M_NROUTES, "route label values");
@@ -33,9 +32,9 @@ hist_metrics_collect(void *arg)
     hr_gauge_set(m->pool_conns, st.open);
     hr_gauge_set(m->pool_busy, st.busy);
     hr_gauge_set(m->pool_waiting, st.waiting);
-    hr_gauge_set(&m->dep_up[0], hr_redis_async_ready(m->src.redis) ? 1 : 0);
-    hr_gauge_set(&m->dep_up[1], st.open > 0 ? 1 : 0);
-    hr_gauge_set(m->ready, hist_metrics_ready(&m->src) ? 1 : 0);
+    hr_gauge_set(&m->readiness.dep_up[0], hr_redis_async_ready(m->src.redis) ? 1 : 0);
+    hr_gauge_set(&m->readiness.dep_up[1], st.open > 0 ? 1 : 0);
+    hr_gauge_set(m->readiness.ready, hist_metrics_ready(&m->src) ? 1 : 0);
 }
 
 void
@@ -61,11 +60,8 @@ hist_metrics_init(hist_metrics_t *m, const hist_metrics_src_t *src)
     m->pg_errors =
         hr_metrics_counter(r, "herald_history_postgres_errors_total",
                            "Queries that failed (errors, timeouts, lost connections)", NULL, 0);
-    hr_metrics_label_t sl[] = {HR_METRICS_LABEL("service", hist_metrics_service),
-                               HR_METRICS_LABEL("dependency", hist_metrics_deps)};
-    m->ready = hr_metrics_gauge(r, "herald_ready", "1 when /readyz answers 200", sl, 1);
-    m->dep_up = hr_metrics_gauge(r, "herald_dependency_up",
-                                 "1 while the connection to the dependency is ready", sl, 2);
+    m->readiness = hr_metrics_add_readiness(r, "history", hist_metrics_deps,
+                                            HR_ARRAY_LEN(hist_metrics_deps), 0);
     hr_metrics_on_collect(r, hist_metrics_collect, m);
 }
 

@@ -35,15 +35,14 @@ typedef struct {
 } hist_metrics_src_t;
 
 typedef struct {
-    hr_metrics_t *reg;        /* owned */
-    hr_counter_t *requests;   /* borrowed from reg: route x code */
-    hr_histogram_t *duration; /* borrowed from reg: route */
-    hr_gauge_t *pool_conns;   /* borrowed from reg */
-    hr_gauge_t *pool_busy;    /* borrowed from reg */
-    hr_gauge_t *pool_waiting; /* borrowed from reg */
-    hr_counter_t *pg_errors;  /* borrowed from reg */
-    hr_gauge_t *ready;        /* borrowed from reg: service */
-    hr_gauge_t *dep_up;       /* borrowed from reg: service x dependency (redis, postgres) */
+    hr_metrics_t *reg;                /* owned */
+    hr_counter_t *requests;           /* borrowed from reg: route x code */
+    hr_histogram_t *duration;         /* borrowed from reg: route */
+    hr_gauge_t *pool_conns;           /* borrowed from reg */
+    hr_gauge_t *pool_busy;            /* borrowed from reg */
+    hr_gauge_t *pool_waiting;         /* borrowed from reg */
+    hr_counter_t *pg_errors;          /* borrowed from reg */
+    hr_metrics_readiness_t readiness; /* slots borrowed from reg; dep_up: [redis, postgres] */
     hist_metrics_src_t src;
 } hist_metrics_t;
 

@@ -20,7 +20,6 @@
 static const char *const ing_metrics_routes[] = {"notifications", "batch",   "users",
                                                  "health",        "metrics", "other"};
 static const char *const ing_metrics_codes[] = {"2xx", "3xx", "4xx", "5xx"};
-static const char *const ing_metrics_service[] = {"ingest"};
 static const char *const ing_metrics_deps[] = {"redis"};
 /* The error codes ingest answers (proto/openapi.yaml ErrorCode, ingest's and proto/auth.md's). */
 static const char *const ing_metrics_errors[] = {
@@ -41,8 +40,8 @@ static void
 ing_metrics_collect(void *arg)
 {
     ing_metrics_t *m = arg;
-    hr_gauge_set(&m->dep_up[0], hr_redis_async_ready(m->src.redis) ? 1 : 0);
-    hr_gauge_set(m->ready, ing_metrics_ready(m) ? 1 : 0);
+    hr_gauge_set(&m->readiness.dep_up[0], hr_redis_async_ready(m->src.redis) ? 1 : 0);
+    hr_gauge_set(m->readiness.ready, ing_metrics_ready(m) ? 1 : 0);
 }
 
 /* Writes the buffered access lines (whole lines: a line never spans two writes). */
@@ -103,11 +102,8 @@ ing_metrics_init(ing_metrics_t *m, struct event_base *base, const ing_metrics_sr
                                     "Requests answered from an earlier Idempotency-Key", NULL, 0);
     m->redis_errors = hr_metrics_counter(r, "herald_ingest_redis_errors_total",
                                          "Writes Redis refused, lost or did not answer", NULL, 0);
-    hr_metrics_label_t sl[] = {HR_METRICS_LABEL("service", ing_metrics_service),
-                               HR_METRICS_LABEL("dependency", ing_metrics_deps)};
-    m->ready = hr_metrics_gauge(r, "herald_ready", "1 when /readyz answers 200", sl, 1);
-    m->dep_up = hr_metrics_gauge(r, "herald_dependency_up",
-                                 "1 while the connection to the dependency is ready", sl, 2);
+    m->readiness =
+        hr_metrics_add_readiness(r, "ingest", ing_metrics_deps, HR_ARRAY_LEN(ing_metrics_deps), 0);
     hr_metrics_on_collect(r, ing_metrics_collect, m);
 }
 

@@ -37,16 +37,15 @@ typedef struct {
 } ing_metrics_src_t;
 
 typedef struct {
-    hr_metrics_t *reg;          /* owned */
-    hr_counter_t *requests;     /* borrowed from reg: route x code */
-    hr_histogram_t *duration;   /* borrowed from reg: route */
-    hr_counter_t *accepted;     /* borrowed from reg */
-    hr_counter_t *rejected;     /* borrowed from reg: error */
-    hr_counter_t *replays;      /* borrowed from reg */
-    hr_counter_t *redis_errors; /* borrowed from reg */
-    hr_gauge_t *ready;          /* borrowed from reg: service */
-    hr_gauge_t *dep_up;         /* borrowed from reg: service x dependency (redis) */
-    hr_uuid_gen_t *uuid;        /* borrowed: the server's generator, for request ids */
+    hr_metrics_t *reg;                /* owned */
+    hr_counter_t *requests;           /* borrowed from reg: route x code */
+    hr_histogram_t *duration;         /* borrowed from reg: route */
+    hr_counter_t *accepted;           /* borrowed from reg */
+    hr_counter_t *rejected;           /* borrowed from reg: error */
+    hr_counter_t *replays;            /* borrowed from reg */
+    hr_counter_t *redis_errors;       /* borrowed from reg */
+    hr_metrics_readiness_t readiness; /* slots borrowed from reg; dep_up: [redis] */
+    hr_uuid_gen_t *uuid;              /* borrowed: the server's generator, for request ids */
     ing_metrics_src_t src;
     uint64_t route_start_us; /* hr_mono_us when the request being routed arrived */
     const char *key;         /* borrowed: the API key name of the request being answered, or NULL */

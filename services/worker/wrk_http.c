@@ -21,7 +21,6 @@
 #define WRK_PROBE_MS 1000
 
 static const char *const wrk_tables[WRK_NTABLES] = {"notifications", "room_messages", "receipts"};
-static const char *const wrk_service[] = {"worker"};
 static const char *const wrk_deps[] = {"redis", "postgres"};
 static const char *const wrk_len_streams[] = {"notifications", "room_messages", "dead_letters"};
 
@@ -128,9 +127,9 @@ wrk_collect(void *arg)
 {
     wrk_worker_t *w = arg;
     wrk_metrics_t *m = &w->m;
-    hr_gauge_set(&m->dep_up[0], wrk_redis_live(w));
-    hr_gauge_set(&m->dep_up[1], wrk_pg_live(w));
-    hr_gauge_set(m->ready, wrk_redis_live(w) && wrk_pg_live(w) && !*w->stop);
+    hr_gauge_set(&m->readiness.dep_up[0], wrk_redis_live(w));
+    hr_gauge_set(&m->readiness.dep_up[1], wrk_pg_live(w));
+    hr_gauge_set(m->readiness.ready, wrk_redis_live(w) && wrk_pg_live(w) && !*w->stop);
     if (w->redis == NULL)
         return;
     const char *len_of[] = {HR_STREAM_NOTIFICATIONS, HR_STREAM_ROOM_MESSAGES,
@@ -204,11 +203,7 @@ wrk_metrics_register(wrk_worker_t *w)
     wrk_metrics_t *m = &w->m;
     m->reg = hr_metrics_create();
     hr_metrics_add_process(m->reg, "worker");
-    hr_metrics_label_t svc = HR_METRICS_LABEL("service", wrk_service);
-    hr_metrics_label_t dep[] = {svc, HR_METRICS_LABEL("dependency", wrk_deps)};
-    m->ready = hr_metrics_gauge(m->reg, "herald_ready", "1 when /readyz answers 200", &svc, 1);
-    m->dep_up = hr_metrics_gauge(m->reg, "herald_dependency_up",
-                                 "1 while the connection to the dependency is ready", dep, 2);
+    m->readiness = hr_metrics_add_readiness(m->reg, "worker", wrk_deps, HR_ARRAY_LEN(wrk_deps), 0);
     hr_metrics_label_t table = HR_METRICS_LABEL("table", wrk_tables);
     m->rows =
         hr_metrics_counter(m->reg, "herald_worker_rows_inserted_total",

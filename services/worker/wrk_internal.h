@@ -36,8 +36,8 @@ typedef struct {
     hr_counter_t *rows; /* [WRK_NTABLES] */
     hr_counter_t *batches, *acks, *claims, *dead;
     hr_histogram_t *batch_size, *commit_seconds;
-    hr_gauge_t *ready, *dep_up; /* dep_up: [redis, postgres] */
-    hr_gauge_t *stream_len;     /* [notifications, room_messages, dead_letters] */
+    hr_metrics_readiness_t readiness; /* slots borrowed from reg; dep_up: [redis, postgres] */
+    hr_gauge_t *stream_len;           /* [notifications, room_messages, dead_letters] */
     hr_gauge_t *pending, *lag;
 } wrk_metrics_t;
 

@@ -1,33 +1,19 @@
 /* hr_log: one key=value line per event on stderr, filtered by level. */
 #include "hr_test.h"
+#include "hr_test_capture.h"
 
 #include "herald/hr_log.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 static char captured[8192];
 
-/* Runs fn with stderr sent to a temp file; leaves what it wrote in captured. */
+/* What fn writes to stderr, in captured; returns its length. */
 static size_t
 capture(void (*fn)(void))
 {
-    FILE *tmp = tmpfile();
-    if (!HR_CHECK(tmp != NULL))
-        return 0;
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fileno(tmp), STDERR_FILENO);
-    fn();
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(captured, 1, sizeof(captured) - 1, tmp);
-    captured[n] = '\0';
-    fclose(tmp);
-    return n;
+    return hr_test_capture_stderr(fn, captured, sizeof(captured));
 }
 
 static void

@@ -1,34 +1,20 @@
 /* hr_log with log.format = "json": the key=value line as one JSON object, escaped properly. */
 #include "hr_test.h"
+#include "hr_test_capture.h"
 
 #include "herald/hr_log.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 static char captured[16384];
 
-/* Runs fn with stderr sent to a temp file; leaves what it wrote in captured. */
+/* What fn writes to stderr, in captured; returns its length. */
 static size_t
 capture(void (*fn)(void))
 {
-    FILE *tmp = tmpfile();
-    if (!HR_CHECK(tmp != NULL))
-        return 0;
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fileno(tmp), STDERR_FILENO);
-    fn();
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    rewind(tmp);
-    size_t n = fread(captured, 1, sizeof(captured) - 1, tmp);
-    captured[n] = '\0';
-    fclose(tmp);
-    return n;
+    return hr_test_capture_stderr(fn, captured, sizeof(captured));
 }
 
 static char json[8192];
@@ -73,29 +59,59 @@ HR_TEST(pairs_become_string_members_in_order)
                           "\"addr\":\"127.0.0.1:8080\",\"reuseport\":\"0\"}");
 }
 
-HR_TEST(quoted_values_keep_spaces_and_lose_their_quotes)
-{
-    cJSON *o = convert("event=publish_failed count=1 error=\"no reply from redis\" sent=1");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "error"), "no reply from redis");
-    HR_CHECK_EQ_STR(member(o, "sent"), "1");
-    cJSON_Delete(o);
-}
+/* A kv line and members the JSON it converts to must have. */
+typedef struct {
+    const char *what; /* the behaviour, printed when the case fails */
+    const char *line;
+    struct {
+        const char *name, *value;
+    } want[4]; /* up to the first with name NULL */
+} kv_case_t;
 
-HR_TEST(quotes_and_backslashes_inside_values_are_escaped_for_json)
-{
+static const kv_case_t kv_cases[] = {
+    {"quoted values keep spaces and lose their quotes",
+     "event=publish_failed count=1 error=\"no reply from redis\" sent=1",
+     {{"error", "no reply from redis"}, {"sent", "1"}}},
     /* Unescaped quotes inside a quoted value (callers that print raw text): the value ends at
      * the quote before a space or the end. */
-    cJSON *o = convert("event=e error=\"ERR \"bad\" thing\" path=\"C:\\\\dir\\\"x\"");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "error"), "ERR \"bad\" thing");
-    HR_CHECK_EQ_STR(member(o, "path"), "C:\\dir\"x");
-    cJSON_Delete(o);
+    {"quotes and backslashes inside quoted values are escaped for json",
+     "event=e error=\"ERR \"bad\" thing\" path=\"C:\\\\dir\\\"x\"",
+     {{"error", "ERR \"bad\" thing"}, {"path", "C:\\dir\"x"}}},
+    {"quotes and backslashes inside bare values are escaped for json",
+     "event=e v=a\"b\\c",
+     {{"v", "a\"b\\c"}}},
+    {"a raw control byte in a bare value (a caller that did not quote) is escaped",
+     "event=e v=x\x1fy",
+     {{"v", "x\x1fy"}}},
+    {"utf8 is kept and invalid bytes become replacement characters",
+     "event=e user=j\xc3\xb6rg bad=a\xff\xc3z trunc=\xe2\x82",
+     {{"user", "j\xc3\xb6rg"},
+      {"bad", "a\xef\xbf\xbd\xef\xbf\xbdz"},
+      {"trunc", "\xef\xbf\xbd\xef\xbf\xbd"}}},
+    {"text that is not a pair goes to text",
+     "event=script_missing reloading now =x k= v",
+     {{"event", "script_missing"}, {"k", ""}, {"text", "reloading now =x v"}}},
+    {"an unterminated quote is read as a bare value",
+     "event=e a=\"open b=2",
+     {{"a", "\"open"}, {"b", "2"}}},
+};
 
-    o = convert("event=e v=a\"b\\c");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "v"), "a\"b\\c");
-    cJSON_Delete(o);
+HR_TEST(each_kv_case_converts_to_its_members)
+{
+    for (size_t i = 0; i < sizeof(kv_cases) / sizeof(kv_cases[0]); i++) {
+        const kv_case_t *c = &kv_cases[i];
+        int ok = 1;
+        cJSON *o = convert(c->line);
+        if (!HR_CHECK(o != NULL)) {
+            ok = 0;
+        } else {
+            for (size_t k = 0; k < 4 && c->want[k].name != NULL; k++)
+                ok &= HR_CHECK_EQ_STR(member(o, c->want[k].name), c->want[k].value);
+        }
+        if (!ok)
+            printf("#   in case: %s\n", c->what);
+        cJSON_Delete(o);
+    }
 }
 
 HR_TEST(control_bytes_and_hex_escapes_become_json_escapes)
@@ -111,41 +127,6 @@ HR_TEST(control_bytes_and_hex_escapes_become_json_escapes)
     cJSON *o = convert(line);
     HR_REQUIRE(o != NULL);
     HR_CHECK_EQ_STR(member(o, "msg"), raw);
-    cJSON_Delete(o);
-
-    /* A raw control byte in a bare value (a caller that did not quote). */
-    o = convert("event=e v=x\x1fy");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "v"), "x\x1fy");
-    cJSON_Delete(o);
-}
-
-HR_TEST(utf8_is_kept_and_invalid_bytes_become_replacement_characters)
-{
-    cJSON *o = convert("event=e user=j\xc3\xb6rg bad=a\xff\xc3z trunc=\xe2\x82");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "user"), "j\xc3\xb6rg");
-    HR_CHECK_EQ_STR(member(o, "bad"), "a\xef\xbf\xbd\xef\xbf\xbdz");
-    HR_CHECK_EQ_STR(member(o, "trunc"), "\xef\xbf\xbd\xef\xbf\xbd");
-    cJSON_Delete(o);
-}
-
-HR_TEST(text_that_is_not_a_pair_goes_to_text)
-{
-    cJSON *o = convert("event=script_missing reloading now =x k= v");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "event"), "script_missing");
-    HR_CHECK_EQ_STR(member(o, "k"), "");
-    HR_CHECK_EQ_STR(member(o, "text"), "reloading now =x v");
-    cJSON_Delete(o);
-}
-
-HR_TEST(unterminated_quote_is_read_as_a_bare_value)
-{
-    cJSON *o = convert("event=e a=\"open b=2");
-    HR_REQUIRE(o != NULL);
-    HR_CHECK_EQ_STR(member(o, "a"), "\"open");
-    HR_CHECK_EQ_STR(member(o, "b"), "2");
     cJSON_Delete(o);
 }
 

@@ -55,8 +55,10 @@ typedef struct {
     size_t nvalues;
 } hr_metrics_label_t;
 
-#define HR_METRICS_LABEL(name, values)                                                             \
-    ((hr_metrics_label_t){(name), (values), HR_ARRAY_LEN(values)})
+#define HR_METRICS_LABEL(name, values) HR_METRICS_LABEL_N((name), (values), HR_ARRAY_LEN(values))
+/** A label dimension from a pointer and a count, for values that are not an array in scope. */
+#define HR_METRICS_LABEL_N(name, values, nvalues)                                                  \
+    ((hr_metrics_label_t){(name), (values), (nvalues)})
 
 /** Called at the start of each render to sample gauges (queue lengths, pool state). */
 typedef void (*hr_metrics_collect_fn)(void *arg);
@@ -97,6 +99,25 @@ void hr_metrics_on_collect(hr_metrics_t *m, hr_metrics_collect_fn fn, void *arg)
  * render. service is borrowed.
  */
 void hr_metrics_add_process(hr_metrics_t *m, const char *service);
+
+/** The slots a service sets to report its readiness (hr_metrics_add_readiness). */
+typedef struct {
+    hr_gauge_t *ready;  /* borrowed from the registry: herald_ready{service}, one slot */
+    hr_gauge_t *dep_up; /* borrowed from the registry: herald_dependency_up, a slot a dependency */
+} hr_metrics_readiness_t;
+
+/**
+ * Registers what every service exports about its readiness (proto/metrics.md,
+ * "Every service"): herald_ready{service} and
+ * herald_dependency_up{service,dependency}, the dependency label taking the
+ * ndeps values of deps, so dep_up[i] is deps[i]'s slot. A service lists only
+ * the dependencies it uses ("redis", "postgres"). With sentence set both HELP
+ * texts end in a full stop, like every other HELP text of the gateway's.
+ * service and deps are borrowed.
+ */
+hr_metrics_readiness_t hr_metrics_add_readiness(hr_metrics_t *m, const char *service,
+                                                const char *const *deps, size_t ndeps,
+                                                int sentence);
 
 /** The version compiled into herald_build_info. */
 const char *hr_metrics_version(void);
