@@ -554,18 +554,15 @@ hr_metrics_add_process(hr_metrics_t *m, const char *service)
 
 hr_metrics_readiness_t
 hr_metrics_add_readiness(hr_metrics_t *m, const char *service, const char *const *deps,
-                         size_t ndeps, int sentence)
+                         size_t ndeps)
 {
     m->ready_service[0] = service;
     hr_metrics_label_t l[] = {HR_METRICS_LABEL("service", m->ready_service),
                               HR_METRICS_LABEL_N("dependency", deps, ndeps)};
     hr_metrics_readiness_t r;
-    r.ready = hr_metrics_gauge(
-        m, "herald_ready", sentence ? "1 when /readyz answers 200." : "1 when /readyz answers 200",
-        l, 1);
-    r.dep_up = hr_metrics_gauge(m, "herald_dependency_up",
-                                sentence ? "1 while the connection to the dependency is ready."
-                                         : "1 while the connection to the dependency is ready",
-                                l, HR_ARRAY_LEN(l));
+    r.ready = hr_metrics_gauge(m, "herald_ready", "1 when /readyz answers 200", l, 1);
+    r.dep_up =
+        hr_metrics_gauge(m, "herald_dependency_up",
+                         "1 while the connection to the dependency is ready", l, HR_ARRAY_LEN(l));
     return r;
 }

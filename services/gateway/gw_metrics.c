@@ -55,7 +55,7 @@ gw_metrics_create(gw_status_fn status, void *ud)
     hr_metrics_label_t rresult = HR_METRICS_LABEL("result", gw_refresh_results);
     hr_metrics_label_t fr = HR_METRICS_LABEL("reason", gw_refused_reasons);
     gm->readiness =
-        hr_metrics_add_readiness(m, "gateway", gw_dependencies, HR_ARRAY_LEN(gw_dependencies), 1);
+        hr_metrics_add_readiness(m, "gateway", gw_dependencies, HR_ARRAY_LEN(gw_dependencies));
     gm->conns = hr_metrics_gauge(m, "herald_gateway_connections", "Open WebSockets.", NULL, 0);
     gm->connects = hr_metrics_counter(m, "herald_gateway_connects_total",
                                       "WebSocket upgrade attempts by outcome.", &result, 1);

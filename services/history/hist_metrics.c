@@ -60,8 +60,8 @@ hist_metrics_init(hist_metrics_t *m, const hist_metrics_src_t *src)
     m->pg_errors =
         hr_metrics_counter(r, "herald_history_postgres_errors_total",
                            "Queries that failed (errors, timeouts, lost connections)", NULL, 0);
-    m->readiness = hr_metrics_add_readiness(r, "history", hist_metrics_deps,
-                                            HR_ARRAY_LEN(hist_metrics_deps), 0);
+    m->readiness =
+        hr_metrics_add_readiness(r, "history", hist_metrics_deps, HR_ARRAY_LEN(hist_metrics_deps));
     hr_metrics_on_collect(r, hist_metrics_collect, m);
 }
 

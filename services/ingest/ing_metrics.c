@@ -103,7 +103,7 @@ ing_metrics_init(ing_metrics_t *m, struct event_base *base, const ing_metrics_sr
     m->redis_errors = hr_metrics_counter(r, "herald_ingest_redis_errors_total",
                                          "Writes Redis refused, lost or did not answer", NULL, 0);
     m->readiness =
-        hr_metrics_add_readiness(r, "ingest", ing_metrics_deps, HR_ARRAY_LEN(ing_metrics_deps), 0);
+        hr_metrics_add_readiness(r, "ingest", ing_metrics_deps, HR_ARRAY_LEN(ing_metrics_deps));
     hr_metrics_on_collect(r, ing_metrics_collect, m);
 }
 

@@ -203,7 +203,7 @@ wrk_metrics_register(wrk_worker_t *w)
     wrk_metrics_t *m = &w->m;
     m->reg = hr_metrics_create();
     hr_metrics_add_process(m->reg, "worker");
-    m->readiness = hr_metrics_add_readiness(m->reg, "worker", wrk_deps, HR_ARRAY_LEN(wrk_deps), 0);
+    m->readiness = hr_metrics_add_readiness(m->reg, "worker", wrk_deps, HR_ARRAY_LEN(wrk_deps));
     hr_metrics_label_t table = HR_METRICS_LABEL("table", wrk_tables);
     m->rows =
         hr_metrics_counter(m->reg, "herald_worker_rows_inserted_total",

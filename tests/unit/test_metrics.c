@@ -203,7 +203,7 @@ HR_TEST(readiness_registers_ready_and_one_dependency_slot_each)
 {
     hr_metrics_t *m = hr_metrics_create();
     static const char *const deps[] = {"redis", "postgres"};
-    hr_metrics_readiness_t r = hr_metrics_add_readiness(m, "history", deps, 2, 0);
+    hr_metrics_readiness_t r = hr_metrics_add_readiness(m, "history", deps, 2);
     hr_gauge_set(r.ready, 1);
     hr_gauge_set(&r.dep_up[1], 1);
     size_t len;
@@ -218,16 +218,16 @@ HR_TEST(readiness_registers_ready_and_one_dependency_slot_each)
         "herald_dependency_up{service=\"history\",dependency=\"postgres\"} 1\n");
     hr_metrics_destroy(m);
 
-    /* The gateway's HELP texts are sentences. */
+    /* A service with one dependency gets one slot. */
     m = hr_metrics_create();
-    r = hr_metrics_add_readiness(m, "gateway", deps, 1, 1);
+    r = hr_metrics_add_readiness(m, "gateway", deps, 1);
     hr_gauge_set(&r.dep_up[0], 1);
     HR_CHECK_EQ_STR(hr_metrics_render(m, &len),
-                    "# HELP herald_ready 1 when /readyz answers 200.\n"
+                    "# HELP herald_ready 1 when /readyz answers 200\n"
                     "# TYPE herald_ready gauge\n"
                     "herald_ready{service=\"gateway\"} 0\n"
                     "# HELP herald_dependency_up 1 while the connection to the dependency is "
-                    "ready.\n"
+                    "ready\n"
                     "# TYPE herald_dependency_up gauge\n"
                     "herald_dependency_up{service=\"gateway\",dependency=\"redis\"} 1\n");
     hr_metrics_destroy(m);

@@ -111,13 +111,11 @@ typedef struct {
  * "Every service"): herald_ready{service} and
  * herald_dependency_up{service,dependency}, the dependency label taking the
  * ndeps values of deps, so dep_up[i] is deps[i]'s slot. A service lists only
- * the dependencies it uses ("redis", "postgres"). With sentence set both HELP
- * texts end in a full stop, like every other HELP text of the gateway's.
- * service and deps are borrowed.
+ * the dependencies it uses ("redis", "postgres"). service and deps are
+ * borrowed.
  */
 hr_metrics_readiness_t hr_metrics_add_readiness(hr_metrics_t *m, const char *service,
-                                                const char *const *deps, size_t ndeps,
-                                                int sentence);
+                                                const char *const *deps, size_t ndeps);
 
 /** The version compiled into herald_build_info. */
 const char *hr_metrics_version(void);
