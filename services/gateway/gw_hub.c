@@ -515,6 +515,24 @@ gw_hub_foreach_conn(gw_hub_t *h, void (*fn)(gw_conn_t *c, void *ud), void *ud)
     hr_dict_foreach(h->users, gw_hub_iter_user, &it);
 }
 
+size_t
+gw_hub_foreach_user_conn(gw_hub_t *h, const char *user_id, void (*fn)(gw_conn_t *c, void *ud),
+                         void *ud)
+{
+    char ch[HR_USER_ID_MAX + 32];
+    size_t chlen = hr_proto_user_channel(ch, sizeof(ch), user_id);
+    gw_user_t *u = chlen > 0 ? hr_dict_get(h->users, ch, chlen) : NULL;
+    size_t n = 0;
+    if (u == NULL)
+        return 0;
+    for (gw_conn_t *c = u->head, *next; c != NULL; c = next) {
+        next = c->user_next;
+        fn(c, ud);
+        n++;
+    }
+    return n;
+}
+
 typedef struct {
     void (*fn)(const char *, size_t, void *);
     void *ud;

@@ -141,6 +141,12 @@ size_t gw_hub_deliver_alt(gw_hub_t *h, const char *channel, size_t chlen, const 
 
 /** Calls fn on every attached connection (fn may close but not detach). */
 void gw_hub_foreach_conn(gw_hub_t *h, void (*fn)(gw_conn_t *c, void *ud), void *ud);
+/**
+ * Calls fn on every attached connection of user_id, and on no other (fn may
+ * close but not detach): the user index, not a walk. Returns how many.
+ */
+size_t gw_hub_foreach_user_conn(gw_hub_t *h, const char *user_id,
+                                void (*fn)(gw_conn_t *c, void *ud), void *ud);
 /** Calls fn on every channel the hub currently needs (for re-subscribing). */
 void gw_hub_foreach_channel(gw_hub_t *h, void (*fn)(const char *ch, size_t len, void *ud),
                             void *ud);

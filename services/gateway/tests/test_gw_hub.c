@@ -299,6 +299,60 @@ HR_TEST(sender_copy_replaces_the_shared_frame_for_one_connection)
     gw_hub_destroy(h);
 }
 
+/* Counts the connections fn is called on, and those of another user than want. */
+typedef struct {
+    const char *want;
+    size_t visits, others;
+} visit_count_t;
+
+static void
+count_visit(gw_conn_t *c, void *ud)
+{
+    visit_count_t *v = ud;
+    v->visits++;
+    if (strcmp(gw_conn_user_id(c), v->want) != 0)
+        v->others++;
+}
+
+HR_TEST(foreach_user_conn_visits_only_that_users_connections)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    enum { OTHERS = 2000 };
+    fake_conn_t *crowd = hr_calloc(OTHERS, sizeof(*crowd));
+    fake_conn_t mine[3];
+    char name[32];
+    for (size_t i = 0; i < OTHERS; i++) {
+        gw_conn_init(h, &crowd[i].conn, &fake_ops);
+        snprintf(name, sizeof(name), "user-%zu", i / 2); /* two sockets each */
+        gw_hub_attach(h, &crowd[i].conn, name);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        gw_conn_init(h, &mine[i].conn, &fake_ops);
+        gw_hub_attach(h, &mine[i].conn, "dave");
+    }
+    visit_count_t v = {"dave", 0, 0};
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "dave", count_visit, &v), 3);
+    HR_CHECK_EQ_UINT(v.visits, 3);
+    HR_CHECK_EQ_UINT(v.others, 0);
+    /* A user with no socket here costs nothing; a prefix of a name is another user. */
+    visit_count_t none = {"nobody", 0, 0};
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "nobody", count_visit, &none), 0);
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "user-1", count_visit, &none), 2);
+    HR_CHECK_EQ_UINT(none.visits, 2);
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "user-", count_visit, &none), 0);
+    /* The whole walk, for comparison, is every socket. */
+    visit_count_t all = {"dave", 0, 0};
+    gw_hub_foreach_conn(h, count_visit, &all);
+    HR_CHECK_EQ_UINT(all.visits, OTHERS + 3);
+    for (size_t i = 0; i < 3; i++)
+        gw_hub_detach(h, &mine[i].conn);
+    for (size_t i = 0; i < OTHERS; i++)
+        gw_hub_detach(h, &crowd[i].conn);
+    hr_free(crowd);
+    gw_hub_destroy(h);
+}
+
 HR_TEST(room_names_are_validated)
 {
     HR_CHECK(gw_room_name_valid("lobby"));
