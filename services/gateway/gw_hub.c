@@ -397,6 +397,26 @@ gw_hub_leave(gw_hub_t *h, gw_conn_t *c, const char *room)
     return HR_DECLINED;
 }
 
+size_t
+gw_hub_leave_unless(gw_hub_t *h, gw_conn_t *c, int (*allowed)(const char *room, void *ud),
+                    void (*left)(const char *room, void *ud), void *ud)
+{
+    size_t n = 0;
+    for (gw_member_t *m = c->rooms, *next; m != NULL; m = next) {
+        next = m->conn_next; /* leaving unlinks m only */
+        if (allowed(m->room->name, ud))
+            continue;
+        /* The room (and its name) is freed when c was its last local member. */
+        char room[GW_ROOM_MAX + 1];
+        snprintf(room, sizeof(room), "%s", m->room->name);
+        gw_hub_leave_member(h, c, m);
+        n++;
+        if (left != NULL)
+            left(room, ud);
+    }
+    return n;
+}
+
 gw_conn_t *
 gw_hub_conn_get(gw_hub_t *h, uint64_t id)
 {

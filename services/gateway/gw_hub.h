@@ -100,6 +100,14 @@ int gw_room_name_valid(const char *name);
 int gw_hub_join(gw_hub_t *h, gw_conn_t *c, const char *room);
 /** Removes c from room: 0, or HR_DECLINED if it was not a member. */
 int gw_hub_leave(gw_hub_t *h, gw_conn_t *c, const char *room);
+/**
+ * Removes c from every room allowed(room, ud) refuses (returns 0), each as
+ * gw_hub_leave would, and after each such leave calls left(room, ud) (room
+ * is valid during the call; left may send to c but not join or leave).
+ * Returns how many rooms c left.
+ */
+size_t gw_hub_leave_unless(gw_hub_t *h, gw_conn_t *c, int (*allowed)(const char *room, void *ud),
+                           void (*left)(const char *room, void *ud), void *ud);
 /** Whether c is a member of room. */
 int gw_conn_in_room(const gw_conn_t *c, const char *room);
 /** The attached connection with this id, or NULL. */
