@@ -82,7 +82,7 @@ gw_session_expired(uv_timer_t *t)
 
 typedef struct {
     gw_server_t *s;
-    const char *user; /* NULL: every socket against the mirror */
+    const char *user; /* NULL: every socket against the mirror; else only this user's are walked */
     int has_cutoff;
     int64_t issued_before;
     size_t closed;
@@ -97,8 +97,7 @@ gw_revoke_close_one(gw_conn_t *c, void *ud)
     if (c->close_code != 0 || user == NULL)
         return;
     if (w->user != NULL) {
-        if (strcmp(user, w->user) != 0 ||
-            (w->has_cutoff && !gw_identity_revoked_by(&ss->id, w->issued_before)))
+        if (w->has_cutoff && !gw_identity_revoked_by(&ss->id, w->issued_before))
             return;
     } else {
         int64_t cut = gw_revoke_cutoff(w->s->revoke, user);
@@ -110,13 +109,21 @@ gw_revoke_close_one(gw_conn_t *c, void *ud)
     w->closed++;
 }
 
-/* gw_revoke_close_fn: a disconnect order, or (user NULL) a sync that may have raised cut-offs. */
+/*
+ * gw_revoke_close_fn: a disconnect order, or (user NULL) a sync that may
+ * have raised cut-offs. An order visits only its user's sockets (the hub's
+ * user index): one order must not cost a walk over every socket of the
+ * gateway. The sync, once per (re)connect to Redis, checks every socket.
+ */
 void
 gw_revoke_close(void *ud, const char *user, int has_cutoff, int64_t issued_before)
 {
     gw_server_t *s = ud;
     gw_revoke_walk_t w = {s, user, has_cutoff, issued_before, 0};
-    gw_hub_foreach_conn(s->hub, gw_revoke_close_one, &w);
+    if (user != NULL)
+        gw_hub_foreach_user_conn(s->hub, user, gw_revoke_close_one, &w);
+    else
+        gw_hub_foreach_conn(s->hub, gw_revoke_close_one, &w);
     if (w.closed > 0) {
         hr_counter_add(s->metrics->revoked_closes, w.closed);
         hr_log_info("revoked_closed", "user=%s sockets=%zu", user != NULL ? user : "*", w.closed);

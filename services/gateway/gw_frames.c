@@ -51,14 +51,20 @@ gw_send_json(gw_server_t *s, gw_session_t *ss, cJSON *o)
     gw_msg_release(m);
 }
 
-/* {"type":type,"room":room,"user_id":me,"ref":ref}: the direct answer to join/leave. */
+/*
+ * {"type":type,"room":room,"user_id":me,"reason":reason,"ref":ref}: the
+ * direct answer to join/leave (reason NULL), or a leave the server decided.
+ */
 static gw_msg_t *
-gw_room_ack(gw_session_t *ss, const char *type, const char *room, const cJSON *ref)
+gw_room_ack(gw_session_t *ss, const char *type, const char *room, const char *reason,
+            const cJSON *ref)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", type);
     cJSON_AddStringToObject(o, "room", room);
     cJSON_AddStringToObject(o, "user_id", gw_conn_user_id(&ss->conn));
+    if (reason != NULL)
+        cJSON_AddStringToObject(o, "reason", reason);
     if (ref != NULL)
         cJSON_AddItemToObject(o, "ref", cJSON_Duplicate(ref, 1));
     gw_msg_t *m = gw_msg_from_json(o);
@@ -70,7 +76,7 @@ static void
 gw_send_room_ack(gw_server_t *s, gw_session_t *ss, const char *type, const char *room,
                  const cJSON *ref)
 {
-    gw_msg_t *m = gw_room_ack(ss, type, room, ref);
+    gw_msg_t *m = gw_room_ack(ss, type, room, NULL, ref);
     gw_conn_send(s->hub, &ss->conn, m);
     gw_msg_release(m);
 }
@@ -81,7 +87,7 @@ gw_send_joined(gw_server_t *s, gw_session_t *ss, const char *room, const cJSON *
 {
     char ch[HR_ROOM_MAX + 32];
     size_t len = hr_proto_room_channel(ch, sizeof(ch), room);
-    gw_send_when_live(s, ss, ch, len, gw_room_ack(ss, "joined", room, ref));
+    gw_send_when_live(s, ss, ch, len, gw_room_ack(ss, "joined", room, NULL, ref));
 }
 
 /* Token bucket: rate per second, bursts of twice that. Returns 1 if a token was taken. */
@@ -149,10 +155,35 @@ gw_handle_room_frame(gw_server_t *s, gw_session_t *ss, const gw_frame_t *f)
     }
 }
 
+typedef struct {
+    gw_server_t *s;
+    gw_session_t *ss;
+} gw_refresh_rooms_t;
+
+static int
+gw_refresh_room_allowed(const char *room, void *ud)
+{
+    gw_refresh_rooms_t *rr = ud;
+    return gw_identity_room_allowed(&rr->ss->id, room);
+}
+
+/* {"type":"left","room":…,"user_id":…,"reason":"forbidden"}: no ref, it answers no leave. */
+static void
+gw_refresh_room_left(const char *room, void *ud)
+{
+    gw_refresh_rooms_t *rr = ud;
+    gw_msg_t *m = gw_room_ack(rr->ss, "left", room, HR_E_FORBIDDEN, NULL);
+    gw_conn_send(rr->s->hub, &rr->ss->conn, m);
+    gw_msg_release(m);
+}
+
 /*
  * {"type":"refresh","token":…}: a valid token for the same user replaces the
  * socket's (its exp and rooms apply from now on); a refused one leaves the
- * socket as it was.
+ * socket as it was. Access ends with the claim: every joined room the new
+ * rooms claim does not allow is left as a `leave` would (membership,
+ * presence, the room's `left` event), each told with a `left` frame before
+ * the `refreshed` answer (proto/ws.md, "Token lifetime and rooms").
  */
 static void
 gw_handle_refresh(gw_server_t *s, gw_session_t *ss, const char *token, const cJSON *ref)
@@ -174,6 +205,12 @@ gw_handle_refresh(gw_server_t *s, gw_session_t *ss, const char *token, const cJS
     ss->id = id;
     gw_auth_expiry_arm(s->loop, &ss->expiry, &ss->id, gw_auth_leeway_s(s->auth), gw_session_expired,
                        ss);
+    gw_refresh_rooms_t rr = {s, ss};
+    size_t left =
+        gw_hub_leave_unless(s->hub, &ss->conn, gw_refresh_room_allowed, gw_refresh_room_left, &rr);
+    if (left > 0)
+        hr_log_info("refresh_left_rooms", "conn=%llu user=%s rooms=%zu",
+                    (unsigned long long)ss->conn.id, gw_conn_user_id(&ss->conn), left);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "type", HR_FRAME_REFRESHED);
     cJSON_AddNumberToObject(o, "exp", (double)next.exp);

@@ -397,6 +397,26 @@ gw_hub_leave(gw_hub_t *h, gw_conn_t *c, const char *room)
     return HR_DECLINED;
 }
 
+size_t
+gw_hub_leave_unless(gw_hub_t *h, gw_conn_t *c, int (*allowed)(const char *room, void *ud),
+                    void (*left)(const char *room, void *ud), void *ud)
+{
+    size_t n = 0;
+    for (gw_member_t *m = c->rooms, *next; m != NULL; m = next) {
+        next = m->conn_next; /* leaving unlinks m only */
+        if (allowed(m->room->name, ud))
+            continue;
+        /* The room (and its name) is freed when c was its last local member. */
+        char room[GW_ROOM_MAX + 1];
+        snprintf(room, sizeof(room), "%s", m->room->name);
+        gw_hub_leave_member(h, c, m);
+        n++;
+        if (left != NULL)
+            left(room, ud);
+    }
+    return n;
+}
+
 gw_conn_t *
 gw_hub_conn_get(gw_hub_t *h, uint64_t id)
 {
@@ -513,6 +533,24 @@ gw_hub_foreach_conn(gw_hub_t *h, void (*fn)(gw_conn_t *c, void *ud), void *ud)
 {
     gw_conn_iter_t it = {fn, ud};
     hr_dict_foreach(h->users, gw_hub_iter_user, &it);
+}
+
+size_t
+gw_hub_foreach_user_conn(gw_hub_t *h, const char *user_id, void (*fn)(gw_conn_t *c, void *ud),
+                         void *ud)
+{
+    char ch[HR_USER_ID_MAX + 32];
+    size_t chlen = hr_proto_user_channel(ch, sizeof(ch), user_id);
+    gw_user_t *u = chlen > 0 ? hr_dict_get(h->users, ch, chlen) : NULL;
+    size_t n = 0;
+    if (u == NULL)
+        return 0;
+    for (gw_conn_t *c = u->head, *next; c != NULL; c = next) {
+        next = c->user_next;
+        fn(c, ud);
+        n++;
+    }
+    return n;
 }
 
 typedef struct {

@@ -100,6 +100,14 @@ int gw_room_name_valid(const char *name);
 int gw_hub_join(gw_hub_t *h, gw_conn_t *c, const char *room);
 /** Removes c from room: 0, or HR_DECLINED if it was not a member. */
 int gw_hub_leave(gw_hub_t *h, gw_conn_t *c, const char *room);
+/**
+ * Removes c from every room allowed(room, ud) refuses (returns 0), each as
+ * gw_hub_leave would, and after each such leave calls left(room, ud) (room
+ * is valid during the call; left may send to c but not join or leave).
+ * Returns how many rooms c left.
+ */
+size_t gw_hub_leave_unless(gw_hub_t *h, gw_conn_t *c, int (*allowed)(const char *room, void *ud),
+                           void (*left)(const char *room, void *ud), void *ud);
 /** Whether c is a member of room. */
 int gw_conn_in_room(const gw_conn_t *c, const char *room);
 /** The attached connection with this id, or NULL. */
@@ -141,6 +149,12 @@ size_t gw_hub_deliver_alt(gw_hub_t *h, const char *channel, size_t chlen, const 
 
 /** Calls fn on every attached connection (fn may close but not detach). */
 void gw_hub_foreach_conn(gw_hub_t *h, void (*fn)(gw_conn_t *c, void *ud), void *ud);
+/**
+ * Calls fn on every attached connection of user_id, and on no other (fn may
+ * close but not detach): the user index, not a walk. Returns how many.
+ */
+size_t gw_hub_foreach_user_conn(gw_hub_t *h, const char *user_id,
+                                void (*fn)(gw_conn_t *c, void *ud), void *ud);
 /** Calls fn on every channel the hub currently needs (for re-subscribing). */
 void gw_hub_foreach_channel(gw_hub_t *h, void (*fn)(const char *ch, size_t len, void *ud),
                             void *ud);

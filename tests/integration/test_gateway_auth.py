@@ -217,6 +217,74 @@ def main():
             keep.close()
         t.check("refresh_extends_past_the_first_exp_without_it_close_4001", refresh_and_expiry)
 
+        def refresh_narrowing_the_rooms_claim_leaves_those_rooms():
+            rooms = ["nr-a", "nr-b"]
+
+            def joined(c, room, ref):
+                c.send_json({"type": "join", "room": room, "ref": ref})
+                while True:  # room events (another user's joined) may come first
+                    f = c.recv_type("joined")
+                    if f.get("ref") == ref:
+                        return f
+
+            def users_of(c, room, ref):
+                c.send_json({"type": "presence", "room": room, "ref": ref})
+                f = c.recv_type("presence")
+                check_eq(f["ref"], ref, f)
+                return sorted(f["users"])
+
+            o = welcomed(gw1, "ola", rooms=rooms)
+            pat = welcomed(gw2, "pat", rooms=rooms)  # the room as others see it, from gw2
+            for i, room in enumerate(rooms):
+                joined(o, room, i)
+                joined(pat, room, 10 + i)
+            check_eq(users_of(pat, "nr-b", "p0"), ["ola", "pat"])
+            o.send_json({"type": "refresh", "token": tok("ola", rooms=["nr-a"]), "ref": "narrow"})
+            got = []
+            while not got or got[-1]["type"] != "refreshed":
+                f = o.recv_json()
+                if f["type"] in ("left", "refreshed"):
+                    got.append(f)
+            check_eq(got[0], {"type": "left", "room": "nr-b", "user_id": "ola", "reason": "forbidden"},
+                     "nr-b left, told before refreshed", got)
+            check_eq(len(got), 2, "nr-a stays joined", got)
+            check_eq(got[1]["ref"], "narrow", got)
+            # Others see an ordinary leave: the room's event, and presence without ola.
+            while True:
+                f = pat.recv_type("left")
+                if f["room"] == "nr-b":
+                    check_eq(f, {"type": "left", "room": "nr-b", "user_id": "ola"})
+                    break
+            check_eq(users_of(pat, "nr-b", "p1"), ["pat"], "ola is no longer present in nr-b")
+            check_eq(users_of(pat, "nr-a", "p2"), ["ola", "pat"])
+            check_eq(numsub(stack, "herald:room:nr-b"), 1, "gw1 unsubscribed nr-b (gw2 still listens)")
+            # nr-b's chat and notifications no longer reach ola; nr-a's do (the fence).
+            pat.send_json({"type": "publish", "room": "nr-b", "message": "not for ola", "ref": "b"})
+            check_eq(pat.recv_type("message")["ref"], "b")
+            s, body = post_notification(stack.ingest_port, {"room": "nr-b", "message": "not for ola"})
+            check_eq(s, 202, body)
+            check_eq(pat.recv_type("notification")["notification"]["id"], body["id"])
+            pat.send_json({"type": "publish", "room": "nr-a", "message": "fence", "ref": "a"})
+            while True:
+                f = o.recv_json()
+                check(f["type"] not in ("message", "notification") or
+                      (f["type"] == "message" and f["room"] == "nr-a"), "a frame of nr-b reached ola", f)
+                if f["type"] == "message":
+                    check_eq(f["message"], "fence", f)
+                    break
+            o.send_json({"type": "publish", "room": "nr-a", "message": "still here", "ref": "oa"})
+            check_eq(o.recv_type("message")["ref"], "oa", "nr-a still works")
+            o.send_json({"type": "publish", "room": "nr-b", "message": "x", "ref": "ob"})
+            e = o.recv_type("error")
+            check_eq((e["code"], e["ref"]), ("forbidden", "ob"), e)
+            o.send_json({"type": "leave", "room": "nr-b", "ref": "lb"})
+            e = o.recv_type("error")
+            check_eq((e["code"], e["ref"]), ("not_member", "lb"), "nr-b was left", e)
+            o.close()
+            pat.close()
+        t.check("refresh_narrowing_the_rooms_claim_leaves_the_rooms_it_no_longer_allows",
+                refresh_narrowing_the_rooms_claim_leaves_those_rooms)
+
         def subprotocol_token():
             jwt = tok("sue")
             c = WsClient("127.0.0.1", gw1, "/ws", subprotocols=["herald", "herald.token." + jwt])

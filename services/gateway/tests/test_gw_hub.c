@@ -299,6 +299,130 @@ HR_TEST(sender_copy_replaces_the_shared_frame_for_one_connection)
     gw_hub_destroy(h);
 }
 
+/* Counts the connections fn is called on, and those of another user than want. */
+typedef struct {
+    const char *want;
+    size_t visits, others;
+} visit_count_t;
+
+static void
+count_visit(gw_conn_t *c, void *ud)
+{
+    visit_count_t *v = ud;
+    v->visits++;
+    if (strcmp(gw_conn_user_id(c), v->want) != 0)
+        v->others++;
+}
+
+HR_TEST(foreach_user_conn_visits_only_that_users_connections)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    enum { OTHERS = 2000 };
+    fake_conn_t *crowd = hr_calloc(OTHERS, sizeof(*crowd));
+    fake_conn_t mine[3];
+    char name[32];
+    for (size_t i = 0; i < OTHERS; i++) {
+        gw_conn_init(h, &crowd[i].conn, &fake_ops);
+        snprintf(name, sizeof(name), "user-%zu", i / 2); /* two sockets each */
+        gw_hub_attach(h, &crowd[i].conn, name);
+    }
+    for (size_t i = 0; i < 3; i++) {
+        gw_conn_init(h, &mine[i].conn, &fake_ops);
+        gw_hub_attach(h, &mine[i].conn, "dave");
+    }
+    visit_count_t v = {"dave", 0, 0};
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "dave", count_visit, &v), 3);
+    HR_CHECK_EQ_UINT(v.visits, 3);
+    HR_CHECK_EQ_UINT(v.others, 0);
+    /* A user with no socket here costs nothing; a prefix of a name is another user. */
+    visit_count_t none = {"nobody", 0, 0};
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "nobody", count_visit, &none), 0);
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "user-1", count_visit, &none), 2);
+    HR_CHECK_EQ_UINT(none.visits, 2);
+    HR_CHECK_EQ_UINT(gw_hub_foreach_user_conn(h, "user-", count_visit, &none), 0);
+    /* The whole walk, for comparison, is every socket. */
+    visit_count_t all = {"dave", 0, 0};
+    gw_hub_foreach_conn(h, count_visit, &all);
+    HR_CHECK_EQ_UINT(all.visits, OTHERS + 3);
+    for (size_t i = 0; i < 3; i++)
+        gw_hub_detach(h, &mine[i].conn);
+    for (size_t i = 0; i < OTHERS; i++)
+        gw_hub_detach(h, &crowd[i].conn);
+    hr_free(crowd);
+    gw_hub_destroy(h);
+}
+
+/* Allows the rooms of a "name;name;" list; records the rooms left the same way. */
+typedef struct {
+    const char *allowed;
+    char left[256];
+} leave_rec_t;
+
+static int
+room_in_list(const char *room, void *ud)
+{
+    leave_rec_t *lr = ud;
+    char want[80];
+    snprintf(want, sizeof(want), "%s;", room);
+    return strstr(lr->allowed, want) != NULL;
+}
+
+static void
+record_left(const char *room, void *ud)
+{
+    leave_rec_t *lr = ud;
+    size_t n = strlen(lr->left);
+    snprintf(lr->left + n, sizeof(lr->left) - n, "%s;", room);
+}
+
+HR_TEST(leave_unless_leaves_only_refused_rooms_as_a_leave_would)
+{
+    recorder_t rec;
+    gw_hub_t *h = new_hub(&rec, 16, 1 << 20);
+    fake_conn_t a, b;
+    gw_conn_init(h, &a.conn, &fake_ops);
+    gw_conn_init(h, &b.conn, &fake_ops);
+    gw_hub_attach(h, &a.conn, "alice");
+    gw_hub_attach(h, &b.conn, "bob");
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a.conn, "a"), 0);
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a.conn, "b"), 0);
+    HR_CHECK_EQ_INT(gw_hub_join(h, &b.conn, "a"), 0);
+    rec.log[0] = '\0';
+
+    /* Everything still allowed: nothing happens. */
+    leave_rec_t keep = {"a;b;", ""};
+    HR_CHECK_EQ_UINT(gw_hub_leave_unless(h, &a.conn, room_in_list, record_left, &keep), 0);
+    HR_CHECK_EQ_STR(keep.left, "");
+    HR_CHECK_EQ_STR(rec.log, "");
+
+    /* b refused: alice was its last member (presence, unsubscribe, room gone, name still valid). */
+    leave_rec_t lr = {"a;", ""};
+    HR_CHECK_EQ_UINT(gw_hub_leave_unless(h, &a.conn, room_in_list, record_left, &lr), 1);
+    HR_CHECK_EQ_STR(lr.left, "b;");
+    HR_CHECK_EQ_STR(rec.log, "Lalice@b;-herald:room:b;");
+    HR_CHECK(!gw_conn_in_room(&a.conn, "b"));
+    HR_CHECK(gw_conn_in_room(&a.conn, "a"));
+    HR_CHECK_EQ_UINT(gw_hub_room_size(h, "b"), 0);
+    HR_CHECK_EQ_UINT(gw_hub_room_size(h, "a"), 2);
+    const char rb[] = "herald:room:b";
+    HR_CHECK_EQ_UINT(gw_hub_deliver(h, rb, sizeof(rb) - 1, "{}", 2), 0);
+    /* Now a refused too: bob stays, so the room and its channel stay. */
+    rec.log[0] = '\0';
+    leave_rec_t none = {"", ""};
+    HR_CHECK_EQ_UINT(gw_hub_leave_unless(h, &a.conn, room_in_list, record_left, &none), 1);
+    HR_CHECK_EQ_STR(none.left, "a;");
+    HR_CHECK_EQ_STR(rec.log, "Lalice@a;");
+    HR_CHECK_EQ_UINT(gw_hub_room_size(h, "a"), 1);
+    HR_CHECK_EQ_UINT(gw_hub_stats(h).memberships, 1);
+    /* A room of max_rooms is free again. */
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a.conn, "c"), 0);
+    HR_CHECK_EQ_INT(gw_hub_join(h, &a.conn, "d"), 0);
+    gw_hub_detach(h, &a.conn);
+    gw_hub_detach(h, &b.conn);
+    gw_hub_destroy(h);
+}
+
 HR_TEST(room_names_are_validated)
 {
     HR_CHECK(gw_room_name_valid("lobby"));
