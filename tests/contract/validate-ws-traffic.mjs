@@ -186,7 +186,7 @@ export class WsContract {
       if (!conns.has(k)) conns.set(k, []);
       conns.get(k).push(r);
     }
-    this.stats = { server: 0, client: 0, conns: conns.size, types: {}, answered: 0, injected: 0 };
+    this.stats = { server: 0, client: 0, conns: conns.size, types: {}, answered: 0, injected: 0, errorCodes: {} };
     for (const frames of conns.values()) {
       frames.sort((a, b) => a.rec.seq - b.rec.seq);
       let clientClose = null; // the client's close frame, once sent
@@ -261,6 +261,7 @@ export class WsContract {
         v.push(...(c.violations || []));
         const t = val && typeof val === "object" && typeof val.type === "string" ? val.type : "(no type)";
         this.stats.types[t] = (this.stats.types[t] || 0) + 1;
+        if (val && val.type === "error") this.stats.errorCodes[val.code] = (this.stats.errorCodes[val.code] || 0) + 1;
         if (val && val.type === "error" && val.code in this.errorBefore) pendingError = val.code;
         // An answer that accepts a client frame: that frame must be one the contract allows.
         if (val && val.type !== "error" && val.ref !== undefined) {
@@ -334,6 +335,14 @@ async function main(argv) {
   console.log(`# ${recs.length} frames (${s.server} from the gateway, ${s.injected} of them published by the ` +
     `test itself; ${s.client} from clients, ${s.answered} accepted ones judged) on ${s.conns} connections in ${files.length} files checked against ${argv[0]}: ${bad} violations`);
   for (const k of Object.keys(s.types).sort()) console.log(`#   ${k}: ${s.types[k]}`);
+  // What the traffic did not exercise (information: the tests decide what they cover).
+  const errorEnum = (c.doc.components.schemas.ErrorCode || {}).enum || [];
+  const unseen = [
+    ["types", c.server.names.filter((t) => !s.types[t])],
+    ["error codes", errorEnum.filter((e) => !s.errorCodes[e])],
+    ["close codes", c.closeCodes.filter((k) => !s.types[`server close ${k}`])],
+  ].filter(([, l]) => l.length).map(([n, l]) => `${n} ${l.join(", ")}`);
+  if (recs.length && unseen.length) console.log(`# documented, not seen from the gateway: ${unseen.join("; ")}`);
   // None (the tests run used no WebSocket) passes, as in validate-traffic.mjs;
   // contract_ws_traffic_selftest proves that the recording works.
   if (recs.length === 0) console.log("# no frames recorded");

@@ -101,14 +101,17 @@ def ws_frame(state, direction, opcode, payload, fin=True, masked=False):
         seq = state["seq"]
     rec = {"test": os.path.basename(sys.argv[0]), "check": _current_check, "conn": state["conn"],
            "port": state["port"], "path": state["path"], "seq": seq, "from": direction}
+    injected = None
+    if direction == "server" and opcode != 0x8 and _injected:
+        injected = _injected.get(hashlib.sha256(payload).hexdigest())
     if opcode == 0x8:
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
         rec["close"] = {"code": code, "reason": payload[2:].decode("utf-8", "replace")}
         if len(payload) == 1:
             rec["close"]["malformed"] = True
-    elif direction == "server" and hashlib.sha256(payload).hexdigest() in _injected:
+    elif injected:
         rec["opcode"] = opcode  # the test's own PUBLISH, forwarded: its channel, not its bytes
-        rec["injected"] = _injected[hashlib.sha256(payload).hexdigest()]
+        rec["injected"] = injected
         rec["length"] = len(payload)
     elif direction == "client" and len(payload) > 65536:
         rec["opcode"] = opcode  # a test's oversized frame: its length, not its bytes
