@@ -137,6 +137,13 @@ def main():
                                                                       "ref": frame(joined)["ref"]})}),
                  "the gateway accepted (answered joined) the client's frame", before=[join])
 
+        frame_case("a_ref_no_client_frame_sent_fails", pong, lambda f: f.update(ref="nobody"),
+                   'the gateway\'s "pong" carries the ref "nobody", which no earlier client frame on this connection sent')
+        rec_case("an_answer_to_another_kind_of_frame_fails", pong,
+                 lambda rs: rs[-1].update(payload={"text": json.dumps({"type": "pong", "ref": frame(joined)["ref"]})}),
+                 'the gateway\'s "pong" carries the ref 1 of the client\'s "join", which "pong" does not answer',
+                 before=[join])
+
         # One run of the validator (its start dominates): the real records, then the doctored ones.
         doctored_recs = [r for c in cases for r in c[1]]
         rc, out = validate(recs + doctored_recs, tmp, "selftest")

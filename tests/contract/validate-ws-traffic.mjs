@@ -19,9 +19,11 @@
 //     (the answer to the client's own close may echo the client's code); a
 //     code whose description says "after `error` `X`" follows that error,
 //     and such an error followed by a close is followed by that code;
-//   * a client frame the gateway answered as accepted (its reply with the
-//     same `ref`: `joined` for `join`, ..., proto/ws.md "Client → server") is
-//     one the contract allows.
+//   * a `ref` in a gateway frame echoes one of an earlier client frame on the
+//     connection (an answer's: of a frame it answers, `joined` for `join`,
+//     ..., proto/ws.md "Client → server");
+//   * a client frame the gateway answered as accepted (that reply) is one the
+//     contract allows.
 // Client frames the gateway refused or did not answer are counted, not judged:
 // the tests send malformed ones on purpose; so are the frames a test PUBLISHed
 // on a herald:* channel itself ("injected"), which a gateway forwards unread.
@@ -193,6 +195,7 @@ export class WsContract {
       let lastServerJson = null; // the last JSON frame from the gateway
       let pendingError = null; // an error that announces a close code
       const sent = []; // client JSON frames: {value, violations}
+      let opaque = false; // a client frame the record does not hold whole (a fragment, an oversized one)
       for (const r of frames) {
         const rec = r.rec;
         const v = (r.violations = r.violations || []);
@@ -230,6 +233,7 @@ export class WsContract {
           continue;
         }
         if (!fromServer) {
+          if (rec.opcode === 0 || rec.fin === false || (rec.opcode === 1 && !rec.payload)) opaque = true;
           if (rec.opcode !== 1 || rec.fin === false) continue; // binary or fragmented: a test of the refusal
           const j = WsContract.json(rec, who);
           if (j.skip) continue;
@@ -263,10 +267,17 @@ export class WsContract {
         this.stats.types[t] = (this.stats.types[t] || 0) + 1;
         if (val && val.type === "error") this.stats.errorCodes[val.code] = (this.stats.errorCodes[val.code] || 0) + 1;
         if (val && val.type === "error" && val.code in this.errorBefore) pendingError = val.code;
+        // A ref is the echo of a client frame's: an error's of any, an answer's of one it answers.
         // An answer that accepts a client frame: that frame must be one the contract allows.
-        if (val && val.type !== "error" && val.ref !== undefined) {
-          const asked = [...sent].reverse().find((s) => s.value && typeof s.value === "object" &&
-            JSON.stringify(s.value.ref) === JSON.stringify(val.ref) && ANSWERS[s.value.type] === val.type);
+        if (val && typeof val === "object" && val.ref !== undefined) {
+          const same = sent.filter((s) => s.value && typeof s.value === "object" &&
+            JSON.stringify(s.value.ref) === JSON.stringify(val.ref));
+          const asked = val.type === "error" ? null : same.reverse().find((s) => ANSWERS[s.value.type] === val.type);
+          if (same.length === 0 && !opaque)
+            v.push(`the gateway's ${short(val.type)} carries the ref ${short(val.ref)}, which no earlier client frame on this connection sent`);
+          else if (val.type !== "error" && !asked && !opaque)
+            v.push(`the gateway's ${short(val.type)} carries the ref ${short(val.ref)} of the client's ` +
+              `${[...new Set(same.map((s) => short(s.value.type)))].join(", ")}, which ${short(val.type)} does not answer`);
           if (asked) {
             this.stats.answered++;
             for (const msg of asked.violations)
