@@ -7,6 +7,7 @@ make it fail, naming the problem."""
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def main():
             t.check(name, case)
     finally:
         stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     t.finish()
 
 
