@@ -6,7 +6,7 @@
 // the answer ("done") from stdin.
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 
 const env = (k) => {
@@ -32,9 +32,36 @@ async function request(what) {
   if (done || value.trim() !== 'done') throw new Error(`request ${what}: got ${done ? 'EOF' : value}`);
 }
 
+// With $HERALD_CONTRACT_WS_LOG (CTest sets it), every data frame of every
+// page's WebSockets is recorded as tests/integration/herald_contract_log.py
+// records WsClient's, for tests/contract/validate-ws-traffic.mjs. Close codes
+// are not: Playwright does not report them, and the page's own record of
+// them cannot tell whose close it was.
+const WS_LOG = process.env.HERALD_CONTRACT_WS_LOG;
+let currentStep = null;
+let wsConns = 0;
+function recordSockets(page) {
+  if (!WS_LOG) return;
+  mkdirSync(path.dirname(WS_LOG), { recursive: true });
+  page.on('websocket', (ws) => {
+    const u = new URL(ws.url());
+    const state = { conn: `${process.pid}-${++wsConns}`, port: Number(u.port), path: u.pathname, seq: 0 };
+    const rec = (from, payload) => {
+      const text = typeof payload === 'string';
+      appendFileSync(WS_LOG, `${JSON.stringify({
+        test: 'test_browser.py', check: currentStep, ...state, seq: ++state.seq, from, opcode: text ? 1 : 2,
+        payload: text ? { text: payload } : { base64: Buffer.from(payload).toString('base64') },
+      })}\n`);
+    };
+    ws.on('framereceived', (f) => rec('server', f.payload));
+    ws.on('framesent', (f) => rec('client', f.payload));
+  });
+}
+
 let failed = 0;
 async function step(name, fn) {
   const t0 = Date.now();
+  currentStep = name;
   try {
     await fn();
     emit({ step: name, ok: true, ms: Date.now() - t0 });
@@ -129,6 +156,7 @@ async function open(name, gw, user, ttl) {
   page.setDefaultTimeout(TIMEOUT);
   page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
   page.on('websocket', () => sockets.set(page, (sockets.get(page) || 0) + 1));
+  recordSockets(page);
   await page.goto(url(gw, user, ttl));
   return page;
 }

@@ -423,9 +423,11 @@ class Redis:
         if self.sock is None:
             self._connect()
         out = [f"*{len(args)}\r\n".encode()]
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode()
+        raw = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        for b in raw:
             out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+        if len(raw) == 3 and raw[0].upper() == b"PUBLISH":
+            herald_contract_log.redis_publish(raw[1].decode(errors="replace"), raw[2])
         try:
             self.sock.sendall(b"".join(out))
             return self._read()
@@ -998,6 +1000,7 @@ class TestRun:
     def check(self, name, fn):
         self.n += 1
         t0 = time.monotonic()
+        outer = herald_contract_log.set_check(name)
         try:
             fn()
         except Exception as e:  # noqa: BLE001
@@ -1006,6 +1009,8 @@ class TestRun:
             print(f"not ok {self.n} - {name}\n# {traceback.format_exc().replace(chr(10), chr(10) + '# ')}",
                   flush=True)
             return False
+        finally:
+            herald_contract_log.set_check(outer)
         self.passed += 1
         print(f"ok {self.n} - {name} ({time.monotonic() - t0:.2f}s)", flush=True)
         return True

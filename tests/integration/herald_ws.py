@@ -8,6 +8,8 @@ import struct
 import time
 import urllib.parse
 
+import herald_contract_log
+
 
 class WsClosed(Exception):
     def __init__(self, code, reason):
@@ -85,6 +87,17 @@ class WsClient:
             raise WsRefused(code, self.headers, body.decode(errors="replace"))
         self.subprotocol = self.headers.get("sec-websocket-protocol")
         self.closed = None
+        # Frames are recorded for tests/contract/validate-ws-traffic.mjs ($HERALD_CONTRACT_WS_LOG).
+        self._contract = herald_contract_log.ws_connection(port, path)
+
+    def _record(self, direction, opcode, payload, fin=True, masked=False):
+        if "_contract" not in self.__dict__:  # a client built around an upgraded socket (WsClient.__new__)
+            try:
+                port = self.sock.getpeername()[1]
+            except OSError:
+                port = None
+            self._contract = herald_contract_log.ws_connection(port, None)
+        herald_contract_log.ws_frame(self._contract, direction, opcode, payload, fin, masked)
 
     def _read_exact(self, n, deadline):
         while len(self.buf) < n:
@@ -111,6 +124,8 @@ class WsClient:
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(head + mask + masked)
+        if opcode not in (0x9, 0xA):
+            self._record("client", opcode, payload, fin)
 
     def send_text(self, text):
         self.send_frame(0x1, text.encode())
@@ -124,7 +139,7 @@ class WsClient:
         deadline = time.monotonic() + timeout
         while True:
             b0, b1 = self._read_exact(2, deadline)
-            opcode, n = b0 & 0x0F, b1 & 0x7F
+            opcode, n, fin = b0 & 0x0F, b1 & 0x7F, bool(b0 & 0x80)
             if n == 126:
                 n = struct.unpack("!H", self._read_exact(2, deadline))[0]
             elif n == 127:
@@ -132,6 +147,8 @@ class WsClient:
             if b1 & 0x80:
                 mask = self._read_exact(4, deadline)
             payload = self._read_exact(n, deadline)
+            if opcode not in (0x9, 0xA):
+                self._record("server", opcode, payload, fin, bool(b1 & 0x80))
             if opcode == 0x9:
                 self.pings_received += 1
                 if self.auto_pong:

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import time
 
+import herald_contract_log
 from herald_stack import (Service, Stack, TestRun, free_port, http_get, post_notification,
                           wait_until)
 from herald_ws import WsClient, WsClosed, user_path
@@ -56,8 +57,10 @@ def adopt_upgraded(sock):
 
 
 def read_close_code(sock, timeout=10.0):
-    """Reads server frames until a close frame; returns its code (None: TCP closed first)."""
+    """Reads server frames until a close frame; returns its code (None: TCP closed first).
+    The frames are recorded for contract_ws_traffic like WsClient's."""
     sock.settimeout(timeout)
+    contract = herald_contract_log.ws_connection(sock.getpeername()[1], None)
     buf = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -74,7 +77,10 @@ def read_close_code(sock, timeout=10.0):
                 n, off = struct.unpack("!Q", buf[2:10])[0], 10
             if len(buf) < off + n:
                 break
-            opcode, payload, buf = buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+            b0, b1 = buf[0], buf[1]
+            opcode, payload, buf = b0 & 0x0F, buf[off:off + n], buf[off + n:]
+            if opcode not in (0x9, 0xA):
+                herald_contract_log.ws_frame(contract, "server", opcode, payload, bool(b0 & 0x80), bool(b1 & 0x80))
             if opcode == 0x8:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
         try:
