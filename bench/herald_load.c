@@ -588,6 +588,7 @@ main(int argc, char **argv)
         hl_hist_merge(&T->h_notify, &r->h_notify);
         hl_hist_merge(&T->h_post, &r->h_post);
         hl_hist_merge(&T->h_post_svc, &r->h_post_svc);
+        hl_hist_merge(&T->h_send_lag, &r->h_send_lag);
     }
 
     hl_failures_t F = {0};
@@ -707,6 +708,7 @@ main(int argc, char **argv)
         printf("notify_max_lag_us=%" PRIu64 "\n", T->notify_max_lag_us);
         hl_print_hist("notify_post_rtt_us", &T->h_post);
         hl_print_hist("notify_post_service_us", &T->h_post_svc);
+        hl_print_hist("notify_send_lag_us", &T->h_send_lag);
         printf("notify_frames_received=%" PRIu64 "\n", T->notify_rx);
         printf("notify_frames_expected=%" PRIu64 "\n", T->notify_rx_expected);
         printf("notify_frames_lost=%" PRIu64 "\n",

@@ -131,6 +131,7 @@ typedef struct {
     hl_hist_t h_notify;   /* POST scheduled → each socket */
     hl_hist_t h_post;     /* POST scheduled → HTTP 202 (other answers are not in it) */
     hl_hist_t h_post_svc; /* POST written → HTTP 202: the server's part alone */
+    hl_hist_t h_send_lag; /* POST scheduled → written: the client's own lateness */
 } hl_report_t;
 
 /* Wall clock in microseconds: the timestamp carried in messages. */

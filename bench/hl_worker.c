@@ -752,6 +752,7 @@ hl_notify_due(void)
         rr = (int)(h - W.http) + 1;
         if (now - due > W.rep.notify_max_lag_us)
             W.rep.notify_max_lag_us = now - due;
+        hl_hist_add(&W.rep.h_send_lag, now - due);
         uint64_t ts = W.notify_t0_rt + (due - W.notify_t0); /* scheduled, wall clock */
         char body[256], req[768];
         h->user = W.notify_next % W.notify_users;
