@@ -376,6 +376,7 @@ struct hr_redis_async_s {
     void *watchdog_timer;  /* owned */
     unsigned inflight;     /* commands awaiting a reply */
     uint64_t last_progress_ms;
+    uint64_t watchdog_due_ms; /* when the watchdog should fire next */
     /*
      * Bytes appended to this context's output buffer; minus what the buffer
      * still holds, it is what reached the socket, so a command lost with
@@ -430,18 +431,39 @@ hr_redis_reconnect_fire(void *arg)
 }
 
 static void
+hr_redis_watchdog_arm(hr_redis_async_t *r)
+{
+    r->watchdog_due_ms = hr_mono_ms() + HR_WATCHDOG_MS;
+    r->ops->timer_arm(r->watchdog_timer, HR_WATCHDOG_MS);
+}
+
+/*
+ * Closes a READY connection whose oldest awaited reply is later than
+ * command_timeout_ms. Only time the loop was running counts: a watchdog
+ * that fires late says the process was busy (a gateway fanning out a
+ * backlog in one callback) or stopped, and a reply that came meanwhile
+ * waits unread in the socket. libuv runs timers before it polls, so without
+ * this the busy process would take its own delay for a Redis stall, close
+ * the connection and fail commands Redis had answered.
+ */
+static void
 hr_redis_watchdog_fire(void *arg)
 {
     hr_redis_async_t *r = arg;
+    uint64_t now = hr_mono_ms();
+    if (now > r->watchdog_due_ms + HR_WATCHDOG_MS) {
+        uint64_t late = now - r->watchdog_due_ms;
+        r->last_progress_ms = r->last_progress_ms + late < now ? r->last_progress_ms + late : now;
+    }
     if (r->state == HR_RS_READY && r->inflight > 0 &&
-        hr_mono_ms() - r->last_progress_ms > (uint64_t)r->command_timeout_ms) {
+        now - r->last_progress_ms > (uint64_t)r->command_timeout_ms) {
         hr_log_warn("redis_timeout", "conn=%s inflight=%u timeout_ms=%d", r->name, r->inflight,
                     r->command_timeout_ms);
         /* Frees the context: pending callbacks get NULL, then on_disconnect runs. */
         redisAsyncFree(r->ac);
     }
     if (!r->destroying)
-        r->ops->timer_arm(r->watchdog_timer, HR_WATCHDOG_MS);
+        hr_redis_watchdog_arm(r);
 }
 
 static void
@@ -596,7 +618,7 @@ hr_redis_async_create(const hr_loop_ops_t *ops, void *loop, const hr_redis_async
     r->reconnect_timer = ops->timer_new(loop, hr_redis_reconnect_fire, r);
     if (r->command_timeout_ms > 0) {
         r->watchdog_timer = ops->timer_new(loop, hr_redis_watchdog_fire, r);
-        ops->timer_arm(r->watchdog_timer, HR_WATCHDOG_MS);
+        hr_redis_watchdog_arm(r);
     }
     hr_redis_async_connect(r);
     return r;

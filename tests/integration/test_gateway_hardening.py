@@ -4,6 +4,7 @@ malformed identities and frames, floods of commands and sockets. Each case
 drives the real binary over real sockets against a private Redis."""
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -360,6 +361,39 @@ def main():
             check(n["notification"]["id"] == body["id"], f"unexpected {n}")
         t.check("notification_published_right_after_welcome_arrives_while_the_channel_resubscribes",
                 notification_right_after_welcome)
+
+        def stopped_gateway_keeps_the_answers_redis_gave():
+            # A gateway that does not run for longer than redis.timeout_ms
+            # (2 s) -- stopped here; busy fanning out a backlog in one
+            # callback in production -- finds Redis's reply waiting unread
+            # in its socket. libuv runs timers before it polls: the watchdog
+            # took the process's own delay for a Redis stall, closed the
+            # command connection and answered a publish Redis had run with
+            # `outcome_unknown` (the chat_publish_unknown warning).
+            c = closing(WsClient("127.0.0.1", port, user_path("napper")))
+            c.recv_type("welcome")
+            c.send_json({"type": "join", "room": "nap"})
+            c.recv_type("joined")
+            gw = stack.services["gateway1"].proc
+            stack.redis_proc.send_signal(signal.SIGSTOP)
+            try:
+                c.send_json({"type": "publish", "room": "nap", "message": "while asleep",
+                             "ref": "nap1"})
+                time.sleep(0.3)  # the gateway has written it to the stopped Redis
+                gw.send_signal(signal.SIGSTOP)
+            finally:
+                stack.redis_proc.send_signal(signal.SIGCONT)
+            try:
+                time.sleep(3.0)  # Redis answers into the stopped gateway's socket
+            finally:
+                gw.send_signal(signal.SIGCONT)
+            m = recv_answer(c)
+            check(m["type"] == "message" and m["ref"] == "nap1" and m["message"] == "while asleep",
+                  f"the publish Redis ran was answered {m}")
+            log = stack.services["gateway1"].log_text()
+            check("redis_timeout" not in log, "the gateway took its own stop for a Redis stall")
+        t.check("a_gateway_that_did_not_run_past_the_redis_timeout_keeps_the_answers_redis_gave",
+                stopped_gateway_keeps_the_answers_redis_gave)
     finally:
         for c in opened:
             c.close()
