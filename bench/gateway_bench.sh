@@ -37,7 +37,8 @@ NOTIFY_COUNT=${NOTIFY_COUNT:-50000}
 RUN_LIMIT=${RUN_LIMIT:-300}              # seconds, per herald-load run
 # The publisher is one socket: a gateway busy fanning out reads its frames in
 # bursts, which the default per-socket limit (gateway.publish_rate 20/s, bursts
-# of 40) would refuse. The fan-out is measured, not the limiter.
+# of 40) and command limit (gateway.command_rate 50/s, bursts of 100) would
+# refuse. The fan-out is measured, not the limiters.
 PUBLISH_RATE=${PUBLISH_RATE:-100000}
 
 build=1
@@ -149,7 +150,7 @@ start_gateways() { # a fresh set, so each scenario measures from a clean baselin
         HERALD_GATEWAY_PORT=$port HERALD_GATEWAY_REUSEPORT=true \
             HERALD_GATEWAY_DEV_USER_QUERY=true HERALD_GATEWAY_NODE_ID="bench-gw$i" \
             HERALD_GATEWAY_QUEUE_MAX_FRAMES=65536 HERALD_GATEWAY_QUEUE_MAX_BYTES=67108864 \
-            HERALD_GATEWAY_PUBLISH_RATE=$PUBLISH_RATE \
+            HERALD_GATEWAY_PUBLISH_RATE=$PUBLISH_RATE HERALD_GATEWAY_COMMAND_RATE=$PUBLISH_RATE \
             "$GW_BIN" >>"$WORK/gateway$i.log" 2>&1 &
         GW_PIDS+=($!)
         PIDS+=($!)
